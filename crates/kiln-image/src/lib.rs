@@ -3,4 +3,19 @@
 //! and unknown fields), canonical JSON, image references, the content-addressed
 //! store, and pure image mutations.
 //!
-//! It does not read or write tar layers (see `kiln-layer`) nor talk to registries.
+//! The `layer` module is the layer codec: deterministic tar writing, streaming
+//! compression and digests, and safe extraction. The crate does not talk to
+//! registries and does not run anything.
+
+pub mod canonical;
+pub mod config;
+pub mod digest;
+pub mod layer;
+pub mod manifest;
+pub mod media;
+pub mod reference;
+
+pub use config::{History, ImageConfig, RuntimeConfig};
+pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
+pub use manifest::{AnyManifest, Descriptor, Index, Manifest, Platform};
+pub use reference::Reference;
