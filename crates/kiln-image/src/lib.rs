@@ -14,8 +14,12 @@ pub mod layer;
 pub mod manifest;
 pub mod media;
 pub mod reference;
+pub mod store;
+pub mod time;
+pub mod transport;
 
 pub use config::{History, ImageConfig, RuntimeConfig};
 pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
 pub use manifest::{AnyManifest, Descriptor, Index, Manifest, Platform};
 pub use reference::Reference;
+pub use store::{Store, StoreError};
