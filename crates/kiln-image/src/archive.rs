@@ -17,7 +17,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{IMAGE_NAME, blob_rel_path, image_name_of, media_type_of, parse_index, select_entry, verify};
+use crate::layout::{
+    IMAGE_NAME, blob_rel_path, image_name_of, media_type_of, parse_index, select_entry, verify,
+};
 use crate::manifest::{Descriptor, Index, Manifest};
 use crate::reference::Reference;
 use crate::transport::{ImageSink, ImageSource, RawManifest, Result, TransportError};
@@ -39,7 +41,9 @@ impl Drop for TempFile {
 }
 
 fn clean_member_name(name: &str) -> String {
-    name.trim_start_matches("./").trim_start_matches('/').to_string()
+    name.trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string()
 }
 
 impl TarIndex {
@@ -47,8 +51,11 @@ impl TarIndex {
         let ctx = |op: &str| format!("{op} {}", path.display());
         let mut f = File::open(path).map_err(TransportError::io(ctx("open")))?;
         let mut magic = [0u8; 4];
-        let n = f.read(&mut magic).map_err(TransportError::io(ctx("read")))?;
-        f.seek(SeekFrom::Start(0)).map_err(TransportError::io(ctx("seek")))?;
+        let n = f
+            .read(&mut magic)
+            .map_err(TransportError::io(ctx("read")))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(TransportError::io(ctx("seek")))?;
         let (file, temp) = match crate::layer::detect_compression(&magic[..n]) {
             media::Compression::None => (path.to_path_buf(), None),
             c => {
@@ -68,7 +75,10 @@ impl TarIndex {
         let mut members = BTreeMap::new();
         let f = File::open(&file).map_err(TransportError::io(ctx("open")))?;
         let mut archive = tar::Archive::new(BufReader::new(f));
-        for entry in archive.entries().map_err(TransportError::io(ctx("read tar")))? {
+        for entry in archive
+            .entries()
+            .map_err(TransportError::io(ctx("read tar")))?
+        {
             let entry = entry.map_err(TransportError::io(ctx("read tar")))?;
             if !entry.header().entry_type().is_file() {
                 continue;
@@ -84,11 +94,13 @@ impl TarIndex {
     }
 
     fn open_member(&self, name: &str) -> Result<io::Take<BufReader<File>>> {
-        let (offset, size) = *self.members.get(name).ok_or_else(|| {
-            TransportError::Invalid(format!("archive has no member {name:?}"))
-        })?;
+        let (offset, size) = *self
+            .members
+            .get(name)
+            .ok_or_else(|| TransportError::Invalid(format!("archive has no member {name:?}")))?;
         let mut f = File::open(&self.file).map_err(TransportError::io("open archive"))?;
-        f.seek(SeekFrom::Start(offset)).map_err(TransportError::io("seek archive"))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(TransportError::io("seek archive"))?;
         Ok(BufReader::with_capacity(256 * 1024, f).take(size))
     }
 
@@ -166,7 +178,9 @@ impl ImageSource for OciArchiveSource {
     }
 
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        Ok(Box::new(self.tar.open_member(&blob_rel_path(&desc.digest))?))
+        Ok(Box::new(
+            self.tar.open_member(&blob_rel_path(&desc.digest))?,
+        ))
     }
 }
 
@@ -212,9 +226,10 @@ impl DockerArchiveSource {
                 entries
                     .iter()
                     .find(|e| {
-                        e.repo_tags.iter().flatten().any(|t| {
-                            t == s || (want.is_some() && Reference::parse(t).ok() == want)
-                        })
+                        e.repo_tags
+                            .iter()
+                            .flatten()
+                            .any(|t| t == s || (want.is_some() && Reference::parse(t).ok() == want))
                     })
                     .ok_or_else(|| TransportError::Invalid(format!("{what} has no image {s:?}")))?
             }
@@ -245,7 +260,9 @@ impl DockerArchiveSource {
             let mut size = n as u64;
             let mut buf = vec![0u8; 256 * 1024];
             loop {
-                let k = r.read(&mut buf).map_err(TransportError::io(format!("read {name}")))?;
+                let k = r
+                    .read(&mut buf)
+                    .map_err(TransportError::io(format!("read {name}")))?;
                 if k == 0 {
                     break;
                 }
@@ -308,7 +325,9 @@ impl ImageSource for DockerArchiveSource {
         if *digest == self.manifest.digest {
             return Ok(self.manifest.clone());
         }
-        Err(TransportError::Invalid(format!("docker archive has no manifest {digest}")))
+        Err(TransportError::Invalid(format!(
+            "docker archive has no manifest {digest}"
+        )))
     }
 
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
@@ -366,10 +385,13 @@ impl ArchiveSink {
     pub fn create(dest: &Path, kind: ArchiveKind) -> Result<ArchiveSink> {
         let temp = dest.with_file_name(format!(
             ".{}.tmp-{}",
-            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
             std::process::id()
         ));
-        let f = File::create(&temp).map_err(TransportError::io(format!("create {}", temp.display())))?;
+        let f = File::create(&temp)
+            .map_err(TransportError::io(format!("create {}", temp.display())))?;
         let mut tar = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, f));
         for d in ["blobs/", "blobs/sha256/"] {
             tar.append_data(&mut header(0, true), d, io::empty())
@@ -393,7 +415,10 @@ impl ArchiveSink {
             .as_mut()
             .ok_or_else(|| TransportError::Invalid("archive already finished".into()))?;
         tar.append_data(&mut header(size, false), name, data)
-            .map_err(TransportError::io(format!("write {name} to {}", self.dest.display())))
+            .map_err(TransportError::io(format!(
+                "write {name} to {}",
+                self.dest.display()
+            )))
     }
 }
 
@@ -430,7 +455,12 @@ impl Read for VerifyingReader<'_> {
 
 impl ImageSink for ArchiveSink {
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        Ok(self.state.lock().expect("lock").written.contains(&desc.digest))
+        Ok(self
+            .state
+            .lock()
+            .expect("lock")
+            .written
+            .contains(&desc.digest))
     }
 
     fn put_blob(&self, desc: &Descriptor, data: &mut dyn Read) -> Result<()> {
@@ -480,7 +510,8 @@ impl ImageSink for ArchiveSink {
         if let ArchiveKind::Docker { repo_tags } = &self.kind {
             let crate::AnyManifest::Manifest(m) = top.parse()? else {
                 return Err(TransportError::Invalid(
-                    "a docker archive holds one platform's image; choose one with --platform".into(),
+                    "a docker archive holds one platform's image; choose one with --platform"
+                        .into(),
                 ));
             };
             let manifest_json = vec![DockerArchiveEntry {
@@ -489,17 +520,28 @@ impl ImageSink for ArchiveSink {
                 layers: m.layers.iter().map(|l| blob_rel_path(&l.digest)).collect(),
             }];
             let bytes = serde_json::to_vec(&manifest_json).expect("serializes");
-            self.append(&mut st, "manifest.json", bytes.len() as u64, &mut bytes.as_slice())?;
+            self.append(
+                &mut st,
+                "manifest.json",
+                bytes.len() as u64,
+                &mut bytes.as_slice(),
+            )?;
             if let Some(first) = repo_tags.first().and_then(|t| Reference::parse(t).ok()) {
-                entry.annotations.insert(IMAGE_NAME.into(), first.to_string());
+                entry
+                    .annotations
+                    .insert(IMAGE_NAME.into(), first.to_string());
                 if let Some(t) = first.tag() {
-                    entry.annotations.insert(crate::store::REF_NAME.into(), t.to_string());
+                    entry
+                        .annotations
+                        .insert(crate::store::REF_NAME.into(), t.to_string());
                 }
             }
         }
         if let ArchiveKind::Oci { tag, image_name } = &self.kind {
             if let Some(t) = tag {
-                entry.annotations.insert(crate::store::REF_NAME.into(), t.clone());
+                entry
+                    .annotations
+                    .insert(crate::store::REF_NAME.into(), t.clone());
             }
             if let Some(n) = image_name {
                 entry.annotations.insert(IMAGE_NAME.into(), n.clone());
@@ -507,23 +549,37 @@ impl ImageSink for ArchiveSink {
         }
         let index = Index::new(media::Format::Oci, vec![entry]);
         let index_bytes = crate::canonical::to_vec(&index).expect("serializes");
-        self.append(&mut st, "index.json", index_bytes.len() as u64, &mut index_bytes.as_slice())?;
+        self.append(
+            &mut st,
+            "index.json",
+            index_bytes.len() as u64,
+            &mut index_bytes.as_slice(),
+        )?;
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
         self.append(&mut st, "oci-layout", layout.len() as u64, &mut &layout[..])?;
         let tar = st.tar.take().expect("open until finish");
-        let w = tar.into_inner().map_err(TransportError::io("finish archive"))?;
+        let w = tar
+            .into_inner()
+            .map_err(TransportError::io("finish archive"))?;
         let f = w
             .into_inner()
             .map_err(|e| TransportError::io("finish archive")(e.into_error()))?;
         f.sync_all().map_err(TransportError::io("fsync archive"))?;
-        fs::rename(&self.temp, &self.dest)
-            .map_err(TransportError::io(format!("rename to {}", self.dest.display())))
+        fs::rename(&self.temp, &self.dest).map_err(TransportError::io(format!(
+            "rename to {}",
+            self.dest.display()
+        )))
     }
 }
 
 impl Drop for ArchiveSink {
     fn drop(&mut self) {
-        if self.state.get_mut().map(|s| s.tar.is_some()).unwrap_or(true) {
+        if self
+            .state
+            .get_mut()
+            .map(|s| s.tar.is_some())
+            .unwrap_or(true)
+        {
             let _ = fs::remove_file(&self.temp);
         }
     }

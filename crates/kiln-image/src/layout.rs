@@ -179,8 +179,12 @@ pub struct LayoutSink {
 impl LayoutSink {
     pub fn create(dir: &Path, tag: Option<&str>) -> Result<LayoutSink> {
         let blobs = dir.join("blobs/sha256");
-        fs::create_dir_all(&blobs).map_err(TransportError::io(format!("create {}", blobs.display())))?;
-        write_atomic(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        fs::create_dir_all(&blobs)
+            .map_err(TransportError::io(format!("create {}", blobs.display())))?;
+        write_atomic(
+            &dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
         Ok(LayoutSink {
             dir: dir.to_path_buf(),
             tag: tag.map(str::to_string),
@@ -198,13 +202,16 @@ impl LayoutSink {
     fn write_blob(&self, d: &Digest, data: &mut dyn Read, size: u64) -> Result<()> {
         let dest = self.dir.join(blob_rel_path(d));
         let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
-        let mut f = File::create(&tmp).map_err(TransportError::io(format!("create {}", tmp.display())))?;
+        let mut f =
+            File::create(&tmp).map_err(TransportError::io(format!("create {}", tmp.display())))?;
         let mut h = Hasher::new(d.algorithm());
         let mut buf = vec![0u8; 256 * 1024];
         let mut n_total = 0u64;
         let res: Result<()> = (|| {
             loop {
-                let n = data.read(&mut buf).map_err(TransportError::io(format!("read blob {d}")))?;
+                let n = data
+                    .read(&mut buf)
+                    .map_err(TransportError::io(format!("read blob {d}")))?;
                 if n == 0 {
                     break;
                 }
@@ -219,8 +226,10 @@ impl LayoutSink {
                     "blob {d} ({size} bytes) arrived as {got} ({n_total} bytes)"
                 )));
             }
-            f.sync_all().map_err(TransportError::io(format!("fsync {}", tmp.display())))?;
-            fs::rename(&tmp, &dest).map_err(TransportError::io(format!("rename {}", dest.display())))
+            f.sync_all()
+                .map_err(TransportError::io(format!("fsync {}", tmp.display())))?;
+            fs::rename(&tmp, &dest)
+                .map_err(TransportError::io(format!("rename {}", dest.display())))
         })();
         if res.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -239,7 +248,11 @@ impl ImageSink for LayoutSink {
     }
 
     fn put_manifest(&self, raw: &RawManifest, top: bool) -> Result<()> {
-        self.write_blob(&raw.digest, &mut raw.bytes.as_slice(), raw.bytes.len() as u64)?;
+        self.write_blob(
+            &raw.digest,
+            &mut raw.bytes.as_slice(),
+            raw.bytes.len() as u64,
+        )?;
         if top {
             *self.top.lock().expect("lock") = Some(raw.descriptor());
         }
@@ -253,7 +266,10 @@ impl ImageSink for LayoutSink {
         let index_path = self.dir.join("index.json");
         let mut index = match fs::read(&index_path) {
             Ok(b) => serde_json::from_slice::<Index>(&b).map_err(|e| {
-                TransportError::Invalid(format!("{}: invalid index.json: {e}", index_path.display()))
+                TransportError::Invalid(format!(
+                    "{}: invalid index.json: {e}",
+                    index_path.display()
+                ))
             })?,
             Err(_) => Index::new(media::Format::Oci, Vec::new()),
         };

@@ -37,7 +37,11 @@ impl Image {
 
     /// Loads a stored image by name (see [`Store::resolve`]); an index is
     /// resolved to the manifest for `platform`.
-    pub fn load(store: &Store, name: &str, platform: &crate::Platform) -> Result<(Image, RawManifest)> {
+    pub fn load(
+        store: &Store,
+        name: &str,
+        platform: &crate::Platform,
+    ) -> Result<(Image, RawManifest)> {
         let desc = store.resolve(name)?;
         Self::load_manifest(store, &desc.digest, platform)
     }
@@ -58,7 +62,10 @@ impl Image {
             AnyManifest::Manifest(m) => {
                 let config: ImageConfig = store.get_json(&m.config.digest)?;
                 let raw = RawManifest {
-                    media_type: m.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.into()),
+                    media_type: m
+                        .media_type
+                        .clone()
+                        .unwrap_or_else(|| media::OCI_MANIFEST.into()),
                     digest: digest.clone(),
                     bytes,
                 };
@@ -121,9 +128,8 @@ impl Image {
             })
             .collect();
         let manifest = Manifest::new(self.format, config, layers);
-        let bytes = crate::canonical::to_vec(&manifest).map_err(|e| {
-            TransportError::Invalid(format!("manifest does not serialize: {e}"))
-        })?;
+        let bytes = crate::canonical::to_vec(&manifest)
+            .map_err(|e| TransportError::Invalid(format!("manifest does not serialize: {e}")))?;
         let raw = RawManifest::new(self.format.manifest(), bytes);
         store.put_blob(&raw.bytes)?;
         Ok(raw)
