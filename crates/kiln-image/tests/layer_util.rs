@@ -182,11 +182,15 @@ pub fn raw_header(name: &[u8], typeflag: u8, size: u64, link: &[u8]) -> [u8; 512
     h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
+    set_cksum(&mut h);
+    h
+}
+
+pub fn set_cksum(h: &mut [u8; 512]) {
     h[148..156].copy_from_slice(b"        ");
     let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
     let c = format!("{sum:06o}\0 ");
     h[148..156].copy_from_slice(c.as_bytes());
-    h
 }
 
 /// Builds raw tars entry by entry.
@@ -203,6 +207,15 @@ impl RawTar {
         self.0.extend_from_slice(&raw_header(name, typeflag, data.len() as u64, link));
         self.0.extend_from_slice(data);
         self.pad();
+        self
+    }
+    /// A device node (`typeflag` b'3' char, b'4' block).
+    pub fn device(mut self, name: &str, typeflag: u8, major: u32, minor: u32) -> Self {
+        let mut h = raw_header(name.as_bytes(), typeflag, 0, b"");
+        h[329..337].copy_from_slice(format!("{major:07o}\0").as_bytes());
+        h[337..345].copy_from_slice(format!("{minor:07o}\0").as_bytes());
+        set_cksum(&mut h);
+        self.0.extend_from_slice(&h);
         self
     }
     pub fn file(self, name: &str, data: &[u8]) -> Self {
