@@ -273,7 +273,60 @@ pub fn sort_entries(entries: Vec<Entry>) -> Result<Vec<Entry>, LayerError> {
             });
         }
     }
-    Ok(keyed.into_iter().map(|(_, e)| e).collect())
+    let mut entries: Vec<Entry> = keyed.into_iter().map(|(_, e)| e).collect();
+    hardlink_targets_first(&mut entries)?;
+    Ok(entries)
+}
+
+/// Makes every hard link come after the entry carrying its content: when a
+/// link sorts before its target file, the earliest path of the group takes
+/// the content and metadata and the others (the old target included) link
+/// to it. Targets not in the list (lower layers) are left alone.
+fn hardlink_targets_first(entries: &mut [Entry]) -> Result<(), LayerError> {
+    use std::collections::HashMap;
+    let index: HashMap<Vec<u8>, usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.kind, EntryKind::File { .. }))
+        .filter_map(|(i, e)| Some((e.clean_path().ok()?.to_vec(), i)))
+        .collect();
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let EntryKind::Hardlink { target } = &e.kind {
+            let t = validate_path(path_bytes(target))?;
+            if let Some(&j) = index.get(t) {
+                groups.entry(j).or_default().push(i);
+            }
+        }
+    }
+    for (j, links) in groups {
+        let Some(&carrier) = links.iter().min() else {
+            continue;
+        };
+        if carrier > j {
+            continue; // already in order
+        }
+        let carrier_path = entries[carrier].path.clone();
+        let (lo, hi) = entries.split_at_mut(j);
+        let (c, t) = (&mut lo[carrier], &mut hi[0]);
+        std::mem::swap(&mut c.kind, &mut t.kind);
+        std::mem::swap(&mut c.mode, &mut t.mode);
+        std::mem::swap(&mut c.uid, &mut t.uid);
+        std::mem::swap(&mut c.gid, &mut t.gid);
+        std::mem::swap(&mut c.mtime, &mut t.mtime);
+        std::mem::swap(&mut c.xattrs, &mut t.xattrs);
+        t.kind = EntryKind::Hardlink {
+            target: carrier_path.clone(),
+        };
+        for &l in &links {
+            if l != carrier {
+                entries[l].kind = EntryKind::Hardlink {
+                    target: carrier_path.clone(),
+                };
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `path` as bytes, for callers holding a `Path`.

@@ -27,11 +27,11 @@ mod walk;
 pub use compress::{LayerInfo, LayerWriter, write_dir_layer, write_entries_layer};
 pub use entry::{Entry, EntryKind, FileSource, compare_tar_names, sort_entries};
 pub use error::LayerError;
-//X pub use extract::{
-//X
-//X
-//X};
-//X pub use flatten::flatten;
+pub use extract::{
+    ExtractError, ExtractOptions, ExtractReport, ExtractWarning, OverlayFormat, extract,
+    extract_tar,
+};
+pub use flatten::{FlattenError, flatten};
 pub use gzip_parallel::{GZIP_BLOCK_SIZE, ParallelGzEncoder};
 pub use read::{decompress, detect_compression, layer_archive, open_layer, open_layer_buffered};
 pub use safe_path::clean_entry_name;

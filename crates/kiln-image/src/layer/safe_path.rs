@@ -71,10 +71,6 @@ impl Root {
         Ok(Root { fd })
     }
 
-    pub(crate) fn fd(&self) -> impl AsFd + '_ {
-        self.fd.as_fd()
-    }
-
     /// Opens the directory `rel` inside the root. With `follow_last` false
     /// a symlink as the last component fails (ELOOP) instead of being
     /// followed.
