@@ -32,6 +32,8 @@ enum Command {
     Save(cmd::archive::SaveArgs),
     /// Read images from a docker-archive, OCI archive or OCI layout.
     Load(cmd::archive::LoadArgs),
+    /// Write an image's flattened filesystem as a tar.
+    Export(cmd::archive::ExportArgs),
     /// List images in the store.
     Images(cmd::image::ImagesArgs),
     /// Print an image's manifest and config as JSON.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Import(a) => cmd::archive::import(&root, a),
         Command::Save(a) => cmd::archive::save(&root, a),
         Command::Load(a) => cmd::archive::load(&root, a),
+        Command::Export(a) => cmd::archive::export(&root, a),
         Command::Images(a) => cmd::image::images(&root, a),
         Command::Inspect(a) => cmd::image::inspect(&root, a),
         Command::History(a) => cmd::image::history(&root, a),

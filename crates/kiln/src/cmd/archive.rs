@@ -240,3 +240,52 @@ fn load_one(
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct ExportArgs {
+    name: String,
+    /// The tar to write (`-` for standard output).
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+/// Writes the image's filesystem, with every layer applied, as one tar.
+pub fn export(root: &Path, a: ExportArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let (img, _) = Image::load(&store, &a.name, &Platform::host())?;
+    let layers = img
+        .layers
+        .iter()
+        .map(|l| store.open_blob(&l.digest))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scratch = store.dir("tmp")?;
+    let opts = LayerOptions {
+        compression: Compression::None,
+        source_date_epoch: source_date_epoch()?,
+        ..LayerOptions::default()
+    };
+    let ctx = || format!("export {}", a.name);
+    if a.output.as_os_str() == "-" {
+        let out = io::BufWriter::new(io::stdout().lock());
+        layer::flatten(layers, &scratch, &opts, out).with_context(ctx)?;
+        return Ok(());
+    }
+    let tmp = a.output.with_extension("tmp-export");
+    let out = io::BufWriter::new(File::create(&tmp).with_context(ctx)?);
+    match layer::flatten(layers, &scratch, &opts, out) {
+        Ok((out, _, warnings)) => {
+            out.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(ctx)?
+                .sync_all()?;
+            for w in warnings {
+                eprintln!("warning: {}: {}", w.entry, w.message);
+            }
+            std::fs::rename(&tmp, &a.output).with_context(ctx)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e).with_context(ctx)
+        }
+    }
+}
