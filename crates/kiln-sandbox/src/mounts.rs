@@ -25,6 +25,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{self as rfs, CWD, Mode, OFlags, ResolveFlags};
@@ -83,7 +84,7 @@ pub(crate) fn open_in_root(root: BorrowedFd<'_>, path: &str) -> rustix::io::Resu
 /// `Kind::File`, an empty final file (0644). Returns an `O_PATH` fd of the
 /// target, suitable as a `move_mount` destination.
 pub(crate) fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<OwnedFd> {
-    let comps = clean(path);
+    let mut comps = clean(path);
     if comps.is_empty() {
         if kind == Kind::File {
             return Err(Error::InvalidSpec(format!(
@@ -93,29 +94,58 @@ pub(crate) fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> R
         }
         return open_in_root(root, ".").map_err(at("openat2", path));
     }
-    for i in 0..comps.len() {
+    let mut hops = 0;
+    let mut i = 0;
+    while i < comps.len() {
         let prefix = comps[..=i].join("/");
         let last = i + 1 == comps.len();
         match open_in_root(root, &prefix) {
             Ok(fd) if last => return Ok(fd),
-            Ok(_) => continue,
+            Ok(_) => {
+                i += 1;
+                continue;
+            }
             Err(Errno::NOENT) => {}
             Err(e) => return Err(Error::path("openat2 (in root)", &prefix, e)),
         }
-        let parent = open_in_root(root, &comps[..i].join("/"))
-            .map_err(at("openat2 (in root)", comps[..i].join("/")))?;
-        let name = comps[i].as_str();
+        let parent_path = comps[..i].join("/");
+        let parent =
+            open_in_root(root, &parent_path).map_err(at("openat2 (in root)", &parent_path))?;
+        let name = comps[i].clone();
+        // A dangling symlink: follow it by hand (still inside the root) and
+        // create what it points to, as Docker's securejoin does.
+        if let Ok(target) = rfs::readlinkat(&parent, name.as_str(), Vec::new()) {
+            hops += 1;
+            if hops > 40 {
+                return Err(Error::path("resolve (in root)", path, Errno::LOOP));
+            }
+            let target = PathBuf::from(std::ffi::OsString::from_vec(target.into_bytes()));
+            let mut next = PathBuf::from("/");
+            if !target.is_absolute() {
+                next.push(&parent_path);
+            }
+            next.push(target);
+            for c in &comps[i + 1..] {
+                next.push(c);
+            }
+            comps = clean(&next);
+            if comps.is_empty() {
+                return open_in_root(root, ".").map_err(at("openat2", path));
+            }
+            i = 0;
+            continue;
+        }
         if last && kind == Kind::File {
-            // O_EXCL|O_NOFOLLOW: a dangling symlink here is refused, not followed.
+            // O_EXCL|O_NOFOLLOW: never follows anything at the final name.
             rfs::openat(
                 &parent,
-                name,
+                name.as_str(),
                 OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o644),
             )
             .map_err(at("create mount point", &prefix))?;
         } else {
-            match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+            match rfs::mkdirat(&parent, name.as_str(), Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(Error::path("mkdirat (in root)", &prefix, e)),
             }
@@ -123,8 +153,9 @@ pub(crate) fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> R
         if last {
             return open_in_root(root, &prefix).map_err(at("openat2 (in root)", &prefix));
         }
+        i += 1;
     }
-    unreachable!("loop returns on the last component")
+    unreachable!("the loop returns on the last component")
 }
 
 /// A detached mount of a new filesystem (`fsopen` + `fsconfig` + `fsmount`).
