@@ -363,3 +363,118 @@ both!(timing_of_true, |env: &Env| {
         env.who
     );
 });
+
+/// Spawn sandbox_run as `who` in its own process group, without waiting.
+fn spawn_bg(env: &Env, args: &[&str]) -> std::process::Child {
+    let mut cmd = match env.who {
+        Who::Caller => std::process::Command::new(&env.bin),
+        Who::Kilntest => {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", TEST_USER, "--"]).arg(&env.bin);
+            c
+        }
+    };
+    cmd.args(args)
+        .current_dir("/")
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The outermost sandbox_run: the child itself, or runuser's child.
+fn kiln_pid(env: &Env, child: &std::process::Child) -> i32 {
+    let pid = child.id() as i32;
+    if env.who == Who::Caller {
+        return pid;
+    }
+    for _ in 0..100 {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(k) = kids.split_whitespace().next() {
+            return k.parse().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("runuser has no child");
+}
+
+fn procs_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            // Only the command itself, not the sandbox_run whose argv names it.
+            if c.starts_with("sleep ") && c.contains(marker) {
+                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn wait_gone(marker: &str) {
+    for _ in 0..100 {
+        if procs_with(marker).is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("left behind: {:?}", procs_with(marker));
+}
+
+fn wait_started(marker: &str) {
+    for _ in 0..250 {
+        if !procs_with(marker).is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{marker} never started");
+}
+
+both!(signals_forwarded_and_nothing_left_behind, |env: &Env| {
+    let root = env.busybox_rootfs("root");
+    let r = root.to_str().unwrap();
+
+    // SIGTERM sent to kiln reaches the command, which handles it.
+    let child = spawn_bg(
+        env,
+        &[
+            "--rootfs",
+            r,
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; sleep 1234.25 & wait",
+        ],
+    );
+    wait_started("1234.25");
+    let kp = kiln_pid(env, &child);
+    // SAFETY: signalling a child we spawned.
+    unsafe { libc::kill(kp, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "got-term\n");
+    assert_eq!(o.status.code(), Some(7));
+    wait_gone("1234.25");
+
+    // Ctrl-C (SIGINT to the whole foreground process group).
+    let mut child = spawn_bg(env, &["--rootfs", r, "--", "sleep", "1234.5"]);
+    wait_started("1234.5");
+    // SAFETY: the group was created by process_group(0) above.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let st = child.wait().unwrap();
+    assert!(!st.success());
+    wait_gone("1234.5");
+
+    // SIGKILL of kiln itself: init and the command die with it.
+    let mut child = spawn_bg(env, &["--rootfs", r, "--", "sleep", "1234.75"]);
+    wait_started("1234.75");
+    let kp = kiln_pid(env, &child);
+    // SAFETY: as above.
+    unsafe { libc::kill(kp, libc::SIGKILL) };
+    let _ = child.wait();
+    wait_gone("1234.75");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(env.dir.path().to_str().unwrap()));
+});
