@@ -4,8 +4,14 @@
 
 pub mod diag;
 pub mod expand;
+pub mod instructions;
+pub mod lint;
+pub mod mount;
 pub mod parse;
+pub mod scope;
+pub mod stage;
 pub mod words;
 
 pub use diag::{Diag, Diagnostics, Severity, Span};
 pub use parse::{Dockerfile, parse, parse_onbuild_triggers};
+pub use stage::{ResolveOptions, ResolvedBuild, resolve};
