@@ -120,6 +120,9 @@ impl TransportConfig {
 }
 
 fn strip_port(host: &str) -> &str {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host; // a bare IPv6 address: its colons are not a port
+    }
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
