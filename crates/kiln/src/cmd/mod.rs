@@ -1,0 +1,2 @@
+pub mod registry;
+pub mod transport;
