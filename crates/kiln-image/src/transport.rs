@@ -34,11 +34,7 @@ impl RawManifest {
     }
 
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(
-            &self.media_type,
-            self.digest.clone(),
-            self.bytes.len() as u64,
-        )
+        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as u64)
     }
 }
 
@@ -182,8 +178,7 @@ fn copy_blobs(
                     first_err.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_err
-                        .get_or_insert(TransportError::Invalid("a copy worker panicked".into()));
+                    first_err.get_or_insert(TransportError::Invalid("a copy worker panicked".into()));
                 }
             }
         }
