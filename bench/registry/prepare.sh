@@ -8,8 +8,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$B"
 
 if [ ! -f "$B/debian/index.json" ]; then
-  mirror=$(grep -h -E '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-    | grep -m1 -o 'http[^ ]*debian' || echo http://deb.debian.org/debian)
+  mirror=$( { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } \
+    | grep -E '^(URIs:|deb )' | grep -o 'http[^ ]*debian' | head -n1 || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
   if [ ! -x "$B/rootfs/bin/sh" ]; then
     rm -rf "$B/rootfs"
     debootstrap --variant=minbase bookworm "$B/rootfs" "$mirror" >"$B/debootstrap.log" 2>&1

@@ -384,9 +384,12 @@ impl Client {
             .headers()
             .get("range")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit_once('-'))
-            .and_then(|(_, end)| end.trim().parse::<u64>().ok())
-            .map_or(0, |e| e + 1);
+            .and_then(|v| v.split_once('-'))
+            .and_then(|(_, end)| end.trim().parse::<i64>().ok())
+            // distribution 2.x says `0-0` for an empty upload (so a 1-byte
+            // upload looks empty: its resend then fails with 416), others
+            // `0--1`.
+            .map_or(0, |e| if e <= 0 { 0 } else { e as u64 + 1 });
         let next = location(&resp, op).unwrap_or_else(|_| url.clone());
         Ok((have, next))
     }
