@@ -48,10 +48,17 @@ enum Command {
     Prune,
     /// Verify every blob and name in the store.
     Check,
+    #[command(flatten)]
+    Registry(cmd::registry::RegistryCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(root) = &cli.root {
+        // SAFETY: no other thread exists yet. Every library that asks for
+        // the default store root then sees the one given here.
+        unsafe { std::env::set_var("KILN_ROOT", root) };
+    }
     let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
     let result = match cli.command {
         Command::Import(a) => cmd::archive::import(&root, a),
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
         Command::Rmi(a) => cmd::image::rmi(&root, a),
         Command::Prune => cmd::image::prune(&root),
         Command::Check => cmd::image::check(&root),
+        Command::Registry(c) => cmd::registry::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,8 @@
 pub mod archive;
 pub mod change;
 pub mod image;
+pub mod registry;
+pub mod transport;
 
 use std::path::Path;
 
