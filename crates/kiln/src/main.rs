@@ -44,6 +44,8 @@ enum Command {
     Tag(cmd::image::TagArgs),
     /// Remove image names.
     Rmi(cmd::image::RmiArgs),
+    /// Run a command in a throwaway container of an image.
+    Run(cmd::container::RunArgs),
     /// Remove content no image or cache entry uses.
     Prune,
     /// Verify every blob and name in the store.
@@ -54,6 +56,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_)) {
+        // Before any thread exists: an unprivileged kiln becomes root of a
+        // user namespace with its subordinate IDs, so unpacking, chown and
+        // overlay all work as they do for root.
+        if let Err(e) = kiln_sandbox::userns::ensure_root_in_userns() {
+            eprintln!("kiln: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(root) = &cli.root {
         // SAFETY: no other thread exists yet. Every library that asks for
         // the default store root then sees the one given here.
@@ -70,6 +81,7 @@ fn main() -> ExitCode {
         Command::History(a) => cmd::image::history(&root, a),
         Command::Tag(a) => cmd::image::tag(&root, a),
         Command::Rmi(a) => cmd::image::rmi(&root, a),
+        Command::Run(a) => cmd::container::run(&root, a),
         Command::Prune => cmd::image::prune(&root),
         Command::Check => cmd::image::check(&root),
         Command::Registry(c) => cmd::registry::run(c),

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod change;
+pub mod container;
 pub mod image;
 pub mod registry;
 pub mod transport;
