@@ -4,6 +4,7 @@
 
 pub mod diag;
 pub mod expand;
+pub mod ignore;
 pub mod instructions;
 pub mod lint;
 pub mod mount;
