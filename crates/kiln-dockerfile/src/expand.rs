@@ -185,9 +185,6 @@ impl<'a> Lexer<'a> {
             match c {
                 '\'' if !self.heredoc => {
                     self.next();
-                    if raw_escapes {
-                        out.push('\'');
-                    }
                     words.in_word = true;
                     loop {
                         match self.next() {
@@ -203,9 +200,6 @@ impl<'a> Lexer<'a> {
                                 words.add_raw_char(ch);
                             }
                         }
-                    }
-                    if raw_escapes {
-                        out.push('\'');
                     }
                 }
                 '"' if !self.heredoc => {
