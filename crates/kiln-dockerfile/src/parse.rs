@@ -330,6 +330,20 @@ struct Parser<'a> {
 /// Errors are collected (one per broken instruction) so `check` can report
 /// them all; warnings found by the reader are in [`Dockerfile::warnings`].
 pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
+    let (df, errors) = parse_partial(name, text);
+    if errors.is_empty() {
+        return Ok(df);
+    }
+    let mut d = Diagnostics { items: errors };
+    d.items.extend(df.warnings);
+    d.sort();
+    Err(d)
+}
+
+/// Like [`parse`] but never fails: broken instructions are left out of the
+/// returned file and their errors returned beside it, so a checker can
+/// still resolve and lint the rest.
+pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diag>) {
     let src = Source::new(name, text);
     let (body, base) = match text.strip_prefix('\u{feff}') {
         Some(b) => (b, 3),
@@ -351,17 +365,16 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
         }
     }
     check_order(&p.src, &instructions, &mut p.diags);
-    if p.diags.has_errors() {
-        p.diags.sort();
-        return Err(p.diags);
-    }
-    Ok(Dockerfile {
+    let (errors, warnings): (Vec<Diag>, Vec<Diag>) =
+        p.diags.items.into_iter().partition(Diag::is_error);
+    let df = Dockerfile {
         name: name.to_string(),
         directives,
         instructions,
-        warnings: p.diags.items,
+        warnings,
         source: p.src,
-    })
+    };
+    (df, errors)
 }
 
 /// Instructions other than ARG need a stage; a file needs at least one.

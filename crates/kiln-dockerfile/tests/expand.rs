@@ -1,7 +1,7 @@
 //! Table tests for word expansion: every `${...}` form, quoting and the
 //! escape character, with BuildKit's results.
 
-use kiln_dockerfile::expand::{expand, ExpandError};
+use kiln_dockerfile::expand::{ExpandError, expand};
 
 fn env(n: &str) -> Option<String> {
     match n {
@@ -115,8 +115,14 @@ fn expansion_errors() {
         ("${E:?}", "E: is not allowed to be empty"),
         ("${U:?need U}", "U: need U"),
         ("${U?need U}", "U: need U"),
-        ("'open", "unexpected end of statement while looking for matching single-quote"),
-        ("\"open", "unexpected end of statement while looking for matching double-quote"),
+        (
+            "'open",
+            "unexpected end of statement while looking for matching single-quote",
+        ),
+        (
+            "\"open",
+            "unexpected end of statement while looking for matching double-quote",
+        ),
         ("${V", "syntax error: missing '}'"),
         ("${V:-x", "syntax error: missing '}'"),
         ("${}", "syntax error: bad substitution"),
