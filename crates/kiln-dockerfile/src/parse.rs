@@ -898,8 +898,25 @@ impl<'a> Parser<'a> {
     /// the text is clearly meant as JSON (`["...` ... `]`) we report it.
     fn intended_json(&self, a: &str, span: &Span) -> Result<(), Box<Diag>> {
         let t = a.trim();
-        let after = t.strip_prefix('[').map(str::trim_start);
-        if after.is_some_and(|r| r.starts_with('"')) && t.ends_with(']') {
+        // `["` can't start a shell command; `[ "$a" = "b" ]` can, so with a
+        // space we also want a `", "` separator and a closing bracket.
+        let comma_sep = || {
+            let mut rest = t;
+            while let Some(i) = rest.find(['"', '\'']) {
+                let after = rest[i + 1..].trim_start();
+                if let Some(r) = after.strip_prefix(',') {
+                    if r.trim_start().starts_with(['"', '\'']) {
+                        return true;
+                    }
+                }
+                rest = &rest[i + 1..];
+            }
+            false
+        };
+        if t.starts_with("[\"")
+            || t.starts_with("['")
+            || (t.starts_with('[') && t.ends_with(']') && comma_sep())
+        {
             let detail = serde_json::from_str::<Vec<String>>(t)
                 .err()
                 .map(|e| e.to_string())
