@@ -899,7 +899,7 @@ impl<'a> Parser<'a> {
     fn intended_json(&self, a: &str, span: &Span) -> Result<(), Box<Diag>> {
         let t = a.trim();
         // `["` can't start a shell command; `[ "$a" = "b" ]` can, so with a
-        // space we also want a `", "` separator and a closing bracket.
+        // space we also want a `", "` separator.
         let comma_sep = || {
             let mut rest = t;
             while let Some(i) = rest.find(['"', '\'']) {
@@ -913,10 +913,7 @@ impl<'a> Parser<'a> {
             }
             false
         };
-        if t.starts_with("[\"")
-            || t.starts_with("['")
-            || (t.starts_with('[') && t.ends_with(']') && comma_sep())
-        {
+        if t.starts_with("[\"") || t.starts_with("['") || (t.starts_with('[') && comma_sep()) {
             let detail = serde_json::from_str::<Vec<String>>(t)
                 .err()
                 .map(|e| e.to_string())
