@@ -162,9 +162,9 @@ fn backtick_escape() {
 
 #[test]
 fn used_and_unset_names() {
-    let r = expand("$V ${U:-x} ${E}", '\\', &env).unwrap();
+    let r = expand("$V ${U:-x} ${E} $W", '\\', &env).unwrap();
     assert_eq!(r.used, ["V", "E"]);
-    assert_eq!(r.unset, ["U"]);
+    assert_eq!(r.unset, ["W"]); // ${U:-x} handles unset itself
 }
 
 #[test]
