@@ -158,7 +158,11 @@ impl<'a> Lexer<'a> {
         if v.is_none() && !report_unset {
             return v;
         }
-        let list = if v.is_some() { &mut self.used } else { &mut self.unset };
+        let list = if v.is_some() {
+            &mut self.used
+        } else {
+            &mut self.unset
+        };
         if !list.iter().any(|n| n == name) {
             list.push(name.to_string());
         }

@@ -992,3 +992,12 @@ fn json_intent() {
     );
     assert_eq!(error("FROM scratch\nCOPY [\"a\", \"b\"\n").code, "bad-json");
 }
+
+#[test]
+fn child_stage_inherits_args() {
+    let b = build("FROM scratch AS p\nARG A=1\nFROM p\nRUN x\n");
+    match &b.stages[1].instructions[0].instr {
+        Instr::Run(r) => assert_eq!(r.history_args, vec![Var::new("A", "1")]),
+        other => panic!("{other:?}"),
+    }
+}
