@@ -14,5 +14,5 @@ pub mod stage;
 pub mod words;
 
 pub use diag::{Diag, Diagnostics, Severity, Span};
-pub use parse::{Dockerfile, parse, parse_onbuild_triggers};
+pub use parse::{Dockerfile, parse, parse_onbuild_triggers, parse_partial};
 pub use stage::{ResolveOptions, ResolvedBuild, resolve};
