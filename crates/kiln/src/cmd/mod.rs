@@ -1,6 +1,7 @@
 //! One module per group of commands.
 
 pub mod archive;
+pub mod build;
 pub mod change;
 pub mod container;
 pub mod dockerfile;
