@@ -77,6 +77,26 @@ proptest! {
     }
 }
 
+/// Many blocks, so every worker compresses several: a compressor's state
+/// must not leak from one block into the next.
+#[test]
+fn many_blocks_same_bytes_for_any_thread_count() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..40 * GZIP_BLOCK_SIZE + 999)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (i / 5000) % 4 == 0 { x as u8 } else { b"layer codec "[(x % 12) as usize] }
+        })
+        .collect();
+    let one = gz(&data, 6, 1, 1 << 20);
+    for t in [2, 3, 8] {
+        assert!(gz(&data, 6, t, 100_000) == one, "{t} threads differ");
+    }
+    assert!(gunzip(&one) == data);
+}
+
 /// The layer pipeline's numbers match what a separate pass computes, and
 /// real gunzips agree with us on a multi-block stream.
 #[test]
