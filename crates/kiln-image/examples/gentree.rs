@@ -40,7 +40,8 @@ fn text(rng: &mut Rng, vocab: &[Vec<u8>], n: usize, out: &mut Vec<u8>) {
     while out.len() < end {
         let r = rng.next();
         // skewed index: product of two uniforms
-        let i = (((r & 0xffff) * ((r >> 16) & 0xffff) >> 16) * ((r >> 32) & 0xffff) >> 22) as usize
+        let i = (((((r & 0xffff) * ((r >> 16) & 0xffff)) >> 16) * ((r >> 32) & 0xffff)) >> 22)
+            as usize
             % vocab.len();
         out.extend_from_slice(&vocab[i]);
         col += vocab[i].len() + 1;
@@ -153,5 +154,10 @@ fn main() {
             left -= n as u64;
         }
     }
-    println!("{} small files, {} medium, 4 large in {}", i, j, root.display());
+    println!(
+        "{} small files, {} medium, 4 large in {}",
+        i,
+        j,
+        root.display()
+    );
 }

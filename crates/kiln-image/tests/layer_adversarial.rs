@@ -65,121 +65,367 @@ fn case(name: &'static str, tar: fn(&Ctx) -> Vec<u8>, expect: Expect) -> Case {
 
 fn corpus() -> Vec<Case> {
     let mut v = vec![
-        case("dotdot file", |_| RawTar::default().file("../canary-sibling.txt", b"pwned").end(), Expect::Err("../canary-sibling.txt")),
-        case("dotdot deep", |_| RawTar::default().file("../../canary-top.txt", b"pwned").end(), Expect::Err("../../canary-top.txt")),
-        case("dotdot in the middle", |_| RawTar::default().file("a/../../x", b"pwned").end(), Expect::Err("a/../../x")),
-        case("dotdot dir", |_| RawTar::default().dir("../").end(), Expect::Err("../")),
-        case("absolute name is rooted", |_| RawTar::default().file("/abs/file", b"ok").end(), Expect::Ok),
-        case("absolute canary name is rooted", |c| {
-            RawTar::default().file(&format!("{}/victim", c.abs), b"pwned").end()
-        }, Expect::Ok),
-        case("symlink to abs canary then write through it", |c| {
-            RawTar::default().symlink("link", &c.abs).file("link/victim", b"pwned").end()
-        }, Expect::Any),
-        case("symlink to relative outside then write through it", |_| {
-            RawTar::default().symlink("link", "../canary-dir").file("link/x", b"pwned").end()
-        }, Expect::Any),
-        case("symlink replaces a parent dir", |_| {
-            RawTar::default().dir("a/").symlink("a", "../../").file("a/x", b"inside").end()
-        }, Expect::Ok),
-        case("hardlink to relative outside", |_| {
-            RawTar::default().hardlink("hl", "../../canary-top.txt").end()
-        }, Expect::Err("hl")),
-        case("hardlink to /etc/passwd", |_| RawTar::default().hardlink("hl", "/etc/passwd").end(), Expect::Err("hl")),
-        case("hardlink to abs canary", |c| {
-            RawTar::default().hardlink("hl", &format!("{}/victim", c.abs)).end()
-        }, Expect::Err("hl")),
-        case("hardlink to a symlink to outside, then overwrite it", |c| {
-            RawTar::default()
-                .symlink("s", &format!("{}/victim", c.abs))
-                .hardlink("h", "s")
-                .file("h", b"pwned")
-                .file("s", b"pwned too")
-                .end()
-        }, Expect::Ok),
-        case("hardlink to a symlink to outside, then write below it", |c| {
-            RawTar::default().symlink("s", &c.abs).hardlink("h", "s").file("h/victim", b"pwned").end()
-        }, Expect::Any),
-        case("hardlink to a directory", |_| RawTar::default().dir("d/").hardlink("h", "d").end(), Expect::Err("h")),
-        case("whiteout escaping with dotdot", |_| RawTar::default().file("../.wh.canary-sibling.txt", b"").end(), Expect::Err("../.wh.canary-sibling.txt")),
-        case("whiteout of dotdot", |_| RawTar::default().file(".wh...", b"").end(), Expect::Err(".wh...")),
-        case("whiteout of dot", |_| RawTar::default().file("a/.wh..", b"").end(), Expect::Err("a/.wh..")),
-        case("whiteout name with dotdot after it", |_| RawTar::default().file("a/.wh.../../x", b"inside").end(), Expect::Ok),
-        case("whiteout through a symlink to the canary", |c| {
-            RawTar::default().symlink("d", &c.abs).file("d/.wh.victim", b"").end()
-        }, Expect::Ok),
-        case("whiteout through a relative escaping symlink", |_| {
-            RawTar::default().symlink("d", "../..").file("d/.wh.canary-top.txt", b"").end()
-        }, Expect::Ok),
-        case("opaque marker in a symlinked dir", |c| {
-            RawTar::default()
-                .symlink("up", "../../")
-                .file("up/.wh..wh..opq", b"")
-                .symlink("abs", &c.abs)
-                .file("abs/.wh..wh..opq", b"")
-                .end()
-        }, Expect::Ok),
-        case("duplicate entries, last wins", |_| {
-            RawTar::default().file("dup", b"one").file("dup", b"two").end()
-        }, Expect::Ok),
-        case("directory replaced by a file", |_| {
-            RawTar::default().dir("d/").file("d/inner", b"x").file("d", b"now a file").end()
-        }, Expect::Ok),
-        case("file replaced by a directory", |_| {
-            RawTar::default().file("f", b"x").dir("f/").file("f/x", b"y").end()
-        }, Expect::Ok),
-        case("huge PAX size", |_| {
-            RawTar::default().pax(&[("size", b"999999999999999")]).file("huge", b"tiny").end()
-        }, Expect::Err("huge")),
-        case("PAX size larger than the archive", |_| {
-            RawTar::default().pax(&[("size", b"1048576")]).file("short", b"tiny").end()
-        }, Expect::Err("short")),
-        case("PAX path with NUL", |_| {
-            RawTar::default().pax(&[("path", b"nul\0name")]).file("placeholder", b"x").end()
-        }, Expect::Err("nul")),
-        case("PAX path with dotdot", |_| {
-            RawTar::default().pax(&[("path", b"../../pax-escape")]).file("placeholder", b"x").end()
-        }, Expect::Err("../../pax-escape")),
-        case("PAX linkpath escaping for a hardlink", |_| {
-            RawTar::default().pax(&[("linkpath", b"../../canary-top.txt")]).hardlink("plink", "x").end()
-        }, Expect::Err("plink")),
-        case("GNU long name with dotdot", |_| {
-            RawTar::default().gnu_long_name(b"../../gnu-escape").file("placeholder", b"x").end()
-        }, Expect::Err("../../gnu-escape")),
-        case("truncated: header only", |_| {
-            let mut t = RawTar::default().file("ok", b"fine").0;
-            t.extend_from_slice(&util::raw_header(b"cut", b'0', 100, b""));
-            t
-        }, Expect::Err("cut")),
-        case("truncated: half a header block", |_| {
-            let mut t = RawTar::default().file("before-cut", b"fine").0;
-            t.extend_from_slice(&util::raw_header(b"half", b'0', 0, b"")[..256]);
-            t
-        }, Expect::Err("before-cut")),
-        case("truncated: data cut short", |_| {
-            let mut t = util::raw_header(b"cutdata", b'0', 2000, b"").to_vec();
-            t.extend_from_slice(&[7u8; 1000]);
-            t
-        }, Expect::Err("cutdata")),
-        case("symlink loop", |_| {
-            RawTar::default().symlink("a", "b").symlink("b", "a").file("a/x", b"x").end()
-        }, Expect::Err("a/x")),
-        case("absolute symlink then a file under it", |_| {
-            RawTar::default().symlink("abs", "/tmp").file("abs/kiln-escape", b"x").end()
-        }, Expect::Any),
-        case("symlink chain climbing", |_| {
-            RawTar::default().symlink("a", "../").symlink("b", "a/../..").file("b/x", b"inside").end()
-        }, Expect::Ok),
-        case("self symlink as a parent", |_| {
-            RawTar::default().symlink("x", ".").file("x/x/x/file", b"inside").end()
-        }, Expect::Ok),
-        case("file under a regular file", |_| {
-            RawTar::default().file("f", b"x").file("f/g", b"y").end()
-        }, Expect::Err("f/g")),
-        case("hardlink through a symlinked parent", |_| {
-            RawTar::default().symlink("s", "/etc").hardlink("h", "s/passwd").end()
-        }, Expect::Err("h")),
-        case("root entries are ignored", |_| RawTar::default().dir("./").dir("/").end(), Expect::Ok),
+        case(
+            "dotdot file",
+            |_| {
+                RawTar::default()
+                    .file("../canary-sibling.txt", b"pwned")
+                    .end()
+            },
+            Expect::Err("../canary-sibling.txt"),
+        ),
+        case(
+            "dotdot deep",
+            |_| {
+                RawTar::default()
+                    .file("../../canary-top.txt", b"pwned")
+                    .end()
+            },
+            Expect::Err("../../canary-top.txt"),
+        ),
+        case(
+            "dotdot in the middle",
+            |_| RawTar::default().file("a/../../x", b"pwned").end(),
+            Expect::Err("a/../../x"),
+        ),
+        case(
+            "dotdot dir",
+            |_| RawTar::default().dir("../").end(),
+            Expect::Err("../"),
+        ),
+        case(
+            "absolute name is rooted",
+            |_| RawTar::default().file("/abs/file", b"ok").end(),
+            Expect::Ok,
+        ),
+        case(
+            "absolute canary name is rooted",
+            |c| {
+                RawTar::default()
+                    .file(&format!("{}/victim", c.abs), b"pwned")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "symlink to abs canary then write through it",
+            |c| {
+                RawTar::default()
+                    .symlink("link", &c.abs)
+                    .file("link/victim", b"pwned")
+                    .end()
+            },
+            Expect::Any,
+        ),
+        case(
+            "symlink to relative outside then write through it",
+            |_| {
+                RawTar::default()
+                    .symlink("link", "../canary-dir")
+                    .file("link/x", b"pwned")
+                    .end()
+            },
+            Expect::Any,
+        ),
+        case(
+            "symlink replaces a parent dir",
+            |_| {
+                RawTar::default()
+                    .dir("a/")
+                    .symlink("a", "../../")
+                    .file("a/x", b"inside")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "hardlink to relative outside",
+            |_| {
+                RawTar::default()
+                    .hardlink("hl", "../../canary-top.txt")
+                    .end()
+            },
+            Expect::Err("hl"),
+        ),
+        case(
+            "hardlink to /etc/passwd",
+            |_| RawTar::default().hardlink("hl", "/etc/passwd").end(),
+            Expect::Err("hl"),
+        ),
+        case(
+            "hardlink to abs canary",
+            |c| {
+                RawTar::default()
+                    .hardlink("hl", &format!("{}/victim", c.abs))
+                    .end()
+            },
+            Expect::Err("hl"),
+        ),
+        case(
+            "hardlink to a symlink to outside, then overwrite it",
+            |c| {
+                RawTar::default()
+                    .symlink("s", &format!("{}/victim", c.abs))
+                    .hardlink("h", "s")
+                    .file("h", b"pwned")
+                    .file("s", b"pwned too")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "hardlink to a symlink to outside, then write below it",
+            |c| {
+                RawTar::default()
+                    .symlink("s", &c.abs)
+                    .hardlink("h", "s")
+                    .file("h/victim", b"pwned")
+                    .end()
+            },
+            Expect::Any,
+        ),
+        case(
+            "hardlink to a directory",
+            |_| RawTar::default().dir("d/").hardlink("h", "d").end(),
+            Expect::Err("h"),
+        ),
+        case(
+            "whiteout escaping with dotdot",
+            |_| {
+                RawTar::default()
+                    .file("../.wh.canary-sibling.txt", b"")
+                    .end()
+            },
+            Expect::Err("../.wh.canary-sibling.txt"),
+        ),
+        case(
+            "whiteout of dotdot",
+            |_| RawTar::default().file(".wh...", b"").end(),
+            Expect::Err(".wh..."),
+        ),
+        case(
+            "whiteout of dot",
+            |_| RawTar::default().file("a/.wh..", b"").end(),
+            Expect::Err("a/.wh.."),
+        ),
+        case(
+            "whiteout name with dotdot after it",
+            |_| RawTar::default().file("a/.wh.../../x", b"inside").end(),
+            Expect::Ok,
+        ),
+        case(
+            "whiteout through a symlink to the canary",
+            |c| {
+                RawTar::default()
+                    .symlink("d", &c.abs)
+                    .file("d/.wh.victim", b"")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "whiteout through a relative escaping symlink",
+            |_| {
+                RawTar::default()
+                    .symlink("d", "../..")
+                    .file("d/.wh.canary-top.txt", b"")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "opaque marker in a symlinked dir",
+            |c| {
+                RawTar::default()
+                    .symlink("up", "../../")
+                    .file("up/.wh..wh..opq", b"")
+                    .symlink("abs", &c.abs)
+                    .file("abs/.wh..wh..opq", b"")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "duplicate entries, last wins",
+            |_| {
+                RawTar::default()
+                    .file("dup", b"one")
+                    .file("dup", b"two")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "directory replaced by a file",
+            |_| {
+                RawTar::default()
+                    .dir("d/")
+                    .file("d/inner", b"x")
+                    .file("d", b"now a file")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "file replaced by a directory",
+            |_| {
+                RawTar::default()
+                    .file("f", b"x")
+                    .dir("f/")
+                    .file("f/x", b"y")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "huge PAX size",
+            |_| {
+                RawTar::default()
+                    .pax(&[("size", b"999999999999999")])
+                    .file("huge", b"tiny")
+                    .end()
+            },
+            Expect::Err("huge"),
+        ),
+        case(
+            "PAX size larger than the archive",
+            |_| {
+                RawTar::default()
+                    .pax(&[("size", b"1048576")])
+                    .file("short", b"tiny")
+                    .end()
+            },
+            Expect::Err("short"),
+        ),
+        case(
+            "PAX path with NUL",
+            |_| {
+                RawTar::default()
+                    .pax(&[("path", b"nul\0name")])
+                    .file("placeholder", b"x")
+                    .end()
+            },
+            Expect::Err("nul"),
+        ),
+        case(
+            "PAX path with dotdot",
+            |_| {
+                RawTar::default()
+                    .pax(&[("path", b"../../pax-escape")])
+                    .file("placeholder", b"x")
+                    .end()
+            },
+            Expect::Err("../../pax-escape"),
+        ),
+        case(
+            "PAX linkpath escaping for a hardlink",
+            |_| {
+                RawTar::default()
+                    .pax(&[("linkpath", b"../../canary-top.txt")])
+                    .hardlink("plink", "x")
+                    .end()
+            },
+            Expect::Err("plink"),
+        ),
+        case(
+            "GNU long name with dotdot",
+            |_| {
+                RawTar::default()
+                    .gnu_long_name(b"../../gnu-escape")
+                    .file("placeholder", b"x")
+                    .end()
+            },
+            Expect::Err("../../gnu-escape"),
+        ),
+        case(
+            "truncated: header only",
+            |_| {
+                let mut t = RawTar::default().file("ok", b"fine").0;
+                t.extend_from_slice(&util::raw_header(b"cut", b'0', 100, b""));
+                t
+            },
+            Expect::Err("cut"),
+        ),
+        case(
+            "truncated: half a header block",
+            |_| {
+                let mut t = RawTar::default().file("before-cut", b"fine").0;
+                t.extend_from_slice(&util::raw_header(b"half", b'0', 0, b"")[..256]);
+                t
+            },
+            Expect::Err("before-cut"),
+        ),
+        case(
+            "truncated: data cut short",
+            |_| {
+                let mut t = util::raw_header(b"cutdata", b'0', 2000, b"").to_vec();
+                t.extend_from_slice(&[7u8; 1000]);
+                t
+            },
+            Expect::Err("cutdata"),
+        ),
+        case(
+            "symlink loop",
+            |_| {
+                RawTar::default()
+                    .symlink("a", "b")
+                    .symlink("b", "a")
+                    .file("a/x", b"x")
+                    .end()
+            },
+            Expect::Err("a/x"),
+        ),
+        case(
+            "absolute symlink then a file under it",
+            |_| {
+                RawTar::default()
+                    .symlink("abs", "/tmp")
+                    .file("abs/kiln-escape", b"x")
+                    .end()
+            },
+            Expect::Any,
+        ),
+        case(
+            "symlink chain climbing",
+            |_| {
+                RawTar::default()
+                    .symlink("a", "../")
+                    .symlink("b", "a/../..")
+                    .file("b/x", b"inside")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "self symlink as a parent",
+            |_| {
+                RawTar::default()
+                    .symlink("x", ".")
+                    .file("x/x/x/file", b"inside")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "file under a regular file",
+            |_| RawTar::default().file("f", b"x").file("f/g", b"y").end(),
+            Expect::Err("f/g"),
+        ),
+        case(
+            "hardlink through a symlinked parent",
+            |_| {
+                RawTar::default()
+                    .symlink("s", "/etc")
+                    .hardlink("h", "s/passwd")
+                    .end()
+            },
+            Expect::Err("h"),
+        ),
+        case(
+            "root entries are ignored",
+            |_| RawTar::default().dir("./").dir("/").end(),
+            Expect::Ok,
+        ),
         Case {
             name: "device nodes when unprivileged",
             tar: |_| {
@@ -230,7 +476,11 @@ fn outside_state(base: &Path, target: &Path, abs: &Path) -> BTreeMap<PathBuf, St
     let mut m = BTreeMap::new();
     let mut add = |p: &Path| {
         let md = fs::symlink_metadata(p).unwrap();
-        let content = if md.is_file() { fs::read(p).unwrap() } else { Vec::new() };
+        let content = if md.is_file() {
+            fs::read(p).unwrap()
+        } else {
+            Vec::new()
+        };
         m.insert(
             p.to_path_buf(),
             format!(
@@ -302,14 +552,22 @@ fn adversarial_corpus_never_escapes() {
             Err(e) => eprintln!("case {i:2} {:?}: {e}", c.name),
         }
         if before != after {
-            failures.push(format!("case {i} {:?}: OUTSIDE CHANGED\n{before:#?}\n{after:#?}", c.name));
+            failures.push(format!(
+                "case {i} {:?}: OUTSIDE CHANGED\n{before:#?}\n{after:#?}",
+                c.name
+            ));
         }
         match (&c.expect, &res) {
-            (Expect::Ok, Err(e)) => failures.push(format!("case {i} {:?}: unexpected error {e}", c.name)),
-            (Expect::Err(_), Ok(_)) => failures.push(format!("case {i} {:?}: expected an error", c.name)),
-            (Expect::Err(name), Err(e)) if !e.to_string().contains(name) => {
-                failures.push(format!("case {i} {:?}: error does not name {name:?}: {e}", c.name))
+            (Expect::Ok, Err(e)) => {
+                failures.push(format!("case {i} {:?}: unexpected error {e}", c.name))
             }
+            (Expect::Err(_), Ok(_)) => {
+                failures.push(format!("case {i} {:?}: expected an error", c.name))
+            }
+            (Expect::Err(name), Err(e)) if !e.to_string().contains(name) => failures.push(format!(
+                "case {i} {:?}: error does not name {name:?}: {e}",
+                c.name
+            )),
             _ => {}
         }
         if res.is_ok()
@@ -322,11 +580,17 @@ fn adversarial_corpus_never_escapes() {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("escape") || (n.contains(&ctx.token) && !n.starts_with("kiln-canary-")))
+        .filter(|n| {
+            n.contains("escape") || (n.contains(&ctx.token) && !n.starts_with("kiln-canary-"))
+        })
         .collect();
     assert!(leaked.is_empty(), "files appeared in /tmp: {leaked:?}");
     assert_eq!(fs::read_to_string(abs.join("victim")).unwrap(), "canary");
-    assert_eq!(fs::read_dir(&abs).unwrap().count(), 1, "abs canary dir gained files");
+    assert_eq!(
+        fs::read_dir(&abs).unwrap().count(),
+        1,
+        "abs canary dir gained files"
+    );
     fs::remove_dir_all(&abs).unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -349,7 +613,12 @@ fn unprivileged_extraction_skips_devices() {
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&exe)
-        .args(["--exact", "child_unprivileged_extract", "--include-ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "child_unprivileged_extract",
+            "--include-ignored",
+            "--nocapture",
+        ])
         .env("KILN_UNPRIV_TARGET", &target)
         .output()
         .unwrap();
@@ -376,7 +645,12 @@ fn child_unprivileged_extract() {
         .entry(b"fifo", b'6', b"", b"")
         .file("f", b"data")
         .end();
-    let rep = extract(Cursor::new(tar), Path::new(&target), &ExtractOptions::default()).unwrap();
+    let rep = extract(
+        Cursor::new(tar),
+        Path::new(&target),
+        &ExtractOptions::default(),
+    )
+    .unwrap();
     assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
     assert_eq!(rep.warnings[0].entry, "null");
 }

@@ -20,7 +20,9 @@ fn gz(data: &[u8], level: u32, threads: usize, chunk: usize) -> Vec<u8> {
 
 fn gunzip(gz: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(gz).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -44,7 +46,12 @@ fn data_strategy() -> impl Strategy<Value = Vec<u8>> {
             let run = (x % 700) as usize + 1;
             match x % 3 {
                 0 => v.extend(std::iter::repeat_n((x >> 8) as u8, run)),
-                1 => v.extend(b"the quick brown fox jumps over the lazy dog ".iter().cycle().take(run)),
+                1 => v.extend(
+                    b"the quick brown fox jumps over the lazy dog "
+                        .iter()
+                        .cycle()
+                        .take(run),
+                ),
                 _ => v.extend((0..run).map(|i| (x >> (i % 56)) as u8)),
             }
         }
@@ -87,7 +94,11 @@ fn many_blocks_same_bytes_for_any_thread_count() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if (i / 5000) % 4 == 0 { x as u8 } else { b"layer codec "[(x % 12) as usize] }
+            if (i / 5000) % 4 == 0 {
+                x as u8
+            } else {
+                b"layer codec "[(x % 12) as usize]
+            }
         })
         .collect();
     let one = gz(&data, 6, 1, 1 << 20);
@@ -102,7 +113,12 @@ fn many_blocks_same_bytes_for_any_thread_count() {
 #[test]
 fn layer_writer_digests_and_real_tools() {
     let data: Vec<u8> = (0..3 * GZIP_BLOCK_SIZE + 12345)
-        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left((i % 13) as u32) as u8 & 0x3f)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2654435761)
+                .rotate_left((i % 13) as u32) as u8
+                & 0x3f
+        })
         .collect();
     let mut w = LayerWriter::new(Vec::new(), Compression::Gzip, Some(6), 2);
     for c in data.chunks(10_000) {

@@ -121,7 +121,11 @@ fn deterministic_and_thread_independent() {
         sh(&format!("pigz -t {}", gz.display()));
     }
     if have("busybox") {
-        sh(&format!("busybox gzip -t {} || busybox zcat {} > /dev/null", gz.display(), gz.display()));
+        sh(&format!(
+            "busybox gzip -t {} || busybox zcat {} > /dev/null",
+            gz.display(),
+            gz.display()
+        ));
     }
     let tar_v = sh(&format!("zcat {} | tar -tv --numeric-owner", gz.display()));
     if is_root() {
@@ -177,7 +181,8 @@ fn entry_list_layers_and_whiteouts() {
         Entry::symlink("app/link", "main.py"),
         Entry::hardlink("app/hard", "app/main.py"),
     ];
-    let (blob, info) = write_entries_layer(entries, &opts(Compression::None, 1), Vec::new()).unwrap();
+    let (blob, info) =
+        write_entries_layer(entries, &opts(Compression::None, 1), Vec::new()).unwrap();
     assert_eq!(info.size, blob.len() as u64);
     let mut ar = tar::Archive::new(&blob[..]);
     let names: Vec<String> = ar
@@ -213,7 +218,10 @@ fn entry_list_layers_and_whiteouts() {
     assert!(root.join("etc/keep.conf").exists());
     assert!(root.join("var/cache").is_dir());
     assert!(!root.join("var/cache/apt").exists());
-    assert_eq!(fs::read_to_string(root.join("app/link")).unwrap(), "print('hi')\n");
+    assert_eq!(
+        fs::read_to_string(root.join("app/link")).unwrap(),
+        "print('hi')\n"
+    );
 }
 
 #[test]
@@ -237,7 +245,14 @@ fn opaque_marker_after_siblings_keeps_this_layers_entries() {
         .min_depth(1)
         .sort_by_file_name()
         .into_iter()
-        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().display().to_string())
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .display()
+                .to_string()
+        })
         .collect();
     names.sort();
     assert_eq!(names, ["d/lower-dir", "d/lower-dir/g", "d/new"]);
@@ -263,7 +278,10 @@ fn overlay_whiteouts_are_converted() {
     let s = snapshot(t.path());
     assert_eq!(s["gone"].kind, "char");
     assert_eq!(s["gone"].content, "0");
-    assert_eq!(s["d"].xattrs.get("user.overlay.opaque").map(|v| &v[..]), Some(&b"y"[..]));
+    assert_eq!(
+        s["d"].xattrs.get("user.overlay.opaque").map(|v| &v[..]),
+        Some(&b"y"[..])
+    );
 }
 
 #[test]
@@ -311,5 +329,9 @@ fn flatten_applies_whiteouts() {
         .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
         .collect();
     assert_eq!(names, ["a/", "a/keep", "b/", "b/new"]);
-    assert_eq!(fs::read_dir(scratch.path()).unwrap().count(), 0, "scratch cleaned");
+    assert_eq!(
+        fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "scratch cleaned"
+    );
 }

@@ -46,7 +46,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
         let (kind, content) = if ft.is_dir() {
             ("dir", String::new())
         } else if ft.is_file() {
-            ("file", Digest::sha256_of(&std::fs::read(e.path()).unwrap()).to_string())
+            (
+                "file",
+                Digest::sha256_of(&std::fs::read(e.path()).unwrap()).to_string(),
+            )
         } else if ft.is_symlink() {
             let t = std::fs::read_link(e.path()).unwrap();
             ("symlink", t.to_string_lossy().into_owned())
@@ -60,7 +63,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
             ("other", String::new())
         };
         let link_group = if !ft.is_dir() && md.nlink() > 1 {
-            inodes.entry(md.ino()).or_insert_with(|| rel.clone()).clone()
+            inodes
+                .entry(md.ino())
+                .or_insert_with(|| rel.clone())
+                .clone()
         } else {
             rel.clone()
         };
@@ -75,7 +81,11 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
             rel,
             Node {
                 kind: kind.into(),
-                mode: if ft.is_symlink() { 0 } else { md.mode() & 0o7777 },
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    md.mode() & 0o7777
+                },
                 uid: md.uid(),
                 gid: md.gid(),
                 mtime: md.mtime(),
@@ -119,17 +129,38 @@ pub fn xattr_get(p: &Path, name: &str) -> Vec<u8> {
 pub fn xattr_set(p: &Path, name: &str, value: &[u8]) {
     let c = cpath(p);
     let n = CString::new(name).unwrap();
-    let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     assert_eq!(r, 0, "setxattr {name} on {}", p.display());
 }
 
 pub fn set_mtime(p: &Path, secs: i64) {
     let c = cpath(p);
     let ts = [
-        libc::timespec { tv_sec: secs, tv_nsec: 0 },
-        libc::timespec { tv_sec: secs, tv_nsec: 0 },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
     ];
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(r, 0, "utimensat {}", p.display());
 }
 
@@ -199,12 +230,13 @@ pub struct RawTar(pub Vec<u8>);
 
 impl RawTar {
     fn pad(&mut self) {
-        while self.0.len() % 512 != 0 {
+        while !self.0.len().is_multiple_of(512) {
             self.0.push(0);
         }
     }
     pub fn entry(mut self, name: &[u8], typeflag: u8, link: &[u8], data: &[u8]) -> Self {
-        self.0.extend_from_slice(&raw_header(name, typeflag, data.len() as u64, link));
+        self.0
+            .extend_from_slice(&raw_header(name, typeflag, data.len() as u64, link));
         self.0.extend_from_slice(data);
         self.pad();
         self

@@ -48,14 +48,27 @@ impl std::fmt::Debug for FileSource {
 /// The kind of one entry.
 #[derive(Debug)]
 pub enum EntryKind {
-    File { source: FileSource, size: u64 },
+    File {
+        source: FileSource,
+        size: u64,
+    },
     Dir,
-    Symlink { target: PathBuf },
+    Symlink {
+        target: PathBuf,
+    },
     /// A hard link to another entry of the layer (or of a lower layer),
     /// named by its layer path.
-    Hardlink { target: PathBuf },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    Hardlink {
+        target: PathBuf,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     /// `path` was deleted: written as `parent/.wh.<name>`.
     Whiteout,

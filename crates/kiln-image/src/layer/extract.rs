@@ -393,7 +393,8 @@ impl State<'_> {
                 }
                 _ => {
                     if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                        m.xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                        m.xattrs
+                            .push((name.to_string(), ext.value_bytes().to_vec()));
                     }
                 }
             }
@@ -404,8 +405,7 @@ impl State<'_> {
     fn make_dir(&mut self, pfd: &OwnedFd, base: &[u8], clean: &[u8], m: &Meta) -> Result<(), Fail> {
         if !replace_existing(pfd, base, true)? {
             // Owner-only until the end, when the real mode is set.
-            rustix::fs::mkdirat(pfd, base, Mode::from_raw_mode(0o700))
-                .map_err(io_op("mkdir"))?;
+            rustix::fs::mkdirat(pfd, base, Mode::from_raw_mode(0o700)).map_err(io_op("mkdir"))?;
         }
         let dfd = rustix::fs::openat(
             pfd,
@@ -484,7 +484,10 @@ impl State<'_> {
         clean: &[u8],
         ent: &mut tar::Entry<'_, R>,
     ) -> Result<(), Fail> {
-        let raw = ent.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+        let raw = ent
+            .link_name_bytes()
+            .map(|c| c.into_owned())
+            .unwrap_or_default();
         let target = clean_entry_name(&raw)
             .map_err(|r| Fail::Reject(format!("hard link target {:?}: {r}", show(&raw))))?;
         if target.is_empty() || target == clean {
@@ -496,7 +499,12 @@ impl State<'_> {
             .open_dir(tparent, true)
             .map_err(io_op("opening the hard link target's directory"))?;
         match lstat_at(&tfd, tbase).map_err(io_op("hard link target"))? {
-            None => return Err(Fail::Reject(format!("hard link target {:?} does not exist", show(&target)))),
+            None => {
+                return Err(Fail::Reject(format!(
+                    "hard link target {:?} does not exist",
+                    show(&target)
+                )));
+            }
             Some(st) if is_dir(&st) => {
                 return Err(Fail::Reject("hard link to a directory".into()));
             }
@@ -549,7 +557,13 @@ impl State<'_> {
 
     /// Owner, mode, xattrs and mtime of a node that has no fd of its own
     /// (symlink, device, fifo), all without following a symlink.
-    fn finish_node(&mut self, pfd: &OwnedFd, base: &[u8], m: &Meta, chmod: bool) -> Result<(), Fail> {
+    fn finish_node(
+        &mut self,
+        pfd: &OwnedFd,
+        base: &[u8],
+        m: &Meta,
+        chmod: bool,
+    ) -> Result<(), Fail> {
         if self.opts.chown {
             let (u, g) = ids(m)?;
             rustix::fs::chownat(pfd, base, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
@@ -574,7 +588,8 @@ impl State<'_> {
                 if is_overlay_xattr(k.as_bytes()) {
                     continue;
                 }
-                if let Err(e) = rustix::fs::lsetxattr(&path[..], k.as_str(), v, XattrFlags::empty()) {
+                if let Err(e) = rustix::fs::lsetxattr(&path[..], k.as_str(), v, XattrFlags::empty())
+                {
                     self.warn(base, format!("xattr {k} not set: {e}"));
                 }
             }

@@ -14,10 +14,10 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use super::LayerOptions;
 use super::compress::{LayerInfo, write_dir_layer};
 use super::error::LayerError;
 use super::extract::{ExtractError, ExtractOptions, ExtractWarning, extract};
-use super::LayerOptions;
 
 /// An error of [`flatten`], naming the layer (0 = oldest) when one is at
 /// fault.

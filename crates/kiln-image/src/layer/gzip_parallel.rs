@@ -335,14 +335,24 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if i % 3 == 0 { (x % 251) as u8 } else { b"kiln layer "[i % 11] }
+                if i % 3 == 0 {
+                    (x % 251) as u8
+                } else {
+                    b"kiln layer "[i % 11]
+                }
             })
             .collect()
     }
 
     #[test]
     fn round_trips_and_is_thread_independent() {
-        for n in [0, 1, GZIP_BLOCK_SIZE - 1, GZIP_BLOCK_SIZE, 2 * GZIP_BLOCK_SIZE + 7] {
+        for n in [
+            0,
+            1,
+            GZIP_BLOCK_SIZE - 1,
+            GZIP_BLOCK_SIZE,
+            2 * GZIP_BLOCK_SIZE + 7,
+        ] {
             let data = sample(n);
             let one = gz(&data, 1, 4096);
             for (t, chunk) in [(2, 1 << 20), (8, 777)] {

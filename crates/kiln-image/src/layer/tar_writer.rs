@@ -172,8 +172,10 @@ impl<W: Write> TarWriter<W> {
                     reason: format!("device {major}:{minor} does not fit a ustar header"),
                 });
             }
-            h.set_device_major(major).map_err(|e| LayerError::io(&name, e))?;
-            h.set_device_minor(minor).map_err(|e| LayerError::io(&name, e))?;
+            h.set_device_major(major)
+                .map_err(|e| LayerError::io(&name, e))?;
+            h.set_device_minor(minor)
+                .map_err(|e| LayerError::io(&name, e))?;
         }
         for (k, v) in &entry.xattrs {
             if k.is_empty() || k.contains('=') || k.contains('\0') {

@@ -52,7 +52,10 @@ pub fn walk_dir(dir: &Path, opts: &WalkOptions) -> Result<Vec<Entry>, LayerError
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     for item in walker {
         let item = item.map_err(|e| {
-            let p = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+            let p = e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             LayerError::Io {
                 path: p,
                 source: e.into(),
