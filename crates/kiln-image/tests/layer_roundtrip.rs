@@ -335,3 +335,61 @@ fn flatten_applies_whiteouts() {
         "scratch cleaned"
     );
 }
+
+/// Go's compress/gzip (through skopeo) reads our block-parallel gzip: an
+/// OCI layout with the layer is copied with `--dest-decompress`, and the
+/// decompressed blob must hash to the diff ID.
+#[test]
+fn go_gzip_reads_our_layers() {
+    if !have("skopeo") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    build_tree(&src);
+    let (blob, info) = layer(&src, Compression::Gzip, 2);
+    let layout = t.path().join("layout");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = kiln_image::Digest::sha256_of(bytes);
+        fs::write(blobs.join(d.hex()), bytes).unwrap();
+        (d, bytes.len())
+    };
+    put(&blob);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [info.diff_id.to_string()]},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd.to_string(), "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": info.digest.to_string(), "size": info.size}],
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": md.to_string(), "size": ms,
+                       "annotations": {"org.opencontainers.image.ref.name": "t"}}],
+    });
+    fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let out = t.path().join("out");
+    sh(&format!(
+        "skopeo --insecure-policy copy -q --dest-decompress oci:{}:t dir:{}",
+        layout.display(),
+        out.display()
+    ));
+    assert!(
+        out.join(info.diff_id.hex()).exists(),
+        "decompressed layer {} missing: {:?}",
+        info.diff_id,
+        fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()
+    );
+}
