@@ -422,6 +422,52 @@ fn corpus() -> Vec<Case> {
             Expect::Err("h"),
         ),
         case(
+            "directory entry over a symlink to outside",
+            |c| {
+                RawTar::default()
+                    .symlink("d", &c.abs)
+                    .dir("d/")
+                    .file("d/victim", b"inside")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "whiteout of a lower symlink to outside",
+            |_| RawTar::default().file(".wh.lower-link", b"").end(),
+            Expect::Ok,
+        ),
+        case(
+            "whiteout below a lower symlink to outside",
+            |_| RawTar::default().file("lower-link/.wh.victim", b"").end(),
+            Expect::Ok,
+        ),
+        case(
+            "opaque marker below a lower symlink to outside",
+            |_| RawTar::default().file("lower-link/.wh..wh..opq", b"").end(),
+            Expect::Ok,
+        ),
+        case(
+            "file below a lower symlink to outside",
+            |_| RawTar::default().file("lower-link/victim", b"pwned").end(),
+            Expect::Any,
+        ),
+        case(
+            "file over a lower symlink to outside",
+            |_| RawTar::default().file("lower-link", b"replaced").end(),
+            Expect::Ok,
+        ),
+        case(
+            "hardlink to a lower symlink to outside, then write through it",
+            |_| {
+                RawTar::default()
+                    .hardlink("h", "lower-link")
+                    .file("h/victim", b"pwned")
+                    .end()
+            },
+            Expect::Any,
+        ),
+        case(
             "root entries are ignored",
             |_| RawTar::default().dir("./").dir("/").end(),
             Expect::Ok,
@@ -464,6 +510,15 @@ fn corpus() -> Vec<Case> {
             "hardlink to a symlink to outside, then overwrite it" => Some(|t: &Path| {
                 assert_eq!(fs::read(t.join("h")).unwrap(), b"pwned");
                 assert_eq!(fs::read(t.join("s")).unwrap(), b"pwned too");
+            }),
+            "whiteout of a lower symlink to outside" => Some(|t: &Path| {
+                assert!(fs::symlink_metadata(t.join("lower-link")).is_err());
+            }),
+            "file over a lower symlink to outside" => Some(|t: &Path| {
+                assert_eq!(fs::read(t.join("lower-link")).unwrap(), b"replaced");
+            }),
+            "directory entry over a symlink to outside" => Some(|t: &Path| {
+                assert_eq!(fs::read(t.join("d/victim")).unwrap(), b"inside");
             }),
             _ => None,
         });
@@ -543,6 +598,7 @@ fn adversarial_corpus_never_escapes() {
         // Some lower-layer content, so whiteouts and opaque markers have
         // something to delete.
         fs::write(target.join("lower.txt"), "lower").unwrap();
+        std::os::unix::fs::symlink(&abs, target.join("lower-link")).unwrap();
         let before = outside_state(base.path(), &target, &abs);
         let tar = (c.tar)(&ctx);
         let res = extract(Cursor::new(tar), &target, &(c.opts)());
