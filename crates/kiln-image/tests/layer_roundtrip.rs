@@ -379,7 +379,11 @@ fn go_gzip_reads_our_layers() {
                        "annotations": {"org.opencontainers.image.ref.name": "t"}}],
     });
     fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let out = t.path().join("out");
     sh(&format!(
         "skopeo --insecure-policy copy -q --dest-decompress oci:{}:t dir:{}",
@@ -390,6 +394,79 @@ fn go_gzip_reads_our_layers() {
         out.join(info.diff_id.hex()).exists(),
         "decompressed layer {} missing: {:?}",
         info.diff_id,
-        fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()
+        fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
     );
+}
+
+/// Archives made by GNU tar (gnu and pax formats, `./` prefixes, long
+/// names, xattrs) extract to the same tree.
+#[test]
+fn gnu_tar_archives_extract() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    build_tree(&src);
+    let mut want = snapshot(&src);
+    for format in ["gnu", "pax"] {
+        let tarball = t.path().join(format!("{format}.tar"));
+        sh(&format!(
+            "tar --format={format} --xattrs --xattrs-include='*' --numeric-owner -C {} -cf {} .",
+            src.display(),
+            tarball.display()
+        ));
+        let dst = t.path().join(format!("dst-{format}"));
+        fs::create_dir(&dst).unwrap();
+        let rep = extract(
+            fs::File::open(&tarball).unwrap(),
+            &dst,
+            &ExtractOptions::default(),
+        )
+        .unwrap();
+        assert!(rep.warnings.is_empty(), "{format}: {:?}", rep.warnings);
+        let got = snapshot(&dst);
+        for (k, n) in want.iter_mut() {
+            let g = &got[k];
+            if format == "gnu" {
+                n.xattrs = g.xattrs.clone(); // the gnu format has no xattrs
+            }
+            assert_eq!(Some(&*n), Some(g), "{format}: {k}");
+        }
+        assert_eq!(want.len(), got.len());
+    }
+}
+
+/// Entry-list sources: a reader, and a host file that changed size after
+/// it was listed (an error naming the file, not a corrupt layer).
+#[test]
+fn reader_sources_and_changed_files() {
+    use kiln_image::layer::{EntryKind, FileSource, LayerError};
+    let data = b"streamed content".to_vec();
+    let e = Entry::new(
+        "r",
+        EntryKind::File {
+            source: FileSource::Reader(Box::new(Cursor::new(data.clone()))),
+            size: data.len() as u64,
+        },
+        0o600,
+    );
+    let (blob, _) = write_entries_layer(vec![e], &opts(Compression::None, 1), Vec::new()).unwrap();
+    let mut ar = tar::Archive::new(&blob[..]);
+    let mut ent = ar.entries().unwrap().next().unwrap().unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut ent, &mut got).unwrap();
+    assert_eq!(got, data);
+
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("grows");
+    fs::write(&host, "12345").unwrap();
+    for size in [3u64, 9] {
+        let e = Entry::file_host("f", &host, size);
+        let err =
+            write_entries_layer(vec![e], &opts(Compression::Gzip, 2), Vec::new()).unwrap_err();
+        assert!(matches!(err, LayerError::Changed { .. }), "{err}");
+        assert!(err.to_string().contains("grows"), "{err}");
+    }
 }
