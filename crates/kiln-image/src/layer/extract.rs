@@ -30,7 +30,8 @@
 //! character device; the `opaque` xattr on the directory) instead of being
 //! applied, for a snapshotter that stacks layer directories.
 //!
-//! Not done here: ownership remapping (user namespaces) and sparse output.
+//! Not done here: ownership remapping (user namespaces), PAX-format sparse
+//! files (rejected; GNU `S` sparse entries are read and written densely).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -390,6 +391,11 @@ impl State<'_> {
                         .ok()
                         .and_then(parse_pax_time)
                         .ok_or_else(|| Fail::Reject("invalid PAX mtime".into()))?
+                }
+                // PAX sparse files (GNU 0.x/1.0) would be written with
+                // their sparse map as content: refuse instead.
+                _ if key.starts_with("GNU.sparse.") => {
+                    return Err(Fail::Reject("PAX sparse files are not supported".into()));
                 }
                 _ => {
                     if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
