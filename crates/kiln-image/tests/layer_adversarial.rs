@@ -710,3 +710,59 @@ fn child_unprivileged_extract() {
     assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
     assert_eq!(rep.warnings[0].entry, "null");
 }
+
+mod mutations {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A small valid layer with every entry kind, as raw bytes.
+    fn seed_tar() -> Vec<u8> {
+        RawTar::default()
+            .dir("d/")
+            .file("d/f", b"0123456789")
+            .symlink("d/s", "../d/f")
+            .hardlink("d/h", "d/f")
+            .pax(&[
+                ("path", b"d/long-name-from-pax"),
+                ("SCHILY.xattr.user.k", b"v"),
+            ])
+            .file("x", b"pax file")
+            .gnu_long_name(b"d/gnu-long")
+            .file("y", b"gnu file")
+            .file("d/.wh.gone", b"")
+            .file("d/.wh..wh..opq", b"")
+            .end()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Corrupted archives (bytes overwritten, or cut) never panic and
+        /// never touch anything outside the target.
+        #[test]
+        fn corrupted_archives_stay_inside(
+            edits in proptest::collection::vec((0usize..4096, any::<u8>()), 1..12),
+            cut in proptest::option::of(0usize..4096),
+        ) {
+            let mut tar = seed_tar();
+            for (pos, b) in edits {
+                let n = tar.len();
+                tar[pos % n] = b;
+            }
+            if let Some(c) = cut {
+                tar.truncate(c.min(tar.len()));
+            }
+            let base = tempfile::tempdir().unwrap();
+            let target = base.path().join("t");
+            fs::create_dir(&target).unwrap();
+            fs::write(base.path().join("canary"), "canary").unwrap();
+            let _ = extract(Cursor::new(tar), &target, &ExtractOptions::default());
+            let names: Vec<_> = fs::read_dir(base.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            prop_assert_eq!(names.len(), 2, "{:?}", names);
+            prop_assert_eq!(fs::read_to_string(base.path().join("canary")).unwrap(), "canary");
+        }
+    }
+}
