@@ -505,3 +505,61 @@ fn sparse_files() {
         }
     }
 }
+
+/// An overlayfs upper dir (0/0 char device whiteouts, opaque xattr) walks
+/// into whiteout entries, and the layer applies them.
+#[test]
+fn overlay_upper_dir_walks_into_whiteouts() {
+    use kiln_image::layer::{EntryKind, OverlayFormat, WalkOptions, walk_dir};
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let upper = t.path().join("upper");
+    fs::create_dir_all(upper.join("etc")).unwrap();
+    fs::create_dir_all(upper.join("var/cache")).unwrap();
+    mknod(&upper.join("etc/removed"), libc::S_IFCHR, 0, 0);
+    xattr_set(&upper.join("var/cache"), "trusted.overlay.opaque", b"y");
+    fs::write(upper.join("var/cache/new"), "new").unwrap();
+    let o = WalkOptions {
+        overlay: Some(OverlayFormat::Trusted),
+        ..Default::default()
+    };
+    let entries = walk_dir(&upper, &o).unwrap();
+    let kinds: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let k = match e.kind {
+                EntryKind::Whiteout => "wh",
+                EntryKind::OpaqueWhiteout => "opq",
+                EntryKind::Dir => "dir",
+                _ => "other",
+            };
+            format!("{} {k}", e.path.display())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "etc dir",
+            "etc/removed wh",
+            "var dir",
+            "var/cache opq",
+            "var/cache dir",
+            "var/cache/new other"
+        ]
+    );
+    assert!(
+        entries.iter().all(|e| e.xattrs.is_empty()),
+        "overlay xattrs kept"
+    );
+    let (blob, _) = write_entries_layer(entries, &opts(Compression::Gzip, 2), Vec::new()).unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("var/cache/apt")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/removed"), "old").unwrap();
+    extract(Cursor::new(blob), &root, &ExtractOptions::default()).unwrap();
+    assert!(!root.join("etc/removed").exists());
+    assert!(!root.join("var/cache/apt").exists());
+    assert!(root.join("var/cache/new").exists());
+}

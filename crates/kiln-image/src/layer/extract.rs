@@ -57,7 +57,7 @@ pub enum OverlayFormat {
 }
 
 impl OverlayFormat {
-    pub(super) fn opaque_xattr(self) -> &'static str {
+    pub(crate) fn opaque_xattr(self) -> &'static str {
         match self {
             OverlayFormat::Trusted => "trusted.overlay.opaque",
             OverlayFormat::User => "user.overlay.opaque",
