@@ -5,7 +5,7 @@
 //! as a plain tar. This module does not validate tar contents; see
 //! `extract` for that.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 use crate::media::Compression;
 
@@ -20,13 +20,6 @@ fn detect(head: &[u8]) -> Compression {
     } else {
         Compression::None
     }
-}
-
-/// Wraps an already-buffered reader in the right decompressor.
-pub fn open_layer_buffered<'a, R: BufRead + 'a>(
-    r: R,
-) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
-    open_layer(r)
 }
 
 /// A decompressing reader over a layer blob, and the compression found.
