@@ -5,14 +5,15 @@
 //! as a plain tar. This module does not validate tar contents; see
 //! `extract` for that.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 
 use crate::media::Compression;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
-fn detect(head: &[u8]) -> Compression {
+/// The compression of a stream, judged by its first bytes (4 are enough).
+pub fn detect_compression(head: &[u8]) -> Compression {
     if head.starts_with(GZIP_MAGIC) {
         Compression::Gzip
     } else if head.starts_with(ZSTD_MAGIC) {
@@ -20,6 +21,25 @@ fn detect(head: &[u8]) -> Compression {
     } else {
         Compression::None
     }
+}
+
+/// A reader that undoes `c` (all gzip members are read, as gunzip does).
+pub fn decompress<'a, R: BufRead + Send + 'a>(
+    r: R,
+    c: Compression,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    Ok(match c {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        Compression::None => Box::new(r),
+    })
+}
+
+/// Like [`open_layer`], for a reader that is already buffered.
+pub fn open_layer_buffered<'a, R: BufRead + 'a>(
+    r: R,
+) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    open_layer(r)
 }
 
 /// A decompressing reader over a layer blob, and the compression found.
@@ -37,7 +57,7 @@ pub fn open_layer<'a, R: Read + 'a>(mut r: R) -> io::Result<(Compression, Box<dy
             Err(e) => return Err(e),
         }
     }
-    let c = detect(&head[..n]);
+    let c = detect_compression(&head[..n]);
     let joined = io::Cursor::new(head[..n].to_vec()).chain(r);
     let buffered = BufReader::with_capacity(128 * 1024, joined);
     let rd: Box<dyn Read + 'a> = match c {
