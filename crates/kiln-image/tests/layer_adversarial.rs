@@ -467,6 +467,18 @@ fn corpus() -> Vec<Case> {
             },
             Expect::Any,
         ),
+        Case {
+            name: "old-style directory: regular entry with a trailing slash",
+            tar: |_| {
+                RawTar::default()
+                    .entry(b"olddir/", 0, b"", b"")
+                    .file("olddir/f", b"x")
+                    .end()
+            },
+            expect: Expect::Ok,
+            opts: default_opts,
+            check: Some(|t| assert!(t.join("olddir").is_dir() && t.join("olddir/f").is_file())),
+        },
         case(
             "root entries are ignored",
             |_| RawTar::default().dir("./").dir("/").end(),

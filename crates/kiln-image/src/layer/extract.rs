@@ -298,7 +298,12 @@ impl State<'_> {
     }
 
     fn apply<R: Read>(&mut self, ent: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<(), Fail> {
-        let ty = ent.header().entry_type();
+        let mut ty = ent.header().entry_type();
+        // Old (pre-POSIX) archives mark directories only by a trailing `/`
+        // on a regular entry; Go's archive/tar reads them as directories.
+        if matches!(ty, EntryType::Regular | EntryType::Continuous) && raw.ends_with(b"/") {
+            ty = EntryType::Directory;
+        }
         if matches!(ty, EntryType::XGlobalHeader) {
             return Ok(());
         }
