@@ -677,7 +677,11 @@ fn unprivileged_extraction_skips_devices() {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).unwrap();
-    let exe = std::env::current_exe().unwrap();
+    // A copy of this test binary that `nobody` can execute even when the
+    // build directory is private (e.g. under /root).
+    let exe = dir.path().join("child-test");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&exe)
