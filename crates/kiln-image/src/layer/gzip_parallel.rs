@@ -221,7 +221,9 @@ impl<W: Write> ParallelGzEncoder<W> {
             self.free.push(data);
             return Ok(());
         }
-        while self.in_flight >= self.max_in_flight {
+        // Bound everything not yet written (at workers or waiting in
+        // `pending` behind a slower block), not just what workers hold.
+        while self.next_write + (self.max_in_flight as u64) <= seq {
             self.receive_one()?;
         }
         let job = Job {
