@@ -18,6 +18,11 @@ use std::time::Instant;
 use kiln_sandbox::{Isolation, MountSpec, Network, Rootfs, RunSpec, Sandbox, exit_code, userns};
 
 fn main() {
+    // Probe from the caller's own view, before any re-exec.
+    if std::env::args().nth(1).as_deref() == Some("--info") {
+        println!("{}", kiln_sandbox::info::probe());
+        return;
+    }
     if let Err(e) = userns::ensure_root_in_userns() {
         eprintln!("sandbox_run: {e}");
         std::process::exit(125);
@@ -42,10 +47,6 @@ fn real_main() -> Result<i32, Box<dyn std::error::Error>> {
     };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--info" => {
-                println!("{}", kiln_sandbox::info::probe());
-                return Ok(0);
-            }
             "--unshare" => unshare = true,
             "--time" => time = true,
             "--isolation" => isolation = need(&mut args, &a)?.parse()?,
