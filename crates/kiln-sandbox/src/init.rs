@@ -152,10 +152,10 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
             })?,
         );
     }
-    if !has("HOSTNAME") {
-        if let Ok(h) = CString::new(format!("HOSTNAME={}", spec.hostname)) {
-            env.push(h);
-        }
+    if !has("HOSTNAME")
+        && let Ok(h) = CString::new(format!("HOSTNAME={}", spec.hostname))
+    {
+        env.push(h);
     }
 
     let argv0 = spec.argv.first().map(String::as_str).unwrap_or_default();

@@ -36,17 +36,16 @@ pub fn example_bin() -> PathBuf {
     );
     // `cargo test --test sandbox` does not rebuild examples; say so.
     let age = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(b), Some(t)) = (age(&bin), age(&exe)) {
-        if t.duration_since(b)
+    if let (Some(b), Some(t)) = (age(&bin), age(&exe))
+        && t.duration_since(b)
             .map(|d| d.as_secs() > 120)
             .unwrap_or(false)
-        {
-            eprintln!(
-                "warning: {} is older than the test binary; run `cargo test -p kiln-sandbox` \
+    {
+        eprintln!(
+            "warning: {} is older than the test binary; run `cargo test -p kiln-sandbox` \
                  (it rebuilds examples) or `cargo build -p kiln-sandbox --examples`",
-                bin.display()
-            );
-        }
+            bin.display()
+        );
     }
     bin
 }
@@ -117,7 +116,7 @@ impl Env {
         std::fs::copy(example_bin(), &bin).expect("copy example");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let env = Env { who, dir, bin };
-        env.give(&env.dir.path().to_path_buf());
+        env.give(env.dir.path());
         Some(env)
     }
 
