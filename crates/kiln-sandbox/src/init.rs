@@ -16,11 +16,11 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::AsFd;
 
+use crate::caps;
 use crate::error::{Error, Result, at};
 use crate::mounts::{Kind, ensure_in_root};
-use crate::spawn::{FORWARDED, Plan, Report, block_forwarded, die_with_parent, forward_signals_to};
+use crate::spawn::{Plan, Report, block_forwarded, die_with_parent, forward_signals_to};
 use crate::user::{self, ExecUser};
-use crate::{Network, caps};
 
 /// Everything W needs, prepared by I before fork.
 struct Exec {
@@ -43,10 +43,11 @@ pub(crate) fn init(
     parent: i32,
     have_mntns: bool,
     new_pidns: bool,
+    new_netns: bool,
 ) -> ! {
     // PID 1 of a new pid namespace sees its parent (outside) as pid 0.
     die_with_parent(if new_pidns { 0 } else { parent });
-    let exec = match prepare(plan, have_mntns, new_pidns) {
+    let exec = match prepare(plan, have_mntns, new_pidns, new_netns) {
         Ok(e) => e,
         Err(e) => {
             report.fail_setup(&e);
@@ -66,8 +67,18 @@ pub(crate) fn init(
         unsafe { libc::_exit(1) };
     }
     if pid == 0 {
-        let errno = worker(&exec);
-        report.fail_exec(errno);
+        match worker(&exec) {
+            ("exec", errno) => report.fail_exec(errno),
+            (step, errno) => report.fail(
+                crate::spawn::KIND_SETUP,
+                errno,
+                &format!(
+                    "{step} for user {:?}: {}",
+                    plan.spec.user,
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+            ),
+        }
         // SAFETY: terminate W.
         unsafe { libc::_exit(127) };
     }
@@ -95,7 +106,7 @@ pub(crate) fn init(
     unsafe { libc::_exit(0) }
 }
 
-fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
+fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) -> Result<Exec> {
     let spec = plan.spec;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -107,7 +118,7 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
 
     crate::mounts::setup(plan, have_mntns, new_pidns)?;
 
-    if spec.network == Network::None && new_pidns {
+    if new_netns {
         crate::net::loopback_up()?;
     }
     if new_pidns {
@@ -197,8 +208,8 @@ fn close_fds_from(from: u32) {
     }
 }
 
-/// W: returns only on failure, with the errno to report.
-fn worker(x: &Exec) -> i32 {
+/// W: returns only on failure: the step that failed and its errno.
+fn worker(x: &Exec) -> (&'static str, i32) {
     // Default dispositions and an empty mask: the command must not inherit
     // kiln's ignored SIGPIPE or our blocked signals.
     // SAFETY: plain signal syscalls.
@@ -212,7 +223,6 @@ fn worker(x: &Exec) -> i32 {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    let _ = FORWARDED;
     let errno = |e: Error| -> i32 {
         match e {
             Error::Sys { source, .. } | Error::Path { source, .. } => {
@@ -222,25 +232,25 @@ fn worker(x: &Exec) -> i32 {
         }
     };
     if let Err(e) = caps::restrict_bounding_set(x.last_cap) {
-        return errno(e);
+        return ("drop capabilities from the bounding set", errno(e));
     }
     if let Err(e) = switch_user(&x.user) {
         return e;
     }
     if let Err(e) = caps::set_process_caps() {
-        return errno(e);
+        return ("capset", errno(e));
     }
     if x.no_new_privs && rustix::thread::set_no_new_privs(true).is_err() {
-        return libc::EPERM;
+        return ("prctl(PR_SET_NO_NEW_PRIVS)", libc::EPERM);
     }
     // SAFETY: plain syscalls with valid C strings.
     unsafe {
         libc::umask(0o022);
         if libc::chdir(x.cwd.as_ptr()) != 0 {
-            return last_errno();
+            return ("chdir to the working directory", last_errno());
         }
     }
-    exec(x)
+    ("exec", exec(x))
 }
 
 fn last_errno() -> i32 {
@@ -249,7 +259,7 @@ fn last_errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-fn switch_user(u: &ExecUser) -> std::result::Result<(), i32> {
+fn switch_user(u: &ExecUser) -> std::result::Result<(), (&'static str, i32)> {
     // SAFETY: raw setgroups/setresgid/setresuid on this single thread (W is
     // single-threaded, so the per-thread syscalls are per-process here).
     unsafe {
@@ -259,14 +269,20 @@ fn switch_user(u: &ExecUser) -> std::result::Result<(), i32> {
             // setgroups is denied in a single-ID user namespace; harmless
             // when the wanted list is just root's.
             if !(e == libc::EPERM && u.groups == [0]) {
-                return Err(e);
+                return Err(("setgroups (is only root mapped? see /etc/subgid)", e));
             }
         }
         if libc::syscall(libc::SYS_setresgid, u.gid, u.gid, u.gid) != 0 {
-            return Err(last_errno());
+            return Err((
+                "setresgid (is the gid mapped? see /etc/subgid)",
+                last_errno(),
+            ));
         }
         if libc::syscall(libc::SYS_setresuid, u.uid, u.uid, u.uid) != 0 {
-            return Err(last_errno());
+            return Err((
+                "setresuid (is the uid mapped? see /etc/subuid)",
+                last_errno(),
+            ));
         }
     }
     Ok(())
