@@ -39,6 +39,10 @@ pub enum UsernsState {
     /// Root of a user namespace kiln set up. `mapped_ids` is how many IDs
     /// are mapped (1 + the subordinate ranges); 1 means only root.
     InUserns { mapped_ids: u64 },
+    /// Unprivileged, and the host refuses user namespaces (e.g. a default
+    /// Kubernetes pod, or `user.max_user_namespaces=0`). A warning was
+    /// printed; `Isolation::Auto` will pick chroot.
+    Unavailable { reason: String },
 }
 
 /// Parse `/etc/subuid`-style text for `user` (name) or `uid`; malformed lines
@@ -113,6 +117,13 @@ pub fn ensure_root_in_userns() -> Result<UsernsState> {
     }
     if euid == 0 {
         return Ok(UsernsState::Root);
+    }
+    // Probe first (a fork, ~1 ms): a refusal is a host property to report,
+    // not a failure of kiln.
+    if let Err(reason) = crate::info::probe_userns() {
+        let reason = reason.trim().to_string();
+        eprintln!("kiln: warning: user namespaces are refused here ({reason}); running without");
+        return Ok(UsernsState::Unavailable { reason });
     }
     let code = reexec()?;
     std::process::exit(code)
