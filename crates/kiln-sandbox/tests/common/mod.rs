@@ -28,12 +28,10 @@ pub fn is_root() -> bool {
 pub fn example_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("examples/sandbox_run");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo test -p kiln-sandbox` (it builds examples)",
-        bin.display()
-    );
+    let mut bin = dir.join("examples/sandbox_run");
+    if !bin.exists() {
+        bin = build_example_aside(dir);
+    }
     // `cargo test --test sandbox` does not rebuild examples; say so.
     let age = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if let (Some(b), Some(t)) = (age(&bin), age(&exe))
@@ -48,6 +46,29 @@ pub fn example_bin() -> PathBuf {
         );
     }
     bin
+}
+
+/// Runners that do not build examples (e.g. nextest): build it once into a
+/// separate target dir (the main one is locked by the running cargo).
+fn build_example_aside(target_profile_dir: &Path) -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = target_profile_dir
+            .parent()
+            .expect("target dir")
+            .join("kiln-sandbox-example");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("building the sandbox_run example into {}", target.display());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "kiln-sandbox", "--example", "sandbox_run"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "building the sandbox_run example failed");
+        target.join("debug/examples/sandbox_run")
+    })
+    .clone()
 }
 
 /// uid/gid of kilntest, creating the user and its subuid/subgid entries once.
