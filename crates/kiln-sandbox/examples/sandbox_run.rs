@@ -5,7 +5,7 @@
 //! sandbox_run [--isolation auto|rootless|root|chroot] (--rootfs DIR |
 //!     --lower DIR... --upper DIR --work DIR) [--user U] [--hostname H]
 //!     [--network host|none] [--cwd DIR] [--env K=V]... [--bind SRC:DST[:ro]]...
-//!     [--cache SRC:DST]... [--tmpfs DST]... [--time] -- ARGV...
+//!     [--cache SRC:DST]... [--tmpfs DST]... [--null-stdin] [--time] -- ARGV...
 //! sandbox_run --unshare -- ARGV...   # run ARGV on the host as userns root
 //! sandbox_run --info
 //! ```
@@ -49,6 +49,7 @@ fn real_main() -> Result<i32, Box<dyn std::error::Error>> {
         match a.as_str() {
             "--unshare" => unshare = true,
             "--time" => time = true,
+            "--null-stdin" => spec.null_stdin = true,
             "--isolation" => isolation = need(&mut args, &a)?.parse()?,
             "--rootfs" => dir = Some(PathBuf::from(need(&mut args, &a)?)),
             "--lower" => lowers.push(PathBuf::from(need(&mut args, &a)?)),

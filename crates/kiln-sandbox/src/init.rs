@@ -31,6 +31,7 @@ struct Exec {
     /// Candidate paths for argv[0] (PATH search done as execvp would).
     candidates: Vec<CString>,
     no_new_privs: bool,
+    null_stdin: bool,
     last_cap: u32,
 }
 
@@ -191,6 +192,7 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
         cwd: CString::new(cwd_clean).map_err(|e| Error::InvalidSpec(e.to_string()))?,
         candidates,
         no_new_privs: spec.no_new_privileges,
+        null_stdin: spec.null_stdin,
         last_cap: plan.last_cap,
     })
 }
@@ -245,6 +247,16 @@ fn worker(x: &Exec) -> (&'static str, i32) {
     }
     // SAFETY: plain syscalls with valid C strings.
     unsafe {
+        if x.null_stdin {
+            // The container's /dev/null (a bind of the host's null device).
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if fd < 0 || libc::dup2(fd, 0) < 0 {
+                return ("open /dev/null as stdin", last_errno());
+            }
+            if fd != 0 {
+                libc::close(fd);
+            }
+        }
         libc::umask(0o022);
         if libc::chdir(x.cwd.as_ptr()) != 0 {
             return ("chdir to the working directory", last_errno());

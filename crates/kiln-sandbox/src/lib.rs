@@ -159,6 +159,9 @@ pub struct RunSpec {
     pub resolv_conf: EtcFile,
     /// Set `PR_SET_NO_NEW_PRIVS` (off by default, like Docker).
     pub no_new_privileges: bool,
+    /// Give the command `/dev/null` as stdin instead of ours (what `docker
+    /// build` does for RUN; stdout and stderr are always inherited).
+    pub null_stdin: bool,
 }
 
 impl RunSpec {
@@ -180,6 +183,7 @@ impl RunSpec {
             hosts: EtcFile::Host,
             resolv_conf: EtcFile::Host,
             no_new_privileges: false,
+            null_stdin: false,
         }
     }
 }

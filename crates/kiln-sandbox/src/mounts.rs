@@ -429,9 +429,7 @@ pub(crate) fn setup(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Resul
     // /sys: a read-only recursive bind of the host's (rootless cannot mount a
     // sysfs without its own network namespace). Best effort: builds rarely
     // need it, and some hosts lock it.
-    if let Err(e) = bind_sys(root) {
-        tracing::debug!("no /sys in the sandbox: {e}");
-    }
+    let _ = bind_sys(root);
 
     for (name, data) in [
         ("hosts", plan.hosts.as_deref()),
@@ -446,7 +444,7 @@ pub(crate) fn setup(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Resul
             Ok(fd) => fd,
             Err(e) => {
                 // e.g. an image whose /etc/resolv.conf is a dangling symlink
-                tracing::warn!("not providing /{}: {e}", target.display());
+                crate::spawn::child_warn(&format!("not providing /{}: {e}", target.display()));
                 continue;
             }
         };

@@ -260,6 +260,15 @@ pub(crate) fn die_with_parent(expected_parent: i32) {
     }
 }
 
+/// A warning from a forked child: a raw write(2) to stderr. No tracing, no
+/// std stderr lock: the parent may have been multi-threaded at fork time and
+/// any lock held then stays held forever in the child.
+pub(crate) fn child_warn(msg: &str) {
+    let line = format!("kiln: warning: {msg}\n");
+    // SAFETY: writing a valid buffer to fd 2.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
 fn write_proc(path: &str, data: &str) -> Result<()> {
     std::fs::write(path, data).map_err(|e| Error::path("write", path, e))
 }

@@ -44,6 +44,16 @@ both!(identity_and_status, |env: &Env| {
     let o = env.run_in(&root, &[], &["sh", "-c", "kill -TERM $$"]);
     assert_eq!(o.status.code(), Some(128 + 15));
 
+    // stdin: inherited, or /dev/null on request.
+    let o = env.run_in(&root, &[], &["sh", "-c", "cat; echo end"]);
+    assert_eq!(stdout(&o), "end\n", "Output() gives the child a null stdin");
+    let o = env.run_in(
+        &root,
+        &["--null-stdin"],
+        &["sh", "-c", "ls -l /proc/self/fd/0"],
+    );
+    assert!(stdout(&o).contains("/dev/null"), "{}", stdout(&o));
+
     // PID 1 is our init; the command is its child.
     let o = env.run_in(&root, &[], &["sh", "-c", "echo $$; echo $PPID"]);
     assert_eq!(stdout(&o), "2\n1\n");

@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// type=bind|cache|tmpfs,source=..,target=..[,readonly]; repeatable.
     #[arg(long)]
     mount: Vec<String>,
+    /// Give the command /dev/null as stdin.
+    #[arg(long)]
+    null_stdin: bool,
     /// auto, rootless, root or chroot.
     #[arg(long, default_value = "auto")]
     isolation: String,
@@ -95,6 +98,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     spec.cwd = a.workdir;
     spec.env = a.env;
     spec.hostname = a.hostname;
+    spec.null_stdin = a.null_stdin;
     spec.network = match a.network.as_str() {
         "host" => Network::Host,
         "none" => Network::None,
