@@ -120,7 +120,8 @@ both!(overlay_upper_gets_changes, |env: &Env| {
         "sh",
         "-c",
         "set -e; rm /data/del; echo new > /data/new; rm -rf /olddir; mkdir /olddir; \
-         echo b > /olddir/b; cat /etc/hosts >/dev/null; ls /proc/1 >/dev/null; cat /data/keep",
+         echo b > /olddir/b; echo 10.0.0.1 x >> /etc/hosts; echo nameserver 10.0.0.2 > /etc/resolv.conf; \
+         ls /proc/1 >/dev/null; cat /data/keep",
     ]);
     assert!(o.status.success());
     assert_eq!(stdout(&o), "keep");
@@ -154,6 +155,17 @@ both!(overlay_upper_gets_changes, |env: &Env| {
     ] {
         assert!(!upper.join(p).exists(), "{p} leaked into the upper dir");
     }
+    // The host's own files were never exposed, only copies.
+    assert!(
+        !std::fs::read_to_string("/etc/hosts")
+            .unwrap()
+            .contains("10.0.0.1 x")
+    );
+    assert!(
+        !std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap_or_default()
+            .contains("10.0.0.2")
+    );
     // And nothing stays mounted on the host.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(env.dir.path().to_str().unwrap()));
