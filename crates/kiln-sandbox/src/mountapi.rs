@@ -109,7 +109,7 @@ pub(crate) fn attach(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) ->
     .map_err(|e| Error::path("move_mount", what, e))
 }
 
-/// Mount an overlay (always `userxattr`) as a detached mount. Uses the new
+/// Mount an overlay (always `userxattr`, always `nodev`) on `target`. Uses the new
 /// mount API's `lowerdir+` (no page-size limit on long lower stacks), falls
 /// back to a `mount(2)` option string on kernels before 6.8.
 pub(crate) fn overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
@@ -143,8 +143,13 @@ pub(crate) fn overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pa
     rustix::mount::fsconfig_set_flag(&fs, "userxattr")
         .map_err(|e| fs_error(&fs, "overlay", "userxattr", e))?;
     rustix::mount::fsconfig_create(&fs).map_err(|e| fs_error(&fs, "overlay", "create", e))?;
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| Error::path("fsmount overlay", target, e))?;
+    // nodev: see crate::mounts (no devices cgroup, so no usable mknod).
+    let mnt = rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(|e| Error::path("fsmount overlay", target, e))?;
     rustix::mount::move_mount(
         &mnt,
         "",
@@ -177,7 +182,7 @@ fn overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) 
         "overlay",
         target,
         "overlay",
-        rustix::mount::MountFlags::empty(),
+        rustix::mount::MountFlags::NODEV,
         data.as_c_str(),
     )
     .map_err(at("mount overlay", target))

@@ -21,6 +21,14 @@
 //!   (or the `Dir` rootfs) and are the differ's business; they are never
 //!   removed by path after the run (the BuildKit CVE-2024-23652 pattern).
 //!
+//! - everything writable the container sees is `nodev` (rootfs, binds,
+//!   caches, tmpfs, /dev's tmpfs): kiln creates no devices cgroup, so
+//!   without it container root (CAP_MKNOD, as in Docker) could `mknod` the
+//!   host's disk and open it. Device nodes can still be *created* (they land
+//!   in the layer), just not opened. In a user namespace the kernel forces
+//!   nodev anyway, so root and rootless behave the same. The few real
+//!   devices come from binds of the host's nodes (see [`crate::dev`]).
+//!
 //! Not done here: device nodes (see [`crate::dev`]), choosing the isolation.
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -106,6 +114,7 @@ pub(crate) fn setup(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Resul
     match &spec.rootfs {
         Rootfs::Dir(dir) => {
             let tree = clone_tree(CWD, dir, true)?;
+            set_attrs(tree.as_fd(), MountAttrFlags::MOUNT_ATTR_NODEV, true)?;
             rustix::mount::move_mount(
                 &tree,
                 "",
@@ -266,7 +275,11 @@ fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> 
         } => {
             let kind = kind_of(source)?;
             let tree = clone_tree(CWD, source, true)?;
-            set_attrs(tree.as_fd(), MountAttrFlags::MOUNT_ATTR_RDONLY, true)?;
+            set_attrs(
+                tree.as_fd(),
+                MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
+                true,
+            )?;
             let fd = ensure_in_root(root, target, kind)?;
             attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
         }
@@ -298,6 +311,7 @@ fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> 
         }
         MountSpec::Cache { source, target } => {
             let tree = clone_tree(CWD, source, true)?;
+            set_attrs(tree.as_fd(), MountAttrFlags::MOUNT_ATTR_NODEV, true)?;
             let fd = ensure_in_root(root, target, Kind::Dir)?;
             attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
         }

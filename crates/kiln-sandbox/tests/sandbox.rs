@@ -54,6 +54,28 @@ both!(identity_and_status, |env: &Env| {
     );
     assert!(stdout(&o).contains("/dev/null"), "{}", stdout(&o));
 
+    // Device nodes: the provided ones work; a node made with mknod (Docker's
+    // CAP_MKNOD) cannot be opened, here or in /dev (all nodev).
+    let o = env.run_in(
+        &root,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "echo x > /dev/null && head -c1 /dev/zero | wc -c; \
+             mknod /tmp/n c 1 3 && ls /tmp/n >/dev/null && echo made; \
+             cat /tmp/n 2>/dev/null || echo refused; \
+             mknod /dev/n2 c 1 3 && (cat /dev/n2 2>/dev/null || echo refused)",
+        ],
+    );
+    let s = stdout(&o);
+    assert!(s.starts_with("1\n"), "{s}");
+    assert_eq!(
+        s.matches("refused").count(),
+        if s.contains("made") { 2 } else { 1 },
+        "{s}"
+    );
+
     // PID 1 is our init; the command is its child.
     let o = env.run_in(&root, &[], &["sh", "-c", "echo $$; echo $PPID"]);
     assert_eq!(stdout(&o), "2\n1\n");
