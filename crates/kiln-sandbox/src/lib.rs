@@ -288,8 +288,16 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Resolve `isolation` (probing the host for `Auto`) and prepare.
+    /// Resolve `isolation` (probing the host for `Auto`) and prepare; the
+    /// private scratch dir goes in the system temp dir.
     pub fn new(isolation: Isolation) -> Result<Sandbox> {
+        Self::new_in(isolation, &std::env::temp_dir())
+    }
+
+    /// Like [`Sandbox::new`], with the (empty, 0700) scratch mount point
+    /// created in `parent`, e.g. the store's tmp dir. It is removed on drop;
+    /// if kiln is killed an empty directory may stay behind, nothing else.
+    pub fn new_in(isolation: Isolation, parent: &Path) -> Result<Sandbox> {
         let euid = rustix::process::geteuid().as_raw();
         let isolation = match isolation {
             Isolation::Auto => {
@@ -317,8 +325,8 @@ impl Sandbox {
         };
         let scratch = tempfile::Builder::new()
             .prefix(".kiln-sandbox-")
-            .tempdir()
-            .map_err(|e| Error::path("mkdtemp", std::env::temp_dir(), e))?;
+            .tempdir_in(parent)
+            .map_err(|e| Error::path("mkdtemp", parent, e))?;
         Ok(Sandbox {
             isolation,
             mode,
