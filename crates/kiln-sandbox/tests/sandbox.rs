@@ -592,3 +592,49 @@ both!(long_lower_stack, |env: &Env| {
     // 60 numbered files + top; the topmost lower (59) wins for `top`.
     assert_eq!(stdout(&o), "61\n59");
 });
+
+/// A root without CAP_SYS_ADMIN (like a default Kubernetes pod) cannot
+/// create namespaces: `auto` says so and falls back to chroot.
+#[test]
+fn auto_falls_back_to_chroot_without_namespaces() {
+    if !is_root() {
+        eprintln!("skipping: needs root to drop CAP_SYS_ADMIN with setpriv");
+        return;
+    }
+    let env = Env::new(Who::Caller).unwrap();
+    let root = env.busybox_rootfs("root");
+    let o = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin", "--"])
+        .arg(&env.bin)
+        .args([
+            "--rootfs",
+            root.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "id -u",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(stdout(&o), "0\n");
+    assert!(err.contains("falling back to chroot"), "{err}");
+
+    // An overlay rootfs needs a mount namespace: a clear error, no crash.
+    let (u, w) = (env.mkdir("u"), env.mkdir("w"));
+    let o = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin", "--"])
+        .arg(&env.bin)
+        .args([
+            "--lower",
+            root.to_str().unwrap(),
+            "--upper",
+            u.to_str().unwrap(),
+        ])
+        .args(["--work", w.to_str().unwrap(), "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs a mount namespace"));
+}
