@@ -73,6 +73,15 @@
 //! make syscalls (glibc's fork keeps malloc usable), never take std's stdio
 //! locks or tracing.
 //!
+//! # Tests
+//! `cargo test -p kiln-sandbox` (plain `cargo test` builds the `sandbox_run`
+//! example the integration tests drive). As root, every scenario also runs
+//! as the unprivileged user `kilntest` (created, with subuid/subgid
+//! 200000:65536). Needs `busybox-static`, `uidmap`, `debootstrap` and the
+//! Debian mirror for the apt test (cached in /var/tmp/kiln-test-debian; skip
+//! it with `KILN_SKIP_DEBIAN=1`). `buildah`, if present, is timed for
+//! comparison.
+//!
 //! # Not here
 //! cgroups/resource limits, seccomp, image resolution, snapshots and diffs,
 //! TTY allocation.

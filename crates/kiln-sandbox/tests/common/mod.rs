@@ -207,6 +207,20 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        // An unprivileged caller cannot delete files owned by its subuids
+        // (e.g. a Debian rootfs): remove them as root of the namespace.
+        if !is_root() {
+            let _ = Command::new(&self.bin)
+                .args(["--unshare", "--", "rm", "-rf"])
+                .arg(self.dir.path())
+                .current_dir("/")
+                .output();
+        }
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
