@@ -422,6 +422,7 @@ fn spawn_bg(env: &Env, args: &[&str]) -> std::process::Child {
     };
     cmd.args(args)
         .current_dir("/")
+        .env("TMPDIR", env.dir.path())
         .process_group(0)
         .stdout(std::process::Stdio::piped())
         .spawn()

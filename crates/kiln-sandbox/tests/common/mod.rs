@@ -184,7 +184,11 @@ impl Env {
                 c
             }
         };
-        cmd.args(args).current_dir("/");
+        // TMPDIR: the sandbox's scratch mount point lands in our dir, so even
+        // a SIGKILLed run leaves nothing in /tmp.
+        cmd.args(args)
+            .current_dir("/")
+            .env("TMPDIR", self.dir.path());
         let out = cmd.output().expect("spawn sandbox_run");
         eprintln!(
             "[{:?}] sandbox_run {:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
