@@ -187,3 +187,42 @@ fn overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) 
     )
     .map_err(at("mount overlay", target))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mount(2) fallback (kernels before 6.8), exercised on any kernel
+    /// inside a throwaway user + mount namespace.
+    #[test]
+    fn legacy_overlay_mount_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a:b"); // ':' must be escaped in lowerdir=
+        for s in ["l", "u", "w", "m"] {
+            std::fs::create_dir_all(d.join(s)).unwrap();
+        }
+        std::fs::write(d.join("l/file"), "lower").unwrap();
+        let (uid, gid) = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        let d2 = d.clone();
+        let r = crate::info::in_child(move || {
+            // SAFETY: forked single-threaded child.
+            if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } != 0 {
+                return Err(format!("unshare: {}", std::io::Error::last_os_error()));
+            }
+            let w = |f: &str, s: String| std::fs::write(f, s).map_err(|e| format!("{f}: {e}"));
+            w("/proc/self/setgroups", "deny".into())?;
+            w("/proc/self/uid_map", format!("0 {uid} 1"))?;
+            w("/proc/self/gid_map", format!("0 {gid} 1"))?;
+            overlay_legacy(&[d2.join("l")], &d2.join("u"), &d2.join("w"), &d2.join("m"))
+                .map_err(|e| e.to_string())?;
+            let got = std::fs::read_to_string(d2.join("m/file")).map_err(|e| e.to_string())?;
+            (got == "lower").then_some(()).ok_or(got)
+        });
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(d.join("w/work"), std::fs::Permissions::from_mode(0o700));
+        r.unwrap();
+    }
+}
