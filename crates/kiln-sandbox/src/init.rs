@@ -57,6 +57,11 @@ pub(crate) fn init(
         }
     };
 
+    if let Err(e) = install_stdio(plan.io) {
+        report.fail_setup(&e);
+        // SAFETY: terminate this child only.
+        unsafe { libc::_exit(1) };
+    }
     // Nothing of the host may stay reachable through our fds: close all
     // (not just CLOEXEC) before W exists.
     close_fds_from(3);
@@ -195,6 +200,35 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
         null_stdin: spec.null_stdin,
         last_cap: plan.last_cap,
     })
+}
+
+/// Make the caller's replacement fds our 0, 1, 2 (W inherits them). Each is
+/// first duplicated above 2, so that e.g. stdout=0 cannot be clobbered by an
+/// earlier dup2; the copies are closed with everything else afterwards.
+fn install_stdio(io: [Option<i32>; 3]) -> Result<()> {
+    let mut high = [None; 3];
+    for (i, fd) in io.iter().enumerate() {
+        if let Some(fd) = *fd {
+            // SAFETY: fcntl on an fd the caller keeps open during the run.
+            let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            if d < 0 {
+                return Err(Error::sys(
+                    "fcntl(F_DUPFD) stdio",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            high[i] = Some(d);
+        }
+    }
+    for (target, fd) in high.iter().enumerate() {
+        if let Some(fd) = *fd {
+            // SAFETY: dup2 onto a standard fd.
+            if unsafe { libc::dup2(fd, target as i32) } < 0 {
+                return Err(Error::sys("dup2 stdio", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Close (not just mark CLOEXEC) every fd >= `from`.

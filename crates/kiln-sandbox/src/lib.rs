@@ -103,6 +103,7 @@ pub mod userns;
 
 use std::ffi::CString;
 use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 pub use std::process::ExitStatus;
 use std::str::FromStr;
@@ -287,6 +288,14 @@ pub(crate) fn resolve_auto() -> (Isolation, Option<String>) {
     .clone()
 }
 
+/// Replacement stdio for [`Sandbox::run_with_io`]; `None` inherits ours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunIo<'a> {
+    pub stdin: Option<BorrowedFd<'a>>,
+    pub stdout: Option<BorrowedFd<'a>>,
+    pub stderr: Option<BorrowedFd<'a>>,
+}
+
 /// Runs processes. Holds a private, empty temp dir that each run mounts its
 /// scratch tmpfs over (inside its own mount namespace only).
 pub struct Sandbox {
@@ -359,6 +368,15 @@ impl Sandbox {
 
     /// Run `spec` to completion; stdio is inherited.
     pub fn run(&self, spec: &RunSpec) -> Result<ExitStatus> {
+        self.run_with_io(spec, RunIo::default())
+    }
+
+    /// Run `spec` with stdin/stdout/stderr replaced by the given fds (e.g.
+    /// the write end of a pipe the builder reads for its log view). The fds
+    /// are only borrowed; the sandbox's init makes them 0, 1, 2 and closes
+    /// everything else. Drain a pipe from another thread: `run_with_io`
+    /// blocks until the command exits, and a full pipe would block it.
+    pub fn run_with_io(&self, spec: &RunSpec, io: RunIo<'_>) -> Result<ExitStatus> {
         let spec = &normalize(spec)?;
         let cstr =
             |s: &str| CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in {s:?}")));
@@ -407,6 +425,7 @@ impl Sandbox {
             env,
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
+            io: [io.stdin, io.stdout, io.stderr].map(|f| f.map(|f| f.as_raw_fd())),
         };
         spawn::run(&plan, self.forward_signals)
     }

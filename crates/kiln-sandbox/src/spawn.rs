@@ -52,6 +52,8 @@ pub(crate) struct Plan<'a> {
     pub env: Vec<CString>,
     pub euid: u32,
     pub egid: u32,
+    /// Raw fds to become 0, 1, 2 (borrowed by the caller for the whole run).
+    pub io: [Option<i32>; 3],
 }
 
 const MSG_LEN: usize = 3800;

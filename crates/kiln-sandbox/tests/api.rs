@@ -106,3 +106,36 @@ fn rootless_mode_as_real_root_maps_only_root() {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn output_to_caller_fds() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let Some((_d, r)) = rootfs() else { return };
+    let sb = Sandbox::new(Isolation::Root).unwrap();
+    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let reader = |fd: std::os::fd::OwnedFd| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+            s
+        })
+    };
+    let (out_t, err_t) = (reader(out_r), reader(err_r));
+    let io = kiln_sandbox::RunIo {
+        stdin: None,
+        stdout: Some(out_w.as_fd()),
+        stderr: Some(err_w.as_fd()),
+    };
+    let spec = RunSpec::new(
+        Rootfs::Dir(r),
+        ["sh", "-c", "echo to-out; echo to-err >&2; ls /proc/self/fd"],
+    );
+    let st = sb.run_with_io(&spec, io).unwrap();
+    assert!(st.success());
+    drop(out_w);
+    drop(err_w);
+    assert_eq!(out_t.join().unwrap(), "to-out\n0\n1\n2\n3\n");
+    assert_eq!(err_t.join().unwrap(), "to-err\n");
+}
