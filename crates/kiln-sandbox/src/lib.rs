@@ -43,8 +43,9 @@
 //! - process: argv, env (+ PATH, HOME, HOSTNAME defaults), working directory
 //!   created if missing, umask 0022, user from the rootfs's /etc/passwd and
 //!   /etc/group with supplementary groups, Docker's default capabilities
-//!   ([`caps`]), no fds but 0, 1, 2 (inherited: output streams straight
-//!   through; stdin may be /dev/null instead), `no_new_privs` off unless
+//!   ([`caps`]), no fds but 0, 1, 2 (inherited, so output streams straight
+//!   through, or the caller's fds via [`Sandbox::run_with_io`]; stdin may be
+//!   /dev/null instead), `no_new_privs` off unless
 //!   asked (Docker's default; RUN steps may need setuid tools).
 //! - exit: [`ExitStatus`] of the command; [`exit_code`] gives code or 128+N.
 //!
