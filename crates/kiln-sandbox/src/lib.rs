@@ -322,8 +322,7 @@ impl Sandbox {
             Isolation::Auto => {
                 let (iso, warning) = resolve_auto();
                 if let Some(w) = warning {
-                    tracing::warn!("{w}");
-                    eprintln!("kiln: warning: {w}");
+                    warn(&w);
                 }
                 iso
             }
@@ -463,6 +462,16 @@ fn normalize(spec: &RunSpec) -> Result<RunSpec> {
         }
     }
     Ok(s)
+}
+
+/// A user-facing warning: through tracing when the program installed a
+/// subscriber, else straight to stderr (so it is never lost, never doubled).
+pub(crate) fn warn(msg: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{msg}");
+    } else {
+        eprintln!("kiln: warning: {msg}");
+    }
 }
 
 /// The shell convention: the exit code, or 128 + the signal that killed it.

@@ -122,7 +122,9 @@ pub fn ensure_root_in_userns() -> Result<UsernsState> {
     // not a failure of kiln.
     if let Err(reason) = crate::info::probe_userns() {
         let reason = reason.trim().to_string();
-        eprintln!("kiln: warning: user namespaces are refused here ({reason}); running without");
+        crate::warn(&format!(
+            "user namespaces are refused here ({reason}); running without"
+        ));
         return Ok(UsernsState::Unavailable { reason });
     }
     let code = reexec()?;
@@ -139,12 +141,12 @@ fn reexec() -> Result<i32> {
     let gid = rustix::process::getgid().as_raw();
     let (subuid, subgid) = current_subids();
     if subuid.is_empty() || subgid.is_empty() {
-        eprintln!(
-            "kiln: warning: no subordinate ID range for {} in /etc/subuid or /etc/subgid: \
+        crate::warn(&format!(
+            "no subordinate ID range for {} in /etc/subuid or /etc/subgid: \
              only root is mapped; files owned by other IDs will read as nobody and \
              privilege-dropping tools (apt) will fail",
             username(uid)
-        );
+        ));
     }
     let (to_parent_r, to_parent_w) = pipe()?;
     let (to_child_r, to_child_w) = pipe()?;
