@@ -3,4 +3,28 @@
 //! and unknown fields), canonical JSON, image references, the content-addressed
 //! store, and pure image mutations.
 //!
-//! It does not read or write tar layers (see `kiln-layer`) nor talk to registries.
+//! The `layer` module is the layer codec: deterministic tar writing, streaming
+//! compression and digests, and safe extraction. The crate does not talk to
+//! registries and does not run anything.
+
+pub mod archive;
+pub mod canonical;
+pub mod config;
+pub mod digest;
+pub mod layer;
+pub mod layout;
+pub mod manifest;
+pub mod media;
+pub mod mutate;
+pub mod reference;
+pub mod store;
+pub mod store_io;
+pub mod time;
+pub mod transport;
+
+pub use config::{History, ImageConfig, RuntimeConfig};
+pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
+pub use manifest::{AnyManifest, Descriptor, Index, Manifest, Platform};
+pub use mutate::{Image, NewLayer};
+pub use reference::Reference;
+pub use store::{Store, StoreError};

@@ -1,0 +1,107 @@
+//! `docker://` as an [`ImageSink`]: skips blobs the repository has (HEAD),
+//! mounts blobs from a source repository on the same registry, uploads the
+//! rest, and puts manifests by digest (children) and by tag (the top).
+//!
+//! It never publishes content that does not match its descriptor: the
+//! upload verifies before its closing PUT.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use kiln_image::transport::{ImageSink, RawManifest, Result, TransportError};
+use kiln_image::{Descriptor, Digest, Reference};
+use reqwest::Url;
+
+use crate::client::Client;
+use crate::mount::Mount;
+use crate::source::to_transport;
+
+pub struct RegistrySink {
+    client: Client,
+    reference: Reference,
+    /// A repository on the same registry that has the blobs (the source of
+    /// a registry-to-registry copy): blobs are mounted from it.
+    mount_from: Option<Reference>,
+    /// Upload sessions a failed mount opened, to upload into.
+    sessions: Mutex<HashMap<Digest, Url>>,
+}
+
+impl RegistrySink {
+    pub fn new(client: &Client, reference: Reference) -> RegistrySink {
+        RegistrySink {
+            client: client.clone(),
+            reference,
+            mount_from: None,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Mount blobs from `from` when it is on the same registry.
+    pub fn mount_from(mut self, from: &Reference) -> RegistrySink {
+        if from.registry() == self.reference.registry()
+            && from.repository() != self.reference.repository()
+        {
+            self.mount_from = Some(from.clone());
+        }
+        self
+    }
+}
+
+impl ImageSink for RegistrySink {
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+        let c = &self.client;
+        if c.block_on(c.blob_exists_async(&self.reference, &desc.digest, true))
+            .map_err(to_transport)?
+        {
+            c.inner.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        let Some(from) = &self.mount_from else {
+            return Ok(false);
+        };
+        match c.mount_blob(&self.reference, from, &desc.digest) {
+            Mount::Mounted => Ok(true),
+            Mount::Upload(url) => {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(desc.digest.clone(), url);
+                Ok(false)
+            }
+            Mount::Failed(why) => {
+                tracing::debug!("{why}; uploading instead");
+                Ok(false)
+            }
+        }
+    }
+
+    fn put_blob(&self, desc: &Descriptor, data: &mut dyn Read) -> Result<()> {
+        let session = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&desc.digest);
+        self.client
+            .upload_blob(&self.reference, desc, data, session)
+            .map_err(to_transport)
+    }
+
+    fn put_manifest(&self, raw: &RawManifest, top: bool) -> Result<()> {
+        let reference = match (top, self.reference.tag(), self.reference.digest()) {
+            (true, _, Some(d)) if *d != raw.digest => {
+                return Err(TransportError::Invalid(format!(
+                    "{} is pinned to {d}, but the image is {}",
+                    self.reference, raw.digest
+                )));
+            }
+            (true, Some(tag), _) => tag.to_string(),
+            _ => raw.digest.to_string(),
+        };
+        self.client
+            .put_manifest(&self.reference, &reference, raw)
+            .map(drop)
+            .map_err(to_transport)
+    }
+}

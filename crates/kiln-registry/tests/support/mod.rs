@@ -1,0 +1,288 @@
+//! Test support shared by the registry tests: a real `docker-registry`
+//! (distribution 2.8) on 127.0.0.1, test images written into a kiln store
+//! or a hand-made OCI layout, a fault-injecting TCP proxy and a token
+//! server. No mocks: every test talks HTTP to the real registry.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+pub mod token;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_image::{Descriptor, Digest, Manifest, Reference, Store, media};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// How the registry authenticates.
+pub enum Auth {
+    None,
+    Htpasswd { user: String, password: String },
+    Token(token::TokenServer),
+}
+
+/// A `docker-registry` process on 127.0.0.1, killed on drop.
+pub struct Registry {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+    pub log: PathBuf,
+    pub auth: Auth,
+}
+
+impl Registry {
+    pub fn start(auth: Auth) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let auth_yaml = match &auth {
+            Auth::None => String::new(),
+            Auth::Htpasswd { user, password } => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd");
+                assert!(out.status.success());
+                let p = dir.path().join("htpasswd");
+                std::fs::write(&p, out.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    p.display()
+                )
+            }
+            Auth::Token(t) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm(),
+                token::SERVICE,
+                token::ISSUER,
+                t.cert_path().display()
+            ),
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: kiln-test-secret\n{auth_yaml}",
+            dir.path().join("data").display()
+        );
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let log = dir.path().join("registry.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("start docker-registry");
+        let r = Registry {
+            dir,
+            port,
+            child,
+            log,
+            auth,
+        };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut buf = [0u8; 16];
+                if s.read(&mut buf).is_ok_and(|n| n > 0) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("registry did not start: {}", self.log_text());
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn reference(&self, repo_tag: &str) -> Reference {
+        Reference::parse(&format!("{}/{repo_tag}", self.host())).unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic bytes that do not compress away (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The documents of a test image: config, layers and manifest bytes.
+pub struct TestImage {
+    pub config: Vec<u8>,
+    pub layers: Vec<Vec<u8>>,
+    pub manifest: Vec<u8>,
+}
+
+impl TestImage {
+    pub fn new(layer_sizes: &[usize], seed: u64) -> TestImage {
+        let layers: Vec<Vec<u8>> = layer_sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| noise(n, seed * 100 + i as u64))
+            .collect();
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|l| Digest::sha256_of(l).to_string())
+            .collect();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Env": [format!("SEED={seed}")]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let m = Manifest::new(
+            media::Format::Oci,
+            Descriptor::new(
+                media::OCI_CONFIG,
+                Digest::sha256_of(&config),
+                config.len() as u64,
+            ),
+            layers
+                .iter()
+                .map(|l| Descriptor::new(media::OCI_LAYER, Digest::sha256_of(l), l.len() as u64))
+                .collect(),
+        );
+        let manifest = kiln_image::canonical::to_vec(&m).unwrap();
+        TestImage {
+            config,
+            layers,
+            manifest,
+        }
+    }
+
+    pub fn digest(&self) -> Digest {
+        Digest::sha256_of(&self.manifest)
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(
+            media::OCI_MANIFEST,
+            self.digest(),
+            self.manifest.len() as u64,
+        )
+    }
+
+    /// Stores the image in the kiln store at `root`, named `name`.
+    pub fn to_store(&self, root: &Path, name: &str) {
+        let store = Store::open(root).unwrap();
+        store.put_blob(&self.config).unwrap();
+        for l in &self.layers {
+            store.put_blob(l).unwrap();
+        }
+        store.put_blob(&self.manifest).unwrap();
+        store
+            .tag(&Reference::parse(name).unwrap(), &self.descriptor())
+            .unwrap();
+    }
+
+    /// Writes the image as an OCI layout at `dir`, tagged `tag` (what
+    /// `skopeo copy oci:DIR:TAG` reads).
+    pub fn to_layout(&self, dir: &Path, tag: &str) {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for b in std::iter::once(&self.config)
+            .chain(&self.layers)
+            .chain(std::iter::once(&self.manifest))
+        {
+            std::fs::write(blobs.join(Digest::sha256_of(b).hex()), b).unwrap();
+        }
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": media::OCI_MANIFEST,
+                "digest": self.digest().to_string(),
+                "size": self.manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }],
+        });
+        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+}
+
+/// The kiln binary built for this test run (set by cargo for the kiln crate's tests).
+pub fn kiln_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
+}
+
+/// Runs kiln with `args`, the store at `root`, credentials under `home`.
+pub fn kiln(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(kiln_bin())
+        .args(args)
+        .env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("KILN_ROOT", home.join("store"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kiln")
+}
+
+pub fn kiln_ok(home: &Path, args: &[&str]) -> String {
+    let out = kiln(home, args);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `skopeo inspect --raw` and the digest skopeo computes, for interop checks.
+pub fn skopeo_digest(reference: &str) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -1,0 +1,440 @@
+//! The registry commands: `pull`, `push`, `copy`, `login`, `logout`, and
+//! crane-style inspection (`manifest`, `config`, `digest`, `tags`,
+//! `catalog`). Each is an `Args` struct and a `run` function; errors say
+//! which command and reference failed, then what the registry said.
+//!
+//! The protocol lives in kiln-registry; moving images is
+//! `kiln_image::transport::copy` between the locations of `transport.rs`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use kiln_image::transport::{CopyOptions, copy};
+use kiln_image::{AnyManifest, Platform, Reference};
+use kiln_registry::{Client, ClientConfig, CredentialFiles, Credentials};
+
+use super::transport::{Env, Location, open_sink, open_source};
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Pull an image from a registry into the local store
+    Pull(PullArgs),
+    /// Push an image from the local store to a registry
+    Push(PushArgs),
+    /// Copy an image between registries, layouts, archives and the store
+    Copy(CopyArgs),
+    /// Log in to a registry (checks the credentials, then saves them)
+    Login(LoginArgs),
+    /// Forget the saved credentials of a registry
+    Logout(LogoutArgs),
+    /// Print an image's manifest (or index) as the registry has it
+    Manifest(InspectArgs),
+    /// Print an image's config blob
+    Config(InspectArgs),
+    /// Print the digest of an image's manifest (or index)
+    Digest(InspectArgs),
+    /// List the tags of a repository
+    Tags(RepoArgs),
+    /// List the repositories of a registry
+    Catalog(RepoArgs),
+}
+
+pub fn run(cmd: RegistryCommand) -> Result<()> {
+    match cmd {
+        RegistryCommand::Pull(a) => pull(a),
+        RegistryCommand::Push(a) => push(a),
+        RegistryCommand::Copy(a) => copy_cmd(a),
+        RegistryCommand::Login(a) => login(a),
+        RegistryCommand::Logout(a) => logout(a),
+        RegistryCommand::Manifest(a) => manifest(a),
+        RegistryCommand::Config(a) => config(a),
+        RegistryCommand::Digest(a) => digest(a),
+        RegistryCommand::Tags(a) => tags(a),
+        RegistryCommand::Catalog(a) => catalog(a),
+    }
+}
+
+/// Connection options every registry command takes (skopeo's names).
+#[derive(Debug, Clone, Args)]
+pub struct NetOpts {
+    /// Require HTTPS with verified certificates (`--tls-verify=false` allows
+    /// plain HTTP and any certificate)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub tls_verify: bool,
+    /// Same as --tls-verify=false
+    #[arg(long)]
+    pub insecure: bool,
+    /// A registry (host[:port]) that may use plain HTTP or a bad certificate
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+    /// A directory of extra trusted CA certificates (*.crt, *.pem)
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Upload chunk size in MiB (blobs up to this size go in one request)
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 16,
+        hide = true,
+        env = "KILN_CHUNK_MIB"
+    )]
+    pub chunk_mib: usize,
+    /// Print transfer statistics to stderr
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+impl NetOpts {
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        let mut c = ClientConfig::default();
+        c.transport.tls_verify = self.tls_verify && !self.insecure;
+        c.transport.insecure_registries = self.insecure_registries.clone();
+        if let Some(d) = &self.cert_dir {
+            c.transport.add_cert_dir(d)?;
+        }
+        c.chunk_size = self.chunk_mib.max(1) << 20;
+        Ok(c)
+    }
+
+    pub fn client(&self) -> Result<Client> {
+        Ok(Client::new(self.client_config()?)?)
+    }
+}
+
+/// Options of commands that copy images.
+#[derive(Debug, Clone, Args)]
+pub struct CopyOpts {
+    /// With an index, copy this platform's image (os/arch[/variant]);
+    /// default: the host's
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// With an index, copy every platform's image and the index itself
+    #[arg(long, conflicts_with = "platform")]
+    pub all: bool,
+    /// Blobs transferred at once
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: usize,
+    /// The store: the global `--root` reaches it through `KILN_ROOT`.
+    #[arg(skip)]
+    pub root: Option<PathBuf>,
+}
+
+impl CopyOpts {
+    fn options(&self, default_all: bool) -> Result<CopyOptions> {
+        let platform = if self.all || (default_all && self.platform.is_none()) {
+            None
+        } else {
+            Some(match &self.platform {
+                Some(p) => Platform::parse(p)?,
+                None => Platform::host(),
+            })
+        };
+        Ok(CopyOptions {
+            jobs: self.jobs.max(1),
+            platform,
+        })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.root
+            .clone()
+            .unwrap_or_else(kiln_image::store::default_root)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image to pull (`registry/repo:tag`, `repo@sha256:...`)
+    pub reference: String,
+    #[command(flatten)]
+    pub copy: CopyOpts,
+    #[command(flatten)]
+    pub net: NetOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image in the local store
+    pub name: String,
+    /// Where to push it (default: NAME)
+    pub destination: Option<String>,
+    #[command(flatten)]
+    pub copy: CopyOpts,
+    #[command(flatten)]
+    pub net: NetOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
+    /// docker-archive:FILE[:REF], kiln:NAME or a store NAME
+    pub source: String,
+    /// Same forms as SOURCE
+    pub destination: String,
+    #[command(flatten)]
+    pub copy: CopyOpts,
+    #[command(flatten)]
+    pub net: NetOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry host (`docker.io`, `ghcr.io`, `localhost:5000`)
+    pub registry: String,
+    #[arg(long, short = 'u')]
+    pub username: Option<String>,
+    /// The password (prefer --password-stdin: arguments are visible to other users)
+    #[arg(long, short = 'p', conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub net: NetOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image (`registry/repo:tag` or `@sha256:...`)
+    pub reference: String,
+    /// For `config`: the platform to pick from an index (default: the host's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub net: NetOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    /// A repository (`registry/repo`) for `tags`, a registry host for `catalog`
+    pub target: String,
+    #[command(flatten)]
+    pub net: NetOpts,
+}
+
+fn report(net: &NetOpts, client: &Client, what: &str, started: Instant) {
+    if net.verbose {
+        let s = client.stats();
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{what}: {:.2}s, {} B down, {} B up, {} requests, {} retries, {} resumes, {} mounts, {} blobs already there",
+            secs,
+            s.bytes_downloaded,
+            s.bytes_uploaded,
+            s.requests,
+            s.retries,
+            s.resumes,
+            s.mounts,
+            s.blobs_skipped
+        );
+    }
+}
+
+fn parse_ref(s: &str) -> Result<Reference> {
+    Ok(Reference::parse(s.strip_prefix("docker://").unwrap_or(s))?)
+}
+
+fn pull(a: PullArgs) -> Result<()> {
+    let r = parse_ref(&a.reference)?;
+    let started = Instant::now();
+    let client = a.net.client()?;
+    let env = Env {
+        client: &client,
+        store_root: a.copy.root(),
+    };
+    let run = || -> Result<kiln_image::Digest> {
+        let src = open_source(&Location::Docker(r.clone()), &env)?;
+        let dst = open_sink(&Location::Store(r.to_string()), &env, None)?;
+        Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(false)?)?.digest)
+    };
+    let d = run().with_context(|| format!("pull {r}"))?;
+    report(&a.net, &client, "pull", started);
+    println!("{d}");
+    Ok(())
+}
+
+fn push(a: PushArgs) -> Result<()> {
+    let dest = parse_ref(a.destination.as_deref().unwrap_or(&a.name))?;
+    let started = Instant::now();
+    let client = a.net.client()?;
+    let env = Env {
+        client: &client,
+        store_root: a.copy.root(),
+    };
+    let run = || -> Result<kiln_image::Digest> {
+        let src = open_source(&Location::Store(a.name.clone()), &env)?;
+        let dst = open_sink(&Location::Docker(dest.clone()), &env, None)?;
+        Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(true)?)?.digest)
+    };
+    let d = run().with_context(|| format!("push {} to {dest}", a.name))?;
+    report(&a.net, &client, "push", started);
+    println!("{d}");
+    Ok(())
+}
+
+fn copy_cmd(a: CopyArgs) -> Result<()> {
+    let src_loc = Location::parse(&a.source)?;
+    let dst_loc = Location::parse(&a.destination)?;
+    let started = Instant::now();
+    let client = a.net.client()?;
+    let env = Env {
+        client: &client,
+        store_root: a.copy.root(),
+    };
+    let run = || -> Result<kiln_image::Digest> {
+        let mount_from = match &src_loc {
+            Location::Docker(r) => Some(r),
+            _ => None,
+        };
+        let src = open_source(&src_loc, &env)?;
+        let dst = open_sink(&dst_loc, &env, mount_from)?;
+        Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(false)?)?.digest)
+    };
+    let d = run().with_context(|| format!("copy {} to {}", a.source, a.destination))?;
+    report(&a.net, &client, "copy", started);
+    println!("{d}");
+    Ok(())
+}
+
+/// `https://host/` and `host` name the same registry.
+fn registry_host(s: &str) -> String {
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let host = s.split('/').next().unwrap_or(s);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        h => h.to_string(),
+    }
+}
+
+fn login(a: LoginArgs) -> Result<()> {
+    let registry = registry_host(&a.registry);
+    let Some(username) = a.username.clone() else {
+        bail!("login {registry}: give the user name with -u");
+    };
+    let password = match (&a.password, a.password_stdin) {
+        (Some(p), _) => p.clone(),
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("read the password from standard input")?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("login {registry}: give the password with --password-stdin or -p"),
+    };
+    let creds = Credentials::Basic { username, password };
+    let mut config = a.net.client_config()?;
+    config
+        .credentials_override
+        .insert(registry.clone(), creds.clone());
+    let client = Client::new(config)?;
+    client
+        .check_login(&registry)
+        .with_context(|| format!("login {registry}"))?;
+    CredentialFiles::from_env()
+        .store(&registry, &creds)
+        .with_context(|| format!("login {registry}: save the credentials"))?;
+    println!("Login Succeeded");
+    Ok(())
+}
+
+fn logout(a: LogoutArgs) -> Result<()> {
+    let registry = registry_host(&a.registry);
+    if CredentialFiles::from_env()
+        .erase(&registry)
+        .with_context(|| format!("logout {registry}"))?
+    {
+        println!("Removed login credentials for {registry}");
+        Ok(())
+    } else {
+        bail!("logout {registry}: not logged in")
+    }
+}
+
+fn manifest(a: InspectArgs) -> Result<()> {
+    let r = parse_ref(&a.reference)?;
+    let raw = a
+        .net
+        .client()?
+        .get_manifest(&r)
+        .with_context(|| format!("manifest {r}"))?;
+    std::io::stdout().write_all(&raw.bytes)?;
+    Ok(())
+}
+
+fn config(a: InspectArgs) -> Result<()> {
+    let r = parse_ref(&a.reference)?;
+    let client = a.net.client()?;
+    let run = || -> Result<Vec<u8>> {
+        let mut raw = client.get_manifest(&r)?;
+        if let AnyManifest::Index(index) = raw.parse()? {
+            let want = match &a.platform {
+                Some(p) => Platform::parse(p)?,
+                None => Platform::host(),
+            };
+            let d = index
+                .select(&want)
+                .with_context(|| format!("no image for {want} in the index"))?;
+            raw = client.get_manifest(&r.with_digest(d.digest.clone()))?;
+        }
+        let AnyManifest::Manifest(m) = raw.parse()? else {
+            bail!("an index inside an index is not supported here");
+        };
+        Ok(client.read_blob(&r, &m.config, 64 << 20)?)
+    };
+    let bytes = run().with_context(|| format!("config {r}"))?;
+    std::io::stdout().write_all(&bytes)?;
+    Ok(())
+}
+
+fn digest(a: InspectArgs) -> Result<()> {
+    let r = parse_ref(&a.reference)?;
+    let d = a
+        .net
+        .client()?
+        .head_manifest(&r)
+        .with_context(|| format!("digest {r}"))?
+        .with_context(|| format!("digest {r}: not found"))?;
+    println!("{}", d.digest);
+    Ok(())
+}
+
+fn tags(a: RepoArgs) -> Result<()> {
+    let r = parse_ref(&a.target)?;
+    let tags = a
+        .net
+        .client()?
+        .tags(&r)
+        .with_context(|| format!("tags {}", r.name()))?;
+    let mut out = std::io::stdout().lock();
+    for t in tags {
+        writeln!(out, "{t}")?;
+    }
+    Ok(())
+}
+
+fn catalog(a: RepoArgs) -> Result<()> {
+    let registry = registry_host(&a.target);
+    let repos = a
+        .net
+        .client()?
+        .catalog(&registry)
+        .with_context(|| format!("catalog {registry}"))?;
+    let mut out = std::io::stdout().lock();
+    for r in repos {
+        writeln!(out, "{r}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! kiln against a real `docker-registry` (no auth, then htpasswd): push,
+//! pull, copy between repositories with a cross-repo mount, interop with
+//! skopeo in both directions, and the inspection commands.
+
+#[path = "../../kiln-registry/tests/support/mod.rs"]
+mod support;
+
+use support::{Auth, Registry, TestImage, kiln, kiln_ok, skopeo_digest};
+
+#[test]
+fn push_pull_copy_mount_and_inspect() {
+    let reg = Registry::start(Auth::None);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // One layer above the default chunk size, to exercise chunked PATCH.
+    let img = TestImage::new(&[3 << 20, 20 << 20, 1000], 1);
+    let name = format!("{}/app:1", reg.host());
+    img.to_store(&h.join("store"), &name);
+
+    let out = kiln_ok(h, &["push", &name, "-v"]);
+    assert_eq!(out.trim(), img.digest().to_string());
+    // skopeo reads what kiln pushed, with the same digest.
+    assert_eq!(skopeo_digest(&name), img.digest().to_string());
+
+    // A second push finds every blob there.
+    let out = kiln(h, &["push", &name, "-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4 blobs already there"), "{err}");
+
+    // Pull into a fresh store.
+    let home2 = tempfile::tempdir().unwrap();
+    let out = kiln_ok(home2.path(), &["pull", &name]);
+    assert_eq!(out.trim(), img.digest().to_string());
+    let store = kiln_image::Store::open(home2.path().join("store")).unwrap();
+    assert_eq!(store.resolve(&name).unwrap().digest, img.digest());
+    assert!(store.check().unwrap().problems.is_empty());
+
+    // Copy to another repository: every blob is mounted, none uploaded.
+    let other = format!("{}/other/app:2", reg.host());
+    let out = kiln(
+        h,
+        &[
+            "copy",
+            &format!("docker://{name}"),
+            &format!("docker://{other}"),
+            "-v",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(" 0 B up") && err.contains("4 mounts"), "{err}");
+    let log = reg.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("POST /v2/other/app/blobs/uploads/?")
+                && l.contains("mount=")
+                && l.contains("from=app")
+                && l.contains("\" 201 ")),
+        "no mount in the registry log"
+    );
+    assert_eq!(skopeo_digest(&other), img.digest().to_string());
+
+    // Inspection.
+    assert_eq!(
+        kiln_ok(h, &["digest", &other]).trim(),
+        img.digest().to_string()
+    );
+    assert_eq!(
+        kiln_ok(h, &["manifest", &other]).as_bytes(),
+        img.manifest.as_slice()
+    );
+    assert_eq!(
+        kiln_ok(h, &["config", &other]).as_bytes(),
+        img.config.as_slice()
+    );
+    assert_eq!(kiln_ok(h, &["tags", &format!("{}/app", reg.host())]), "1\n");
+    assert_eq!(kiln_ok(h, &["catalog", &reg.host()]), "app\nother/app\n");
+
+    // Errors name the command, the reference, the operation and the status.
+    let out = kiln(h, &["pull", &format!("{}/app:nope", reg.host())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "pull {}/app:nope: GET manifest nope: 404 Not Found: MANIFEST_UNKNOWN",
+            reg.host()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn skopeo_pushes_kiln_pulls() {
+    let reg = Registry::start(Auth::None);
+    let home = tempfile::tempdir().unwrap();
+    let img = TestImage::new(&[100_000, 2 << 20], 2);
+    let layout = home.path().join("layout");
+    img.to_layout(&layout, "v1");
+    let dest = format!("{}/from-skopeo:v1", reg.host());
+    let st = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{dest}"))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let want = skopeo_digest(&dest);
+    let out = kiln_ok(home.path(), &["pull", &dest]);
+    assert_eq!(out.trim(), want);
+    let store = kiln_image::Store::open(home.path().join("store")).unwrap();
+    let d = store.resolve(&dest).unwrap();
+    assert_eq!(d.digest.to_string(), want);
+    assert!(store.check().unwrap().problems.is_empty());
+}
+
+#[test]
+fn basic_auth_login_push_pull_logout() {
+    let reg = Registry::start(Auth::Htpasswd {
+        user: "alice".into(),
+        password: "s3cret".into(),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = TestImage::new(&[50_000], 3);
+    let name = format!("{}/secure/app:1", reg.host());
+    img.to_store(&h.join("store"), &name);
+
+    // Without credentials: a clear 401.
+    let out = kiln(h, &["push", &name]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("401 Unauthorized") && err.contains("kiln login"),
+        "{err}"
+    );
+
+    // A wrong password is refused by login, and nothing is saved.
+    let out = kiln(h, &["login", &reg.host(), "-u", "alice", "-p", "wrong"]);
+    assert!(!out.status.success());
+    assert!(!h.join(".docker/config.json").exists());
+
+    let out = kiln(h, &["login", &reg.host(), "-u", "alice", "-p", "s3cret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(h.join(".docker/config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    assert_eq!(
+        kiln_ok(h, &["push", &name]).trim(),
+        img.digest().to_string()
+    );
+    let home2 = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home2.path().join(".docker")).unwrap();
+    std::fs::copy(
+        h.join(".docker/config.json"),
+        home2.path().join(".docker/config.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        kiln_ok(home2.path(), &["pull", &name]).trim(),
+        img.digest().to_string()
+    );
+
+    kiln_ok(h, &["logout", &reg.host()]);
+    let out = kiln(h, &["digest", &name]);
+    assert!(!out.status.success());
+}
