@@ -112,7 +112,7 @@ pub(crate) fn attach(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) ->
 /// Mount an overlay (always `userxattr`, always `nodev`) on `target`. Uses the new
 /// mount API's `lowerdir+` (no page-size limit on long lower stacks), falls
 /// back to a `mount(2)` option string on kernels before 6.8.
-pub(crate) fn overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+pub fn overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| Error::path("fsopen", "overlay", e))?;
     let mut legacy = false;

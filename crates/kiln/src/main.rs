@@ -52,6 +52,9 @@ enum Command {
     Check,
     #[command(flatten)]
     Registry(cmd::registry::RegistryCommand),
+    /// Inspect Dockerfiles without building.
+    #[command(subcommand)]
+    Dockerfile(cmd::dockerfile::DockerfileCmd),
     /// Show what this host supports: user namespaces, overlay, subuid ranges, isolation.
     Info,
 }
@@ -93,6 +96,10 @@ fn main() -> ExitCode {
         Command::Prune => cmd::image::prune(&root),
         Command::Check => cmd::image::check(&root),
         Command::Registry(c) => cmd::registry::run(c),
+        Command::Dockerfile(c) => match cmd::dockerfile::run(c) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod change;
 pub mod container;
+pub mod dockerfile;
 pub mod image;
 pub mod registry;
 pub mod transport;
