@@ -57,6 +57,8 @@ enum Command {
     /// Inspect Dockerfiles without building.
     #[command(subcommand)]
     Dockerfile(cmd::dockerfile::DockerfileCmd),
+    /// Show what this host supports: user namespaces, overlay, subuid ranges, isolation.
+    Info,
 }
 
 fn private_mount_namespace() -> rustix::io::Result<()> {
@@ -94,6 +96,12 @@ fn main() -> ExitCode {
     }
     let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
     let result = match cli.command {
+        Command::Info => {
+            // Probed from the caller's own view (no re-exec for `info`).
+            println!("{}", kiln_sandbox::info::probe());
+            println!("store:               {}", root.display());
+            Ok(())
+        }
         Command::Import(a) => cmd::archive::import(&root, a),
         Command::Save(a) => cmd::archive::save(&root, a),
         Command::Load(a) => cmd::archive::load(&root, a),
