@@ -176,3 +176,51 @@ fn basic_auth_login_push_pull_logout() {
     let out = kiln(h, &["digest", &name]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn redirects_to_storage_never_carry_credentials() {
+    use support::proxy::{Fault, Proxy, Storage};
+    let reg = Registry::start(Auth::Htpasswd {
+        user: "bob".into(),
+        password: "pw".into(),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = TestImage::new(&[1 << 20], 5);
+    let proxy = Proxy::start(reg.port);
+    let name = format!("{}/redirected:1", proxy.host());
+    img.to_store(&h.join("store"), &name);
+    kiln_ok(h, &["login", &proxy.host(), "-u", "bob", "-p", "pw"]);
+    kiln_ok(h, &["push", &name]);
+
+    // The layer's GET is redirected to "object storage" on another host.
+    let layer = kiln_image::Digest::sha256_of(&img.layers[0]);
+    let storage = Storage::start(img.layers[0].clone());
+    let to = format!("http://localhost:{}/bucket/{}", storage.port, layer.hex());
+    proxy.add("GET", &format!("/blobs/{layer}"), Fault::Redirect(to), 1);
+    let pulled = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(pulled.path().join(".docker")).unwrap();
+    std::fs::copy(
+        h.join(".docker/config.json"),
+        pulled.path().join(".docker/config.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        kiln_ok(pulled.path(), &["pull", &name]).trim(),
+        img.digest().to_string()
+    );
+    let seen = storage.authorized.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "storage was not asked");
+    assert!(
+        seen.iter().all(|a| !a),
+        "credentials leaked to storage: {seen:?}"
+    );
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|r| r.path.contains(&format!("/blobs/{layer}")))
+            .all(|r| r.authorized),
+        "the registry itself did get credentials"
+    );
+}

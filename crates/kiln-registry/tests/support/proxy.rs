@@ -24,6 +24,8 @@ pub enum Fault {
     Truncate(usize),
     /// Flip the body byte at this offset.
     Corrupt(usize),
+    /// Answer `307 Temporary Redirect` to this URL (object storage).
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct Seen {
     pub path: String,
     pub range: Option<String>,
     pub fault: Option<Fault>,
+    /// Whether the request carried an Authorization header.
+    pub authorized: bool,
 }
 
 pub struct Proxy {
@@ -193,7 +197,16 @@ fn handle(
         path: path.clone(),
         range: header(&head, "range").map(str::to_string),
         fault: fault.clone(),
+        authorized: header(&head, "authorization").is_some(),
     });
+    if let Some(Fault::Redirect(to)) = &fault {
+        std::io::copy(&mut (&mut cr).take(len), &mut std::io::sink())?;
+        let resp = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        cw.write_all(resp.as_bytes())?;
+        return Ok(());
+    }
     if let Some(Fault::Status { code, retry_after }) = &fault {
         std::io::copy(&mut (&mut cr).take(len), &mut std::io::sink())?;
         let mut resp =
@@ -240,4 +253,55 @@ fn handle(
         sent += n;
     }
     Ok(())
+}
+
+/// A one-file HTTP server standing in for object storage: it serves `body`
+/// for any GET (honouring `Range: bytes=N-`) and records whether each
+/// request carried an Authorization header.
+pub struct Storage {
+    pub port: u16,
+    pub authorized: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Storage {
+    pub fn start(body: Vec<u8>) -> Storage {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let authorized: Arc<Mutex<Vec<bool>>> = Arc::default();
+        let seen = authorized.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let Ok(mut r) = conn.try_clone().map(BufReader::new) else {
+                    continue;
+                };
+                let Ok(head) = read_head(&mut r) else {
+                    continue;
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(header(&head, "authorization").is_some());
+                let from: usize = header(&head, "range")
+                    .and_then(|v| v.strip_prefix("bytes="))
+                    .and_then(|v| v.trim_end_matches('-').parse().ok())
+                    .unwrap_or(0)
+                    .min(body.len());
+                let status = if from > 0 {
+                    "206 Partial Content"
+                } else {
+                    "200 OK"
+                };
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                    body.len() - from,
+                    body.len().saturating_sub(1),
+                    body.len()
+                );
+                let _ = w.write_all(&body[from..]);
+            }
+        });
+        Storage { port, authorized }
+    }
 }
