@@ -16,9 +16,7 @@ pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 /// Canonical bytes and their sha256 digest.
-pub fn to_vec_with_digest<T: Serialize>(
-    value: &T,
-) -> Result<(Vec<u8>, Digest), serde_json::Error> {
+pub fn to_vec_with_digest<T: Serialize>(value: &T) -> Result<(Vec<u8>, Digest), serde_json::Error> {
     let bytes = to_vec(value)?;
     let digest = Digest::sha256_of(&bytes);
     Ok((bytes, digest))

@@ -24,9 +24,17 @@ pub struct ImageConfig {
     pub architecture: String,
     #[serde(default)]
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -221,7 +229,10 @@ mod tests {
     fn docker_fields_and_unknown_fields_round_trip() {
         let cfg: ImageConfig = serde_json::from_str(DOCKER_CONFIG).unwrap();
         let rt = cfg.runtime();
-        assert_eq!(rt.shell.as_deref(), Some(&["/bin/bash".to_string(), "-c".into()][..]));
+        assert_eq!(
+            rt.shell.as_deref(),
+            Some(&["/bin/bash".to_string(), "-c".into()][..])
+        );
         assert_eq!(rt.on_build.as_ref().unwrap()[0], "RUN echo hi");
         assert_eq!(rt.healthcheck.as_ref().unwrap().retries, Some(3));
         assert_eq!(rt.args_escaped, Some(true));

@@ -7,19 +7,24 @@
 //! compression and digests, and safe extraction. The crate does not talk to
 //! registries and does not run anything.
 
+pub mod archive;
 pub mod canonical;
 pub mod config;
 pub mod digest;
 pub mod layer;
+pub mod layout;
 pub mod manifest;
 pub mod media;
+pub mod mutate;
 pub mod reference;
 pub mod store;
+pub mod store_io;
 pub mod time;
 pub mod transport;
 
 pub use config::{History, ImageConfig, RuntimeConfig};
 pub use digest::{Digest, Hasher, HashingReader, HashingWriter};
 pub use manifest::{AnyManifest, Descriptor, Index, Manifest, Platform};
+pub use mutate::{Image, NewLayer};
 pub use reference::Reference;
 pub use store::{Store, StoreError};

@@ -48,7 +48,11 @@ impl Descriptor {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
@@ -218,7 +222,9 @@ pub enum AnyManifest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("Docker schema 1 manifests are not supported (media type {0}); push the image again with a current client")]
+    #[error(
+        "Docker schema 1 manifests are not supported (media type {0}); push the image again with a current client"
+    )]
     Schema1(String),
     #[error("unsupported manifest media type {0:?}")]
     Unsupported(String),
@@ -297,6 +303,10 @@ mod tests {
         };
         assert_eq!(m.extra["x-extra"]["a"], 2);
         let again = crate::canonical::to_vec(&m).unwrap();
-        assert!(String::from_utf8(again).unwrap().contains(r#""x-extra":{"a":2,"b":1}"#));
+        assert!(
+            String::from_utf8(again)
+                .unwrap()
+                .contains(r#""x-extra":{"a":2,"b":1}"#)
+        );
     }
 }

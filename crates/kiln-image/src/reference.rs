@@ -241,7 +241,12 @@ fn validate_domain(domain: &str) -> Result<(), String> {
         if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
             return Err(format!("bad IPv6 address in registry {domain:?}"));
         }
-        (None, p.strip_prefix(':').map(Some).unwrap_or(if p.is_empty() { None } else { Some("") }))
+        (
+            None,
+            p.strip_prefix(':')
+                .map(Some)
+                .unwrap_or(if p.is_empty() { None } else { Some("") }),
+        )
     } else {
         match domain.rsplit_once(':') {
             Some((h, p)) => (Some(h), Some(p)),
@@ -315,13 +320,19 @@ mod tests {
             ("busybox:1.36", "docker.io/library/busybox:1.36"),
             ("user/app", "docker.io/user/app:latest"),
             ("docker.io/busybox", "docker.io/library/busybox:latest"),
-            ("index.docker.io/library/busybox", "docker.io/library/busybox:latest"),
+            (
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox:latest",
+            ),
             ("localhost/app", "localhost/app:latest"),
             ("localhost:5000/app:v1", "localhost:5000/app:v1"),
             ("127.0.0.1:5000/a/b/c:v1", "127.0.0.1:5000/a/b/c:v1"),
             ("quay.io/org/app:1.0-rc_1", "quay.io/org/app:1.0-rc_1"),
             ("[::1]:5000/app", "[::1]:5000/app:latest"),
-            ("my-reg.example.com/a__b/c-d--e", "my-reg.example.com/a__b/c-d--e:latest"),
+            (
+                "my-reg.example.com/a__b/c-d--e",
+                "my-reg.example.com/a__b/c-d--e:latest",
+            ),
         ];
         for (input, want) in cases {
             let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -343,13 +354,22 @@ mod tests {
 
     #[test]
     fn familiar_names() {
-        assert_eq!(Reference::parse("busybox").unwrap().familiar(), "busybox:latest");
-        assert_eq!(Reference::parse("user/app:1").unwrap().familiar(), "user/app:1");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().familiar(),
+            "busybox:latest"
+        );
+        assert_eq!(
+            Reference::parse("user/app:1").unwrap().familiar(),
+            "user/app:1"
+        );
         assert_eq!(
             Reference::parse("localhost:5000/app").unwrap().familiar(),
             "localhost:5000/app:latest"
         );
-        assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().api_host(),
+            "registry-1.docker.io"
+        );
     }
 
     #[test]
@@ -372,7 +392,11 @@ mod tests {
         ] {
             let e = Reference::parse(bad);
             assert!(e.is_err(), "{bad:?} parsed as {:?}", e.unwrap());
-            assert!(e.unwrap_err().to_string().contains("invalid image reference"));
+            assert!(
+                e.unwrap_err()
+                    .to_string()
+                    .contains("invalid image reference")
+            );
         }
         let long_tag = format!("a:{}", "x".repeat(129));
         assert!(Reference::parse(&long_tag).is_err());

@@ -146,7 +146,10 @@ impl Store {
         if !index.exists() {
             let _guard = lock(&root.join("index.lock"), true)?;
             if !index.exists() {
-                write_atomic(&index, &crate::canonical::to_vec(&empty_index()).expect("index"))?;
+                write_atomic(
+                    &index,
+                    &crate::canonical::to_vec(&empty_index()).expect("index"),
+                )?;
             }
         }
         let gc_lease = lock(&root.join("gc.lock"), false)?;
@@ -233,7 +236,8 @@ impl Store {
             return Ok(digest);
         }
         let mut w = self.blob_writer()?;
-        w.write_all(bytes).map_err(io_err("write", &w.path.clone()))?;
+        w.write_all(bytes)
+            .map_err(io_err("write", &w.path.clone()))?;
         w.commit(Some(&digest))?;
         Ok(digest)
     }
@@ -272,9 +276,11 @@ impl Store {
         let _guard = lock(&self.root.join("index.lock"), true)?;
         let mut index = self.read_index()?;
         f(&mut index);
-        index
-            .manifests
-            .sort_by(|a, b| a.annotations.get(REF_NAME).cmp(&b.annotations.get(REF_NAME)));
+        index.manifests.sort_by(|a, b| {
+            a.annotations
+                .get(REF_NAME)
+                .cmp(&b.annotations.get(REF_NAME))
+        });
         let bytes = crate::canonical::to_vec(&index).expect("index serializes");
         write_atomic(&self.root.join("index.json"), &bytes)
     }
@@ -375,7 +381,11 @@ impl Store {
                 });
             }
         };
-        Ok(Descriptor::new(media_type, digest.clone(), bytes.len() as u64))
+        Ok(Descriptor::new(
+            media_type,
+            digest.clone(),
+            bytes.len() as u64,
+        ))
     }
 
     fn config_digest(&self, desc: &Descriptor) -> Result<Digest> {
@@ -445,9 +455,7 @@ impl Store {
                     todo.push(m.config.digest);
                     todo.extend(m.layers.into_iter().map(|l| l.digest));
                 }
-                Ok(AnyManifest::Index(i)) => {
-                    todo.extend(i.manifests.into_iter().map(|m| m.digest))
-                }
+                Ok(AnyManifest::Index(i)) => todo.extend(i.manifests.into_iter().map(|m| m.digest)),
                 Err(_) => {}
             }
         }
@@ -504,7 +512,9 @@ impl Store {
         for e in fs::read_dir(&dir).map_err(io_err("read", &dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Ok(want) = format!("sha256:{name}").parse::<Digest>() else {
-                report.problems.push(format!("stray file blobs/sha256/{name}"));
+                report
+                    .problems
+                    .push(format!("stray file blobs/sha256/{name}"));
                 continue;
             };
             let p = e.path();
@@ -520,7 +530,9 @@ impl Store {
             }
             let got = h.finish();
             if got != want {
-                report.problems.push(format!("blob {want} has content {got}"));
+                report
+                    .problems
+                    .push(format!("blob {want} has content {got}"));
             }
             report.blobs += 1;
         }
@@ -538,9 +550,11 @@ impl Store {
                     Ok(AnyManifest::Manifest(m)) => {
                         for l in std::iter::once(&m.config).chain(&m.layers) {
                             if !self.has_blob(&l.digest) {
-                                report
-                                    .problems
-                                    .push(format!("{}: missing blob {}", name.familiar(), l.digest));
+                                report.problems.push(format!(
+                                    "{}: missing blob {}",
+                                    name.familiar(),
+                                    l.digest
+                                ));
                             }
                         }
                     }
@@ -730,7 +744,9 @@ mod tests {
     fn blobs_tags_and_prune() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let cfg = store.put_json(media::OCI_CONFIG, &serde_json::json!({"os":"linux"})).unwrap();
+        let cfg = store
+            .put_json(media::OCI_CONFIG, &serde_json::json!({"os":"linux"}))
+            .unwrap();
         let layer = store.put_blob(b"layer bytes").unwrap();
         let stray = store.put_blob(b"unreferenced").unwrap();
         let m = crate::Manifest::new(
@@ -742,7 +758,10 @@ mod tests {
         let name = Reference::parse("test/app:1").unwrap();
         store.tag(&name, &md).unwrap();
         assert_eq!(store.resolve("test/app:1").unwrap().digest, md.digest);
-        assert_eq!(store.resolve(&cfg.digest.hex()[..12]).unwrap().digest, md.digest);
+        assert_eq!(
+            store.resolve(&cfg.digest.hex()[..12]).unwrap().digest,
+            md.digest
+        );
         assert!(store.resolve("test/app:2").is_err());
 
         let mut w = store.blob_writer().unwrap();

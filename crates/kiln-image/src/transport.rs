@@ -34,7 +34,11 @@ impl RawManifest {
     }
 
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as u64)
+        Descriptor::new(
+            &self.media_type,
+            self.digest.clone(),
+            self.bytes.len() as u64,
+        )
     }
 }
 
@@ -83,6 +87,11 @@ pub trait ImageSink: Send + Sync {
     /// Writes a manifest or index. `top` marks the one the sink is to name;
     /// children of an index are written first.
     fn put_manifest(&self, raw: &RawManifest, top: bool) -> Result<()>;
+    /// How many blobs the sink accepts at once; an archive, written in
+    /// order, takes one.
+    fn max_jobs(&self) -> usize {
+        usize::MAX
+    }
     /// Completes the write (archives write their trailing files here).
     fn finish(&self) -> Result<()> {
         Ok(())
@@ -140,7 +149,7 @@ fn copy_manifest(
         }
         AnyManifest::Manifest(m) => {
             let blobs: Vec<&Descriptor> = std::iter::once(&m.config).chain(&m.layers).collect();
-            copy_blobs(src, dst, &blobs, opts.jobs.max(1))?;
+            copy_blobs(src, dst, &blobs, opts.jobs.min(dst.max_jobs()).max(1))?;
         }
     }
     dst.put_manifest(raw, is_top)
@@ -178,7 +187,8 @@ fn copy_blobs(
                     first_err.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_err.get_or_insert(TransportError::Invalid("a copy worker panicked".into()));
+                    first_err
+                        .get_or_insert(TransportError::Invalid("a copy worker panicked".into()));
                 }
             }
         }

@@ -1,3 +1,412 @@
-//! Run one process inside a root filesystem, isolated by namespaces: user
-//! (rootless via newuidmap), mount, pid, ipc, uts and optionally net. It does not
-//! know about images or layers; it takes a prepared rootfs directory.
+//! Run one process inside a root filesystem, isolated by namespaces, rootless
+//! by design. It knows nothing about images or layers: the caller hands it a
+//! prepared [`Rootfs`] (a directory, or overlay lowers + upper + work dirs)
+//! and gets the process's [`ExitStatus`] back; the overlay's upper dir then
+//! holds the changes, for the differ (kiln-snapshot).
+//!
+//! # Use
+//! ```no_run
+//! use kiln_sandbox::{Isolation, Rootfs, RunSpec, Sandbox, exit_code, userns};
+//! # fn main() -> Result<(), kiln_sandbox::Error> {
+//! // First thing in main, while single-threaded: an unprivileged kiln
+//! // re-executes itself as root of a user namespace (subuid/subgid mapped).
+//! userns::ensure_root_in_userns()?;
+//! let sandbox = Sandbox::new(Isolation::Auto)?;
+//! let mut spec = RunSpec::new(
+//!     Rootfs::Overlay { lowers: vec!["/l2".into(), "/l1".into()], upper: "/u".into(), work: "/w".into() },
+//!     ["sh", "-c", "apt-get install -y hello"],
+//! );
+//! spec.user = "app".into();
+//! let status = sandbox.run(&spec)?;
+//! std::process::exit(exit_code(&status));
+//! # }
+//! ```
+//!
+//! # What a run gets
+//! - namespaces: mount, pid (our own init is PID 1: it reaps and relays
+//!   signals), ipc, uts, and net for [`Network::None`] (loopback up); a user
+//!   namespace when the caller is unprivileged (prefer
+//!   [`userns::ensure_root_in_userns`], which maps the subuid ranges; without
+//!   it only the caller's own ID is mapped). `Isolation::Chroot` is the
+//!   fallback where namespaces are refused (e.g. a default Kubernetes pod).
+//! - filesystem: fresh /proc (Docker's masked/read-only paths), minimal /dev
+//!   ([`dev`]), /sys read-only bind (best effort), and /etc/hosts,
+//!   /etc/resolv.conf, /etc/hostname bind-mounted from files kept outside the
+//!   rootfs. With an overlay rootfs their mount points come from a hidden
+//!   bottom layer, so these three files and /proc, /dev, /sys never appear in
+//!   the upper dir. With a `Dir` rootfs missing mount points are created in
+//!   the dir (it is modified in place anyway).
+//! - [`MountSpec`]s: read-only binds, read-write binds whose writes are
+//!   discarded, persistent caches, tmpfs. Targets are resolved inside the
+//!   root (`openat2(RESOLVE_IN_ROOT)`) and mounted through the fd.
+//! - process: argv, env (+ PATH, HOME, HOSTNAME defaults), working directory
+//!   created if missing, umask 0022, user from the rootfs's /etc/passwd and
+//!   /etc/group with supplementary groups, Docker's default capabilities
+//!   ([`caps`]), no fds but 0, 1, 2 (inherited: output streams straight
+//!   through), `no_new_privs` off unless asked.
+//! - exit: [`ExitStatus`] of the command; [`exit_code`] gives code or 128+N.
+//!
+//! # For the differ
+//! Overlay is always mounted with `userxattr`, as root or rootless, so the
+//! upper dir marks opaque directories with [`OPAQUE_XATTR`]
+//! (`user.overlay.opaque` = `y`) and deleted files with whiteouts (character
+//! device 0/0). Accept `trusted.overlay.opaque` too, for uppers made by other
+//! tools. Mount-point directories created for user mounts stay in the upper
+//! dir (empty directories); nothing is ever cleaned up by path after a run.
+//!
+//! # Not here
+//! cgroups/resource limits, seccomp, image resolution, snapshots and diffs.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod caps;
+pub mod dev;
+pub mod error;
+pub mod info;
+mod init;
+pub mod mounts;
+pub mod net;
+mod spawn;
+pub mod user;
+pub mod userns;
+
+use std::ffi::CString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+pub use std::process::ExitStatus;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+pub use error::{Error, Result};
+pub use mounts::ETC_FILES;
+
+/// The xattr that marks an opaque directory in upper dirs made by this crate.
+pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// The root filesystem of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// Use (and modify in place) this directory.
+    Dir(PathBuf),
+    /// Mount an overlay inside the sandbox's mount namespace. `lowers` are
+    /// top first. The mount disappears with the process; `upper` keeps the
+    /// changes. `work` must be an empty dir on the same filesystem as `upper`.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+}
+
+/// Network of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Share the host's network namespace (the default, like `docker build`).
+    #[default]
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+/// An extra mount (for `RUN --mount`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSpec {
+    /// Bind a host file or directory. Read-write binds get an overlay (dirs)
+    /// or a copy (files): the container's writes are discarded.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+    /// A persistent cache: the host directory is bound read-write.
+    Cache { source: PathBuf, target: PathBuf },
+    /// A tmpfs; `mode` defaults to 01777, `size` (bytes) to the kernel's.
+    Tmpfs {
+        target: PathBuf,
+        size: Option<u64>,
+        mode: Option<u32>,
+    },
+}
+
+/// Where `/etc/hosts` or `/etc/resolv.conf` comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EtcFile {
+    /// The host's file (hosts: plus a line for the sandbox hostname; with
+    /// `Network::None` a generated localhost-only file).
+    #[default]
+    Host,
+    /// These contents.
+    Contents(String),
+    /// Leave the rootfs's own file alone.
+    Keep,
+}
+
+/// One process to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub rootfs: Rootfs,
+    pub argv: Vec<String>,
+    /// `KEY=value` strings; PATH, HOME and HOSTNAME are added if missing.
+    pub env: Vec<String>,
+    /// Absolute path inside the rootfs; created (0755, root) if missing.
+    pub cwd: PathBuf,
+    /// `name`, `uid`, `name:group`, `uid:gid`; empty = root.
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<MountSpec>,
+    pub hosts: EtcFile,
+    pub resolv_conf: EtcFile,
+    /// Set `PR_SET_NO_NEW_PRIVS` (off by default, like Docker).
+    pub no_new_privileges: bool,
+}
+
+impl RunSpec {
+    /// A spec with defaults: root, cwd `/`, hostname `kiln`, host network.
+    pub fn new<I, S>(rootfs: Rootfs, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RunSpec {
+            rootfs,
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            user: String::new(),
+            hostname: "kiln".into(),
+            network: Network::Host,
+            mounts: Vec::new(),
+            hosts: EtcFile::Host,
+            resolv_conf: EtcFile::Host,
+            no_new_privileges: false,
+        }
+    }
+}
+
+/// How runs are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Namespaces if the host allows them, else chroot (with a warning).
+    #[default]
+    Auto,
+    /// Namespaces, as root of a user namespace.
+    Rootless,
+    /// Namespaces without a user namespace; needs real root.
+    Root,
+    /// chroot (+ a mount namespace when allowed): weaker, for hosts that
+    /// refuse namespaces. No pid/uts/ipc/net isolation.
+    Chroot,
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::Auto => "auto",
+            Isolation::Rootless => "rootless",
+            Isolation::Root => "root",
+            Isolation::Chroot => "chroot",
+        })
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => Isolation::Auto,
+            "rootless" => Isolation::Rootless,
+            "root" => Isolation::Root,
+            "chroot" => Isolation::Chroot,
+            _ => {
+                return Err(Error::InvalidSpec(format!(
+                    "isolation {s:?}: expected auto, rootless, root or chroot"
+                )));
+            }
+        })
+    }
+}
+
+/// What `Auto` means on this host, with the reason when it is chroot.
+pub(crate) fn resolve_auto() -> (Isolation, Option<String>) {
+    static AUTO: OnceLock<(Isolation, Option<String>)> = OnceLock::new();
+    AUTO.get_or_init(|| {
+        let euid = rustix::process::geteuid().as_raw();
+        let probe = if euid == 0 {
+            info::probe_namespaces()
+        } else {
+            info::probe_userns()
+        };
+        match probe {
+            Ok(()) if euid == 0 && !userns::in_user_namespace() => (Isolation::Root, None),
+            Ok(()) => (Isolation::Rootless, None),
+            Err(e) => (
+                Isolation::Chroot,
+                Some(format!(
+                    "namespaces are refused here ({}); falling back to chroot isolation",
+                    e.trim()
+                )),
+            ),
+        }
+    })
+    .clone()
+}
+
+/// Runs processes. Holds a private, empty temp dir that each run mounts its
+/// scratch tmpfs over (inside its own mount namespace only).
+pub struct Sandbox {
+    isolation: Isolation,
+    mode: spawn::Mode,
+    scratch: tempfile::TempDir,
+    forward_signals: bool,
+}
+
+impl Sandbox {
+    /// Resolve `isolation` (probing the host for `Auto`) and prepare.
+    pub fn new(isolation: Isolation) -> Result<Sandbox> {
+        let euid = rustix::process::geteuid().as_raw();
+        let isolation = match isolation {
+            Isolation::Auto => {
+                let (iso, warning) = resolve_auto();
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                    eprintln!("kiln: warning: {w}");
+                }
+                iso
+            }
+            other => other,
+        };
+        let mode = match isolation {
+            Isolation::Root if euid != 0 => {
+                return Err(Error::Unsupported {
+                    mode: "root",
+                    reason: format!("running as uid {euid}"),
+                });
+            }
+            Isolation::Root => spawn::Mode::Namespaces { new_userns: false },
+            Isolation::Rootless => spawn::Mode::Namespaces {
+                new_userns: !(euid == 0 && userns::in_user_namespace()),
+            },
+            Isolation::Chroot | Isolation::Auto => spawn::Mode::Chroot,
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix(".kiln-sandbox-")
+            .tempdir()
+            .map_err(|e| Error::path("mkdtemp", std::env::temp_dir(), e))?;
+        Ok(Sandbox {
+            isolation,
+            mode,
+            scratch,
+            forward_signals: false,
+        })
+    }
+
+    /// The isolation actually used (never `Auto`).
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Relay signals sent to this process (SIGTERM, SIGHUP, ...) to the
+    /// sandbox while [`Sandbox::run`] waits. Off by default because it
+    /// installs process-wide handlers; a CLI should turn it on.
+    pub fn forward_signals(&mut self, on: bool) -> &mut Self {
+        self.forward_signals = on;
+        self
+    }
+
+    /// Run `spec` to completion; stdio is inherited.
+    pub fn run(&self, spec: &RunSpec) -> Result<ExitStatus> {
+        let spec = &normalize(spec)?;
+        let cstr =
+            |s: &str| CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in {s:?}")));
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<Vec<_>>>()?;
+        let env = spec
+            .env
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<Vec<_>>>()?;
+        let hostname_line = format!("127.0.0.1\t{}\n", spec.hostname);
+        let hosts = match &spec.hosts {
+            EtcFile::Keep => None,
+            EtcFile::Contents(c) => Some(c.clone().into_bytes()),
+            EtcFile::Host if spec.network == Network::None => Some(
+                format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{hostname_line}")
+                    .into_bytes(),
+            ),
+            EtcFile::Host => {
+                let mut h = std::fs::read("/etc/hosts")
+                    .unwrap_or_else(|_| b"127.0.0.1\tlocalhost\n".to_vec());
+                if !h.ends_with(b"\n") && !h.is_empty() {
+                    h.push(b'\n');
+                }
+                h.extend_from_slice(hostname_line.as_bytes());
+                Some(h)
+            }
+        };
+        let resolv_conf = match &spec.resolv_conf {
+            EtcFile::Keep => None,
+            EtcFile::Contents(c) => Some(c.clone().into_bytes()),
+            EtcFile::Host => Some(std::fs::read("/etc/resolv.conf").unwrap_or_default()),
+        };
+        let plan = spawn::Plan {
+            spec,
+            mode: self.mode,
+            scratch: self.scratch.path(),
+            hosts,
+            resolv_conf,
+            hostname_file: format!("{}\n", spec.hostname).into_bytes(),
+            last_cap: caps::kernel_last_cap(),
+            argv,
+            env,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
+        };
+        spawn::run(&plan, self.forward_signals)
+    }
+}
+
+/// Validate and make host paths absolute (the children change directory).
+fn normalize(spec: &RunSpec) -> Result<RunSpec> {
+    let mut s = spec.clone();
+    if s.argv.is_empty() {
+        return Err(Error::InvalidSpec("empty argv".into()));
+    }
+    if s.hostname.is_empty() || s.hostname.len() > 64 || s.hostname.contains(['/', '\n', '\0']) {
+        return Err(Error::InvalidSpec(format!("bad hostname {:?}", s.hostname)));
+    }
+    let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::path("absolute", p, e));
+    s.rootfs = match &s.rootfs {
+        Rootfs::Dir(d) => Rootfs::Dir(abs(d)?),
+        Rootfs::Overlay {
+            lowers,
+            upper,
+            work,
+        } => Rootfs::Overlay {
+            lowers: lowers.iter().map(|l| abs(l)).collect::<Result<_>>()?,
+            upper: abs(upper)?,
+            work: abs(work)?,
+        },
+    };
+    for m in &mut s.mounts {
+        match m {
+            MountSpec::Bind { source, .. } | MountSpec::Cache { source, .. } => {
+                *source = abs(source)?;
+            }
+            MountSpec::Tmpfs { .. } => {}
+        }
+    }
+    Ok(s)
+}
+
+/// The shell convention: the exit code, or 128 + the signal that killed it.
+pub fn exit_code(status: &ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}

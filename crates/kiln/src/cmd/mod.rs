@@ -1,2 +1,35 @@
+//! One module per group of commands.
+
+pub mod archive;
+pub mod change;
+pub mod image;
 pub mod registry;
 pub mod transport;
+
+use std::path::Path;
+
+use anyhow::Context;
+use kiln_image::Store;
+
+pub fn open_store(root: &Path) -> anyhow::Result<Store> {
+    Store::open(root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, when set and valid.
+pub fn source_date_epoch() -> anyhow::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<i64>()
+            .map(Some)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        _ => Ok(None),
+    }
+}
+
+/// The time to stamp on new config and history entries.
+pub fn created_now(epoch: Option<i64>) -> String {
+    match epoch {
+        Some(e) => kiln_image::time::rfc3339(e),
+        None => kiln_image::store::now_rfc3339(),
+    }
+}

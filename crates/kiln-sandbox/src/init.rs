@@ -1,0 +1,300 @@
+//! Init (I) and worker (W) of a run. I is PID 1 of the sandbox's pid
+//! namespace: it builds the filesystem, switches root, resolves the user in
+//! the rootfs's own /etc/passwd, closes every inherited fd, then forks W,
+//! relays signals to it, reaps every orphan, and reports W's wait status.
+//! When I exits the kernel kills whatever W left running.
+//!
+//! I is made non-dumpable: it is visible to the container as PID 1 and its
+//! memory is a copy of kiln's; non-dumpable means `/proc/1/{mem,fd,environ}`
+//! need CAP_SYS_PTRACE, which the container does not have.
+//!
+//! W drops capabilities, switches user, sets umask 0022, changes into the
+//! working directory (already created, inside the new root, by I) and execs.
+//! `no_new_privs` is off by default, like Docker: RUN steps may use setuid
+//! programs (su, sudo, ping); `RunSpec::no_new_privileges` turns it on.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::AsFd;
+
+use crate::error::{Error, Result, at};
+use crate::mounts::{Kind, ensure_in_root};
+use crate::spawn::{FORWARDED, Plan, Report, block_forwarded, die_with_parent, forward_signals_to};
+use crate::user::{self, ExecUser};
+use crate::{Network, caps};
+
+/// Everything W needs, prepared by I before fork.
+struct Exec {
+    user: ExecUser,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    cwd: CString,
+    /// Candidate paths for argv[0] (PATH search done as execvp would).
+    candidates: Vec<CString>,
+    no_new_privs: bool,
+    last_cap: u32,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// I: never returns.
+pub(crate) fn init(
+    plan: &Plan<'_>,
+    report: &Report,
+    parent: i32,
+    have_mntns: bool,
+    new_pidns: bool,
+) -> ! {
+    // PID 1 of a new pid namespace sees its parent (outside) as pid 0.
+    die_with_parent(if new_pidns { 0 } else { parent });
+    let exec = match prepare(plan, have_mntns, new_pidns) {
+        Ok(e) => e,
+        Err(e) => {
+            report.fail_setup(&e);
+            // SAFETY: terminate this child only.
+            unsafe { libc::_exit(1) };
+        }
+    };
+
+    // Nothing of the host may stay reachable through our fds: close all
+    // (not just CLOEXEC) before W exists.
+    close_fds_from(3);
+
+    // SAFETY: see spawn::run.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        report.fail_setup(&Error::sys("fork", std::io::Error::last_os_error()));
+        unsafe { libc::_exit(1) };
+    }
+    if pid == 0 {
+        let errno = worker(&exec);
+        report.fail_exec(errno);
+        // SAFETY: terminate W.
+        unsafe { libc::_exit(127) };
+    }
+    let _saved = forward_signals_to(pid);
+    block_forwarded(false);
+    // Reap everything; W's status is the result.
+    loop {
+        let mut status = 0;
+        // SAFETY: valid pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == pid {
+            report.exited(status);
+            break;
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            report.fail_setup(&Error::sys("waitpid", e));
+            break;
+        }
+    }
+    // SAFETY: terminate I; the kernel kills the rest of the pid namespace.
+    unsafe { libc::_exit(0) }
+}
+
+fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
+    let spec = plan.spec;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if !new_pidns {
+        // chroot mode: at least adopt W's orphans so they are reaped.
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+
+    crate::mounts::setup(plan, have_mntns, new_pidns)?;
+
+    if spec.network == Network::None && new_pidns {
+        crate::net::loopback_up()?;
+    }
+    if new_pidns {
+        rustix::system::sethostname(spec.hostname.as_bytes())
+            .map_err(|e| Error::sys("sethostname", e))?;
+    }
+
+    // The root is now the container's: these paths cannot leave it.
+    let passwd = user::read_db(std::path::Path::new("/etc/passwd"));
+    let group = user::read_db(std::path::Path::new("/etc/group"));
+    let user = user::resolve(&spec.user, &passwd, &group).map_err(|reason| Error::User {
+        user: spec.user.clone(),
+        reason,
+    })?;
+
+    // Create the working directory as root, inside the root (the process
+    // root is the container's now, and the resolution is IN_ROOT anyway).
+    let root = rustix::fs::open(
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(at("open", "/"))?;
+    ensure_in_root(root.as_fd(), &spec.cwd, Kind::Dir)?;
+    drop(root);
+    let cwd_clean = format!("/{}", crate::mounts::clean(&spec.cwd).join("/"));
+
+    let mut env = plan.env.clone();
+    let has = |k: &str| {
+        plan.env
+            .iter()
+            .any(|e| e.to_bytes().starts_with(format!("{k}=").as_bytes()))
+    };
+    if !has("PATH") {
+        env.push(CString::new(format!("PATH={DEFAULT_PATH}")).expect("no NUL"));
+    }
+    if !has("HOME") {
+        env.push(
+            CString::new(format!("HOME={}", user.home)).map_err(|e| Error::User {
+                user: spec.user.clone(),
+                reason: e.to_string(),
+            })?,
+        );
+    }
+    if !has("HOSTNAME") {
+        if let Ok(h) = CString::new(format!("HOSTNAME={}", spec.hostname)) {
+            env.push(h);
+        }
+    }
+
+    let argv0 = spec.argv.first().map(String::as_str).unwrap_or_default();
+    let candidates = if argv0.contains('/') {
+        vec![CString::new(argv0).map_err(|e| Error::InvalidSpec(e.to_string()))?]
+    } else {
+        let path = env
+            .iter()
+            .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_else(|| DEFAULT_PATH.to_string());
+        path.split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .filter_map(|d| CString::new(format!("{d}/{argv0}")).ok())
+            .collect()
+    };
+
+    Ok(Exec {
+        user,
+        argv: plan.argv.clone(),
+        env,
+        cwd: CString::new(cwd_clean).map_err(|e| Error::InvalidSpec(e.to_string()))?,
+        candidates,
+        no_new_privs: spec.no_new_privileges,
+        last_cap: plan.last_cap,
+    })
+}
+
+/// Close (not just mark CLOEXEC) every fd >= `from`.
+fn close_fds_from(from: u32) {
+    // SAFETY: close_range closes fds this process owns; nothing uses them after.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+    if r != 0 {
+        // Kernel without close_range: close what /proc would list, bounded.
+        for fd in from..4096 {
+            // SAFETY: closing a possibly-unused fd is harmless here.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
+/// W: returns only on failure, with the errno to report.
+fn worker(x: &Exec) -> i32 {
+    // Default dispositions and an empty mask: the command must not inherit
+    // kiln's ignored SIGPIPE or our blocked signals.
+    // SAFETY: plain signal syscalls.
+    unsafe {
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+    let _ = FORWARDED;
+    let errno = |e: Error| -> i32 {
+        match e {
+            Error::Sys { source, .. } | Error::Path { source, .. } => {
+                source.raw_os_error().unwrap_or(libc::EPERM)
+            }
+            _ => libc::EPERM,
+        }
+    };
+    if let Err(e) = caps::restrict_bounding_set(x.last_cap) {
+        return errno(e);
+    }
+    if let Err(e) = switch_user(&x.user) {
+        return e;
+    }
+    if let Err(e) = caps::set_process_caps() {
+        return errno(e);
+    }
+    if x.no_new_privs && rustix::thread::set_no_new_privs(true).is_err() {
+        return libc::EPERM;
+    }
+    // SAFETY: plain syscalls with valid C strings.
+    unsafe {
+        libc::umask(0o022);
+        if libc::chdir(x.cwd.as_ptr()) != 0 {
+            return last_errno();
+        }
+    }
+    exec(x)
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn switch_user(u: &ExecUser) -> std::result::Result<(), i32> {
+    // SAFETY: raw setgroups/setresgid/setresuid on this single thread (W is
+    // single-threaded, so the per-thread syscalls are per-process here).
+    unsafe {
+        let groups: Vec<libc::gid_t> = u.groups.clone();
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+            let e = last_errno();
+            // setgroups is denied in a single-ID user namespace; harmless
+            // when the wanted list is just root's.
+            if !(e == libc::EPERM && u.groups == [0]) {
+                return Err(e);
+            }
+        }
+        if libc::syscall(libc::SYS_setresgid, u.gid, u.gid, u.gid) != 0 {
+            return Err(last_errno());
+        }
+        if libc::syscall(libc::SYS_setresuid, u.uid, u.uid, u.uid) != 0 {
+            return Err(last_errno());
+        }
+    }
+    Ok(())
+}
+
+fn exec(x: &Exec) -> i32 {
+    let argv: Vec<*const libc::c_char> = x
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = x
+        .env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let mut err = libc::ENOENT;
+    for c in &x.candidates {
+        let c: &CStr = c;
+        // SAFETY: NULL-terminated arrays of valid C strings.
+        unsafe { libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        match last_errno() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => err = libc::EACCES,
+            e => return e,
+        }
+    }
+    err
+}

@@ -1,0 +1,236 @@
+//! Commands over named images: images, inspect, history, tag, rmi, prune, check.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kiln_image::{AnyManifest, Image, Platform, Reference};
+
+use super::open_store;
+
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// Print image IDs only.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show manifest digests.
+    #[arg(long)]
+    digests: bool,
+    /// Print JSON, one object per image.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let mut rows = Vec::new();
+    for (name, desc) in store.images()? {
+        let (id, size, created) =
+            match Image::load_manifest(&store, &desc.digest, &Platform::host()) {
+                Ok((img, _)) => (
+                    img.id(),
+                    img.layers.iter().map(|l| l.size).sum::<u64>(),
+                    img.config.created.clone().unwrap_or_default(),
+                ),
+                Err(_) => (desc.digest.clone(), desc.size, String::new()),
+            };
+        rows.push((name, desc, id, size, created));
+    }
+    if a.quiet {
+        for (_, _, id, _, _) in &rows {
+            println!("{}", id.short());
+        }
+        return Ok(());
+    }
+    if a.json {
+        for (name, desc, id, size, created) in &rows {
+            let v = serde_json::json!({
+                "name": name.to_string(), "id": id.to_string(), "digest": desc.digest.to_string(),
+                "size": size, "created": created,
+            });
+            println!("{v}");
+        }
+        return Ok(());
+    }
+    if a.digests {
+        println!(
+            "{:<40} {:<16} {:<71} {:<12} {:<20} {:>10}",
+            "REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"
+        );
+    } else {
+        println!(
+            "{:<40} {:<16} {:<12} {:<20} {:>10}",
+            "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+        );
+    }
+    for (name, desc, id, size, created) in rows {
+        let familiar = name.familiar();
+        let repo = familiar
+            .rsplit_once(':')
+            .map_or(familiar.as_str(), |(r, _)| r);
+        let tag = name.tag().unwrap_or("<none>");
+        if a.digests {
+            println!(
+                "{repo:<40} {tag:<16} {:<71} {:<12} {created:<20} {:>10}",
+                desc.digest.to_string(),
+                id.short(),
+                human_size(size)
+            );
+        } else {
+            println!(
+                "{repo:<40} {tag:<16} {:<12} {created:<20} {:>10}",
+                id.short(),
+                human_size(size)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u]).replace(".000", "")
+    }
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// An image name, ID or digest.
+    name: String,
+}
+
+pub fn inspect(root: &Path, a: InspectArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let desc = store.resolve(&a.name)?;
+    let top = store.manifest_doc(&desc.digest)?;
+    let (img, raw) = Image::load_manifest(&store, &desc.digest, &Platform::host())?;
+    let names: Vec<String> = store
+        .images()?
+        .into_iter()
+        .filter(|(_, d)| d.digest == desc.digest)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.bytes)?;
+    let mut out = serde_json::json!({
+        "Id": img.id().to_string(),
+        "Digest": desc.digest.to_string(),
+        "RepoTags": names,
+        "Manifest": manifest,
+        "Config": img.config,
+    });
+    if let AnyManifest::Index(index) = top {
+        out["Index"] = serde_json::to_value(index)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    name: String,
+    /// Do not truncate CREATED BY.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+pub fn history(root: &Path, a: HistoryArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let (img, _) = Image::load(&store, &a.name, &Platform::host())?;
+    println!(
+        "{:<20} {:<48} {:>10}  COMMENT",
+        "CREATED", "CREATED BY", "SIZE"
+    );
+    let mut layers = img.layers.iter();
+    // Sizes pair with non-empty history entries in order; print newest first.
+    let mut rows = Vec::new();
+    for h in &img.config.history {
+        let size = if h.empty_layer {
+            0
+        } else {
+            layers.next().map_or(0, |l| l.size)
+        };
+        let mut by = h.created_by.clone().unwrap_or_default();
+        if !a.no_trunc && by.chars().count() > 45 {
+            by = by.chars().take(44).collect::<String>() + "…";
+        }
+        rows.push(format!(
+            "{:<20} {:<48} {:>10}  {}",
+            h.created.as_deref().unwrap_or(""),
+            by,
+            human_size(size),
+            h.comment.as_deref().unwrap_or("")
+        ));
+    }
+    for r in rows.iter().rev() {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    source: String,
+    target: String,
+}
+
+pub fn tag(root: &Path, a: TagArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let desc = store.resolve(&a.source)?;
+    let target = Reference::parse(&a.target)?;
+    store.tag(&target, &desc)?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RmiArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+pub fn rmi(root: &Path, a: RmiArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    for name in &a.names {
+        let r = Reference::parse(name).with_context(|| format!("rmi {name}"))?;
+        store.untag(&r)?;
+        println!("Untagged: {}", r.familiar());
+    }
+    Ok(())
+}
+
+pub fn prune(root: &Path) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let r = store.prune()?;
+    println!(
+        "Removed {} blobs ({} bytes) and {} temp files",
+        r.blobs, r.bytes, r.temp_files
+    );
+    Ok(())
+}
+
+pub fn check(root: &Path) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let r = store.check()?;
+    for p in &r.problems {
+        eprintln!("problem: {p}");
+    }
+    println!(
+        "{} blobs, {} images, {} temp files, {} problems",
+        r.blobs,
+        r.images,
+        r.temp_files,
+        r.problems.len()
+    );
+    if !r.problems.is_empty() {
+        bail!("the store has {} problems", r.problems.len());
+    }
+    Ok(())
+}
