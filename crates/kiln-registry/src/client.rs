@@ -263,7 +263,8 @@ impl Client {
                     let ping = url
                         .join("v2/")
                         .map_err(|e| RegistryError::Protocol(e.to_string()))?;
-                    match self.ping(host, ping).await {
+                    let fallback = i + 1 < schemes.len();
+                    match self.ping(host, ping, fallback).await {
                         Ok(()) => return Ok(url),
                         Err(e @ RegistryError::Connection { .. }) if i + 1 < schemes.len() => {
                             tracing::debug!("{}: {e}; trying plain HTTP", host.api_host);
@@ -278,7 +279,7 @@ impl Client {
             .cloned()
     }
 
-    async fn ping(&self, host: &Host, url: Url) -> Result<()> {
+    async fn ping(&self, host: &Host, url: Url, fallback: bool) -> Result<()> {
         let op = format!("ping {}", host.registry);
         let policy = &self.inner.config.retry;
         let mut attempt = 0;
@@ -297,9 +298,9 @@ impl Client {
                 // Any other answer means an HTTP server is there; what it
                 // thinks of /v2/ matters less than the real requests' answers.
                 Ok(_) => return Ok(()),
-                Err(e) if e.is_connect() && attempt == 1 && url.scheme() == "https" => {
+                Err(e) if e.is_connect() && fallback => {
                     // A TLS handshake failure shows up as a connect error;
-                    // let the caller try HTTP at once when allowed.
+                    // let the caller try plain HTTP at once.
                     return Err(RegistryError::Connection { op, source: e });
                 }
                 Err(e) if retry::retryable_error(&e) && attempt < policy.attempts => None,

@@ -224,3 +224,55 @@ fn redirects_to_storage_never_carry_credentials() {
         "the registry itself did get credentials"
     );
 }
+
+#[test]
+fn index_push_platform_pull_and_copy_all() {
+    let reg = Registry::start(Auth::None);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let amd = TestImage::with_arch(&[10_000], 31, "amd64");
+    let arm = TestImage::with_arch(&[12_000], 32, "arm64");
+    let name = format!("{}/multi:1", reg.host());
+    let index = support::index_to_store(
+        &h.join("store"),
+        &name,
+        &[(&amd, "linux/amd64"), (&arm, "linux/arm64")],
+    );
+    let index_digest = kiln_image::Digest::sha256_of(&index).to_string();
+    // push sends the whole index: children by digest, then the index by tag.
+    assert_eq!(kiln_ok(h, &["push", &name]).trim(), index_digest);
+    assert_eq!(skopeo_digest(&name), index_digest);
+    assert_eq!(kiln_ok(h, &["digest", &name]).trim(), index_digest);
+    assert_eq!(
+        kiln_ok(h, &["manifest", &name]).as_bytes(),
+        index.as_slice()
+    );
+    assert_eq!(
+        kiln_ok(h, &["config", "--platform", "linux/arm64", &name]).as_bytes(),
+        arm.config.as_slice()
+    );
+
+    // pull picks one platform (--platform, else the host's).
+    let p = tempfile::tempdir().unwrap();
+    let out = kiln_ok(p.path(), &["pull", "--platform", "linux/arm64", &name]);
+    assert_eq!(out.trim(), arm.digest().to_string());
+    let out = kiln_ok(p.path(), &["pull", "--platform", "linux/amd64", &name]);
+    assert_eq!(out.trim(), amd.digest().to_string());
+    let out = kiln(p.path(), &["pull", "--platform", "linux/s390x", &name]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest for platform linux/s390x"));
+
+    // copy --all keeps the index (and so its digest).
+    let all = format!("{}/multi-copy:1", reg.host());
+    let out = kiln_ok(
+        h,
+        &[
+            "copy",
+            "--all",
+            &format!("docker://{name}"),
+            &format!("docker://{all}"),
+        ],
+    );
+    assert_eq!(out.trim(), index_digest);
+    assert_eq!(skopeo_digest(&all), index_digest);
+}

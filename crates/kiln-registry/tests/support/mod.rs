@@ -158,6 +158,10 @@ pub struct TestImage {
 
 impl TestImage {
     pub fn new(layer_sizes: &[usize], seed: u64) -> TestImage {
+        Self::with_arch(layer_sizes, seed, "amd64")
+    }
+
+    pub fn with_arch(layer_sizes: &[usize], seed: u64, arch: &str) -> TestImage {
         let layers: Vec<Vec<u8>> = layer_sizes
             .iter()
             .enumerate()
@@ -168,7 +172,7 @@ impl TestImage {
             .map(|l| Digest::sha256_of(l).to_string())
             .collect();
         let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64", "os": "linux",
+            "architecture": arch, "os": "linux",
             "config": {"Env": [format!("SEED={seed}")]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }))
@@ -285,4 +289,31 @@ pub fn skopeo_digest(reference: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Stores an OCI index of `images` (with their platforms) named `name`;
+/// returns the index bytes.
+pub fn index_to_store(root: &Path, name: &str, images: &[(&TestImage, &str)]) -> Vec<u8> {
+    let store = Store::open(root).unwrap();
+    let mut manifests = Vec::new();
+    for (img, platform) in images {
+        store.put_blob(&img.config).unwrap();
+        for l in &img.layers {
+            store.put_blob(l).unwrap();
+        }
+        store.put_blob(&img.manifest).unwrap();
+        let mut d = img.descriptor();
+        d.platform = Some(kiln_image::Platform::parse(platform).unwrap());
+        manifests.push(d);
+    }
+    let index = kiln_image::Index::new(media::Format::Oci, manifests);
+    let bytes = kiln_image::canonical::to_vec(&index).unwrap();
+    store.put_blob(&bytes).unwrap();
+    let desc = Descriptor::new(
+        media::OCI_INDEX,
+        Digest::sha256_of(&bytes),
+        bytes.len() as u64,
+    );
+    store.tag(&Reference::parse(name).unwrap(), &desc).unwrap();
+    bytes
 }
