@@ -276,3 +276,73 @@ fn index_push_platform_pull_and_copy_all() {
     assert_eq!(out.trim(), index_digest);
     assert_eq!(skopeo_digest(&all), index_digest);
 }
+
+#[test]
+fn credential_helpers_get_and_store() {
+    let reg = Registry::start(Auth::Htpasswd {
+        user: "carol".into(),
+        password: "helper-pw".into(),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // A credential helper on PATH, as docker-credential-pass would be.
+    let bin = h.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-kilntest");
+    let stored = h.join("helper-stored.json");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  get) cat >/dev/null; echo '{{\"Username\":\"carol\",\"Secret\":\"helper-pw\"}}' ;;\n  store) cat > {} ;;\n  erase) cat >/dev/null ;;\nesac\n",
+            stored.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(h.join(".docker")).unwrap();
+    std::fs::write(
+        h.join(".docker/config.json"),
+        serde_json::json!({"credHelpers": {reg.host(): "kilntest"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        std::process::Command::new(support::kiln_bin())
+            .args(args)
+            .env("HOME", h)
+            .env("DOCKER_CONFIG", h.join(".docker"))
+            .env("KILN_ROOT", h.join("store"))
+            .env("PATH", &path)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap()
+    };
+    let img = TestImage::new(&[1000], 41);
+    let name = format!("{}/helped:1", reg.host());
+    img.to_store(&h.join("store"), &name);
+    let out = run(&["push", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // login hands the credentials to the helper instead of config.json.
+    let out = run(&["login", &reg.host(), "-u", "carol", "-p", "helper-pw"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+    assert_eq!(sent["Username"], "carol");
+    assert_eq!(sent["ServerURL"], reg.host());
+    let config = std::fs::read_to_string(h.join(".docker/config.json")).unwrap();
+    assert!(!config.contains("helper-pw"), "{config}");
+}
