@@ -245,7 +245,7 @@ impl Client {
     pub(crate) async fn base(&self, host: &Host) -> Result<Url> {
         host.base
             .get_or_try_init(|| async {
-                let insecure = self.inner.config.transport.is_insecure(&host.api_host);
+                let insecure = self.inner.config.transport.allows_http(&host.api_host);
                 let schemes: &[&str] = if insecure {
                     &["https", "http"]
                 } else {
@@ -265,7 +265,10 @@ impl Client {
                         .map_err(|e| RegistryError::Protocol(e.to_string()))?;
                     let fallback = i + 1 < schemes.len();
                     match self.ping(host, ping, fallback).await {
-                        Ok(()) => return Ok(url),
+                        // A TLS-only server answers plain HTTP with 400: the
+                        // TLS error (say, an unknown CA) is the real story.
+                        Ok(StatusCode::BAD_REQUEST) if last.is_some() => break,
+                        Ok(_) => return Ok(url),
                         Err(e @ RegistryError::Connection { .. }) if i + 1 < schemes.len() => {
                             tracing::debug!("{}: {e}; trying plain HTTP", host.api_host);
                             last = Some(e);
@@ -279,7 +282,7 @@ impl Client {
             .cloned()
     }
 
-    async fn ping(&self, host: &Host, url: Url, fallback: bool) -> Result<()> {
+    async fn ping(&self, host: &Host, url: Url, fallback: bool) -> Result<StatusCode> {
         let op = format!("ping {}", host.registry);
         let policy = &self.inner.config.retry;
         let mut attempt = 0;
@@ -290,21 +293,21 @@ impl Client {
             let wait = match resp {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     self.learn_challenge(host, r.headers());
-                    return Ok(());
+                    return Ok(r.status());
                 }
                 Ok(r) if retry::retryable_status(r.status()) && attempt < policy.attempts => {
                     retry::retry_after(r.headers())
                 }
                 // Any other answer means an HTTP server is there; what it
                 // thinks of /v2/ matters less than the real requests' answers.
-                Ok(_) => return Ok(()),
+                Ok(r) => return Ok(r.status()),
                 Err(e) if e.is_connect() && fallback => {
                     // A TLS handshake failure shows up as a connect error;
                     // let the caller try plain HTTP at once.
-                    return Err(RegistryError::Connection { op, source: e });
+                    return Err(RegistryError::Connection { op, cause: e });
                 }
                 Err(e) if retry::retryable_error(&e) && attempt < policy.attempts => None,
-                Err(e) => return Err(RegistryError::Connection { op, source: e }),
+                Err(e) => return Err(RegistryError::Connection { op, cause: e }),
             };
             self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(policy.delay(attempt, wait)).await;
@@ -446,7 +449,7 @@ impl Client {
                 Err(e) => {
                     return Err(RegistryError::Connection {
                         op: req.op.clone(),
-                        source: e,
+                        cause: e,
                     });
                 }
             };
@@ -514,7 +517,7 @@ pub(crate) async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec
             Err(e) => {
                 return Err(RegistryError::Connection {
                     op: "read response".into(),
-                    source: e,
+                    cause: e,
                 });
             }
         }

@@ -346,3 +346,44 @@ fn credential_helpers_get_and_store() {
     let config = std::fs::read_to_string(h.join(".docker/config.json")).unwrap();
     assert!(!config.contains("helper-pw"), "{config}");
 }
+
+#[test]
+fn tls_registry_needs_its_ca_unless_verification_is_off() {
+    let reg = Registry::start_with(Auth::None, true);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = TestImage::new(&[5000], 51);
+    let name = format!("{}/tls:1", reg.host());
+    img.to_store(&h.join("store"), &name);
+
+    // Loopback may use plain HTTP, but a TLS registry's certificate is still
+    // checked: without its CA, a clear certificate error.
+    let out = kiln(h, &["push", &name]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    let certs = h.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(reg.dir.path().join("ca.crt"), certs.join("ca.crt")).unwrap();
+    let dir_arg = format!("--cert-dir={}", certs.display());
+    assert_eq!(
+        kiln_ok(h, &["push", &name, &dir_arg]).trim(),
+        img.digest().to_string()
+    );
+    assert_eq!(
+        kiln_ok(h, &["digest", &name, "--tls-verify=false"]).trim(),
+        img.digest().to_string()
+    );
+    let out = std::process::Command::new(support::kiln_bin())
+        .args(["digest", &name])
+        .env("HOME", h)
+        .env("KILN_EXTRA_CA", reg.dir.path().join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

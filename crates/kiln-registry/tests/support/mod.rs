@@ -49,6 +49,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Self::start_with(auth, false)
+    }
+
+    /// With `tls`, the registry speaks only HTTPS, with a certificate for
+    /// 127.0.0.1 from its own CA at `dir/ca.crt`.
+    pub fn start_with(auth: Auth, tls: bool) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let auth_yaml = match &auth {
@@ -74,8 +80,76 @@ impl Registry {
                 t.cert_path().display()
             ),
         };
+        let tls_yaml = if tls {
+            let d = dir.path();
+            let run = |args: &[&str]| {
+                let st = Command::new("openssl")
+                    .args(args)
+                    .current_dir(d)
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "openssl {args:?}");
+            };
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "tls.key",
+                "-out",
+                "tls.csr",
+            ]);
+            std::fs::write(
+                d.join("ext"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                "tls.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext",
+                "-out",
+                "tls.crt",
+            ]);
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                d.join("tls.crt").display(),
+                d.join("tls.key").display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: kiln-test-secret\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: kiln-test-secret\n{tls_yaml}{auth_yaml}",
             dir.path().join("data").display()
         );
         let cfg_path = dir.path().join("config.yml");
