@@ -3,8 +3,8 @@
 # loopback docker-registry. Images (built once by prepare.sh):
 #   debian  debootstrap minbase bookworm, one gzip layer
 #   big     ~1 GiB in 8 gzip layers
-# For each: push (each run into a fresh repository, so nothing is skipped)
-# and pull (into a fresh store / OCI dir), median of 3 runs, MB/s of blob
+# For each: push (each run into a new, empty registry, so nothing is skipped
+# or mounted) and pull (into a fresh store / OCI dir), median of 3 runs, MB/s of blob
 # bytes moved, peak RSS from /usr/bin/time -v. Prints a markdown table.
 #
 # Env: KILN (binary; default: build release), KILN_BENCH_DIR, RUNS (3).
@@ -22,15 +22,20 @@ fi
 
 W=$(mktemp -d "$B/run.XXXXXX")
 REG_PID=
+SEED_PID=
 cleanup() {
-  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
+  for p in $REG_PID $SEED_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$W"
 }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$PORT
-cat >"$W/registry.yml" <<YML
+# Starts a registry with empty storage in $W/reg-$1; sets REG and REG_PID.
+start_registry() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  REG=127.0.0.1:$port
+  mkdir -p "$W/reg-$1"
+  cat >"$W/reg-$1/config.yml" <<YML
 version: 0.1
 log:
   level: error
@@ -38,13 +43,18 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $W/registry
+    rootdirectory: $W/reg-$1/data
 http:
   addr: $REG
 YML
-docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+  docker-registry serve "$W/reg-$1/config.yml" >"$W/reg-$1/log" 2>&1 &
+  REG_PID=$!
+  for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+}
+stop_registry() {
+  kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; REG_PID=
+  rm -rf "$W/reg-$1"
+}
 
 export KILN_ROOT="$W/store"
 export HOME="$W/home"; mkdir -p "$HOME"   # no stray credentials
@@ -74,19 +84,23 @@ echo "|---|---|---|---:|---:|---:|"
 for img in debian big; do
   layout="$B/$img"
   bytes=$(blob_bytes "$layout")
-  # Seed the registry and kiln's store.
-  skopeo copy -q --dest-tls-verify=false "oci:$layout:$img" "docker://$REG/seed/$img:1" >/dev/null
-  "$KILN" pull "$REG/seed/$img:1" >/dev/null
+  # The pull source: a registry seeded by skopeo; kiln's store seeded from it.
+  start_registry seed; SEED=$REG; SEED_PID=$REG_PID
+  skopeo copy -q --dest-tls-verify=false "oci:$layout:$img" "docker://$SEED/seed/$img:1" >/dev/null
+  "$KILN" pull "$SEED/seed/$img:1" >/dev/null
+  REG_PID=
   for op in push pull; do
     for tool in kiln skopeo; do
       : >"$W/secs"; : >"$W/rss"
       for i in $(seq "$RUNS"); do
         sync
         case $op/$tool in
-          push/kiln) r=$(measure "$KILN" push "$REG/seed/$img:1" "$REG/kiln-$i/$img:1") ;;
-          push/skopeo) r=$(measure skopeo copy -q --dest-tls-verify=false "oci:$layout:$img" "docker://$REG/skopeo-$i/$img:1") ;;
-          pull/kiln) rm -rf "$W/pull"; r=$(measure "$KILN" pull --root "$W/pull" "$REG/seed/$img:1") ;;
-          pull/skopeo) rm -rf "$W/pull"; r=$(measure skopeo copy -q --src-tls-verify=false "docker://$REG/seed/$img:1" "oci:$W/pull:$img") ;;
+          # Each push goes to a new, empty registry: nothing to skip or
+          # mount (skopeo's blob-info cache would mount from the seed).
+          push/kiln) start_registry "p$i"; r=$(measure "$KILN" push "$SEED/seed/$img:1" "$REG/kiln/$img:1"); stop_registry "p$i" ;;
+          push/skopeo) start_registry "p$i"; r=$(measure skopeo copy -q --dest-tls-verify=false "oci:$layout:$img" "docker://$REG/skopeo/$img:1"); stop_registry "p$i" ;;
+          pull/kiln) rm -rf "$W/pull"; r=$(measure "$KILN" pull --root "$W/pull" "$SEED/seed/$img:1") ;;
+          pull/skopeo) rm -rf "$W/pull"; r=$(measure skopeo copy -q --src-tls-verify=false "docker://$SEED/seed/$img:1" "oci:$W/pull:$img") ;;
         esac
         echo "${r% *}" >>"$W/secs"; echo "${r#* }" >>"$W/rss"
       done
@@ -95,4 +109,5 @@ for img in debian big; do
       echo "| $img ($((bytes / 1000000)) MB) | $op | $tool | $mbs | $s | $((rss / 1024)) |"
     done
   done
+  REG_PID=$SEED_PID; stop_registry seed
 done

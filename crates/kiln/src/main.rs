@@ -54,6 +54,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(root) = &cli.root {
+        // SAFETY: no other thread exists yet. Every library that asks for
+        // the default store root then sees the one given here.
+        unsafe { std::env::set_var("KILN_ROOT", root) };
+    }
     let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
     let result = match cli.command {
         Command::Import(a) => cmd::archive::import(&root, a),
