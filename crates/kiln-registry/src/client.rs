@@ -31,10 +31,11 @@ pub struct ClientConfig {
     /// Credentials to use instead of the files, by registry host (`login`
     /// checks new credentials this way before saving them).
     pub credentials_override: HashMap<String, Credentials>,
-    /// Blobs larger than this are uploaded in PATCH chunks of this size;
-    /// smaller ones in one PUT. Each chunk is buffered so that it can be
-    /// sent again after a failure.
-    pub chunk_size: usize,
+    /// `None` (the default): blobs over 4 MiB go in one streaming PATCH,
+    /// resumed from the registry's offset after a failure. `Some(n)`:
+    /// PATCH chunks of `n` bytes, each buffered until acknowledged (for
+    /// registries or proxies that limit request sizes).
+    pub chunk_size: Option<usize>,
 }
 
 impl Default for ClientConfig {
@@ -44,7 +45,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             credentials: CredentialFiles::from_env(),
             credentials_override: HashMap::new(),
-            chunk_size: 16 << 20,
+            chunk_size: None,
         }
     }
 }
@@ -456,6 +457,36 @@ impl Client {
             self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(policy.delay(attempt, wait)).await;
         }
+    }
+
+    /// Sends one request with a streaming body: no retries (the body cannot
+    /// be replayed; the caller resumes) and no re-authentication.
+    pub(crate) async fn send_once(
+        &self,
+        registry: &str,
+        method: Method,
+        url: Url,
+        body: reqwest::Body,
+        scopes: &[String],
+        op: &str,
+    ) -> Result<Response> {
+        let host = self.host(registry)?;
+        let base = self.base(&host).await?;
+        let same_host = url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default();
+        let mut b = host
+            .http
+            .request(method, url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if same_host && let Some(a) = self.authorization(&host, scopes).await? {
+            b = b.header(AUTHORIZATION, a);
+        }
+        self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        b.send().await.map_err(|e| RegistryError::Connection {
+            op: op.to_string(),
+            cause: e,
+        })
     }
 
     /// Checks that the registry accepts our credentials (`login`): `GET

@@ -32,6 +32,10 @@ pub enum RegistryError {
         expected: u64,
         actual: u64,
     },
+    /// The registry lost an upload midway (distribution cancels an upload
+    /// whose PATCH was cut short); only starting over can succeed.
+    #[error("{op}: upload lost: {detail}")]
+    UploadLost { op: String, detail: String },
     #[error("authentication: {0}")]
     Auth(String),
     #[error("credentials: {0}")]
@@ -54,6 +58,16 @@ impl RegistryError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryError {
         let context = context.into();
         move |source| RegistryError::Io { context, source }
+    }
+
+    /// Whether trying the whole operation again may succeed: the network
+    /// failed, the server was overloaded, or it lost our upload.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Connection { .. } | RegistryError::UploadLost { .. } => true,
+            RegistryError::Status { status, .. } => crate::retry::retryable_status(*status),
+            _ => false,
+        }
     }
 
     /// The HTTP status, for callers that treat 404 or 401 specially.

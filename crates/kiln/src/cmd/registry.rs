@@ -74,15 +74,10 @@ pub struct NetOpts {
     /// A directory of extra trusted CA certificates (*.crt, *.pem)
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
-    /// Upload chunk size in MiB (blobs up to this size go in one request)
-    #[arg(
-        long,
-        value_name = "MIB",
-        default_value_t = 16,
-        hide = true,
-        env = "KILN_CHUNK_MIB"
-    )]
-    pub chunk_mib: usize,
+    /// Upload in PATCH chunks of this many MiB, each acknowledged before
+    /// the next (default: one streaming PATCH per blob)
+    #[arg(long, value_name = "MIB", env = "KILN_CHUNK_MIB")]
+    pub chunk_mib: Option<usize>,
     /// Print transfer statistics to stderr
     #[arg(long, short = 'v')]
     pub verbose: bool,
@@ -96,7 +91,7 @@ impl NetOpts {
         if let Some(d) = &self.cert_dir {
             c.transport.add_cert_dir(d)?;
         }
-        c.chunk_size = self.chunk_mib.max(1) << 20;
+        c.chunk_size = self.chunk_mib.map(|m| m.max(1) << 20);
         Ok(c)
     }
 
