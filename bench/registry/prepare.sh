@@ -25,21 +25,26 @@ if [ ! -f "$B/debian/index.json" ]; then
 fi
 
 if [ ! -f "$B/big/index.json" ]; then
+  # gzip layers, as registries hold them (skopeo would compress plain tar
+  # layers on push, which would measure gzip rather than transfer).
   rm -rf "$B/big" "$B/big.tmp"; mkdir -p "$B/big.tmp"
   args=()
   for i in 0 1 2 3 4 5 6 7; do
-    python3 - "$B/big.layer$i" "$i" <<'PY'
+    python3 - "$i" <<'PY' | tee >(sha256sum | cut -d' ' -f1 >"$B/big.diffid$i") | gzip -1 >"$B/big.layer$i"
 import os, sys, random
-# Half random, half repetitive: compresses to about half, like real layers.
-random.seed(int(sys.argv[2]))
-with open(sys.argv[1], "wb") as f:
-    for _ in range(128 * 16):  # 128 MiB in 64 KiB blocks
-        f.write(os.urandom(32768))
-        f.write(bytes([random.randrange(256)]) * 32768)
+# Half random, half repetitive: gzip halves it, so 8 x 256 MiB of tar data
+# make about 1 GiB of compressed layers.
+random.seed(int(sys.argv[1]))
+out = sys.stdout.buffer
+for _ in range(256 * 16):  # 256 MiB in 64 KiB blocks
+    out.write(os.urandom(32768))
+    out.write(bytes([random.randrange(256)]) * 32768)
 PY
-    args+=("$B/big.layer$i")
+    sleep 0.2
+    args+=("$B/big.layer$i:$(cat "$B/big.diffid$i")")
   done
-  python3 "$HERE/mklayout.py" "$B/big.tmp" big application/vnd.oci.image.layer.v1.tar "${args[@]}" >/dev/null
+  python3 "$HERE/mklayout.py" "$B/big.tmp" big application/vnd.oci.image.layer.v1.tar+gzip "${args[@]}" >/dev/null
+  rm -f "$B"/big.diffid*
   mv "$B/big.tmp" "$B/big"
 fi
 du -sh "$B/debian" "$B/big"

@@ -57,7 +57,15 @@ pub enum TransportError {
     Invalid(String),
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync>),
+    /// A failure that a fresh attempt may not meet (an upload the registry
+    /// dropped midway): [`copy`] opens the blob at the source again and
+    /// retries, since a sink cannot rewind the reader it was given.
+    #[error(transparent)]
+    Transient(Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// How often [`copy`] starts a blob over after a [`TransportError::Transient`].
+const BLOB_ATTEMPTS: usize = 3;
 
 impl TransportError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TransportError {
@@ -171,8 +179,14 @@ fn copy_blobs(
             if dst.has_blob(desc)? {
                 continue;
             }
-            let mut r = src.blob(desc)?;
-            dst.put_blob(desc, &mut r)?;
+            let mut attempt = 1;
+            loop {
+                let mut r = src.blob(desc)?;
+                match dst.put_blob(desc, &mut r) {
+                    Err(TransportError::Transient(_)) if attempt < BLOB_ATTEMPTS => attempt += 1,
+                    other => break other?,
+                }
+            }
         }
     };
     std::thread::scope(|s| {

@@ -215,7 +215,7 @@ pub async fn fetch_token(
     };
     let resp = resp.map_err(|source| RegistryError::Connection {
         op: op.clone(),
-        source,
+        cause: source,
     })?;
     let status = resp.status();
     let body = resp
@@ -223,7 +223,7 @@ pub async fn fetch_token(
         .await
         .map_err(|source| RegistryError::Connection {
             op: op.clone(),
-            source,
+            cause: source,
         })?;
     if !status.is_success() {
         return Err(RegistryError::Status {

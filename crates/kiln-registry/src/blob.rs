@@ -25,6 +25,51 @@ use crate::error::{RegistryError, Result};
 const CHANNEL_DEPTH: usize = 64;
 /// Redirect hops followed for one blob GET.
 const MAX_REDIRECTS: usize = 5;
+/// Blobs up to this size are uploaded in one PUT.
+const MONOLITHIC_MAX: usize = 4 << 20;
+/// The unit a streamed upload reads and sends.
+const PIECE: usize = 256 << 10;
+/// How much of a streamed upload is kept to resend after a failure: more
+/// than the bytes in flight in socket buffers on both sides.
+const REPLAY_WINDOW: usize = 16 << 20;
+
+/// The last bytes sent in a streamed upload, by offset.
+struct Window {
+    pieces: std::collections::VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    cap: usize,
+}
+
+impl Window {
+    fn new(cap: usize) -> Window {
+        Window {
+            pieces: Default::default(),
+            bytes: 0,
+            cap,
+        }
+    }
+
+    fn push(&mut self, start: u64, b: Bytes) {
+        self.bytes += b.len();
+        self.pieces.push_back((start, b));
+        while self.pieces.len() > 1 && self.bytes - self.pieces[0].1.len() >= self.cap {
+            if let Some((_, old)) = self.pieces.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn start(&self) -> u64 {
+        self.pieces.front().map_or(0, |(s, _)| *s)
+    }
+
+    /// The bytes from `offset` to the end of the piece holding it.
+    fn from(&self, offset: u64) -> Option<Bytes> {
+        self.pieces.iter().find_map(|(s, b)| {
+            (offset >= *s && offset < s + b.len() as u64).then(|| b.slice((offset - s) as usize..))
+        })
+    }
+}
 
 fn blob_path(r: &Reference, digest: &Digest) -> String {
     format!("/v2/{}/blobs/{digest}", r.repository())
@@ -83,12 +128,19 @@ impl Client {
 
     /// Starts downloading a blob; the reader yields its verified bytes.
     pub fn open_blob(&self, r: &Reference, desc: &Descriptor) -> BlobReader {
+        self.open_blob_with(r, desc, true)
+    }
+
+    /// [`Client::open_blob`], optionally without hashing: for a consumer
+    /// that verifies the digest itself (every `ImageSink` does), a second
+    /// hash of every byte only costs CPU. Sizes are checked either way.
+    pub fn open_blob_with(&self, r: &Reference, desc: &Descriptor, verify: bool) -> BlobReader {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let client = self.clone();
         let r = r.clone();
         let desc = desc.clone();
         let task = self.inner.rt.spawn(async move {
-            if let Err(e) = client.download(&r, &desc, &tx).await {
+            if let Err(e) = client.download(&r, &desc, verify, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -118,6 +170,7 @@ impl Client {
         &self,
         r: &Reference,
         desc: &Descriptor,
+        verify: bool,
         tx: &mpsc::Sender<Result<Bytes>>,
     ) -> Result<()> {
         let op = format!("GET blob {}", desc.digest);
@@ -162,7 +215,9 @@ impl Client {
                                 actual: offset + c.len() as u64,
                             });
                         }
-                        hasher.update(&c);
+                        if verify {
+                            hasher.update(&c);
+                        }
                         offset += c.len() as u64;
                         self.inner
                             .stats
@@ -174,7 +229,7 @@ impl Client {
                     }
                     Ok(None) if offset == desc.size => {
                         let actual = hasher.finish();
-                        if actual != desc.digest {
+                        if verify && actual != desc.digest {
                             return Err(RegistryError::DigestMismatch {
                                 what: op,
                                 expected: desc.digest.clone(),
@@ -240,61 +295,199 @@ impl Client {
         session: Option<Url>,
     ) -> Result<()> {
         let op = format!("upload blob {}", desc.digest);
-        let chunk_size = self.inner.config.chunk_size.max(64 << 10);
         let mut url = match session {
             Some(u) => u,
             None => self.block_on(self.start_upload(r, &op))?,
         };
-        let mut hasher = desc.digest.hasher();
-        let mut offset: u64 = 0;
-        let result = (|| -> Result<()> {
-            loop {
-                let chunk = read_chunk(data, chunk_size)
-                    .map_err(RegistryError::io(format!("{op}: read source")))?;
-                hasher.update(&chunk);
-                let last = chunk.len() < chunk_size;
-                if offset + chunk.len() as u64 > desc.size {
-                    return Err(RegistryError::SizeMismatch {
-                        what: op.clone(),
-                        expected: desc.size,
-                        actual: offset + chunk.len() as u64,
-                    });
-                }
-                if last && offset == 0 {
-                    // Small blob: the whole thing in the closing PUT.
-                    let actual = std::mem::replace(&mut hasher, desc.digest.hasher()).finish();
-                    verify(&op, desc, &actual, chunk.len() as u64)?;
-                    return self.block_on(self.finish_upload(r, url.clone(), desc, chunk, &op));
-                }
-                if !chunk.is_empty() {
-                    url = self.block_on(self.patch_chunk(
-                        r,
-                        url.clone(),
-                        chunk.clone(),
-                        offset,
-                        &op,
-                    ))?;
-                    offset += chunk.len() as u64;
-                }
-                if last {
-                    let actual = std::mem::replace(&mut hasher, desc.digest.hasher()).finish();
-                    verify(&op, desc, &actual, offset)?;
-                    return self.block_on(self.finish_upload(
-                        r,
-                        url.clone(),
-                        desc,
-                        Bytes::new(),
-                        &op,
-                    ));
-                }
-            }
-        })();
+        let result = match self.inner.config.chunk_size {
+            Some(n) => self.upload_chunked(r, desc, data, &mut url, n.max(64 << 10), &op),
+            None => self.upload_streamed(r, desc, data, &mut url, &op),
+        };
         if result.is_err() {
             // Tell the registry to drop what it has; best effort.
             let cancel = Req::url(Method::DELETE, url, &op).scope(push_scope(r.repository()));
             let _ = self.block_on(self.send(r.registry(), &cancel));
         }
         result
+    }
+
+    /// One PUT for a small blob; else one streaming PATCH, and after a
+    /// failure another from the registry's offset, replaying the bytes it
+    /// lacks from a window of what was sent last. Nothing is buffered but
+    /// that window, and no request waits for a chunk to be acknowledged.
+    fn upload_streamed(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        data: &mut dyn Read,
+        url: &mut Url,
+        op: &str,
+    ) -> Result<()> {
+        let policy = self.inner.config.retry.clone();
+        let read_err = || RegistryError::io(format!("{op}: read source"));
+        let mut hasher = desc.digest.hasher();
+        let first = read_chunk(data, MONOLITHIC_MAX).map_err(read_err())?;
+        hasher.update(&first);
+        if first.len() < MONOLITHIC_MAX {
+            verify(op, desc, &hasher.finish(), first.len() as u64)?;
+            return self.block_on(self.finish_upload(r, url.clone(), desc, first, op));
+        }
+        let mut window = Window::new(REPLAY_WINDOW);
+        let mut read_total = first.len() as u64;
+        window.push(0, first);
+        let mut eof = false;
+        let mut have: u64 = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+            let task = self.inner.rt.spawn(self.clone().patch_stream(
+                r.clone(),
+                url.clone(),
+                rx,
+                op.to_string(),
+            ));
+            let mut cursor = have;
+            let mut cut_short = false;
+            'feed: loop {
+                while let Some(piece) = window.from(cursor) {
+                    let n = piece.len() as u64;
+                    if tx.blocking_send(Ok(piece)).is_err() {
+                        cut_short = true; // the request ended: see why below
+                        break 'feed;
+                    }
+                    cursor += n;
+                    self.inner
+                        .stats
+                        .bytes_uploaded
+                        .fetch_add(n, Ordering::Relaxed);
+                }
+                if eof {
+                    break;
+                }
+                let piece = read_chunk(data, PIECE).map_err(read_err())?;
+                eof = piece.len() < PIECE;
+                if read_total + piece.len() as u64 > desc.size {
+                    return Err(RegistryError::SizeMismatch {
+                        what: op.to_string(),
+                        expected: desc.size,
+                        actual: read_total + piece.len() as u64,
+                    });
+                }
+                hasher.update(&piece);
+                if !piece.is_empty() {
+                    window.push(read_total, piece.clone());
+                    read_total += piece.len() as u64;
+                }
+            }
+            drop(tx);
+            let outcome = self
+                .block_on(task)
+                .map_err(|e| RegistryError::Protocol(format!("{op}: upload task: {e}")))?;
+            let failure = match outcome {
+                Ok(next) if !cut_short && eof => {
+                    *url = next;
+                    break;
+                }
+                Ok(next) => {
+                    *url = next;
+                    RegistryError::Protocol(format!("{op}: the registry ended the PATCH early"))
+                }
+                Err(e) => e,
+            };
+            if attempt >= policy.attempts {
+                return Err(failure);
+            }
+            tracing::debug!("{op}: {failure}; resuming");
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(policy.delay(attempt, None));
+            let (h, next) = self.block_on(self.upload_status(r, url, op)).map_err(|e| {
+                RegistryError::UploadLost {
+                    op: op.to_string(),
+                    detail: format!("{failure}; then {e}"),
+                }
+            })?;
+            if h < window.start() || h > read_total {
+                return Err(RegistryError::UploadLost {
+                    op: op.to_string(),
+                    detail: format!(
+                        "the registry has {h} bytes, we can resend from {} to {read_total}",
+                        window.start()
+                    ),
+                });
+            }
+            have = h;
+            *url = next;
+        }
+        verify(op, desc, &hasher.finish(), read_total)?;
+        self.block_on(self.finish_upload(r, url.clone(), desc, Bytes::new(), op))
+    }
+
+    /// One PATCH whose body is what arrives on `rx`.
+    async fn patch_stream(
+        self,
+        r: Reference,
+        url: Url,
+        rx: mpsc::Receiver<std::io::Result<Bytes>>,
+        op: String,
+    ) -> Result<Url> {
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let body = reqwest::Body::wrap_stream(stream);
+        let op = format!("{op}: PATCH");
+        let scopes = [push_scope(r.repository())];
+        let resp = self
+            .send_once(r.registry(), Method::PATCH, url, body, &scopes, &op)
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error(resp, &op).await);
+        }
+        location(&resp, &op)
+    }
+
+    /// Fixed-size PATCH chunks, each kept until the registry acknowledged
+    /// it (`--chunk-size`; for registries that limit request sizes).
+    fn upload_chunked(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+        data: &mut dyn Read,
+        url: &mut Url,
+        chunk_size: usize,
+        op: &str,
+    ) -> Result<()> {
+        let mut hasher = desc.digest.hasher();
+        let mut offset: u64 = 0;
+        loop {
+            let chunk = read_chunk(data, chunk_size)
+                .map_err(RegistryError::io(format!("{op}: read source")))?;
+            hasher.update(&chunk);
+            let last = chunk.len() < chunk_size;
+            if offset + chunk.len() as u64 > desc.size {
+                return Err(RegistryError::SizeMismatch {
+                    what: op.to_string(),
+                    expected: desc.size,
+                    actual: offset + chunk.len() as u64,
+                });
+            }
+            if last && offset == 0 {
+                // Small blob: the whole thing in the closing PUT.
+                let actual = std::mem::replace(&mut hasher, desc.digest.hasher()).finish();
+                verify(op, desc, &actual, chunk.len() as u64)?;
+                return self.block_on(self.finish_upload(r, url.clone(), desc, chunk, op));
+            }
+            if !chunk.is_empty() {
+                *url =
+                    self.block_on(self.patch_chunk(r, url.clone(), chunk.clone(), offset, op))?;
+                offset += chunk.len() as u64;
+            }
+            if last {
+                let actual = std::mem::replace(&mut hasher, desc.digest.hasher()).finish();
+                verify(op, desc, &actual, offset)?;
+                return self.block_on(self.finish_upload(r, url.clone(), desc, Bytes::new(), op));
+            }
+        }
     }
 
     pub(crate) async fn start_upload(&self, r: &Reference, op: &str) -> Result<Url> {

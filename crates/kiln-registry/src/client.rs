@@ -31,10 +31,11 @@ pub struct ClientConfig {
     /// Credentials to use instead of the files, by registry host (`login`
     /// checks new credentials this way before saving them).
     pub credentials_override: HashMap<String, Credentials>,
-    /// Blobs larger than this are uploaded in PATCH chunks of this size;
-    /// smaller ones in one PUT. Each chunk is buffered so that it can be
-    /// sent again after a failure.
-    pub chunk_size: usize,
+    /// `None` (the default): blobs over 4 MiB go in one streaming PATCH,
+    /// resumed from the registry's offset after a failure. `Some(n)`:
+    /// PATCH chunks of `n` bytes, each buffered until acknowledged (for
+    /// registries or proxies that limit request sizes).
+    pub chunk_size: Option<usize>,
 }
 
 impl Default for ClientConfig {
@@ -44,7 +45,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             credentials: CredentialFiles::from_env(),
             credentials_override: HashMap::new(),
-            chunk_size: 16 << 20,
+            chunk_size: None,
         }
     }
 }
@@ -245,7 +246,7 @@ impl Client {
     pub(crate) async fn base(&self, host: &Host) -> Result<Url> {
         host.base
             .get_or_try_init(|| async {
-                let insecure = self.inner.config.transport.is_insecure(&host.api_host);
+                let insecure = self.inner.config.transport.allows_http(&host.api_host);
                 let schemes: &[&str] = if insecure {
                     &["https", "http"]
                 } else {
@@ -263,8 +264,12 @@ impl Client {
                     let ping = url
                         .join("v2/")
                         .map_err(|e| RegistryError::Protocol(e.to_string()))?;
-                    match self.ping(host, ping).await {
-                        Ok(()) => return Ok(url),
+                    let fallback = i + 1 < schemes.len();
+                    match self.ping(host, ping, fallback).await {
+                        // A TLS-only server answers plain HTTP with 400: the
+                        // TLS error (say, an unknown CA) is the real story.
+                        Ok(StatusCode::BAD_REQUEST) if last.is_some() => break,
+                        Ok(_) => return Ok(url),
                         Err(e @ RegistryError::Connection { .. }) if i + 1 < schemes.len() => {
                             tracing::debug!("{}: {e}; trying plain HTTP", host.api_host);
                             last = Some(e);
@@ -278,7 +283,7 @@ impl Client {
             .cloned()
     }
 
-    async fn ping(&self, host: &Host, url: Url) -> Result<()> {
+    async fn ping(&self, host: &Host, url: Url, fallback: bool) -> Result<StatusCode> {
         let op = format!("ping {}", host.registry);
         let policy = &self.inner.config.retry;
         let mut attempt = 0;
@@ -289,21 +294,21 @@ impl Client {
             let wait = match resp {
                 Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                     self.learn_challenge(host, r.headers());
-                    return Ok(());
+                    return Ok(r.status());
                 }
                 Ok(r) if retry::retryable_status(r.status()) && attempt < policy.attempts => {
                     retry::retry_after(r.headers())
                 }
                 // Any other answer means an HTTP server is there; what it
                 // thinks of /v2/ matters less than the real requests' answers.
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_connect() && attempt == 1 && url.scheme() == "https" => {
+                Ok(r) => return Ok(r.status()),
+                Err(e) if e.is_connect() && fallback => {
                     // A TLS handshake failure shows up as a connect error;
-                    // let the caller try HTTP at once when allowed.
-                    return Err(RegistryError::Connection { op, source: e });
+                    // let the caller try plain HTTP at once.
+                    return Err(RegistryError::Connection { op, cause: e });
                 }
                 Err(e) if retry::retryable_error(&e) && attempt < policy.attempts => None,
-                Err(e) => return Err(RegistryError::Connection { op, source: e }),
+                Err(e) => return Err(RegistryError::Connection { op, cause: e }),
             };
             self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(policy.delay(attempt, wait)).await;
@@ -445,13 +450,43 @@ impl Client {
                 Err(e) => {
                     return Err(RegistryError::Connection {
                         op: req.op.clone(),
-                        source: e,
+                        cause: e,
                     });
                 }
             };
             self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(policy.delay(attempt, wait)).await;
         }
+    }
+
+    /// Sends one request with a streaming body: no retries (the body cannot
+    /// be replayed; the caller resumes) and no re-authentication.
+    pub(crate) async fn send_once(
+        &self,
+        registry: &str,
+        method: Method,
+        url: Url,
+        body: reqwest::Body,
+        scopes: &[String],
+        op: &str,
+    ) -> Result<Response> {
+        let host = self.host(registry)?;
+        let base = self.base(&host).await?;
+        let same_host = url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default();
+        let mut b = host
+            .http
+            .request(method, url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if same_host && let Some(a) = self.authorization(&host, scopes).await? {
+            b = b.header(AUTHORIZATION, a);
+        }
+        self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        b.send().await.map_err(|e| RegistryError::Connection {
+            op: op.to_string(),
+            cause: e,
+        })
     }
 
     /// Checks that the registry accepts our credentials (`login`): `GET
@@ -513,7 +548,7 @@ pub(crate) async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec
             Err(e) => {
                 return Err(RegistryError::Connection {
                     op: "read response".into(),
-                    source: e,
+                    cause: e,
                 });
             }
         }

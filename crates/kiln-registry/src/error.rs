@@ -15,13 +15,11 @@ pub enum RegistryError {
         /// `CODE message` from the distribution error body, when there is one.
         detail: Option<String>,
     },
-    /// No HTTP answer at all (refused, reset, TLS), after the retries.
-    #[error("{op}: {source}")]
-    Connection {
-        op: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// No HTTP answer at all (refused, reset, TLS), after the retries. The
+    /// message carries the whole cause chain (reqwest's own message alone
+    /// says only "error sending request"), so the cause is not a `source`.
+    #[error("{op}: {}", chain(.cause))]
+    Connection { op: String, cause: reqwest::Error },
     #[error("{what}: content does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch {
         what: String,
@@ -34,6 +32,10 @@ pub enum RegistryError {
         expected: u64,
         actual: u64,
     },
+    /// The registry lost an upload midway (distribution cancels an upload
+    /// whose PATCH was cut short); only starting over can succeed.
+    #[error("{op}: upload lost: {detail}")]
+    UploadLost { op: String, detail: String },
     #[error("authentication: {0}")]
     Auth(String),
     #[error("credentials: {0}")]
@@ -58,6 +60,16 @@ impl RegistryError {
         move |source| RegistryError::Io { context, source }
     }
 
+    /// Whether trying the whole operation again may succeed: the network
+    /// failed, the server was overloaded, or it lost our upload.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Connection { .. } | RegistryError::UploadLost { .. } => true,
+            RegistryError::Status { status, .. } => crate::retry::retryable_status(*status),
+            _ => false,
+        }
+    }
+
     /// The HTTP status, for callers that treat 404 or 401 specially.
     pub fn status(&self) -> Option<reqwest::StatusCode> {
         match self {
@@ -68,6 +80,20 @@ impl RegistryError {
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// `outer: inner: innermost`, skipping repeats.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
 
 /// Reads `{"errors":[{"code":..,"message":..}]}`, the distribution error
 /// body, into `CODE message; CODE message`. Anything else is shown as text,

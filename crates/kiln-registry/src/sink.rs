@@ -85,7 +85,14 @@ impl ImageSink for RegistrySink {
             .remove(&desc.digest);
         self.client
             .upload_blob(&self.reference, desc, data, session)
-            .map_err(to_transport)
+            .map_err(|e| {
+                if e.is_transient() {
+                    // copy() will open the source again and start over.
+                    TransportError::Transient(Box::new(e))
+                } else {
+                    to_transport(e)
+                }
+            })
     }
 
     fn put_manifest(&self, raw: &RawManifest, top: bool) -> Result<()> {

@@ -15,6 +15,7 @@ use crate::error::RegistryError;
 pub struct RegistrySource {
     client: Client,
     reference: Reference,
+    verify_blobs: bool,
 }
 
 impl RegistrySource {
@@ -22,7 +23,16 @@ impl RegistrySource {
         RegistrySource {
             client: client.clone(),
             reference,
+            verify_blobs: true,
         }
+    }
+
+    /// Whether blob readers check digests themselves (default: yes). Every
+    /// `ImageSink` verifies what it is given, so a copy may turn this off
+    /// and hash each byte once instead of twice.
+    pub fn verify_blobs(mut self, verify: bool) -> RegistrySource {
+        self.verify_blobs = verify;
+        self
     }
 
     pub fn reference(&self) -> &Reference {
@@ -49,6 +59,10 @@ impl ImageSource for RegistrySource {
     }
 
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        Ok(Box::new(self.client.open_blob(&self.reference, desc)))
+        Ok(Box::new(self.client.open_blob_with(
+            &self.reference,
+            desc,
+            self.verify_blobs,
+        )))
     }
 }

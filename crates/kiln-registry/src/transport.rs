@@ -4,8 +4,8 @@
 //!
 //! Plain HTTP is allowed only for hosts marked insecure (`--insecure-registry`
 //! or `--tls-verify=false`) and for loopback, as Docker does; for those HTTPS
-//! is still tried first (without certificate checks) and HTTP used only when
-//! the TLS handshake itself fails. Proxies come from the environment
+//! is still tried first and HTTP used only when the TLS handshake fails.
+//! Certificates go unchecked only for hosts marked insecure, not loopback. Proxies come from the environment
 //! (`HTTPS_PROXY`, `NO_PROXY`), except that loopback is never proxied, so a
 //! local test registry works behind a corporate proxy.
 //!
@@ -66,10 +66,17 @@ impl TransportConfig {
         Ok(())
     }
 
-    /// Whether `host` may be reached without verified TLS.
-    pub fn is_insecure(&self, host: &str) -> bool {
+    /// Whether `host` may be reached over plain HTTP: insecure hosts and,
+    /// as Docker allows, loopback.
+    pub fn allows_http(&self, host: &str) -> bool {
+        is_loopback(host) || self.skips_verification(host)
+    }
+
+    /// Whether certificates of `host` go unchecked: only when the user said
+    /// so. Loopback gets plain HTTP but not this: a local registry that
+    /// does speak TLS is verified (with `--cert-dir` or certs.d for its CA).
+    pub fn skips_verification(&self, host: &str) -> bool {
         !self.tls_verify
-            || is_loopback(host)
             || self
                 .insecure_registries
                 .iter()
@@ -109,7 +116,7 @@ impl TransportConfig {
                 b = b.add_root_certificate(c);
             }
         }
-        if self.is_insecure(host) {
+        if self.skips_verification(host) {
             b = b.danger_accept_invalid_certs(true);
         }
         if is_loopback(host) {
@@ -162,7 +169,9 @@ mod tests {
         }
         let mut c = TransportConfig::default();
         c.insecure_registries.push("reg.lan".into());
-        assert!(c.is_insecure("reg.lan:5000"));
-        assert!(!c.is_insecure("other.lan"));
+        assert!(c.skips_verification("reg.lan:5000"));
+        assert!(!c.skips_verification("other.lan"));
+        assert!(c.allows_http("127.0.0.1:5000"));
+        assert!(!c.skips_verification("127.0.0.1:5000"));
     }
 }

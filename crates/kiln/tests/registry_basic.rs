@@ -176,3 +176,214 @@ fn basic_auth_login_push_pull_logout() {
     let out = kiln(h, &["digest", &name]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn redirects_to_storage_never_carry_credentials() {
+    use support::proxy::{Fault, Proxy, Storage};
+    let reg = Registry::start(Auth::Htpasswd {
+        user: "bob".into(),
+        password: "pw".into(),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = TestImage::new(&[1 << 20], 5);
+    let proxy = Proxy::start(reg.port);
+    let name = format!("{}/redirected:1", proxy.host());
+    img.to_store(&h.join("store"), &name);
+    kiln_ok(h, &["login", &proxy.host(), "-u", "bob", "-p", "pw"]);
+    kiln_ok(h, &["push", &name]);
+
+    // The layer's GET is redirected to "object storage" on another host.
+    let layer = kiln_image::Digest::sha256_of(&img.layers[0]);
+    let storage = Storage::start(img.layers[0].clone());
+    let to = format!("http://localhost:{}/bucket/{}", storage.port, layer.hex());
+    proxy.add("GET", &format!("/blobs/{layer}"), Fault::Redirect(to), 1);
+    let pulled = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(pulled.path().join(".docker")).unwrap();
+    std::fs::copy(
+        h.join(".docker/config.json"),
+        pulled.path().join(".docker/config.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        kiln_ok(pulled.path(), &["pull", &name]).trim(),
+        img.digest().to_string()
+    );
+    let seen = storage.authorized.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "storage was not asked");
+    assert!(
+        seen.iter().all(|a| !a),
+        "credentials leaked to storage: {seen:?}"
+    );
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|r| r.path.contains(&format!("/blobs/{layer}")))
+            .all(|r| r.authorized),
+        "the registry itself did get credentials"
+    );
+}
+
+#[test]
+fn index_push_platform_pull_and_copy_all() {
+    let reg = Registry::start(Auth::None);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let amd = TestImage::with_arch(&[10_000], 31, "amd64");
+    let arm = TestImage::with_arch(&[12_000], 32, "arm64");
+    let name = format!("{}/multi:1", reg.host());
+    let index = support::index_to_store(
+        &h.join("store"),
+        &name,
+        &[(&amd, "linux/amd64"), (&arm, "linux/arm64")],
+    );
+    let index_digest = kiln_image::Digest::sha256_of(&index).to_string();
+    // push sends the whole index: children by digest, then the index by tag.
+    assert_eq!(kiln_ok(h, &["push", &name]).trim(), index_digest);
+    assert_eq!(skopeo_digest(&name), index_digest);
+    assert_eq!(kiln_ok(h, &["digest", &name]).trim(), index_digest);
+    assert_eq!(
+        kiln_ok(h, &["manifest", &name]).as_bytes(),
+        index.as_slice()
+    );
+    assert_eq!(
+        kiln_ok(h, &["config", "--platform", "linux/arm64", &name]).as_bytes(),
+        arm.config.as_slice()
+    );
+
+    // pull picks one platform (--platform, else the host's).
+    let p = tempfile::tempdir().unwrap();
+    let out = kiln_ok(p.path(), &["pull", "--platform", "linux/arm64", &name]);
+    assert_eq!(out.trim(), arm.digest().to_string());
+    let out = kiln_ok(p.path(), &["pull", "--platform", "linux/amd64", &name]);
+    assert_eq!(out.trim(), amd.digest().to_string());
+    let out = kiln(p.path(), &["pull", "--platform", "linux/s390x", &name]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest for platform linux/s390x"));
+
+    // copy --all keeps the index (and so its digest).
+    let all = format!("{}/multi-copy:1", reg.host());
+    let out = kiln_ok(
+        h,
+        &[
+            "copy",
+            "--all",
+            &format!("docker://{name}"),
+            &format!("docker://{all}"),
+        ],
+    );
+    assert_eq!(out.trim(), index_digest);
+    assert_eq!(skopeo_digest(&all), index_digest);
+}
+
+#[test]
+fn credential_helpers_get_and_store() {
+    let reg = Registry::start(Auth::Htpasswd {
+        user: "carol".into(),
+        password: "helper-pw".into(),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // A credential helper on PATH, as docker-credential-pass would be.
+    let bin = h.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-kilntest");
+    let stored = h.join("helper-stored.json");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  get) cat >/dev/null; echo '{{\"Username\":\"carol\",\"Secret\":\"helper-pw\"}}' ;;\n  store) cat > {} ;;\n  erase) cat >/dev/null ;;\nesac\n",
+            stored.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(h.join(".docker")).unwrap();
+    std::fs::write(
+        h.join(".docker/config.json"),
+        serde_json::json!({"credHelpers": {reg.host(): "kilntest"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        std::process::Command::new(support::kiln_bin())
+            .args(args)
+            .env("HOME", h)
+            .env("DOCKER_CONFIG", h.join(".docker"))
+            .env("KILN_ROOT", h.join("store"))
+            .env("PATH", &path)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap()
+    };
+    let img = TestImage::new(&[1000], 41);
+    let name = format!("{}/helped:1", reg.host());
+    img.to_store(&h.join("store"), &name);
+    let out = run(&["push", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // login hands the credentials to the helper instead of config.json.
+    let out = run(&["login", &reg.host(), "-u", "carol", "-p", "helper-pw"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+    assert_eq!(sent["Username"], "carol");
+    assert_eq!(sent["ServerURL"], reg.host());
+    let config = std::fs::read_to_string(h.join(".docker/config.json")).unwrap();
+    assert!(!config.contains("helper-pw"), "{config}");
+}
+
+#[test]
+fn tls_registry_needs_its_ca_unless_verification_is_off() {
+    let reg = Registry::start_with(Auth::None, true);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = TestImage::new(&[5000], 51);
+    let name = format!("{}/tls:1", reg.host());
+    img.to_store(&h.join("store"), &name);
+
+    // Loopback may use plain HTTP, but a TLS registry's certificate is still
+    // checked: without its CA, a clear certificate error.
+    let out = kiln(h, &["push", &name]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    let certs = h.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(reg.dir.path().join("ca.crt"), certs.join("ca.crt")).unwrap();
+    let dir_arg = format!("--cert-dir={}", certs.display());
+    assert_eq!(
+        kiln_ok(h, &["push", &name, &dir_arg]).trim(),
+        img.digest().to_string()
+    );
+    assert_eq!(
+        kiln_ok(h, &["digest", &name, "--tls-verify=false"]).trim(),
+        img.digest().to_string()
+    );
+    let out = std::process::Command::new(support::kiln_bin())
+        .args(["digest", &name])
+        .env("HOME", h)
+        .env("KILN_EXTRA_CA", reg.dir.path().join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -51,7 +51,7 @@ fn reset_and_truncation_mid_blob_resume_with_range() {
     s.proxy
         .add("GET", &layer_path(&s.img), Fault::ResetAfter(1 << 20), 1);
     s.proxy
-        .add("GET", &layer_path(&s.img), Fault::Truncate(3 << 20), 1);
+        .add("GET", &layer_path(&s.img), Fault::Truncate(2 << 20), 1);
     let fresh = tempfile::tempdir().unwrap();
     let out = kiln(fresh.path(), &["pull", &name, "-v"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -223,6 +223,55 @@ fn upload_chunk_failures_resume_from_the_registry_offset() {
         seen.iter()
             .any(|r| r.method == "GET" && r.path.contains("/blobs/uploads/")),
         "{seen:?}"
+    );
+    assert_eq!(support::skopeo_digest(&name), s.img.digest().to_string());
+}
+
+#[test]
+fn streamed_upload_dropped_midway_resumes_from_the_registry_offset() {
+    let s = setup();
+    let name = format!("{}/streamed:1", s.proxy.host());
+    // The 4 MiB layer goes in one streaming PATCH (the 200 kB one in a PUT).
+    // The first PATCH is cut after 1.5 MB: distribution then cancels the
+    // upload, so kiln starts the blob over from the source. That PATCH gets
+    // a 503 (the registry never saw it): kiln resumes at the registry's
+    // offset, replaying from its window.
+    s.proxy.add(
+        "PATCH",
+        "/blobs/uploads/",
+        Fault::ResetRequestAfter(1_500_000),
+        1,
+    );
+    s.proxy.add(
+        "PATCH",
+        "/blobs/uploads/",
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+        1,
+    );
+    let h = s.home.path();
+    let src = format!("{}/app:1", s._reg.host());
+    let out = std::process::Command::new(support::kiln_bin())
+        .args(["push", &src, &name, "-v"])
+        .env("KILN_ROOT", h.join("store"))
+        .env("HOME", h)
+        .env_remove("KILN_CHUNK_MIB")
+        .output()
+        .unwrap();
+    let seen = s.proxy.seen();
+    assert!(out.status.success(), "{}\n{seen:?}", stderr(&out));
+    assert_eq!(
+        seen.iter().filter(|r| r.method == "PATCH").count(),
+        3,
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/blobs/uploads/"))
+            .count()
+            >= 2
     );
     assert_eq!(support::skopeo_digest(&name), s.img.digest().to_string());
 }

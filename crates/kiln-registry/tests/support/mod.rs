@@ -49,6 +49,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Self::start_with(auth, false)
+    }
+
+    /// With `tls`, the registry speaks only HTTPS, with a certificate for
+    /// 127.0.0.1 from its own CA at `dir/ca.crt`.
+    pub fn start_with(auth: Auth, tls: bool) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let auth_yaml = match &auth {
@@ -74,8 +80,76 @@ impl Registry {
                 t.cert_path().display()
             ),
         };
+        let tls_yaml = if tls {
+            let d = dir.path();
+            let run = |args: &[&str]| {
+                let st = Command::new("openssl")
+                    .args(args)
+                    .current_dir(d)
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "openssl {args:?}");
+            };
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ]);
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "tls.key",
+                "-out",
+                "tls.csr",
+            ]);
+            std::fs::write(
+                d.join("ext"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                "tls.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext",
+                "-out",
+                "tls.crt",
+            ]);
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                d.join("tls.crt").display(),
+                d.join("tls.key").display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: kiln-test-secret\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: kiln-test-secret\n{tls_yaml}{auth_yaml}",
             dir.path().join("data").display()
         );
         let cfg_path = dir.path().join("config.yml");
@@ -158,6 +232,10 @@ pub struct TestImage {
 
 impl TestImage {
     pub fn new(layer_sizes: &[usize], seed: u64) -> TestImage {
+        Self::with_arch(layer_sizes, seed, "amd64")
+    }
+
+    pub fn with_arch(layer_sizes: &[usize], seed: u64, arch: &str) -> TestImage {
         let layers: Vec<Vec<u8>> = layer_sizes
             .iter()
             .enumerate()
@@ -168,7 +246,7 @@ impl TestImage {
             .map(|l| Digest::sha256_of(l).to_string())
             .collect();
         let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64", "os": "linux",
+            "architecture": arch, "os": "linux",
             "config": {"Env": [format!("SEED={seed}")]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }))
@@ -285,4 +363,31 @@ pub fn skopeo_digest(reference: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Stores an OCI index of `images` (with their platforms) named `name`;
+/// returns the index bytes.
+pub fn index_to_store(root: &Path, name: &str, images: &[(&TestImage, &str)]) -> Vec<u8> {
+    let store = Store::open(root).unwrap();
+    let mut manifests = Vec::new();
+    for (img, platform) in images {
+        store.put_blob(&img.config).unwrap();
+        for l in &img.layers {
+            store.put_blob(l).unwrap();
+        }
+        store.put_blob(&img.manifest).unwrap();
+        let mut d = img.descriptor();
+        d.platform = Some(kiln_image::Platform::parse(platform).unwrap());
+        manifests.push(d);
+    }
+    let index = kiln_image::Index::new(media::Format::Oci, manifests);
+    let bytes = kiln_image::canonical::to_vec(&index).unwrap();
+    store.put_blob(&bytes).unwrap();
+    let desc = Descriptor::new(
+        media::OCI_INDEX,
+        Digest::sha256_of(&bytes),
+        bytes.len() as u64,
+    );
+    store.tag(&Reference::parse(name).unwrap(), &desc).unwrap();
+    bytes
 }

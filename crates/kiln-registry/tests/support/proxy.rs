@@ -24,6 +24,11 @@ pub enum Fault {
     Truncate(usize),
     /// Flip the body byte at this offset.
     Corrupt(usize),
+    /// Answer `307 Temporary Redirect` to this URL (object storage).
+    Redirect(String),
+    /// Pass the request head and `n` bytes of its body on, then reset both
+    /// connections (an upload dropped midway).
+    ResetRequestAfter(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +45,8 @@ pub struct Seen {
     pub path: String,
     pub range: Option<String>,
     pub fault: Option<Fault>,
+    /// Whether the request carried an Authorization header.
+    pub authorized: bool,
 }
 
 pub struct Proxy {
@@ -146,6 +153,33 @@ fn rewrite(head: &[String]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Copies a chunked body verbatim (framing included) until its end or
+/// until `limit` payload bytes have passed; returns the payload bytes.
+fn copy_chunked(r: &mut impl BufRead, w: &mut impl Write, limit: usize) -> std::io::Result<usize> {
+    let mut total = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(total);
+        }
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+            .map_err(|_| std::io::Error::other("bad chunk size"))?;
+        if total + size > limit {
+            // Pass on only part of this chunk, then stop.
+            let part = limit - total;
+            w.write_all(format!("{size:x}\r\n").as_bytes())?;
+            std::io::copy(&mut r.take(part as u64), w)?;
+            return Ok(limit);
+        }
+        w.write_all(line.as_bytes())?;
+        std::io::copy(&mut r.take(size as u64 + 2), w)?;
+        total += size;
+        if size == 0 {
+            return Ok(total);
+        }
+    }
+}
+
 fn reset(s: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
@@ -193,8 +227,22 @@ fn handle(
         path: path.clone(),
         range: header(&head, "range").map(str::to_string),
         fault: fault.clone(),
+        authorized: header(&head, "authorization").is_some(),
     });
+    if let Some(Fault::Redirect(to)) = &fault {
+        std::io::copy(&mut (&mut cr).take(len), &mut std::io::sink())?;
+        let resp = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        cw.write_all(resp.as_bytes())?;
+        return Ok(());
+    }
+    let chunked =
+        header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     if let Some(Fault::Status { code, retry_after }) = &fault {
+        if chunked {
+            copy_chunked(&mut cr, &mut std::io::sink(), usize::MAX)?;
+        }
         std::io::copy(&mut (&mut cr).take(len), &mut std::io::sink())?;
         let mut resp =
             format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n");
@@ -208,6 +256,21 @@ fn handle(
     let up = TcpStream::connect(("127.0.0.1", upstream_port))?;
     let mut uw = up.try_clone()?;
     uw.write_all(&rewrite(&head))?;
+    if let Some(Fault::ResetRequestAfter(n)) = &fault {
+        let sent = if chunked {
+            copy_chunked(&mut cr, &mut uw, *n)?
+        } else {
+            std::io::copy(&mut (&mut cr).take(*n as u64), &mut uw)? as usize
+        };
+        let _ = sent;
+        uw.flush()?;
+        reset(&uw);
+        reset(&cw);
+        return Ok(());
+    }
+    if chunked {
+        copy_chunked(&mut cr, &mut uw, usize::MAX)?;
+    }
     std::io::copy(&mut (&mut cr).take(len), &mut uw)?;
     let mut ur = BufReader::new(up);
     let rhead = read_head(&mut ur)?;
@@ -240,4 +303,55 @@ fn handle(
         sent += n;
     }
     Ok(())
+}
+
+/// A one-file HTTP server standing in for object storage: it serves `body`
+/// for any GET (honouring `Range: bytes=N-`) and records whether each
+/// request carried an Authorization header.
+pub struct Storage {
+    pub port: u16,
+    pub authorized: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Storage {
+    pub fn start(body: Vec<u8>) -> Storage {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let authorized: Arc<Mutex<Vec<bool>>> = Arc::default();
+        let seen = authorized.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let Ok(mut r) = conn.try_clone().map(BufReader::new) else {
+                    continue;
+                };
+                let Ok(head) = read_head(&mut r) else {
+                    continue;
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(header(&head, "authorization").is_some());
+                let from: usize = header(&head, "range")
+                    .and_then(|v| v.strip_prefix("bytes="))
+                    .and_then(|v| v.trim_end_matches('-').parse().ok())
+                    .unwrap_or(0)
+                    .min(body.len());
+                let status = if from > 0 {
+                    "206 Partial Content"
+                } else {
+                    "200 OK"
+                };
+                let mut w = conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                    body.len() - from,
+                    body.len().saturating_sub(1),
+                    body.len()
+                );
+                let _ = w.write_all(&body[from..]);
+            }
+        });
+        Storage { port, authorized }
+    }
 }

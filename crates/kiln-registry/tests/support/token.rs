@@ -24,11 +24,13 @@ pub struct User {
     pub actions: Vec<&'static str>,
 }
 
+/// Every token request: (user, or "" for anonymous; scopes asked).
+pub type TokenLog = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
 pub struct TokenServer {
     pub port: u16,
     dir: tempfile::TempDir,
-    /// Every token request: (user or "" for anonymous, scopes asked).
-    pub requests: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+    pub requests: TokenLog,
 }
 
 impl TokenServer {
@@ -69,7 +71,7 @@ impl TokenServer {
         let x5c = STANDARD.encode(der);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let requests: Arc<Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+        let requests: TokenLog = Arc::default();
         let reqs = requests.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {

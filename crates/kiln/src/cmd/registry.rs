@@ -74,15 +74,10 @@ pub struct NetOpts {
     /// A directory of extra trusted CA certificates (*.crt, *.pem)
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
-    /// Upload chunk size in MiB (blobs up to this size go in one request)
-    #[arg(
-        long,
-        value_name = "MIB",
-        default_value_t = 16,
-        hide = true,
-        env = "KILN_CHUNK_MIB"
-    )]
-    pub chunk_mib: usize,
+    /// Upload in PATCH chunks of this many MiB, each acknowledged before
+    /// the next (default: one streaming PATCH per blob)
+    #[arg(long, value_name = "MIB", env = "KILN_CHUNK_MIB")]
+    pub chunk_mib: Option<usize>,
     /// Print transfer statistics to stderr
     #[arg(long, short = 'v')]
     pub verbose: bool,
@@ -96,7 +91,7 @@ impl NetOpts {
         if let Some(d) = &self.cert_dir {
             c.transport.add_cert_dir(d)?;
         }
-        c.chunk_size = self.chunk_mib.max(1) << 20;
+        c.chunk_size = self.chunk_mib.map(|m| m.max(1) << 20);
         Ok(c)
     }
 
@@ -118,9 +113,6 @@ pub struct CopyOpts {
     /// Blobs transferred at once
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
-    /// The store: the global `--root` reaches it through `KILN_ROOT`.
-    #[arg(skip)]
-    pub root: Option<PathBuf>,
 }
 
 impl CopyOpts {
@@ -139,10 +131,9 @@ impl CopyOpts {
         })
     }
 
+    /// The store: the global `--root` reaches us as `KILN_ROOT`.
     fn root(&self) -> PathBuf {
-        self.root
-            .clone()
-            .unwrap_or_else(kiln_image::store::default_root)
+        kiln_image::store::default_root()
     }
 }
 
@@ -247,13 +238,11 @@ fn pull(a: PullArgs) -> Result<()> {
     let r = parse_ref(&a.reference)?;
     let started = Instant::now();
     let client = a.net.client()?;
-    let env = Env {
-        client: &client,
-        store_root: a.copy.root(),
-    };
+    let env = Env::new(&client, a.copy.root());
     let run = || -> Result<kiln_image::Digest> {
-        let src = open_source(&Location::Docker(r.clone()), &env)?;
-        let dst = open_sink(&Location::Store(r.to_string()), &env, None)?;
+        let from = Location::Docker(r.clone());
+        let src = open_source(&from, &env)?;
+        let dst = open_sink(&Location::Store(r.to_string()), &env, Some(&from))?;
         Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(false)?)?.digest)
     };
     let d = run().with_context(|| format!("pull {r}"))?;
@@ -266,13 +255,11 @@ fn push(a: PushArgs) -> Result<()> {
     let dest = parse_ref(a.destination.as_deref().unwrap_or(&a.name))?;
     let started = Instant::now();
     let client = a.net.client()?;
-    let env = Env {
-        client: &client,
-        store_root: a.copy.root(),
-    };
+    let env = Env::new(&client, a.copy.root());
     let run = || -> Result<kiln_image::Digest> {
-        let src = open_source(&Location::Store(a.name.clone()), &env)?;
-        let dst = open_sink(&Location::Docker(dest.clone()), &env, None)?;
+        let from = Location::Store(a.name.clone());
+        let src = open_source(&from, &env)?;
+        let dst = open_sink(&Location::Docker(dest.clone()), &env, Some(&from))?;
         Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(true)?)?.digest)
     };
     let d = run().with_context(|| format!("push {} to {dest}", a.name))?;
@@ -286,17 +273,10 @@ fn copy_cmd(a: CopyArgs) -> Result<()> {
     let dst_loc = Location::parse(&a.destination)?;
     let started = Instant::now();
     let client = a.net.client()?;
-    let env = Env {
-        client: &client,
-        store_root: a.copy.root(),
-    };
+    let env = Env::new(&client, a.copy.root());
     let run = || -> Result<kiln_image::Digest> {
-        let mount_from = match &src_loc {
-            Location::Docker(r) => Some(r),
-            _ => None,
-        };
         let src = open_source(&src_loc, &env)?;
-        let dst = open_sink(&dst_loc, &env, mount_from)?;
+        let dst = open_sink(&dst_loc, &env, Some(&src_loc))?;
         Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(false)?)?.digest)
     };
     let d = run().with_context(|| format!("copy {} to {}", a.source, a.destination))?;

@@ -8,12 +8,15 @@
 //!
 //! It parses and opens; the copying is `kiln_image::transport::copy`.
 
-use std::io::Read;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
-use kiln_image::transport::{self, ImageSink, ImageSource, RawManifest, TransportError};
-use kiln_image::{Descriptor, Digest, Reference, Store};
+use kiln_image::archive::{ArchiveKind, ArchiveSink, DockerArchiveSource, OciArchiveSource};
+use kiln_image::layout::{LayoutSink, LayoutSource};
+use kiln_image::store_io::{StoreSink, StoreSource};
+use kiln_image::transport::{ImageSink, ImageSource};
+use kiln_image::{Reference, Store};
 use kiln_registry::{Client, RegistrySink, RegistrySource};
 
 /// Where an image is, as the user wrote it.
@@ -74,133 +77,95 @@ impl Location {
     }
 }
 
-/// What opening a location needs.
+/// What opening a location needs. The store is opened on first use and
+/// kept, since store sources and sinks borrow it.
 pub struct Env<'a> {
     pub client: &'a Client,
     pub store_root: PathBuf,
+    store: OnceLock<Store>,
 }
 
-pub fn open_source(loc: &Location, env: &Env) -> Result<Box<dyn ImageSource>> {
-    Ok(match loc {
-        Location::Docker(r) => Box::new(RegistrySource::new(env.client, r.clone())),
-        Location::Store(name) => {
-            let store = Store::open(&env.store_root)?;
-            Box::new(StoreSource::new(store, name)?)
+impl<'a> Env<'a> {
+    pub fn new(client: &'a Client, store_root: PathBuf) -> Env<'a> {
+        Env {
+            client,
+            store_root,
+            store: OnceLock::new(),
         }
-        other => bail!("{other:?}: this transport is not available in this build yet"),
+    }
+
+    fn store(&self) -> Result<&Store> {
+        if let Some(s) = self.store.get() {
+            return Ok(s);
+        }
+        let s = super::open_store(&self.store_root)?;
+        Ok(self.store.get_or_init(|| s))
+    }
+}
+
+pub fn open_source<'e>(loc: &Location, env: &'e Env) -> Result<Box<dyn ImageSource + 'e>> {
+    Ok(match loc {
+        // Every sink verifies digests (the ImageSink contract): hashing
+        // each byte once more in the source would only cost CPU.
+        Location::Docker(r) => {
+            Box::new(RegistrySource::new(env.client, r.clone()).verify_blobs(false))
+        }
+        Location::Store(name) => Box::new(StoreSource::new(env.store()?, name)?),
+        Location::Oci { dir, tag } => Box::new(LayoutSource::open(dir, tag.as_deref())?),
+        Location::OciArchive { file, tag } => {
+            Box::new(OciArchiveSource::open(file, tag.as_deref())?)
+        }
+        Location::DockerArchive { file, reference } => {
+            Box::new(DockerArchiveSource::open(file, reference.as_deref())?)
+        }
     })
 }
 
-/// `mount_from`: the source, when it is a registry (blobs are mounted from
-/// it when the destination is on the same registry).
-pub fn open_sink(
+/// `source`: where the image comes from. A registry source on the same
+/// registry lets a registry sink mount blobs instead of uploading them; a
+/// named source names the image in archives that want a name.
+pub fn open_sink<'e>(
     loc: &Location,
-    env: &Env,
-    mount_from: Option<&Reference>,
-) -> Result<Box<dyn ImageSink>> {
+    env: &'e Env,
+    source: Option<&Location>,
+) -> Result<Box<dyn ImageSink + 'e>> {
+    let source_name = match source {
+        Some(Location::Docker(r)) => Some(r.clone()),
+        Some(Location::Store(n)) => Reference::parse(n).ok(),
+        _ => None,
+    };
     Ok(match loc {
         Location::Docker(r) => {
             let mut sink = RegistrySink::new(env.client, r.clone());
-            if let Some(from) = mount_from {
+            if let Some(Location::Docker(from)) = source {
                 sink = sink.mount_from(from);
             }
             Box::new(sink)
         }
         Location::Store(name) => {
-            let store = Store::open(&env.store_root)?;
-            let name = Reference::parse(name)?;
-            Box::new(StoreSink { store, name })
+            Box::new(StoreSink::new(env.store()?, Some(Reference::parse(name)?)))
         }
-        other => bail!("{other:?}: this transport is not available in this build yet"),
-    })
-}
-
-/// The local store read as an image source (until kiln-image's own
-/// `store_io` lands).
-pub struct StoreSource {
-    store: Store,
-    top: Descriptor,
-}
-
-impl StoreSource {
-    pub fn new(store: Store, name: &str) -> Result<StoreSource> {
-        let top = store.resolve(name)?;
-        Ok(StoreSource { store, top })
-    }
-
-    fn raw(&self, digest: &Digest, media_type: Option<&str>) -> transport::Result<RawManifest> {
-        let bytes = self.store.read_blob(digest)?;
-        let media_type = match media_type {
-            Some(t) => t.to_string(),
-            None => match RawManifest::new("", bytes.clone()).parse()? {
-                kiln_image::AnyManifest::Manifest(m) => m
-                    .media_type
-                    .unwrap_or_else(|| kiln_image::media::OCI_MANIFEST.into()),
-                kiln_image::AnyManifest::Index(i) => i
-                    .media_type
-                    .unwrap_or_else(|| kiln_image::media::OCI_INDEX.into()),
+        Location::Oci { dir, tag } => Box::new(
+            LayoutSink::create(dir, tag.as_deref())?
+                .with_image_name(source_name.map(|r| r.to_string())),
+        ),
+        Location::OciArchive { file, tag } => Box::new(ArchiveSink::create(
+            file,
+            ArchiveKind::Oci {
+                tag: tag.clone(),
+                image_name: source_name.map(|r| r.to_string()),
             },
-        };
-        Ok(RawManifest {
-            media_type,
-            digest: digest.clone(),
-            bytes,
-        })
-    }
-}
-
-impl ImageSource for StoreSource {
-    fn top(&self) -> transport::Result<RawManifest> {
-        self.raw(&self.top.digest, Some(&self.top.media_type))
-    }
-
-    fn manifest(&self, digest: &Digest) -> transport::Result<RawManifest> {
-        self.raw(digest, None)
-    }
-
-    fn blob(&self, desc: &Descriptor) -> transport::Result<Box<dyn Read + Send + '_>> {
-        Ok(Box::new(self.store.open_blob(&desc.digest)?))
-    }
-}
-
-/// The local store as an image sink: blobs verified on commit, the top
-/// manifest tagged with `name`.
-pub struct StoreSink {
-    store: Store,
-    name: Reference,
-}
-
-impl ImageSink for StoreSink {
-    fn has_blob(&self, desc: &Descriptor) -> transport::Result<bool> {
-        Ok(self.store.has_blob(&desc.digest))
-    }
-
-    fn put_blob(&self, desc: &Descriptor, data: &mut dyn Read) -> transport::Result<()> {
-        let mut w = self.store.blob_writer()?;
-        std::io::copy(data, &mut w).map_err(|e| {
-            match e.downcast::<kiln_registry::RegistryError>() {
-                Ok(inner) => TransportError::Other(Box::new(inner)),
-                Err(e) => TransportError::Io {
-                    context: format!("copy blob {}", desc.digest),
-                    source: e,
-                },
-            }
-        })?;
-        w.commit(Some(&desc.digest))?;
-        Ok(())
-    }
-
-    fn put_manifest(&self, raw: &RawManifest, top: bool) -> transport::Result<()> {
-        let d = self.store.put_blob(&raw.bytes)?;
-        if d != raw.digest {
-            return Err(TransportError::Invalid(format!(
-                "manifest {} hashes to {d}",
-                raw.digest
-            )));
+        )?),
+        Location::DockerArchive { file, reference } => {
+            let repo_tags = match (reference, source_name) {
+                (Some(r), _) => vec![Reference::parse(r)?.familiar()],
+                (None, Some(r)) if r.tag().is_some() => vec![r.familiar()],
+                _ => Vec::new(),
+            };
+            Box::new(ArchiveSink::create(
+                file,
+                ArchiveKind::Docker { repo_tags },
+            )?)
         }
-        if top {
-            self.store.tag(&self.name, &raw.descriptor())?;
-        }
-        Ok(())
-    }
+    })
 }
