@@ -674,10 +674,10 @@ fn convert_run(ins: &Parsed, form: &CommandForm, ctx: &mut Ctx<'_>) -> Option<In
         }
     }
     for p in crate::scope::PROXY_ARGS {
-        if let Some(v) = ctx.opts.build_args.get(*p) {
-            if !ctx.scope.is_declared(p) {
-                env.push(Var::new(p, v));
-            }
+        if let Some(v) = ctx.opts.build_args.get(*p)
+            && !ctx.scope.is_declared(p)
+        {
+            env.push(Var::new(p, v));
         }
     }
     let mut created_by = String::from("RUN ");
@@ -720,20 +720,20 @@ fn convert_copy(
     let mut heredocs = ins.heredocs.iter();
     let mut sources = Vec::new();
     for w in &words[..words.len() - 1] {
-        if crate::words::heredoc_marker(&w.text).is_some() {
-            if let Some(h) = heredocs.next() {
-                let content = if h.expand {
-                    ctx.run_expand(&h.content, &h.span, true)?.value
-                } else {
-                    h.content.clone()
-                };
-                sources.push(Source::Heredoc(HeredocFile {
-                    name: h.name.clone(),
-                    content,
-                    expand: h.expand,
-                }));
-                continue;
-            }
+        if crate::words::heredoc_marker(&w.text).is_some()
+            && let Some(h) = heredocs.next()
+        {
+            let content = if h.expand {
+                ctx.run_expand(&h.content, &h.span, true)?.value
+            } else {
+                h.content.clone()
+            };
+            sources.push(Source::Heredoc(HeredocFile {
+                name: h.name.clone(),
+                content,
+                expand: h.expand,
+            }));
+            continue;
         }
         sources.push(Source::Path {
             path: ctx.word(&w.text, &w.span)?,

@@ -330,7 +330,7 @@ pub fn apply_check_config(diags: Vec<Diag>, check: Option<&str>, _src: &Source) 
     let skip_all = c.skip.iter().any(|s| s.eq_ignore_ascii_case("all"));
     diags
         .into_iter()
-        .filter(|d| d.is_error() || !(skip_all || c.skip.iter().any(|s| *s == d.code)))
+        .filter(|d| d.is_error() || !(skip_all || c.skip.contains(&d.code)))
         .map(|mut d| {
             if c.error && d.severity == Severity::Warning {
                 d.severity = Severity::Error;
@@ -351,6 +351,6 @@ mod tests {
         let c = parse_check("skip=JSONArgsRecommended,StageNameCasing;error=true");
         assert_eq!(c.skip, ["JSONArgsRecommended", "StageNameCasing"]);
         assert!(c.error);
-        assert_eq!(parse_check("error=false").error, false);
+        assert!(!parse_check("error=false").error);
     }
 }

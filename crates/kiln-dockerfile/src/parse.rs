@@ -666,14 +666,15 @@ impl<'a> Parser<'a> {
             };
             match kind {
                 FlagKind::Bool => {
-                    if let Some(v) = &f.value {
-                        if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
-                            return Err(self.err(
-                                "bad-flag",
-                                format!("expecting boolean value for flag --{}, not: {v}", f.name),
-                                f.span.clone(),
-                            ));
-                        }
+                    if let Some(v) = &f.value
+                        && !v.eq_ignore_ascii_case("true")
+                        && !v.eq_ignore_ascii_case("false")
+                    {
+                        return Err(self.err(
+                            "bad-flag",
+                            format!("expecting boolean value for flag --{}, not: {v}", f.name),
+                            f.span.clone(),
+                        ));
                     }
                 }
                 FlagKind::Str | FlagKind::Multi => {
@@ -904,10 +905,10 @@ impl<'a> Parser<'a> {
             let mut rest = t;
             while let Some(i) = rest.find(['"', '\'']) {
                 let after = rest[i + 1..].trim_start();
-                if let Some(r) = after.strip_prefix(',') {
-                    if r.trim_start().starts_with(['"', '\'']) {
-                        return true;
-                    }
+                if let Some(r) = after.strip_prefix(',')
+                    && r.trim_start().starts_with(['"', '\''])
+                {
+                    return true;
                 }
                 rest = &rest[i + 1..];
             }

@@ -31,7 +31,7 @@ pub struct ImageInfo {
 }
 
 /// Inputs of [`resolve`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ResolveOptions {
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
@@ -46,19 +46,6 @@ pub struct ResolveOptions {
     /// Image configs already known, keyed by the reference as written in
     /// FROM (after expansion). Resolve once without, fetch, resolve again.
     pub images: BTreeMap<String, ImageInfo>,
-}
-
-impl Default for ResolveOptions {
-    fn default() -> Self {
-        ResolveOptions {
-            build_args: BTreeMap::new(),
-            target: None,
-            build_platform: Platform::default(),
-            target_platform: Platform::default(),
-            named_contexts: BTreeSet::new(),
-            images: BTreeMap::new(),
-        }
-    }
 }
 
 /// A stage's base.

@@ -139,14 +139,14 @@ pub fn split_keep_quotes(rest: &str, escape: char) -> Vec<Word> {
             }
         }
     }
-    if let Some(s) = start {
-        if blank_ok || !word.is_empty() {
-            words.push(Word {
-                text: word,
-                start: s,
-                end: rest.len(),
-            });
-        }
+    if let Some(s) = start
+        && (blank_ok || !word.is_empty())
+    {
+        words.push(Word {
+            text: word,
+            start: s,
+            end: rest.len(),
+        });
     }
     words
 }
