@@ -589,13 +589,12 @@ fn replace(p: &Glob, v: &str, r: &str, all: bool) -> String {
     let mut i = 0;
     let mut done = false;
     while i < s.len() {
-        if !done
-            && let Some(len) = pick(&p.match_ends(&s[i..]), true).filter(|&l| l > 0) {
-                out.push_str(r);
-                i += len;
-                done = !all;
-                continue;
-            }
+        if !done && let Some(len) = pick(&p.match_ends(&s[i..]), true).filter(|&l| l > 0) {
+            out.push_str(r);
+            i += len;
+            done = !all;
+            continue;
+        }
         out.push(s[i]);
         i += 1;
     }
