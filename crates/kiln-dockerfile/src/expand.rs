@@ -52,8 +52,9 @@ pub fn expand(text: &str, escape: char, env: Lookup<'_>) -> Result<Expansion, Ex
     })
 }
 
-/// Expands heredoc content: only `$` forms and escapes of `$` and the escape
-/// character are special; quotes are literal, like a shell heredoc.
+/// Expands COPY/ADD heredoc content like BuildKit's raw expansion: `$`
+/// forms are expanded and the escape character works as usual (`\$V` is a
+/// literal `$V`, `\x` is `x`), but quotes are kept literally.
 pub fn expand_heredoc(text: &str, escape: char, env: Lookup<'_>) -> Result<Expansion, ExpandError> {
     let mut lx = Lexer::new(text, escape, env, true);
     let (value, _) = lx.process_stop_on(&[], false)?;
@@ -224,9 +225,6 @@ impl<'a> Lexer<'a> {
                 c if c == self.escape => {
                     self.next();
                     let Some(n) = self.next() else { break };
-                    if self.heredoc && n != '$' && n != self.escape {
-                        out.push(c);
-                    }
                     if raw_escapes {
                         out.push('\\');
                     }

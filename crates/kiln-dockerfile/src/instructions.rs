@@ -634,8 +634,7 @@ fn convert_run(ins: &Parsed, form: &CommandForm, ctx: &mut Ctx<'_>) -> Option<In
     let mut argv = argv_of(form, &ctx.shell);
     let mut script_file = None;
     if let (CommandForm::Shell(text), Some(first)) = (form, heredocs.first()) {
-        let only_marker =
-            crate::words::heredoc_marker(text.trim()).is_some() && heredocs.len() == 1;
+        let only_marker = crate::words::is_only_heredoc(text) && heredocs.len() == 1;
         if only_marker && first.content.starts_with("#!") {
             let path = format!("/dev/pipes/{}", first.name);
             script_file = Some(ScriptFile {
@@ -719,10 +718,18 @@ fn convert_copy(
     }
     let mut heredocs = ins.heredocs.iter();
     let mut sources = Vec::new();
-    for w in &words[..words.len() - 1] {
-        if crate::words::heredoc_marker(&w.text).is_some()
+    let srcs = &words[..words.len() - 1];
+    let mut k = 0;
+    while k < srcs.len() {
+        let w = &srcs[k];
+        k += 1;
+        let bare = crate::words::is_bare_marker(&w.text) && k < srcs.len();
+        if (bare || crate::words::heredoc_marker(&w.text).is_some())
             && let Some(h) = heredocs.next()
         {
+            if bare {
+                k += 1; // `<< EOF`: the delimiter is the next word
+            }
             let content = if h.expand {
                 ctx.run_expand(&h.content, &h.span, true)?.value
             } else {

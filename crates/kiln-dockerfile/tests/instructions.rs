@@ -1001,3 +1001,23 @@ fn child_stage_inherits_args() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn heredoc_spacing_and_escapes() {
+    // `<< EOF` (space) is accepted by BuildKit >= 0.22.
+    let c = copy("FROM scratch\nCOPY << EOF /x\nhi\nEOF\n");
+    assert_eq!(
+        c.sources,
+        vec![Source::Heredoc(HeredocFile {
+            name: "EOF".into(),
+            content: "hi\n".into(),
+            expand: true
+        })]
+    );
+    assert_eq!(c.dest, "/x");
+    let r = run("FROM scratch\nRUN << EOF\necho hi\nEOF\n");
+    assert_eq!(r.argv, s(&["/bin/sh", "-c", "echo hi\n"]));
+    // COPY heredoc bodies keep quotes; escapes follow the usual rules.
+    let c = copy("FROM scratch\nARG V=x\nCOPY <<EOF /f\n\"$V\" '$V' \\$V a\\b\nEOF\n");
+    assert!(matches!(&c.sources[0], Source::Heredoc(h) if h.content == "\"x\" 'x' $V ab\n"));
+}
