@@ -255,13 +255,14 @@ pub fn heredoc_markers(args: &str) -> Vec<HeredocMarker> {
     let mut i = 0;
     while i < words.len() {
         let w = &words[i].text;
-        if is_bare_marker(w) && i + 1 < words.len() {
-            if let Some(mut m) = heredoc_marker(&format!("{w}{}", words[i + 1].text)) {
-                m.word = w.clone();
-                out.push(m);
-                i += 2;
-                continue;
-            }
+        if is_bare_marker(w)
+            && i + 1 < words.len()
+            && let Some(mut m) = heredoc_marker(&format!("{w}{}", words[i + 1].text))
+        {
+            m.word = w.clone();
+            out.push(m);
+            i += 2;
+            continue;
         }
         if let Some(m) = heredoc_marker(w) {
             out.push(m);
