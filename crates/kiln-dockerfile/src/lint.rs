@@ -126,6 +126,33 @@ pub(crate) fn secrets_in(src: &Source, kind: &str, key: &str, span: &Span) -> Op
     })
 }
 
+/// A `--from` value that is not a stage but is one or two edits away from a
+/// stage name: BuildKit would pull it as an image, which is rarely meant.
+pub(crate) fn near_stage(
+    src: &Source,
+    name: &str,
+    stages: &[Option<String>],
+    span: &Span,
+) -> Option<Diag> {
+    let lower = name.to_ascii_lowercase();
+    let best = stages
+        .iter()
+        .flatten()
+        .filter(|s| close(s, &lower))
+        .min_by_key(|s| distance(s, &lower))?;
+    Some(
+        warn(
+            "FromNotAStage",
+            format!(
+                "'{name}' is not a stage of this Dockerfile and will be used as an image reference"
+            ),
+            src,
+            span.clone(),
+        )
+        .with_help(format!("did you mean stage '{best}'?")),
+    )
+}
+
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();

@@ -213,6 +213,9 @@ impl Ctx<'_> {
             self.diags.push(d);
             return None;
         }
+        if let Some(d) = lint::near_stage(self.src, name, self.stage_names, span) {
+            self.diags.push(d);
+        }
         Some(FromRef::Image {
             reference: name.to_string(),
         })

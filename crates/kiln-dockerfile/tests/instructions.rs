@@ -1021,3 +1021,17 @@ fn heredoc_spacing_and_escapes() {
     let c = copy("FROM scratch\nARG V=x\nCOPY <<EOF /f\n\"$V\" '$V' \\$V a\\b\nEOF\n");
     assert!(matches!(&c.sources[0], Source::Heredoc(h) if h.content == "\"x\" 'x' $V ab\n"));
 }
+
+#[test]
+fn from_typo_warns() {
+    let w = diags("FROM alpine AS builder\nFROM scratch\nCOPY --from=buidler /a /a\n");
+    let d = w
+        .iter()
+        .find(|d| d.code == "FromNotAStage")
+        .expect("warning");
+    assert_eq!(d.help.as_deref(), Some("did you mean stage 'builder'?"));
+    assert!(
+        !warnings("FROM alpine AS builder\nFROM scratch\nCOPY --from=nginx /a /a\n")
+            .contains(&"FromNotAStage".into())
+    );
+}
