@@ -63,6 +63,7 @@
 //! * Without an [`stage::ImageInfo`] for a base image, its ENV is unknown:
 //!   references resolve to empty and `UndefinedVar` is not reported.
 
+mod convert;
 pub mod diag;
 pub mod expand;
 pub mod ignore;
@@ -72,6 +73,7 @@ pub mod mount;
 pub mod parse;
 pub mod scope;
 pub mod stage;
+mod syntax;
 pub mod words;
 
 pub use diag::{Diag, Diagnostics, Severity, Span};

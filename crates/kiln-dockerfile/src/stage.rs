@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::convert;
 use crate::diag::{Diag, Diagnostics, Source, Span};
 use crate::expand;
-use crate::instructions::{self, ArgValue, FromRef, Resolved, Var};
+use crate::instructions::{ArgValue, FromRef, Resolved, Var};
 use crate::lint;
 use crate::parse::{Args, Dockerfile, Instruction as Parsed, Keyword};
 use crate::scope::{self, Platform, Scope};
@@ -717,7 +718,7 @@ fn resolve_stage(
         match crate::parse::parse_onbuild_triggers(&triggers) {
             Ok(list) => {
                 for t in &list {
-                    if let Some(instr) = instructions::convert(t, &mut ctx) {
+                    if let Some(instr) = convert::convert(t, &mut ctx) {
                         instructions.push(Resolved {
                             instr,
                             original: t.original.clone(),
@@ -741,7 +742,7 @@ fn resolve_stage(
         }
     }
     for ins in body {
-        if let Some(instr) = instructions::convert(ins, &mut ctx) {
+        if let Some(instr) = convert::convert(ins, &mut ctx) {
             instructions.push(Resolved {
                 instr,
                 original: ins.original.clone(),
