@@ -145,10 +145,11 @@ pub(crate) fn convert(ins: &Parsed, ctx: &mut Ctx<'_>) -> Option<Instr> {
                     Some(v.clone())
                 } else if let Some(d) = &p.value {
                     Some(ctx.word(d, &p.span)?)
-                } else if let Some(g) = ctx.global.iter().rev().find(|(k, _)| *k == p.key) {
-                    g.1.clone()
                 } else {
-                    ctx.platform_args.get(&p.key).cloned()
+                    let global = ctx.global.iter().rev().find(|(k, _)| *k == p.key);
+                    global
+                        .and_then(|g| g.1.clone())
+                        .or_else(|| ctx.platform_args.get(&p.key).cloned())
                 };
                 ctx.consumed.insert(p.key.clone());
                 ctx.diags

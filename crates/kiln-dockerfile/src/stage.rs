@@ -324,7 +324,9 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<ResolvedBuild, 
                     }
                 }
             } else {
-                None
+                // `ARG TARGETPLATFORM` without a default keeps the
+                // automatic value.
+                platform_args.get(&p.key).cloned()
             };
             diags.extend(lint::secrets_in(src, "ARG", &p.key, &ins.span));
             global.retain(|(k, _)| *k != p.key);

@@ -1035,3 +1035,15 @@ fn from_typo_warns() {
             .contains(&"FromNotAStage".into())
     );
 }
+
+#[test]
+fn platform_args_declared_globally() {
+    let b = build("ARG TARGETARCH\nFROM alpine:$TARGETARCH\nARG TARGETARCH\nENV A=$TARGETARCH\n");
+    assert_eq!(
+        b.stages[0].base,
+        Base::Image {
+            reference: "alpine:amd64".into()
+        }
+    );
+    assert!(b.stages[0].env.contains(&Var::new("A", "amd64")));
+}
