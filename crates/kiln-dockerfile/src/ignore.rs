@@ -33,10 +33,34 @@ enum Kind {
 }
 
 #[derive(Debug, Clone)]
+enum Component {
+    Literal(String),
+    Glob(Regex),
+}
+
+impl Component {
+    fn new(pat: &str) -> Component {
+        match compile_pattern(pat) {
+            Ok((Kind::Regexp, Some(re))) => Component::Glob(re),
+            _ => Component::Literal(pat.to_string()),
+        }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Component::Literal(l) => l == name,
+            Component::Glob(re) => re.is_match(name),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Pattern {
     exclusion: bool,
     cleaned: String,
-    dirs: Vec<String>,
+    /// Per path component, for exclusions without `**`: compiled once
+    /// because walkers ask `may_reinclude_under` for every directory.
+    dirs: Vec<Component>,
     kind: Kind,
     re: Option<Regex>,
 }
@@ -147,9 +171,14 @@ impl Matcher {
             }
             let (kind, re) =
                 compile_pattern(&p).map_err(|message| IgnoreError { line, message })?;
+            let dirs = if exclusion && !p.contains("**") {
+                p.split('/').map(Component::new).collect()
+            } else {
+                Vec::new()
+            };
             patterns.push(Pattern {
                 exclusion,
-                dirs: p.split('/').map(str::to_string).collect(),
+                dirs,
                 cleaned: p,
                 kind,
                 re,
@@ -203,25 +232,13 @@ impl Matcher {
             if p.cleaned.contains("**") {
                 return true;
             }
-            p.dirs
-                .iter()
-                .zip(&comps)
-                .all(|(pc, dc)| component_matches(pc, dc))
+            p.dirs.iter().zip(&comps).all(|(pc, dc)| pc.matches(dc))
         })
     }
 
     /// True if there are no patterns.
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
-    }
-}
-
-/// Matches one path component against one pattern component.
-fn component_matches(pat: &str, name: &str) -> bool {
-    match compile_pattern(pat) {
-        Ok((Kind::Regexp, Some(re))) => re.is_match(name),
-        Ok(_) => pat == name || pat.replace('\\', "") == name,
-        Err(_) => true,
     }
 }
 

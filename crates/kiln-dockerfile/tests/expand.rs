@@ -172,3 +172,25 @@ fn heredoc_expansion_keeps_quotes() {
     let r = kiln_dockerfile::expand::expand_heredoc("echo \"$V\" '$V' \\$V\n", '\\', &env).unwrap();
     assert_eq!(r.value, "echo \"value\" 'value' $V\n");
 }
+
+#[test]
+fn pattern_edge_cases() {
+    let cases: &[(&str, &str)] = &[
+        ("${R#*}", "foo-foo-bar"),
+        ("${R##*}", ""),
+        ("${R%*}", "foo-foo-bar"),
+        ("${R%%*}", ""),
+        ("${R#[!f]*}", "foo-foo-bar"),
+        ("${R#[^x]}", "oo-foo-bar"),
+        ("${R%[a-z]}", "foo-foo-ba"),
+        ("${R//[-]/_}", "foo_foo_bar"),
+        ("${R/#foo/x}", "foo-foo-bar"), // `#` anchors are not supported: literal
+        ("${R//?/.}", "..........."),
+        ("${R/*/all}", "all"),
+        ("${R/[/x}", "foo-foo-bar"),
+        ("${P##*[/]}", "tool.tar.gz"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(x(input).unwrap(), *want, "{input}");
+    }
+}

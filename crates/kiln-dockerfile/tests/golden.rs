@@ -14,8 +14,10 @@ fn resolve_file(name: &str, opts: &ResolveOptions) -> serde_json::Value {
 
 #[test]
 fn go_multistage() {
-    let mut o = ResolveOptions::default();
-    o.target_platform = "linux/arm64".parse().unwrap();
+    let mut o = ResolveOptions {
+        target_platform: "linux/arm64".parse().unwrap(),
+        ..Default::default()
+    };
     o.build_args.insert("VERSION".into(), "1.4.2".into());
     o.target = Some("final".into());
     insta::assert_json_snapshot!("go_final_arm64", resolve_file("go.Dockerfile", &o));

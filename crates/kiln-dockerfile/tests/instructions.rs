@@ -1001,3 +1001,49 @@ fn child_stage_inherits_args() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn heredoc_spacing_and_escapes() {
+    // `<< EOF` (space) is accepted by BuildKit >= 0.22.
+    let c = copy("FROM scratch\nCOPY << EOF /x\nhi\nEOF\n");
+    assert_eq!(
+        c.sources,
+        vec![Source::Heredoc(HeredocFile {
+            name: "EOF".into(),
+            content: "hi\n".into(),
+            expand: true
+        })]
+    );
+    assert_eq!(c.dest, "/x");
+    let r = run("FROM scratch\nRUN << EOF\necho hi\nEOF\n");
+    assert_eq!(r.argv, s(&["/bin/sh", "-c", "echo hi\n"]));
+    // COPY heredoc bodies keep quotes; escapes follow the usual rules.
+    let c = copy("FROM scratch\nARG V=x\nCOPY <<EOF /f\n\"$V\" '$V' \\$V a\\b\nEOF\n");
+    assert!(matches!(&c.sources[0], Source::Heredoc(h) if h.content == "\"x\" 'x' $V ab\n"));
+}
+
+#[test]
+fn from_typo_warns() {
+    let w = diags("FROM alpine AS builder\nFROM scratch\nCOPY --from=buidler /a /a\n");
+    let d = w
+        .iter()
+        .find(|d| d.code == "FromNotAStage")
+        .expect("warning");
+    assert_eq!(d.help.as_deref(), Some("did you mean stage 'builder'?"));
+    assert!(
+        !warnings("FROM alpine AS builder\nFROM scratch\nCOPY --from=nginx /a /a\n")
+            .contains(&"FromNotAStage".into())
+    );
+}
+
+#[test]
+fn platform_args_declared_globally() {
+    let b = build("ARG TARGETARCH\nFROM alpine:$TARGETARCH\nARG TARGETARCH\nENV A=$TARGETARCH\n");
+    assert_eq!(
+        b.stages[0].base,
+        Base::Image {
+            reference: "alpine:amd64".into()
+        }
+    );
+    assert!(b.stages[0].env.contains(&Var::new("A", "amd64")));
+}

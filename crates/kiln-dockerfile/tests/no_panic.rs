@@ -130,9 +130,7 @@ proptest! {
     #[test]
     fn check_never_panics_and_locates_findings(text in dockerfile(), a in args(), target in prop::option::of("[a-c0-2]")) {
         let lines = text.matches('\n').count() + 1;
-        let mut o = ResolveOptions::default();
-        o.build_args = a.into_iter().collect();
-        o.target = target;
+        let o = ResolveOptions { build_args: a.into_iter().collect(), target, ..Default::default() };
         let (df, errors) = parse_partial("Dockerfile", &text);
         let mut all = errors;
         match resolve(&df, &o) {

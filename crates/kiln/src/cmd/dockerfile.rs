@@ -179,3 +179,62 @@ fn print(c: &Common) -> anyhow::Result<i32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(args: &[&str]) -> Common {
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(subcommand)]
+            cmd: DockerfileCmd,
+        }
+        let mut argv = vec!["t", "print"];
+        argv.extend_from_slice(args);
+        match <T as clap::Parser>::parse_from(argv).cmd {
+            DockerfileCmd::Print(c) | DockerfileCmd::Check(c) => c,
+        }
+    }
+
+    #[test]
+    fn options_from_flags() {
+        let c = common(&[
+            "--build-arg",
+            "A=1",
+            "--build-arg",
+            "B=x=y",
+            "--target",
+            "t",
+            "--platform",
+            "linux/arm64",
+            "--build-context",
+            "ctx=../x",
+        ]);
+        assert_eq!(c.file, "Dockerfile");
+        let o = options(&c).unwrap();
+        assert_eq!(o.build_args.get("A").map(String::as_str), Some("1"));
+        assert_eq!(o.build_args.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(o.target.as_deref(), Some("t"));
+        assert_eq!(o.target_platform.to_string(), "linux/arm64");
+        assert!(o.named_contexts.contains("ctx"));
+        assert!(options(&common(&["--platform", "bogus"])).is_err());
+    }
+
+    #[test]
+    fn check_and_print_exit_codes() {
+        let dir = std::env::temp_dir().join(format!("kiln-df-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.Dockerfile");
+        std::fs::write(&good, "FROM alpine\nCMD [\"sh\"]\n").unwrap();
+        let bad = dir.join("bad.Dockerfile");
+        std::fs::write(&bad, "FROM alpine\nRUNN x\n").unwrap();
+        let f = |p: &std::path::Path| common(&["-f", p.to_str().unwrap()]);
+        assert_eq!(check(&f(&good)).unwrap(), 0);
+        assert_eq!(check(&f(&bad)).unwrap(), 1);
+        assert_eq!(print(&f(&good)).unwrap(), 0);
+        assert_eq!(print(&f(&bad)).unwrap(), 1);
+        assert!(check(&f(&dir.join("missing"))).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
