@@ -148,7 +148,16 @@ impl<'a> Lexer<'a> {
     }
 
     fn get(&mut self, name: &str) -> Option<String> {
+        self.get_tracked(name, true)
+    }
+
+    /// `report_unset` is false for forms that handle unset themselves
+    /// (`${V:-w}`, `${V+w}`, `${V?m}`): those are not "undefined" uses.
+    fn get_tracked(&mut self, name: &str, report_unset: bool) -> Option<String> {
         let v = (self.env)(name);
+        if v.is_none() && !report_unset {
+            return v;
+        }
         let list = if v.is_some() {
             &mut self.used
         } else {
@@ -185,9 +194,6 @@ impl<'a> Lexer<'a> {
             match c {
                 '\'' if !self.heredoc => {
                     self.next();
-                    if raw_escapes {
-                        out.push('\'');
-                    }
                     words.in_word = true;
                     loop {
                         match self.next() {
@@ -203,9 +209,6 @@ impl<'a> Lexer<'a> {
                                 words.add_raw_char(ch);
                             }
                         }
-                    }
-                    if raw_escapes {
-                        out.push('\'');
                     }
                 }
                 '"' if !self.heredoc => {
@@ -347,7 +350,7 @@ impl<'a> Lexer<'a> {
                 }
                 let pattern_op = op == '#' || op == '%';
                 let (mut word, _) = self.process_stop_on(&['}'], pattern_op)?;
-                let value = self.get(&name);
+                let value = self.get_tracked(&name, pattern_op);
                 let empty = value
                     .as_deref()
                     .is_none_or(|v| null_is_unset && v.is_empty());

@@ -25,7 +25,8 @@ pub struct Var {
 }
 
 impl Var {
-    pub(crate) fn new(k: &str, v: &str) -> Self {
+    /// Builds a pair.
+    pub fn new(k: &str, v: &str) -> Self {
         Var {
             key: k.to_string(),
             value: v.to_string(),

@@ -4,6 +4,7 @@
 
 pub mod diag;
 pub mod expand;
+pub mod ignore;
 pub mod instructions;
 pub mod lint;
 pub mod mount;
@@ -13,5 +14,5 @@ pub mod stage;
 pub mod words;
 
 pub use diag::{Diag, Diagnostics, Severity, Span};
-pub use parse::{Dockerfile, parse, parse_onbuild_triggers};
+pub use parse::{Dockerfile, parse, parse_onbuild_triggers, parse_partial};
 pub use stage::{ResolveOptions, ResolvedBuild, resolve};

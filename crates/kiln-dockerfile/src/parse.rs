@@ -330,6 +330,20 @@ struct Parser<'a> {
 /// Errors are collected (one per broken instruction) so `check` can report
 /// them all; warnings found by the reader are in [`Dockerfile::warnings`].
 pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
+    let (df, errors) = parse_partial(name, text);
+    if errors.is_empty() {
+        return Ok(df);
+    }
+    let mut d = Diagnostics { items: errors };
+    d.items.extend(df.warnings);
+    d.sort();
+    Err(d)
+}
+
+/// Like [`parse`] but never fails: broken instructions are left out of the
+/// returned file and their errors returned beside it, so a checker can
+/// still resolve and lint the rest.
+pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diag>) {
     let src = Source::new(name, text);
     let (body, base) = match text.strip_prefix('\u{feff}') {
         Some(b) => (b, 3),
@@ -351,17 +365,16 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
         }
     }
     check_order(&p.src, &instructions, &mut p.diags);
-    if p.diags.has_errors() {
-        p.diags.sort();
-        return Err(p.diags);
-    }
-    Ok(Dockerfile {
+    let (errors, warnings): (Vec<Diag>, Vec<Diag>) =
+        p.diags.items.into_iter().partition(Diag::is_error);
+    let df = Dockerfile {
         name: name.to_string(),
         directives,
         instructions,
-        warnings: p.diags.items,
+        warnings,
         source: p.src,
-    })
+    };
+    (df, errors)
 }
 
 /// Instructions other than ARG need a stage; a file needs at least one.
@@ -885,8 +898,22 @@ impl<'a> Parser<'a> {
     /// the text is clearly meant as JSON (`["...` ... `]`) we report it.
     fn intended_json(&self, a: &str, span: &Span) -> Result<(), Box<Diag>> {
         let t = a.trim();
-        let after = t.strip_prefix('[').map(str::trim_start);
-        if after.is_some_and(|r| r.starts_with('"')) && t.ends_with(']') {
+        // `["` can't start a shell command; `[ "$a" = "b" ]` can, so with a
+        // space we also want a `", "` separator.
+        let comma_sep = || {
+            let mut rest = t;
+            while let Some(i) = rest.find(['"', '\'']) {
+                let after = rest[i + 1..].trim_start();
+                if let Some(r) = after.strip_prefix(',') {
+                    if r.trim_start().starts_with(['"', '\'']) {
+                        return true;
+                    }
+                }
+                rest = &rest[i + 1..];
+            }
+            false
+        };
+        if t.starts_with("[\"") || t.starts_with("['") || (t.starts_with('[') && comma_sep()) {
             let detail = serde_json::from_str::<Vec<String>>(t)
                 .err()
                 .map(|e| e.to_string())

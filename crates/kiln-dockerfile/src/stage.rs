@@ -287,6 +287,8 @@ struct StageOut {
     shell: Vec<String>,
     onbuild: Vec<String>,
     scope_env: Vec<(String, String)>,
+    scope_args: Vec<(String, Option<String>)>,
+    workdir_set: bool,
     env_known: bool,
 }
 
@@ -664,11 +666,16 @@ fn resolve_stage(
     let mut workdir = "/".to_string();
     let mut triggers: Vec<String> = Vec::new();
     let mut env_known = true;
+    let mut workdir_set = false;
     let mut deps = Vec::new();
     match &base {
         Base::Stage { index: j } => {
             let p = &prev[*j];
+            // BuildKit carries the parent's declared ARGs (and whether a
+            // WORKDIR was set) into a stage built FROM it.
             scope.env = p.scope_env.clone();
+            scope.args = p.scope_args.clone();
+            workdir_set = p.workdir_set;
             shell = p.shell.clone();
             workdir = p.stage.workdir.clone();
             triggers = p.onbuild.clone();
@@ -707,7 +714,7 @@ fn resolve_stage(
         scope,
         shell,
         workdir,
-        workdir_set: false,
+        workdir_set,
         onbuild: Vec::new(),
         env_known,
         ssh_count: 0,
@@ -779,6 +786,8 @@ fn resolve_stage(
         shell: ctx.shell,
         onbuild: ctx.onbuild,
         scope_env: ctx.scope.env,
+        scope_args: ctx.scope.args,
+        workdir_set: ctx.workdir_set,
         env_known: ctx.env_known,
     }
 }

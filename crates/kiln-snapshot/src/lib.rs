@@ -15,10 +15,12 @@
 
 mod diff;
 mod layers;
+mod lookup;
 mod stat_index;
 
 pub use diff::{diff_copy, diff_upper};
 pub use layers::{Container, Mode, Snapshots};
+pub use lookup::lookup;
 pub use stat_index::StatIndex;
 
 use std::path::PathBuf;
