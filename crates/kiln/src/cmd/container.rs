@@ -215,7 +215,9 @@ fn run_in(
         .iter()
         .map(|m| parse_mount(store, m))
         .collect::<anyhow::Result<_>>()?;
-    let sandbox = Sandbox::new(isolation)?;
+    let mut sandbox = Sandbox::new(isolation)?;
+    // SIGTERM or Ctrl-C to kiln reaches the command, as with docker run.
+    sandbox.forward_signals(true);
     let status = sandbox
         .run(&spec)
         .with_context(|| format!("run in {}", a.image))?;
