@@ -97,6 +97,9 @@ impl Context {
     /// resolves outside the context (through `..` or a symlink).
     pub fn host_path(&self, rel: &str) -> Result<PathBuf, BuildError> {
         let clean = clean_rel(rel)?;
+        if clean.is_empty() {
+            return Ok(self.root.clone());
+        }
         let p = self.root.join(&clean);
         if let Some(parent) = p.parent()
             && let Ok(real) = fs::canonicalize(parent)
@@ -155,7 +158,7 @@ impl Context {
             if let Ok(meta) = fs::symlink_metadata(&p)
                 && !self.is_ignored(&clean)
             {
-                out.push(ContextEntry { rel: clean, meta });
+                out.push(self.follow(ContextEntry { rel: clean, meta })?);
             }
             return Ok(out);
         }
@@ -203,9 +206,29 @@ impl Context {
             }
             let meta = fs::symlink_metadata(self.host_path(&rel)?)
                 .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
-            out.push(ContextEntry { rel, meta });
+            out.push(self.follow(ContextEntry { rel, meta })?);
         }
         Ok(out)
+    }
+
+    /// A source named directly that is a symlink is copied as what it
+    /// points to, as BuildKit does, provided that stays in the context.
+    fn follow(&self, e: ContextEntry) -> Result<ContextEntry, BuildError> {
+        if !e.meta.file_type().is_symlink() {
+            return Ok(e);
+        }
+        let real = fs::canonicalize(self.root.join(&e.rel))
+            .map_err(|err| BuildError::Context(format!("{}: {err}", e.rel)))?;
+        let rel = real
+            .strip_prefix(&self.root)
+            .map_err(|_| {
+                BuildError::Context(format!("{:?} points outside the build context", e.rel))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let meta = fs::symlink_metadata(&real)
+            .map_err(|err| BuildError::Context(format!("{rel}: {err}")))?;
+        Ok(ContextEntry { rel, meta })
     }
 
     /// Everything under a context directory, sorted, ignored paths left out.

@@ -41,9 +41,10 @@ pub struct CopySpec<'a> {
     pub unpack_archives: bool,
     /// Stamps for directories the copy creates.
     pub now: i64,
-    /// Whether a directory already exists below the new layer (always
-    /// false for `--link`, whose layer must not depend on its base).
-    pub exists: &'a dyn Fn(&Path) -> bool,
+    /// The metadata of a directory that already exists below the new
+    /// layer (always `None` for `--link`, whose layer must not depend on
+    /// its base).
+    pub existing_dir: &'a dyn Fn(&Path) -> Option<fs::Metadata>,
 }
 
 pub struct CopyPlan {
@@ -56,6 +57,8 @@ pub struct CopyPlan {
 struct Picked {
     /// Destination path in the image, absolute.
     dest: PathBuf,
+    /// Keep the file's own owner (files unpacked from an ADDed archive).
+    own_owner: bool,
     host: PathBuf,
     meta: fs::Metadata,
     digest: Option<Digest>,
@@ -162,16 +165,22 @@ fn tree_walk(root: &Path, dir_rel: &str) -> Vec<ContextEntry> {
     out
 }
 
+/// Whether ADD unpacks the file: a tar, plain or compressed (judged by
+/// the tar header magic inside, so a gzipped text file is copied as is).
 fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(path) else {
+    let Ok(f) = fs::File::open(path) else {
         return false;
     };
-    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
-    if n >= 4
-        && kiln_image::layer::detect_compression(&head[..n]) != kiln_image::media::Compression::None
-    {
-        return true;
+    let Ok((_, mut r)) = kiln_image::layer::open_layer(f) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match std::io::Read::read(&mut r, &mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
     }
     n >= 262 && &head[257..262] == b"ustar"
 }
@@ -230,8 +239,20 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             };
             let base = PathBuf::from(&dest);
             let name = m.rel.rsplit('/').next().unwrap_or(&m.rel).to_string();
+            // With --parents, the path is kept from the `/./` pivot on (or
+            // whole without one).
+            let kept = match pattern.split_once("/./") {
+                Some((before, _)) => {
+                    let prefix = clean_rel(before)?;
+                    m.rel
+                        .strip_prefix(&format!("{prefix}/"))
+                        .unwrap_or(&m.rel)
+                        .to_string()
+                }
+                None => m.rel.clone(),
+            };
             let target = if spec.parents {
-                base.join(&m.rel)
+                base.join(&kept)
             } else if m.meta.is_dir() {
                 base.clone()
             } else if dest_is_dir {
@@ -260,6 +281,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                 }
                 for e in tree_walk(tmp.path(), "") {
                     picked.push(Picked {
+                        own_owner: true,
                         dest: base.join(&e.rel),
                         host: tmp.path().join(&e.rel),
                         meta: e.meta,
@@ -292,6 +314,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                     _ => None,
                 };
                 picked.push(Picked {
+                    own_owner: false,
                     dest,
                     host: host_root.join(rel_ctx),
                     meta,
@@ -338,6 +361,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
         );
         let (u, g) = match spec.owner {
             Some(o) => o,
+            None if p.own_owner => (u64::from(p.meta.uid()), u64::from(p.meta.gid())),
             None => (0, 0),
         };
         let e = if p.meta.is_dir() {
@@ -384,10 +408,19 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
         }
     }
     for p in parents {
-        // An existing directory keeps its own mode and owner (think /tmp);
-        // the key records that the layer relied on it.
-        if (spec.exists)(&Path::new("/").join(&p)) {
+        // An existing directory is written with its own mode, owner and
+        // time (think /tmp, or a home directory): a layer that lacked it
+        // would get a default one from the unpacker, and that copy would
+        // hide the real one in the overlay. The key records what it relied on.
+        if let Some(m) = (spec.existing_dir)(&Path::new("/").join(&p)) {
             key.str("existing-parent", &p.to_string_lossy());
+            key.json("existing-meta", &(m.mode(), m.uid(), m.gid(), m.mtime()));
+            entries.push(
+                Entry::dir(&p)
+                    .with_mode(m.mode() & 0o7777)
+                    .with_owner(u64::from(m.uid()), u64::from(m.gid()))
+                    .with_mtime(m.mtime()),
+            );
             continue;
         }
         entries.push(

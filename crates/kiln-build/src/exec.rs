@@ -330,10 +330,12 @@ fn run_in(
                 };
                 let target =
                     target.unwrap_or_else(|| PathBuf::from(format!("/run/buildkit/ssh_agent.{i}")));
+                // Read-only still lets the process connect(); a writable
+                // bind of a socket would be a copy.
                 spec.mounts.push(MountSpec::Bind {
                     source: sock.clone(),
                     target: target.clone(),
-                    readonly: false,
+                    readonly: true,
                 });
                 spec.env.push(format!("SSH_AUTH_SOCK={}", target.display()));
                 targets.push(target);

@@ -27,6 +27,8 @@ use crate::key::KeyHasher;
 use crate::progress::Progress;
 use crate::{BuildError, SecretSource, Vars};
 
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub struct BuildOptions {
     /// The Dockerfile's name (for messages) and text.
     pub dockerfile_name: String,
@@ -265,6 +267,12 @@ fn build_stage(
         }
     };
     step.done();
+    // BuildKit gives every Linux image a PATH when its base has none.
+    if image.config.runtime().env_var("PATH").is_none() {
+        let rt = image.config.runtime_mut();
+        let env = rt.env.get_or_insert_with(Vec::new);
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
     if stage.instructions.iter().any(|i| i.from_onbuild) {
         // Triggers run once, in the first build that uses the image.
         image.config.runtime_mut().on_build = None;
@@ -459,19 +467,53 @@ fn step_one(
             } else {
                 // BuildKit creates a missing WORKDIR as a layer of its own.
                 let step = shared.progress.start(name);
+                let user = image.config.runtime().user.clone().unwrap_or_default();
+                let owner = match user.as_str() {
+                    "" => (0, 0),
+                    u => {
+                        // A user without a group means that user's primary
+                        // group here, as for a process, not --chown's rule.
+                        let fs = fs_of(&image);
+                        let passwd = fs.read_file(shared.store, &shared.snaps, "/etc/passwd")?;
+                        let group = fs.read_file(shared.store, &shared.snaps, "/etc/group")?;
+                        let spec = if u.contains(':') {
+                            u.to_string()
+                        } else {
+                            primary_group(u, passwd.as_deref())
+                        };
+                        resolve_chown(&spec, passwd.as_deref(), group.as_deref())?
+                    }
+                };
                 let mut key = KeyHasher::new("workdir");
-                key.str("path", resolved);
+                key.str("path", resolved).json("owner", &owner);
                 let mut entries = Vec::new();
                 for a in path.ancestors() {
                     let rel = a.strip_prefix("/").unwrap_or(a);
                     if rel.as_os_str().is_empty() {
                         break;
                     }
-                    if fs.stat(shared.store, &shared.snaps, a)?.is_some() {
-                        key.str("exists", &rel.to_string_lossy());
-                        break;
+                    // Existing ancestors are written as they are, so this
+                    // layer's copy of them does not hide their mode and owner.
+                    match fs.stat(shared.store, &shared.snaps, a)? {
+                        Some(m) => {
+                            use std::os::unix::fs::MetadataExt;
+                            key.str("exists", &rel.to_string_lossy());
+                            key.json("meta", &(m.mode(), m.uid(), m.gid(), m.mtime()));
+                            entries.push(
+                                Entry::dir(rel)
+                                    .with_mode(m.mode() & 0o7777)
+                                    .with_owner(u64::from(m.uid()), u64::from(m.gid()))
+                                    .with_mtime(m.mtime()),
+                            );
+                        }
+                        // Made for the current USER, as BuildKit and buildah do.
+                        None => entries.push(
+                            Entry::dir(rel)
+                                .with_mode(0o755)
+                                .with_owner(owner.0, owner.1)
+                                .with_mtime(shared.now),
+                        ),
                     }
-                    entries.push(Entry::dir(rel).with_mode(0o755).with_mtime(shared.now));
                 }
                 let layer =
                     cached_layer(shared, &key.finish(), no_cache, step, || Ok((entries, ())))?;
@@ -578,6 +620,16 @@ fn step_one(
     Ok(image)
 }
 
+/// `user:gid` for a user named or numbered in /etc/passwd, with the
+/// user's primary group; the user alone if it is not listed.
+fn primary_group(user: &str, passwd: Option<&[u8]>) -> String {
+    let text = String::from_utf8_lossy(passwd.unwrap_or_default());
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
+        .map_or_else(|| user.to_string(), |f| format!("{}:{}", f[2], f[3]))
+}
+
 fn chown_ids(
     shared: &Shared<'_>,
     image: &Image,
@@ -616,13 +668,14 @@ fn copy_layer(
     step: crate::progress::Step<'_>,
 ) -> Result<Option<(Descriptor, Digest)>, BuildError> {
     let base = fs_of(image);
-    let exists = |p: &Path| -> bool {
-        !a.link
-            && base
-                .stat(shared.store, &shared.snaps, p)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.is_dir())
+    let existing_dir = |p: &Path| -> Option<std::fs::Metadata> {
+        if a.link {
+            return None;
+        }
+        base.stat(shared.store, &shared.snaps, p)
+            .ok()
+            .flatten()
+            .filter(|m| m.is_dir())
     };
     let workdir = image
         .config
@@ -641,7 +694,7 @@ fn copy_layer(
         exclude: a.exclude,
         unpack_archives: a.unpack,
         now: shared.now,
-        exists: &exists,
+        existing_dir: &existing_dir,
     };
     let from_fs = match a.from {
         None => None,

@@ -38,10 +38,10 @@ use rustix::fs::{self as rfs, CWD, Mode, OFlags};
 use rustix::mount::{MountAttrFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags};
 
 use crate::error::{Error, Result, at};
-pub(crate) use crate::mountapi::{attach, clone_tree, new_mount, set_attrs};
 /// Public for kiln-build's stage views: mount an overlay (`userxattr`,
 /// `nodev`, `lowerdir+`) on a path, in the caller's mount namespace.
 pub use crate::mountapi::overlay;
+pub(crate) use crate::mountapi::{attach, clone_tree, new_mount, set_attrs};
 pub(crate) use crate::resolve::{Kind, clean, ensure_in_root, open_in_root};
 use crate::spawn::Plan;
 use crate::{MountSpec, Rootfs};

@@ -28,7 +28,10 @@ fn build(k: &KilnBuild, ctx: &Path, extra: &[&str]) -> (Duration, String, Vec<St
     let (out, took, log) = kiln_build(k, ctx, &flags);
     assert!(out.status.success(), "kiln build failed:\n{log}");
     let steps = exec_steps(&log);
-    assert!(!steps.is_empty(), "no RUN/COPY steps found in the plain progress log:\n{log}");
+    assert!(
+        !steps.is_empty(),
+        "no RUN/COPY steps found in the plain progress log:\n{log}"
+    );
     (took, log, steps)
 }
 
@@ -60,23 +63,40 @@ fn two_copies(dir: &Path) {
 
 #[test]
 fn no_change_rebuild_runs_nothing() {
-    let Some((tmp, k)) = setup("no_change_rebuild_runs_nothing") else { return };
+    let Some((tmp, k)) = setup("no_change_rebuild_runs_nothing") else {
+        return;
+    };
     let ctx = tmp.path().join("ctx");
     two_copies(&ctx);
     let (cold, log, steps) = build(&k, &ctx, &[]);
-    assert!(steps.iter().all(|s| !s.cached), "a cold build hit a cache:\n{log}");
+    assert!(
+        steps.iter().all(|s| !s.cached),
+        "a cold build hit a cache:\n{log}"
+    );
     let (warm, log, steps) = build(&k, &ctx, &[]);
-    let ran: Vec<_> = steps.iter().filter(|s| !s.cached).map(|s| &s.title).collect();
+    let ran: Vec<_> = steps
+        .iter()
+        .filter(|s| !s.cached)
+        .map(|s| &s.title)
+        .collect();
     assert!(ran.is_empty(), "a no-change rebuild ran {ran:?}:\n{log}");
     eprintln!("cold {cold:?}, no-change rebuild {warm:?}");
     // No container starts, no file copies: well under a second here.
-    assert!(warm < Duration::from_secs(2), "no-change rebuild took {warm:?}:\n{log}");
-    assert!(warm < cold, "no-change rebuild ({warm:?}) not faster than cold ({cold:?})");
+    assert!(
+        warm < Duration::from_secs(2),
+        "no-change rebuild took {warm:?}:\n{log}"
+    );
+    assert!(
+        warm < cold,
+        "no-change rebuild ({warm:?}) not faster than cold ({cold:?})"
+    );
 }
 
 #[test]
 fn changed_source_reruns_only_its_dependents() {
-    let Some((tmp, k)) = setup("changed_source_reruns_only_its_dependents") else { return };
+    let Some((tmp, k)) = setup("changed_source_reruns_only_its_dependents") else {
+        return;
+    };
     let ctx = tmp.path().join("ctx");
     two_copies(&ctx);
     build(&k, &ctx, &[]);
@@ -84,21 +104,41 @@ fn changed_source_reruns_only_its_dependents() {
     // Change the second COPY's source: the first COPY and its RUN hit.
     fs::write(ctx.join("b/two.txt"), "two, changed\n").unwrap();
     let (_, log, steps) = build(&k, &ctx, &[]);
-    assert!(step(&steps, "COPY a/", &log).cached, "COPY a/ re-ran:\n{log}");
-    assert!(step(&steps, "/a-seen", &log).cached, "RUN after COPY a/ re-ran:\n{log}");
-    assert!(!step(&steps, "COPY b/", &log).cached, "COPY b/ was CACHED:\n{log}");
-    assert!(!step(&steps, "/b-seen", &log).cached, "RUN after COPY b/ was CACHED:\n{log}");
+    assert!(
+        step(&steps, "COPY a/", &log).cached,
+        "COPY a/ re-ran:\n{log}"
+    );
+    assert!(
+        step(&steps, "/a-seen", &log).cached,
+        "RUN after COPY a/ re-ran:\n{log}"
+    );
+    assert!(
+        !step(&steps, "COPY b/", &log).cached,
+        "COPY b/ was CACHED:\n{log}"
+    );
+    assert!(
+        !step(&steps, "/b-seen", &log).cached,
+        "RUN after COPY b/ was CACHED:\n{log}"
+    );
 
     // A touch that changes no content is no change (content-addressed).
-    let f = fs::File::options().write(true).open(ctx.join("a/one.txt")).unwrap();
+    let f = fs::File::options()
+        .write(true)
+        .open(ctx.join("a/one.txt"))
+        .unwrap();
     f.set_modified(std::time::SystemTime::now()).unwrap();
     let (_, log, steps) = build(&k, &ctx, &[]);
-    assert!(steps.iter().all(|s| s.cached), "touch without change re-ran steps:\n{log}");
+    assert!(
+        steps.iter().all(|s| s.cached),
+        "touch without change re-ran steps:\n{log}"
+    );
 }
 
 #[test]
 fn later_unchanged_op_hits_after_an_earlier_miss() {
-    let Some((tmp, k)) = setup("later_unchanged_op_hits_after_an_earlier_miss") else { return };
+    let Some((tmp, k)) = setup("later_unchanged_op_hits_after_an_earlier_miss") else {
+        return;
+    };
     let ctx = tmp.path().join("ctx");
     // Two stages, each with one COPY, merged at the end: changing the
     // first stage's input must not re-run the second stage's COPY/RUN.
@@ -122,24 +162,45 @@ fn later_unchanged_op_hits_after_an_earlier_miss() {
     build(&k, &ctx, &[]);
     fs::write(ctx.join("a/one.txt"), "one, changed\n").unwrap();
     let (_, log, steps) = build(&k, &ctx, &[]);
-    assert!(!step(&steps, "COPY a/one.txt", &log).cached, "changed COPY was CACHED:\n{log}");
-    assert!(!step(&steps, "> /first-out", &log).cached, "RUN after the changed COPY was CACHED:\n{log}");
-    assert!(step(&steps, "COPY b/two.txt", &log).cached, "unchanged COPY re-ran:\n{log}");
-    assert!(step(&steps, "> /second-out", &log).cached, "unchanged RUN re-ran:\n{log}");
+    assert!(
+        !step(&steps, "COPY a/one.txt", &log).cached,
+        "changed COPY was CACHED:\n{log}"
+    );
+    assert!(
+        !step(&steps, "> /first-out", &log).cached,
+        "RUN after the changed COPY was CACHED:\n{log}"
+    );
+    assert!(
+        step(&steps, "COPY b/two.txt", &log).cached,
+        "unchanged COPY re-ran:\n{log}"
+    );
+    assert!(
+        step(&steps, "> /second-out", &log).cached,
+        "unchanged RUN re-ran:\n{log}"
+    );
 }
 
 #[test]
 fn no_cache_runs_everything() {
-    let Some((tmp, k)) = setup("no_cache_runs_everything") else { return };
+    let Some((tmp, k)) = setup("no_cache_runs_everything") else {
+        return;
+    };
     let ctx = tmp.path().join("ctx");
     two_copies(&ctx);
     build(&k, &ctx, &[]);
     let (_, log, steps) = build(&k, &ctx, &["--no-cache"]);
-    let hit: Vec<_> = steps.iter().filter(|s| s.cached).map(|s| &s.title).collect();
+    let hit: Vec<_> = steps
+        .iter()
+        .filter(|s| s.cached)
+        .map(|s| &s.title)
+        .collect();
     assert!(hit.is_empty(), "--no-cache still hit {hit:?}:\n{log}");
     // And the cache still works afterwards.
     let (_, log, steps) = build(&k, &ctx, &[]);
-    assert!(steps.iter().all(|s| s.cached), "rebuild after --no-cache missed:\n{log}");
+    assert!(
+        steps.iter().all(|s| s.cached),
+        "rebuild after --no-cache missed:\n{log}"
+    );
 }
 
 /// Reads "start end" pairs (/proc/uptime seconds) a stage wrote.
@@ -151,7 +212,9 @@ fn interval(root: &Path, name: &str) -> (f64, f64) {
 
 #[test]
 fn independent_stages_run_in_parallel() {
-    let Some((tmp, k)) = setup("independent_stages_run_in_parallel") else { return };
+    let Some((tmp, k)) = setup("independent_stages_run_in_parallel") else {
+        return;
+    };
     let ctx = tmp.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
     // Each stage records when its `sleep 1` ran, on the host's uptime
@@ -181,6 +244,12 @@ fn independent_stages_run_in_parallel() {
     let (l0, l1) = interval(&out, "left.t");
     let (r0, r1) = interval(&out, "right.t");
     eprintln!("left {l0}..{l1}, right {r0}..{r1}, build {took:?}");
-    assert!(l0 < r1 && r0 < l1, "the two stages' RUNs did not overlap: left {l0}..{l1}, right {r0}..{r1}\n{log}");
-    assert!(took < Duration::from_secs(2), "two parallel 1 s stages took {took:?}:\n{log}");
+    assert!(
+        l0 < r1 && r0 < l1,
+        "the two stages' RUNs did not overlap: left {l0}..{l1}, right {r0}..{r1}\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "two parallel 1 s stages took {took:?}:\n{log}"
+    );
 }

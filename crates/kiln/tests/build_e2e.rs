@@ -82,15 +82,28 @@ fn run_case(
     if let (Some(Ok(k)), Some(Ok(b))) = (&k, &b) {
         let mut u = Vec::new();
         let d = conformance_diff(&case.name, k, b, exc, &mut u);
-        o.kiln.extend(d.into_iter().map(|d| format!("conformance: {d}")));
+        o.kiln
+            .extend(d.into_iter().map(|d| format!("conformance: {d}")));
         used.lock().unwrap().extend(u);
     }
     eprintln!(
         "case {:<28} {:>5.1}s kiln: {} buildah: {}",
         case.name,
         t.elapsed().as_secs_f64(),
-        if !o.kiln_ran { "-".into() } else if o.kiln.is_empty() { "ok".into() } else { format!("{} problem(s)", o.kiln.len()) },
-        if !o.buildah_ran { "-".into() } else if o.buildah.is_empty() { "ok".into() } else { format!("{} problem(s)", o.buildah.len()) },
+        if !o.kiln_ran {
+            "-".into()
+        } else if o.kiln.is_empty() {
+            "ok".into()
+        } else {
+            format!("{} problem(s)", o.kiln.len())
+        },
+        if !o.buildah_ran {
+            "-".into()
+        } else if o.buildah.is_empty() {
+            "ok".into()
+        } else {
+            format!("{} problem(s)", o.buildah.len())
+        },
     );
     // Extracted trees are big (Debian); the verdict is all we keep.
     if !std::env::var("KILN_BUILD_KEEP").is_ok_and(|v| v == "1") {
@@ -103,14 +116,24 @@ fn run_case(
 #[test]
 fn dockerfile_suite() {
     let all = Case::all();
-    assert!(all.len() >= 25, "the suite has {} cases, wants at least 25", all.len());
+    assert!(
+        all.len() >= 25,
+        "the suite has {} cases, wants at least 25",
+        all.len()
+    );
     for (g, _) in KNOWN_GAPS {
-        assert!(all.iter().any(|c| &c.name == g), "KNOWN_GAPS names no case `{g}`");
+        assert!(
+            all.iter().any(|c| &c.name == g),
+            "KNOWN_GAPS names no case `{g}`"
+        );
     }
     let only = std::env::var("KILN_BUILD_CASES").ok();
     let chosen: Vec<&Case> = all
         .iter()
-        .filter(|c| only.as_ref().is_none_or(|o| o.split(',').any(|n| n == c.name)))
+        .filter(|c| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|n| n == c.name))
+        })
         .collect();
 
     let tmp = scratch("kiln-bt-e2e-");
@@ -130,7 +153,9 @@ fn dockerfile_suite() {
     let want_debian = staged.iter().any(|c| c.debian);
     let debian = import_bases(&k, want_debian);
     if want_debian && !debian {
-        loud("Debian base image unavailable (KILN_SKIP_DEBIAN=1 or no cache): Debian cases SKIPPED");
+        loud(
+            "Debian base image unavailable (KILN_SKIP_DEBIAN=1 or no cache): Debian cases SKIPPED",
+        );
     }
     let buildah = buildah_usable().then(|| {
         let b = Buildah::new(&tmp.path().join("buildah"));
@@ -170,10 +195,16 @@ fn dockerfile_suite() {
                     if p.is_empty() {
                         eprintln!("docker reference {}: ok", c.name)
                     } else {
-                        eprintln!("docker reference {}: MISMATCH\n  {}", c.name, p.join("\n  "))
+                        eprintln!(
+                            "docker reference {}: MISMATCH\n  {}",
+                            c.name,
+                            p.join("\n  ")
+                        )
                     }
                     if buildah.is_some() && c.buildah_skip.is_none() {
-                        if let Ok(bb) = buildah_build_case(buildah.as_ref().unwrap(), c, &ctx, &work) {
+                        if let Ok(bb) =
+                            buildah_build_case(buildah.as_ref().unwrap(), c, &ctx, &work)
+                        {
                             let d = conformance_diff(&c.name, &b, &bb, &exc, &mut Vec::new());
                             if !d.is_empty() {
                                 eprintln!("docker vs buildah {}:\n  {}", c.name, d.join("\n  "));
@@ -181,7 +212,11 @@ fn dockerfile_suite() {
                         }
                     }
                 }
-                Err(log) => eprintln!("docker reference {}: build failed: {}", c.name, log.lines().rev().take(3).collect::<Vec<_>>().join(" | ")),
+                Err(log) => eprintln!(
+                    "docker reference {}: build failed: {}",
+                    c.name,
+                    log.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+                ),
             }
         }
         o
@@ -200,9 +235,11 @@ fn dockerfile_suite() {
         }
         let gap = KNOWN_GAPS.iter().find(|(g, _)| *g == o.name);
         match (gap, o.kiln.is_empty(), o.kiln_ran) {
-            (Some((_, why)), false, true) => {
-                gaps.push(format!("{}: KNOWN GAP ({why}):\n    {}", o.name, o.kiln.join("\n    ")))
-            }
+            (Some((_, why)), false, true) => gaps.push(format!(
+                "{}: KNOWN GAP ({why}):\n    {}",
+                o.name,
+                o.kiln.join("\n    ")
+            )),
             (Some(_), true, true) => fatal.push(format!(
                 "[{}] passes now: remove it from KNOWN_GAPS in build_e2e.rs",
                 o.name
@@ -215,7 +252,11 @@ fn dockerfile_suite() {
         }
     }
     if !gaps.is_empty() {
-        loud(&format!("{} case(s) not fully checked:\n{}", gaps.len(), gaps.join("\n")));
+        loud(&format!(
+            "{} case(s) not fully checked:\n{}",
+            gaps.len(),
+            gaps.join("\n")
+        ));
     }
     // Exceptions nobody needs any more are noise that could hide a future
     // difference: say so when the whole suite ran both sides.
@@ -224,14 +265,22 @@ fn dockerfile_suite() {
         for e in &exc {
             let key = format!("{} {}", e.case, e.what);
             if !used.contains(&key) {
-                eprintln!("warning: unused conformance exception `{key}` ({})", e.reason);
+                eprintln!(
+                    "warning: unused conformance exception `{key}` ({})",
+                    e.reason
+                );
             }
         }
     }
     if std::env::var("KILN_BUILD_KEEP").is_ok_and(|v| v == "1") {
         let _ = tmp.keep();
     }
-    assert!(fatal.is_empty(), "{} problem(s):\n{}", fatal.len(), fatal.join("\n\n"));
+    assert!(
+        fatal.is_empty(),
+        "{} problem(s):\n{}",
+        fatal.len(),
+        fatal.join("\n\n")
+    );
 }
 
 trait BuildahNote {
@@ -240,6 +289,10 @@ trait BuildahNote {
 
 impl BuildahNote for Outcome {
     fn skipped_buildah_reason(&self, cases: &[Case]) -> Option<String> {
-        cases.iter().find(|c| c.name == self.name)?.buildah_skip.clone()
+        cases
+            .iter()
+            .find(|c| c.name == self.name)?
+            .buildah_skip
+            .clone()
     }
 }

@@ -16,7 +16,11 @@ fn digest(case: &Case, ctx: &Ctx, dir: &Path) -> Result<String, String> {
     let k = KilnBuild::new(&dir.join("store"), Who::Caller);
     import_bases(&k, false);
     for (tag, df) in &case.prebuild {
-        let (o, _, log) = kiln_build(&k, &case.dir.join(&case.context), &["-f", case.dir.join(df).to_str().unwrap(), "-t", tag]);
+        let (o, _, log) = kiln_build(
+            &k,
+            &case.dir.join(&case.context),
+            &["-f", case.dir.join(df).to_str().unwrap(), "-t", tag],
+        );
         if !o.status.success() {
             return Err(log);
         }
@@ -45,8 +49,13 @@ fn digest(case: &Case, ctx: &Ctx, dir: &Path) -> Result<String, String> {
     } else {
         dest
     };
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).map_err(|e| e.to_string())?).unwrap();
-    Ok(index["manifests"][0]["digest"].as_str().unwrap_or_default().to_string())
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).map_err(|e| e.to_string())?)
+            .unwrap();
+    Ok(index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
 }
 
 #[test]

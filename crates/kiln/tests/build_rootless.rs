@@ -30,7 +30,11 @@ fn rootless_subset() {
         .filter(|c| !gaps.contains(&format!("(\"{}\"", c.name)))
         .map(|c| c.stage(&staged_root))
         .collect();
-    assert!(cases.len() >= 8, "rootless subset too small: {}", cases.len());
+    assert!(
+        cases.len() >= 8,
+        "rootless subset too small: {}",
+        cases.len()
+    );
     let ctx = Ctx::start(&staged_root);
     let work = tmp.path().join("work");
     fs::create_dir_all(&work).unwrap();
@@ -38,7 +42,11 @@ fn rootless_subset() {
     let debian = import_bases(&k, cases.iter().any(|c| c.debian));
     let results = par_map(&cases, jobs(), |c| {
         if c.debian && !debian {
-            return (c.name.clone(), vec!["skipped: no Debian base".to_string()], true);
+            return (
+                c.name.clone(),
+                vec!["skipped: no Debian base".to_string()],
+                true,
+            );
         }
         match kiln_build_case(&k, c, &ctx, &work) {
             Ok(b) => (c.name.clone(), b.check(&c.checks, true), false),
@@ -47,7 +55,14 @@ fn rootless_subset() {
     });
     let mut bad = Vec::new();
     for (name, problems, skipped) in results {
-        eprintln!("rootless {name}: {}", if problems.is_empty() { "ok".into() } else { problems.join("; ") });
+        eprintln!(
+            "rootless {name}: {}",
+            if problems.is_empty() {
+                "ok".into()
+            } else {
+                problems.join("; ")
+            }
+        );
         if skipped {
             loud(&format!("rootless {name} SKIPPED: {}", problems.join("")));
         } else if !problems.is_empty() {

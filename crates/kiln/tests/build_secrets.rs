@@ -20,7 +20,11 @@ fn marker() -> String {
 
 fn assert_absent(where_: &Path, needle: &[u8]) {
     for (p, bytes) in all_bytes(where_) {
-        assert!(!find_bytes(&bytes, needle), "the secret is in {}", p.display());
+        assert!(
+            !find_bytes(&bytes, needle),
+            "the secret is in {}",
+            p.display()
+        );
     }
 }
 
@@ -60,7 +64,10 @@ fn secret_is_nowhere_after_the_build() {
         ],
     );
     assert!(out.status.success(), "build failed:\n{log}");
-    assert!(!find_bytes(log.as_bytes(), secret.as_bytes()), "the secret is in the build log");
+    assert!(
+        !find_bytes(log.as_bytes(), secret.as_bytes()),
+        "the secret is in the build log"
+    );
     // The same build to an OCI layout (from cache, the export must not leak).
     let (out, _, log2) = kiln_build(
         &k,
@@ -73,11 +80,17 @@ fn secret_is_nowhere_after_the_build() {
         ],
     );
     assert!(out.status.success(), "build -o type=oci failed:\n{log2}");
-    assert!(!find_bytes(log2.as_bytes(), secret.as_bytes()), "the secret is in the build log");
+    assert!(
+        !find_bytes(log2.as_bytes(), secret.as_bytes()),
+        "the secret is in the build log"
+    );
 
     let root = tmp.path().join("rootfs");
     k.rootfs("secret-test:latest", &root);
-    assert_eq!(fs::read_to_string(root.join("file-ok")).unwrap(), "file-ok\n");
+    assert_eq!(
+        fs::read_to_string(root.join("file-ok")).unwrap(),
+        "file-ok\n"
+    );
     assert_eq!(fs::read_to_string(root.join("env-ok")).unwrap(), "env-ok\n");
     assert_eq!(fs::read_to_string(root.join("len")).unwrap().trim(), "64");
     assert!(!root.join("run/secrets/tok").exists() && !root.join("root/.token").exists());
@@ -86,7 +99,14 @@ fn secret_is_nowhere_after_the_build() {
     fs::create_dir_all(&saves).unwrap();
     for fmt in ["docker-archive", "oci-archive", "oci-dir"] {
         let dst = saves.join(fmt);
-        k.ok(&["save", "secret-test:latest", "-o", dst.to_str().unwrap(), "--format", fmt]);
+        k.ok(&[
+            "save",
+            "secret-test:latest",
+            "-o",
+            dst.to_str().unwrap(),
+            "--format",
+            fmt,
+        ]);
     }
     // Archives: unpack them so their (compressed) layers are read too.
     for fmt in ["docker-archive", "oci-archive"] {

@@ -125,7 +125,14 @@ pub fn kilntest_ids() -> (u32, u32) {
         };
         if lookup().is_none() {
             let _ = Command::new("useradd")
-                .args(["-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", TEST_USER])
+                .args([
+                    "-m",
+                    "-K",
+                    "SUB_UID_COUNT=0",
+                    "-K",
+                    "SUB_GID_COUNT=0",
+                    TEST_USER,
+                ])
                 .status();
         }
         for f in ["/etc/subuid", "/etc/subgid"] {
@@ -373,7 +380,8 @@ impl Buildah {
             .arg(&self.runroot)
             .arg("--storage-driver")
             .arg(&self.driver);
-        c.env("BUILDAH_ISOLATION", "oci").env_remove("SOURCE_DATE_EPOCH");
+        c.env("BUILDAH_ISOLATION", "oci")
+            .env_remove("SOURCE_DATE_EPOCH");
         c
     }
 
@@ -389,7 +397,14 @@ impl Buildah {
         if k.who == Who::Kilntest {
             give_to_kilntest(tmp);
         }
-        k.ok(&["save", name, "-o", tar.to_str().unwrap(), "--format", "docker-archive"]);
+        k.ok(&[
+            "save",
+            name,
+            "-o",
+            tar.to_str().unwrap(),
+            "--format",
+            "docker-archive",
+        ]);
         let id = self.ok(&["pull", "-q", &format!("docker-archive:{}", tar.display())]);
         self.ok(&["tag", id.trim(), name]);
         let _ = fs::remove_file(&tar);
@@ -419,9 +434,14 @@ impl Buildah {
     /// returns its docker image config.
     pub fn read_image(&self, name: &str, dir: &Path) -> Value {
         let _ = fs::remove_dir_all(dir);
-        let v: Value = serde_json::from_str(&self.ok(&["inspect", "--type", "image", name])).unwrap();
+        let v: Value =
+            serde_json::from_str(&self.ok(&["inspect", "--type", "image", name])).unwrap();
         let image = v.get("Docker").cloned().unwrap_or(Value::Null);
-        if image.pointer("/config/OnBuild").and_then(|o| o.as_array()).is_some_and(|a| !a.is_empty()) {
+        if image
+            .pointer("/config/OnBuild")
+            .and_then(|o| o.as_array())
+            .is_some_and(|a| !a.is_empty())
+        {
             // `buildah from` would run the ONBUILD triggers: go through an
             // OCI layout and umoci instead.
             let layout = dir.with_extension("oci");
@@ -429,8 +449,15 @@ impl Buildah {
             self.ok(&["push", "-q", name, &format!("oci:{}:x", layout.display())]);
             let bundle = dir.with_extension("bundle");
             let _ = fs::remove_dir_all(&bundle);
-            sh(&format!("umoci unpack --image '{}:x' '{}' >/dev/null && mv '{}/rootfs' '{}' && rm -rf '{}' '{}'",
-                layout.display(), bundle.display(), bundle.display(), dir.display(), bundle.display(), layout.display()));
+            sh(&format!(
+                "umoci unpack --image '{}:x' '{}' >/dev/null && mv '{}/rootfs' '{}' && rm -rf '{}' '{}'",
+                layout.display(),
+                bundle.display(),
+                bundle.display(),
+                dir.display(),
+                bundle.display(),
+                layout.display()
+            ));
             return image;
         }
         let cid = self.ok(&["from", "--pull-never", name]).trim().to_string();
@@ -507,7 +534,9 @@ pub struct Case {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\n", "\n").replace("\\t", "\t").replace("\\s", " ")
+    s.replace("\\n", "\n")
+        .replace("\\t", "\t")
+        .replace("\\s", " ")
 }
 
 impl Case {
@@ -545,7 +574,11 @@ impl Case {
                 let (a, b) = rest.split_once(' ').unwrap_or((rest, ""));
                 (a.to_string(), unescape(b.trim_start()))
             };
-            let words = || rest.split_whitespace().map(String::from).collect::<Vec<_>>();
+            let words = || {
+                rest.split_whitespace()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            };
             let check = match word {
                 "dockerfile" => {
                     c.dockerfile = rest.into();
@@ -593,7 +626,12 @@ impl Case {
                     let w = words();
                     assert!(w.len() >= 4, "{name}: {raw}");
                     let n = w.len();
-                    Some(Check::Entry(w[..n - 3].join(" "), w[n - 3].clone(), w[n - 2].clone(), w[n - 1].clone()))
+                    Some(Check::Entry(
+                        w[..n - 3].join(" "),
+                        w[n - 3].clone(),
+                        w[n - 2].clone(),
+                        w[n - 1].clone(),
+                    ))
                 }
                 "link" => {
                     let (a, b) = two();
@@ -752,7 +790,10 @@ pub fn serve_http(root: &Path) -> String {
                         let _ = w.write_all(&body);
                     }
                     _ => {
-                        let _ = write!(w, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = write!(
+                            w,
+                            "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
                     }
                 }
             });
@@ -772,7 +813,9 @@ pub fn split_listing(l: &str) -> (&str, &str, &str, &str, &str) {
             && ["d", "f", "l", "o"].contains(&w[0])
             && w[1].chars().all(|c| c.is_digit(8))
             && w[2].split_once(':').is_some_and(|(u, g)| {
-                !u.is_empty() && !g.is_empty() && u.chars().chain(g.chars()).all(|c| c.is_ascii_digit())
+                !u.is_empty()
+                    && !g.is_empty()
+                    && u.chars().chain(g.chars()).all(|c| c.is_ascii_digit())
             })
     };
     for (i, _) in l.match_indices(' ') {
@@ -798,7 +841,10 @@ pub struct Built {
 impl Built {
     pub fn from_listing(listing: Vec<String>, image: Value, root: &Path) -> Built {
         let config = runtime_config(&image);
-        let created = image.get("created").and_then(|v| v.as_str()).map(String::from);
+        let created = image
+            .get("created")
+            .and_then(|v| v.as_str())
+            .map(String::from);
         let files = listing
             .into_iter()
             .map(|l| (format!("/{}", split_listing(&l).0), l))
@@ -850,7 +896,10 @@ impl Built {
                         }
                     }
                 }
-                Check::Absent(p) => self.files.get(p.as_str()).map(|l| format!("present: `{l}`")),
+                Check::Absent(p) => self
+                    .files
+                    .get(p.as_str())
+                    .map(|l| format!("present: `{l}`")),
                 Check::Config(f, want) => {
                     let got = self.field(f);
                     // Docker leaves empty maps/lists out; buildah writes them.
@@ -864,8 +913,10 @@ impl Built {
                 }
                 Check::Env(e) => {
                     let env = self.field("Env");
-                    (!env.as_array().is_some_and(|a| a.iter().any(|v| v.as_str() == Some(e))))
-                        .then(|| format!("Env is {env}"))
+                    (!env
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(e))))
+                    .then(|| format!("Env is {env}"))
                 }
                 Check::Label(k, v) => {
                     let got = self.field("Labels").get(k).cloned();
@@ -892,7 +943,12 @@ impl Built {
 /// Runs `kiln build` for a staged case (prebuilds first); returns the
 /// build's output (progress included) and the result read back into
 /// `work/kiln-<name>`; Err(log) when a build failed.
-pub fn kiln_build_case(k: &KilnBuild, case: &Case, ctx: &Ctx, work: &Path) -> Result<Built, String> {
+pub fn kiln_build_case(
+    k: &KilnBuild,
+    case: &Case,
+    ctx: &Ctx,
+    work: &Path,
+) -> Result<Built, String> {
     let mut log = String::new();
     let context = case.dir.join(&case.context);
     let mut builds: Vec<(String, String, Vec<String>)> = case
@@ -934,7 +990,12 @@ pub fn kiln_build_case(k: &KilnBuild, case: &Case, ctx: &Ctx, work: &Path) -> Re
 }
 
 /// The same with buildah.
-pub fn buildah_build_case(b: &Buildah, case: &Case, ctx: &Ctx, work: &Path) -> Result<Built, String> {
+pub fn buildah_build_case(
+    b: &Buildah,
+    case: &Case,
+    ctx: &Ctx,
+    work: &Path,
+) -> Result<Built, String> {
     let mut log = String::new();
     let context = case.dir.join(&case.context);
     let mut builds: Vec<(String, String, Vec<String>)> = case
@@ -947,7 +1008,11 @@ pub fn buildah_build_case(b: &Buildah, case: &Case, ctx: &Ctx, work: &Path) -> R
     builds.push((case.tag(), case.dockerfile.clone(), flags));
     for (tag, df, flags) in builds {
         let mut c = b.build_cmd();
-        c.arg("-f").arg(case.dir.join(&df)).args(["-t", &tag]).args(&flags).arg(&context);
+        c.arg("-f")
+            .arg(case.dir.join(&df))
+            .args(["-t", &tag])
+            .args(&flags)
+            .arg(&context);
         let out = c.stdin(Stdio::null()).output().expect("spawn buildah");
         log += &format!(
             "$ buildah build -f {df} -t {tag} {}\n{}{}({})\n",
@@ -1011,10 +1076,17 @@ pub fn exceptions() -> Vec<Exception> {
             in_table = true;
             continue;
         }
-        if !in_table || cells.iter().all(|c| c.chars().all(|ch| ch == '-' || ch == ':')) {
+        if !in_table
+            || cells
+                .iter()
+                .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+        {
             continue;
         }
-        assert!(cells.len() >= 3 && !cells[2].is_empty(), "exception row without a reason: {l}");
+        assert!(
+            cells.len() >= 3 && !cells[2].is_empty(),
+            "exception row without a reason: {l}"
+        );
         rows.push(Exception {
             case: cells[0].clone(),
             what: cells[1].clone(),
@@ -1026,7 +1098,13 @@ pub fn exceptions() -> Vec<Exception> {
 
 /// Differences between kiln's and buildah's result of one case, less the
 /// documented exceptions; `used` collects the exceptions that matched.
-pub fn conformance_diff(case: &str, kiln: &Built, buildah: &Built, exc: &[Exception], used: &mut Vec<String>) -> Vec<String> {
+pub fn conformance_diff(
+    case: &str,
+    kiln: &Built,
+    buildah: &Built,
+    exc: &[Exception],
+    used: &mut Vec<String>,
+) -> Vec<String> {
     let mut diffs = Vec::new();
     let mut excused = |what: &str| {
         for e in exc {
@@ -1037,11 +1115,16 @@ pub fn conformance_diff(case: &str, kiln: &Built, buildah: &Built, exc: &[Except
         }
         false
     };
-    let paths: std::collections::BTreeSet<&String> = kiln.files.keys().chain(buildah.files.keys()).collect();
+    let paths: std::collections::BTreeSet<&String> =
+        kiln.files.keys().chain(buildah.files.keys()).collect();
     for p in paths {
         let (a, b) = (kiln.files.get(p), buildah.files.get(p));
         if a != b && !excused(p) {
-            diffs.push(format!("{p}: kiln `{}` vs buildah `{}`", a.map_or("(none)", |s| s), b.map_or("(none)", |s| s)));
+            diffs.push(format!(
+                "{p}: kiln `{}` vs buildah `{}`",
+                a.map_or("(none)", |s| s),
+                b.map_or("(none)", |s| s)
+            ));
         }
     }
     for f in CONFIG_FIELDS {
@@ -1069,7 +1152,11 @@ pub fn conformance_diff(case: &str, kiln: &Built, buildah: &Built, exc: &[Except
             let keys: std::collections::BTreeSet<&String> = ao.keys().chain(bo.keys()).collect();
             for key in keys {
                 if ao.get(key) != bo.get(key) && !excused(&format!("config:{f}.{key}")) {
-                    diffs.push(format!("config {f}.{key}: kiln {:?} vs buildah {:?}", ao.get(key), bo.get(key)));
+                    diffs.push(format!(
+                        "config {f}.{key}: kiln {:?} vs buildah {:?}",
+                        ao.get(key),
+                        bo.get(key)
+                    ));
                 }
             }
         } else if !excused(&format!("config:{f}")) {
@@ -1095,13 +1182,18 @@ pub struct Step {
 pub fn plain_steps(log: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     for l in log.lines() {
-        let Some(rest) = l.strip_prefix('#') else { continue };
+        let Some(rest) = l.strip_prefix('#') else {
+            continue;
+        };
         let (id, rest) = rest.split_once(' ').unwrap_or((rest, ""));
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
         let rest = rest.trim();
-        if rest.starts_with('[') && !rest.starts_with("[internal]") && !steps.iter().any(|s| s.id == id) {
+        if rest.starts_with('[')
+            && !rest.starts_with("[internal]")
+            && !steps.iter().any(|s| s.id == id)
+        {
             steps.push(Step {
                 id: id.into(),
                 title: rest.into(),
@@ -1141,7 +1233,11 @@ pub fn kiln_build(k: &KilnBuild, context: &Path, flags: &[&str]) -> (Output, Dur
         .output()
         .expect("spawn kiln build");
     let took = t.elapsed();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out, took, log)
 }
 
@@ -1153,7 +1249,9 @@ pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         if !e.file_type().is_file() {
             continue;
         }
-        let Ok(mut f) = fs::File::open(e.path()) else { continue };
+        let Ok(mut f) = fs::File::open(e.path()) else {
+            continue;
+        };
         let mut b = Vec::new();
         let _ = f.read_to_end(&mut b);
         let tool = if b.starts_with(&[0x1f, 0x8b]) {
@@ -1179,20 +1277,25 @@ pub fn find_bytes(hay: &[u8], needle: &[u8]) -> bool {
 /// Runs `f` on every item with `jobs` threads; results in input order.
 pub fn par_map<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let out: Vec<std::sync::Mutex<Option<R>>> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let out: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= items.len() {
-                    break;
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= items.len() {
+                        break;
+                    }
+                    let r = f(&items[i]);
+                    *out[i].lock().unwrap() = Some(r);
                 }
-                let r = f(&items[i]);
-                *out[i].lock().unwrap() = Some(r);
             });
         }
     });
-    out.into_iter().map(|m| m.into_inner().unwrap().unwrap()).collect()
+    out.into_iter()
+        .map(|m| m.into_inner().unwrap().unwrap())
+        .collect()
 }
 
 pub fn jobs() -> usize {
@@ -1221,7 +1324,11 @@ impl Docker {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" });
+        let mut c = Command::new(if Path::new("/usr/bin/docker").exists() {
+            "/usr/bin/docker"
+        } else {
+            "docker"
+        });
         c.env("DOCKER_HOST", &self.host).env("DOCKER_BUILDKIT", "1");
         c
     }
@@ -1234,15 +1341,25 @@ impl Docker {
 
     pub fn take_from_kiln(&self, k: &KilnBuild, name: &str, tmp: &Path) {
         let tar = tmp.join(format!("{}.docker-ref.tar", name.replace(['/', ':'], "_")));
-        k.ok(&["save", name, "-o", tar.to_str().unwrap(), "--format", "docker-archive"]);
+        k.ok(&[
+            "save",
+            name,
+            "-o",
+            tar.to_str().unwrap(),
+            "--format",
+            "docker-archive",
+        ]);
         self.ok(&["load", "-i", tar.to_str().unwrap()]);
         let _ = fs::remove_file(&tar);
     }
 
     pub fn build_case(&self, case: &Case, ctx: &Ctx, work: &Path) -> Result<Built, String> {
         let context = case.dir.join(&case.context);
-        let mut builds: Vec<(String, String, Vec<String>)> =
-            case.prebuild.iter().map(|(t, d)| (t.clone(), d.clone(), vec![])).collect();
+        let mut builds: Vec<(String, String, Vec<String>)> = case
+            .prebuild
+            .iter()
+            .map(|(t, d)| (t.clone(), d.clone(), vec![]))
+            .collect();
         let mut flags = case.expand(&case.flags, ctx);
         flags.extend(case.expand(&case.kiln_flags, ctx));
         builds.push((case.tag(), case.dockerfile.clone(), flags));
@@ -1271,7 +1388,13 @@ impl Docker {
         extract_tar(&tar, &dir);
         let _ = fs::remove_file(&tar);
         // `docker export` adds the container's own stubs; they are not the image's.
-        for stub in [".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf", "dev/console"] {
+        for stub in [
+            ".dockerenv",
+            "etc/hosts",
+            "etc/hostname",
+            "etc/resolv.conf",
+            "dev/console",
+        ] {
             let p = dir.join(stub);
             if fs::metadata(&p).is_ok_and(|m| m.len() == 0) {
                 let _ = fs::remove_file(p);
@@ -1289,7 +1412,12 @@ impl Docker {
             if let Some(c) = o.remove("Config") {
                 o.insert("config".into(), c);
             }
-            for (from, to) in [("Created", "created"), ("Author", "author"), ("Architecture", "architecture"), ("Os", "os")] {
+            for (from, to) in [
+                ("Created", "created"),
+                ("Author", "author"),
+                ("Architecture", "architecture"),
+                ("Os", "os"),
+            ] {
                 if let Some(x) = o.remove(from) {
                     o.insert(to.into(), x);
                 }
