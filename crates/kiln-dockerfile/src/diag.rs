@@ -30,6 +30,8 @@ pub struct Source {
     pub name: Arc<str>,
     /// The full text.
     pub text: Arc<str>,
+    /// Byte offset of each line start, for O(log n) line lookups.
+    line_starts: Arc<[usize]>,
 }
 
 impl fmt::Debug for Source {
@@ -42,19 +44,22 @@ impl fmt::Debug for Source {
 impl Source {
     /// Wraps a file name and its text.
     pub fn new(name: &str, text: &str) -> Self {
+        let line_starts: Vec<usize> = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Source {
             name: name.into(),
             text: text.into(),
+            line_starts: line_starts.into(),
         }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
-        let before = &self.text[..offset];
-        let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+        let line_start = self.line_starts[line - 1];
+        let column = self.text[line_start..offset].chars().count() + 1;
         (line, column)
     }
 }

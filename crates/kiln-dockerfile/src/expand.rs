@@ -6,8 +6,6 @@
 //! It does not decide which instructions expand (see `instructions`) or
 //! where values come from (see `scope`); it only sees a lookup function.
 
-use regex::Regex;
-
 /// Result of expanding text.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Expansion {
@@ -54,8 +52,9 @@ pub fn expand(text: &str, escape: char, env: Lookup<'_>) -> Result<Expansion, Ex
     })
 }
 
-/// Expands heredoc content: only `$` forms and escapes of `$` and the escape
-/// character are special; quotes are literal, like a shell heredoc.
+/// Expands COPY/ADD heredoc content like BuildKit's raw expansion: `$`
+/// forms are expanded and the escape character works as usual (`\$V` is a
+/// literal `$V`, `\x` is `x`), but quotes are kept literally.
 pub fn expand_heredoc(text: &str, escape: char, env: Lookup<'_>) -> Result<Expansion, ExpandError> {
     let mut lx = Lexer::new(text, escape, env, true);
     let (value, _) = lx.process_stop_on(&[], false)?;
@@ -148,7 +147,16 @@ impl<'a> Lexer<'a> {
     }
 
     fn get(&mut self, name: &str) -> Option<String> {
+        self.get_tracked(name, true)
+    }
+
+    /// `report_unset` is false for forms that handle unset themselves
+    /// (`${V:-w}`, `${V+w}`, `${V?m}`): those are not "undefined" uses.
+    fn get_tracked(&mut self, name: &str, report_unset: bool) -> Option<String> {
         let v = (self.env)(name);
+        if v.is_none() && !report_unset {
+            return v;
+        }
         let list = if v.is_some() {
             &mut self.used
         } else {
@@ -185,9 +193,6 @@ impl<'a> Lexer<'a> {
             match c {
                 '\'' if !self.heredoc => {
                     self.next();
-                    if raw_escapes {
-                        out.push('\'');
-                    }
                     words.in_word = true;
                     loop {
                         match self.next() {
@@ -203,9 +208,6 @@ impl<'a> Lexer<'a> {
                                 words.add_raw_char(ch);
                             }
                         }
-                    }
-                    if raw_escapes {
-                        out.push('\'');
                     }
                 }
                 '"' if !self.heredoc => {
@@ -223,9 +225,6 @@ impl<'a> Lexer<'a> {
                 c if c == self.escape => {
                     self.next();
                     let Some(n) = self.next() else { break };
-                    if self.heredoc && n != '$' && n != self.escape {
-                        out.push(c);
-                    }
                     if raw_escapes {
                         out.push('\\');
                     }
@@ -347,7 +346,7 @@ impl<'a> Lexer<'a> {
                 }
                 let pattern_op = op == '#' || op == '%';
                 let (mut word, _) = self.process_stop_on(&['}'], pattern_op)?;
-                let value = self.get(&name);
+                let value = self.get_tracked(&name, pattern_op);
                 let empty = value
                     .as_deref()
                     .is_none_or(|v| null_is_unset && v.is_empty());
@@ -377,11 +376,11 @@ impl<'a> Lexer<'a> {
                             word.remove(0);
                         }
                         let v = value.unwrap_or_default();
-                        let re = pattern_regex(&word)?;
+                        let pat = Glob::new(&word);
                         Ok(if op == '#' {
-                            trim_prefix(&re, &v, greedy)
+                            trim_prefix(&pat, &v, greedy)
                         } else {
-                            trim_suffix(&re, &v, greedy)
+                            trim_suffix(&pat, &v, greedy)
                         })
                     }
                 }
@@ -405,14 +404,7 @@ impl<'a> Lexer<'a> {
                 if pattern.is_empty() {
                     return Ok(v);
                 }
-                let re = Regex::new(&pattern_to_regex(&pattern)?)
-                    .map_err(|e| syntax(format!("bad pattern in substitution: {e}")))?;
-                Ok(if all {
-                    re.replace_all(&v, regex::NoExpand(&replacement))
-                        .into_owned()
-                } else {
-                    re.replace(&v, regex::NoExpand(&replacement)).into_owned()
-                })
+                Ok(replace(&Glob::new(&pattern), &v, &replacement, all))
             }
             c => Err(syntax(format!(
                 "unsupported modifier ({c}) in substitution"
@@ -437,94 +429,172 @@ fn escape_pattern(v: &str) -> String {
     s
 }
 
-/// Converts a shell pattern (`*`, `?`, `[...]`, `\x`) to a regex body.
-fn pattern_to_regex(p: &str) -> Result<String, ExpandError> {
-    let mut re = String::from("(?s)");
-    let mut it = p.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            '\\' => match it.next() {
-                Some(n) => re.push_str(&regex::escape(&n.to_string())),
-                None => re.push_str("\\\\"),
-            },
-            '[' => {
-                let mut class = String::from("[");
-                if matches!(it.peek(), Some('!' | '^')) {
-                    it.next();
-                    class.push('^');
-                }
-                let mut closed = false;
-                let mut first = true;
-                while let Some(n) = it.next() {
-                    if n == ']' && !first {
-                        closed = true;
-                        break;
-                    }
-                    first = false;
-                    match n {
-                        '\\' => {
-                            if let Some(e) = it.next() {
-                                class.push_str(&regex::escape(&e.to_string()));
-                            }
-                        }
-                        '[' | '&' | '~' => {
-                            class.push('\\');
-                            class.push(n);
-                        }
-                        _ => class.push(n),
+/// A shell pattern (`*`, `?`, `[...]` with `!`/`^` negation and ranges,
+/// `\x` literal). Matched with a small DP instead of a regex: no compile
+/// cost per expansion and no size limits.
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Any,
+    One,
+    Lit(char),
+    Class { neg: bool, items: Vec<(char, char)> },
+}
+
+struct Glob(Vec<Tok>);
+
+impl Glob {
+    fn new(p: &str) -> Glob {
+        let chars: Vec<char> = p.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            i += 1;
+            match c {
+                '*' => {
+                    if toks.last() != Some(&Tok::Any) {
+                        toks.push(Tok::Any);
                     }
                 }
-                if !closed {
-                    // An unclosed bracket is a literal in shells.
-                    re.push_str("\\[");
-                    re.push_str(&regex::escape(&class[1..]));
-                } else {
-                    class.push(']');
-                    re.push_str(&class);
+                '?' => toks.push(Tok::One),
+                '\\' => match chars.get(i) {
+                    Some(&n) => {
+                        toks.push(Tok::Lit(n));
+                        i += 1;
+                    }
+                    None => toks.push(Tok::Lit('\\')),
+                },
+                '[' => match parse_class(&chars, i) {
+                    Some((tok, next)) => {
+                        toks.push(tok);
+                        i = next;
+                    }
+                    None => toks.push(Tok::Lit('[')),
+                },
+                c => toks.push(Tok::Lit(c)),
+            }
+        }
+        Glob(toks)
+    }
+
+    /// `ends[j]` is true when the whole pattern matches `s[..j]`.
+    fn match_ends(&self, s: &[char]) -> Vec<bool> {
+        let n = s.len();
+        let mut reach = vec![false; n + 1];
+        reach[0] = true;
+        for t in &self.0 {
+            let mut next = vec![false; n + 1];
+            if *t == Tok::Any {
+                let mut on = false;
+                for j in 0..=n {
+                    on |= reach[j];
+                    next[j] = on;
+                }
+            } else {
+                for j in 0..n {
+                    if reach[j] && tok_matches(t, s[j]) {
+                        next[j + 1] = true;
+                    }
                 }
             }
-            c => re.push_str(&regex::escape(&c.to_string())),
+            reach = next;
+            if !reach.iter().any(|&r| r) {
+                break;
+            }
+        }
+        reach
+    }
+
+    fn reversed(&self) -> Glob {
+        Glob(self.0.iter().rev().cloned().collect())
+    }
+}
+
+fn tok_matches(t: &Tok, c: char) -> bool {
+    match t {
+        Tok::Any | Tok::One => true,
+        Tok::Lit(l) => *l == c,
+        Tok::Class { neg, items } => items.iter().any(|&(a, b)| a <= c && c <= b) != *neg,
+    }
+}
+
+/// Parses a class after `[`; `None` if it is not closed (then `[` is a
+/// literal, as in shells).
+fn parse_class(chars: &[char], mut i: usize) -> Option<(Tok, usize)> {
+    let mut neg = false;
+    if matches!(chars.get(i), Some('!' | '^')) {
+        neg = true;
+        i += 1;
+    }
+    let mut items = Vec::new();
+    let mut first = true;
+    loop {
+        let mut c = *chars.get(i)?;
+        i += 1;
+        if c == ']' && !first {
+            return Some((Tok::Class { neg, items }, i));
+        }
+        first = false;
+        if c == '\\' {
+            c = *chars.get(i)?;
+            i += 1;
+        }
+        if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&e| e != ']') {
+            let mut e = chars[i + 1];
+            i += 2;
+            if e == '\\' {
+                e = *chars.get(i)?;
+                i += 1;
+            }
+            items.push((c, e));
+        } else {
+            items.push((c, c));
         }
     }
-    Ok(re)
 }
 
-fn pattern_regex(p: &str) -> Result<Regex, ExpandError> {
-    let body = pattern_to_regex(p)?;
-    Regex::new(&format!("^(?:{body})$"))
-        .map_err(|e| syntax(format!("bad pattern in substitution: {e}")))
-}
-
-fn boundaries(v: &str) -> Vec<usize> {
-    let mut b: Vec<usize> = v.char_indices().map(|(i, _)| i).collect();
-    b.push(v.len());
-    b
-}
-
-fn trim_prefix(re: &Regex, v: &str, longest: bool) -> String {
-    let b = boundaries(v);
-    let mut it: Box<dyn Iterator<Item = &usize>> = if longest {
-        Box::new(b.iter().rev())
+fn pick(ends: &[bool], longest: bool) -> Option<usize> {
+    if longest {
+        ends.iter().rposition(|&e| e)
     } else {
-        Box::new(b.iter())
-    };
-    match it.find(|&&i| re.is_match(&v[..i])) {
-        Some(&i) => v[i..].to_string(),
+        ends.iter().position(|&e| e)
+    }
+}
+
+fn trim_prefix(p: &Glob, v: &str, longest: bool) -> String {
+    let s: Vec<char> = v.chars().collect();
+    match pick(&p.match_ends(&s), longest) {
+        Some(j) => s[j..].iter().collect(),
         None => v.to_string(),
     }
 }
 
-fn trim_suffix(re: &Regex, v: &str, longest: bool) -> String {
-    let b = boundaries(v);
-    let mut it: Box<dyn Iterator<Item = &usize>> = if longest {
-        Box::new(b.iter())
-    } else {
-        Box::new(b.iter().rev())
-    };
-    match it.find(|&&i| re.is_match(&v[i..])) {
-        Some(&i) => v[..i].to_string(),
+fn trim_suffix(p: &Glob, v: &str, longest: bool) -> String {
+    // Match the reversed pattern against the reversed value.
+    let mut s: Vec<char> = v.chars().collect();
+    s.reverse();
+    match pick(&p.reversed().match_ends(&s), longest) {
+        Some(j) => s[j..].iter().rev().collect(),
         None => v.to_string(),
     }
+}
+
+/// `${V/p/r}` and `${V//p/r}`: leftmost-longest matches; empty matches
+/// are not replaced.
+fn replace(p: &Glob, v: &str, r: &str, all: bool) -> String {
+    let s: Vec<char> = v.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut done = false;
+    while i < s.len() {
+        if !done && let Some(len) = pick(&p.match_ends(&s[i..]), true).filter(|&l| l > 0) {
+            out.push_str(r);
+            i += len;
+            done = !all;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
 }

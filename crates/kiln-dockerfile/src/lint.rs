@@ -126,6 +126,33 @@ pub(crate) fn secrets_in(src: &Source, kind: &str, key: &str, span: &Span) -> Op
     })
 }
 
+/// A `--from` value that is not a stage but is one or two edits away from a
+/// stage name: BuildKit would pull it as an image, which is rarely meant.
+pub(crate) fn near_stage(
+    src: &Source,
+    name: &str,
+    stages: &[Option<String>],
+    span: &Span,
+) -> Option<Diag> {
+    let lower = name.to_ascii_lowercase();
+    let best = stages
+        .iter()
+        .flatten()
+        .filter(|s| close(s, &lower))
+        .min_by_key(|s| distance(s, &lower))?;
+    Some(
+        warn(
+            "FromNotAStage",
+            format!(
+                "'{name}' is not a stage of this Dockerfile and will be used as an image reference"
+            ),
+            src,
+            span.clone(),
+        )
+        .with_help(format!("did you mean stage '{best}'?")),
+    )
+}
+
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -330,7 +357,7 @@ pub fn apply_check_config(diags: Vec<Diag>, check: Option<&str>, _src: &Source) 
     let skip_all = c.skip.iter().any(|s| s.eq_ignore_ascii_case("all"));
     diags
         .into_iter()
-        .filter(|d| d.is_error() || !(skip_all || c.skip.iter().any(|s| *s == d.code)))
+        .filter(|d| d.is_error() || !(skip_all || c.skip.contains(&d.code)))
         .map(|mut d| {
             if c.error && d.severity == Severity::Warning {
                 d.severity = Severity::Error;
@@ -351,6 +378,6 @@ mod tests {
         let c = parse_check("skip=JSONArgsRecommended,StageNameCasing;error=true");
         assert_eq!(c.skip, ["JSONArgsRecommended", "StageNameCasing"]);
         assert!(c.error);
-        assert_eq!(parse_check("error=false").error, false);
+        assert!(!parse_check("error=false").error);
     }
 }

@@ -1,6 +1,7 @@
 //! Turns Dockerfile text into instructions with spans: parser directives,
-//! comments, line continuations, heredocs, flag extraction and the
-//! per-instruction argument syntax (JSON vs shell form, `KEY=VALUE` lists).
+//! comments, line continuations, heredocs and flag extraction; the
+//! per-instruction argument syntax (JSON vs shell form, `KEY=VALUE` lists)
+//! is in `syntax`. Also the AST types.
 //!
 //! It does not expand variables, resolve stages or apply lint rules beyond
 //! what only the line reader can see (empty continuation lines). The line
@@ -247,8 +248,8 @@ impl Dockerfile {
 
 /// A logical line: physical lines joined after removing continuations, with
 /// a map back to byte offsets in the file.
-struct Logical {
-    text: String,
+pub(crate) struct Logical {
+    pub(crate) text: String,
     /// (offset in `text`, offset in file) at the start of each piece.
     map: Vec<(usize, usize)>,
     end: usize,
@@ -272,7 +273,7 @@ impl Logical {
         }
     }
 
-    fn span(&self, r: std::ops::Range<usize>) -> Span {
+    pub(crate) fn span(&self, r: std::ops::Range<usize>) -> Span {
         let s = self.file_pos(r.start);
         let e = if r.end > r.start {
             self.file_pos(r.end - 1) + 1
@@ -317,11 +318,11 @@ fn is_comment(line: &str) -> bool {
     line.trim_start().starts_with('#')
 }
 
-struct Parser<'a> {
-    src: Source,
+pub(crate) struct Parser<'a> {
+    pub(crate) src: Source,
     lines: Vec<Line<'a>>,
     i: usize,
-    escape: char,
+    pub(crate) escape: char,
     diags: Diagnostics,
 }
 
@@ -330,6 +331,20 @@ struct Parser<'a> {
 /// Errors are collected (one per broken instruction) so `check` can report
 /// them all; warnings found by the reader are in [`Dockerfile::warnings`].
 pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
+    let (df, errors) = parse_partial(name, text);
+    if errors.is_empty() {
+        return Ok(df);
+    }
+    let mut d = Diagnostics { items: errors };
+    d.items.extend(df.warnings);
+    d.sort();
+    Err(d)
+}
+
+/// Like [`parse`] but never fails: broken instructions are left out of the
+/// returned file and their errors returned beside it, so a checker can
+/// still resolve and lint the rest.
+pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diag>) {
     let src = Source::new(name, text);
     let (body, base) = match text.strip_prefix('\u{feff}') {
         Some(b) => (b, 3),
@@ -351,17 +366,16 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
         }
     }
     check_order(&p.src, &instructions, &mut p.diags);
-    if p.diags.has_errors() {
-        p.diags.sort();
-        return Err(p.diags);
-    }
-    Ok(Dockerfile {
+    let (errors, warnings): (Vec<Diag>, Vec<Diag>) =
+        p.diags.items.into_iter().partition(Diag::is_error);
+    let df = Dockerfile {
         name: name.to_string(),
         directives,
         instructions,
-        warnings: p.diags.items,
+        warnings,
         source: p.src,
-    })
+    };
+    (df, errors)
 }
 
 /// Instructions other than ARG need a stage; a file needs at least one.
@@ -504,12 +518,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn err(&self, code: &str, msg: impl Into<String>, span: Span) -> Box<Diag> {
+    pub(crate) fn err(&self, code: &str, msg: impl Into<String>, span: Span) -> Box<Diag> {
         Box::new(Diag::error(code, msg, &self.src, span))
     }
 
     /// Parses the instruction that starts at `at` in `logical`.
-    fn instruction(
+    pub(crate) fn instruction(
         &mut self,
         logical: &Logical,
         at: usize,
@@ -633,346 +647,6 @@ impl<'a> Parser<'a> {
             content.push('\n');
         }
     }
-
-    fn check_flags(&self, kw: Keyword, flags: &[Flag]) -> Result<(), Box<Diag>> {
-        let allowed = allowed_flags(kw);
-        for (i, f) in flags.iter().enumerate() {
-            let Some(&(_, kind)) = allowed.iter().find(|(n, _)| *n == f.name) else {
-                let mut d = self.err(
-                    "unknown-flag",
-                    format!("unknown flag: --{} for {}", f.name, kw.as_str()),
-                    f.span.clone(),
-                );
-                let names: Vec<String> = allowed.iter().map(|(n, _)| format!("--{n}")).collect();
-                d = Box::new(if names.is_empty() {
-                    d.with_help(format!("{} takes no flags", kw.as_str()))
-                } else {
-                    d.with_help(format!("{} accepts {}", kw.as_str(), names.join(", ")))
-                });
-                return Err(d);
-            };
-            match kind {
-                FlagKind::Bool => {
-                    if let Some(v) = &f.value {
-                        if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
-                            return Err(self.err(
-                                "bad-flag",
-                                format!("expecting boolean value for flag --{}, not: {v}", f.name),
-                                f.span.clone(),
-                            ));
-                        }
-                    }
-                }
-                FlagKind::Str | FlagKind::Multi => {
-                    if f.value.is_none() {
-                        return Err(Box::new(
-                            Diag::error(
-                                "bad-flag",
-                                format!("missing a value on flag: --{}", f.name),
-                                &self.src,
-                                f.span.clone(),
-                            )
-                            .with_help(format!("write --{}=<value>", f.name)),
-                        ));
-                    }
-                }
-            }
-            if kind != FlagKind::Multi && flags[..i].iter().any(|g| g.name == f.name) {
-                return Err(self.err(
-                    "bad-flag",
-                    format!("duplicate flag specified: --{}", f.name),
-                    f.span.clone(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn args(
-        &mut self,
-        ins: &Instruction,
-        logical: &Logical,
-        args_start: usize,
-    ) -> Result<Args, Box<Diag>> {
-        let kw = ins.keyword;
-        let a = ins.args_text.as_str();
-        let need = |this: &Self| -> Result<(), Box<Diag>> {
-            if a.is_empty() {
-                return Err(this.err(
-                    "missing-argument",
-                    format!("{} requires at least one argument", kw.as_str()),
-                    ins.keyword_span.clone(),
-                ));
-            }
-            Ok(())
-        };
-        let spanned = |ws: Vec<words::Word>| -> Vec<SpannedWord> {
-            ws.into_iter()
-                .map(|w| SpannedWord {
-                    span: logical.span(args_start + w.start..args_start + w.end),
-                    text: w.text,
-                })
-                .collect()
-        };
-        Ok(match kw {
-            Keyword::Run | Keyword::Cmd | Keyword::Entrypoint => {
-                need(self)?;
-                Args::Command {
-                    form: self.command_form(a, &ins.args_span)?,
-                }
-            }
-            Keyword::Shell => {
-                need(self)?;
-                match json_array(a) {
-                    Some(v) if !v.is_empty() => Args::Command {
-                        form: CommandForm::Exec(v),
-                    },
-                    _ => {
-                        return Err(Box::new(
-                            Diag::error(
-                                "bad-json",
-                                "SHELL requires the arguments to be in JSON form",
-                                &self.src,
-                                ins.args_span.clone(),
-                            )
-                            .with_help(r#"write e.g. SHELL ["/bin/bash", "-c"]"#),
-                        ));
-                    }
-                }
-            }
-            Keyword::From | Keyword::Expose => {
-                need(self)?;
-                Args::Words {
-                    words: spanned(words::split_whitespace(a)),
-                    json: false,
-                }
-            }
-            Keyword::Copy | Keyword::Add | Keyword::Volume => {
-                need(self)?;
-                if let Some(v) = json_array(a) {
-                    let words = v
-                        .into_iter()
-                        .map(|text| SpannedWord {
-                            text,
-                            span: ins.args_span.clone(),
-                        })
-                        .collect();
-                    Args::Words { words, json: true }
-                } else {
-                    self.intended_json(a, &ins.args_span)?;
-                    Args::Words {
-                        words: spanned(words::split_whitespace(a)),
-                        json: false,
-                    }
-                }
-            }
-            Keyword::Env | Keyword::Label => {
-                need(self)?;
-                self.name_val(kw, a, logical, args_start)?
-            }
-            Keyword::Arg => {
-                need(self)?;
-                let pairs = words::split_keep_quotes(a, self.escape)
-                    .into_iter()
-                    .map(|w| {
-                        let span = logical.span(args_start + w.start..args_start + w.end);
-                        match w.text.split_once('=') {
-                            Some((k, v)) => KeyValue {
-                                key: k.to_string(),
-                                value: Some(v.to_string()),
-                                span,
-                            },
-                            None => KeyValue {
-                                key: w.text,
-                                value: None,
-                                span,
-                            },
-                        }
-                    })
-                    .collect::<Vec<_>>();
-                if let Some(p) = pairs.iter().find(|p| p.key.is_empty()) {
-                    return Err(self.err("bad-arg", "ARG names can not be blank", p.span.clone()));
-                }
-                Args::KeyValues {
-                    pairs,
-                    legacy: false,
-                }
-            }
-            Keyword::User | Keyword::Workdir | Keyword::Stopsignal | Keyword::Maintainer => {
-                need(self)?;
-                Args::Text {
-                    text: a.to_string(),
-                }
-            }
-            Keyword::Healthcheck => {
-                need(self)?;
-                let (word, rest) = match a.split_once(char::is_whitespace) {
-                    Some((w, r)) => (w, r.trim()),
-                    None => (a, ""),
-                };
-                if word.eq_ignore_ascii_case("NONE") {
-                    if !rest.is_empty() {
-                        return Err(self.err(
-                            "bad-healthcheck",
-                            "HEALTHCHECK NONE takes no arguments",
-                            ins.args_span.clone(),
-                        ));
-                    }
-                    Args::Healthcheck { cmd: None }
-                } else if word.eq_ignore_ascii_case("CMD") {
-                    if rest.is_empty() {
-                        return Err(self.err(
-                            "missing-argument",
-                            "HEALTHCHECK CMD requires at least one argument",
-                            ins.args_span.clone(),
-                        ));
-                    }
-                    Args::Healthcheck {
-                        cmd: Some(self.command_form(rest, &ins.args_span)?),
-                    }
-                } else {
-                    return Err(Box::new(
-                        Diag::error(
-                            "bad-healthcheck",
-                            format!("unknown type {word:?} in HEALTHCHECK (try CMD)"),
-                            &self.src,
-                            ins.args_span.clone(),
-                        )
-                        .with_help("use HEALTHCHECK CMD <command> or HEALTHCHECK NONE"),
-                    ));
-                }
-            }
-            Keyword::Onbuild => {
-                need(self)?;
-                let trigger = self.instruction(logical, args_start, false)?;
-                match trigger.keyword {
-                    Keyword::Onbuild => {
-                        return Err(self.err(
-                            "bad-onbuild",
-                            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
-                            trigger.keyword_span,
-                        ));
-                    }
-                    Keyword::From | Keyword::Maintainer => {
-                        return Err(self.err(
-                            "bad-onbuild",
-                            format!(
-                                "{} isn't allowed as an ONBUILD trigger",
-                                trigger.keyword.as_str()
-                            ),
-                            trigger.keyword_span,
-                        ));
-                    }
-                    _ => {}
-                }
-                Args::Onbuild {
-                    expression: a.to_string(),
-                    trigger: Box::new(trigger),
-                }
-            }
-        })
-    }
-
-    fn command_form(&self, a: &str, span: &Span) -> Result<CommandForm, Box<Diag>> {
-        if let Some(v) = json_array(a) {
-            return Ok(CommandForm::Exec(v));
-        }
-        self.intended_json(a, span)?;
-        Ok(CommandForm::Shell(a.to_string()))
-    }
-
-    /// BuildKit silently runs a broken JSON array as a shell command; when
-    /// the text is clearly meant as JSON (`["...` ... `]`) we report it.
-    fn intended_json(&self, a: &str, span: &Span) -> Result<(), Box<Diag>> {
-        let t = a.trim();
-        let after = t.strip_prefix('[').map(str::trim_start);
-        if after.is_some_and(|r| r.starts_with('"')) && t.ends_with(']') {
-            let detail = serde_json::from_str::<Vec<String>>(t)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            return Err(Box::new(
-                Diag::error("bad-json", format!("invalid JSON array: {detail}"), &self.src, span.clone())
-                    .with_help(r#"exec form must be a JSON array of strings with double quotes, e.g. ["echo", "hi"]"#),
-            ));
-        }
-        Ok(())
-    }
-
-    fn name_val(
-        &self,
-        kw: Keyword,
-        a: &str,
-        logical: &Logical,
-        args_start: usize,
-    ) -> Result<Args, Box<Diag>> {
-        let ws = words::split_keep_quotes(a, self.escape);
-        let Some(first) = ws.first() else {
-            return Err(self.err(
-                "missing-argument",
-                format!("{} requires at least one argument", kw.as_str()),
-                logical.span(0..0),
-            ));
-        };
-        if !first.text.contains('=') {
-            // Legacy `KEY value with spaces`: the value is the rest verbatim.
-            let span = logical.span(args_start..args_start + a.len());
-            let Some((k, v)) = a.split_once(char::is_whitespace) else {
-                return Err(Box::new(
-                    Diag::error(
-                        "missing-argument",
-                        format!("{} must have two arguments", kw.as_str()),
-                        &self.src,
-                        span,
-                    )
-                    .with_help(format!("write {} key=value", kw.as_str())),
-                ));
-            };
-            let pair = KeyValue {
-                key: k.to_string(),
-                value: Some(v.trim_start().to_string()),
-                span,
-            };
-            return Ok(Args::KeyValues {
-                pairs: vec![pair],
-                legacy: true,
-            });
-        }
-        let mut pairs = Vec::new();
-        for w in ws {
-            let span = logical.span(args_start + w.start..args_start + w.end);
-            let Some((k, v)) = w.text.split_once('=') else {
-                return Err(Box::new(
-                    Diag::error(
-                        "bad-key-value",
-                        format!(
-                            "Syntax error - can't find = in {:?}. Must be of the form: name=value",
-                            w.text
-                        ),
-                        &self.src,
-                        span,
-                    )
-                    .with_help("quote values that contain spaces: KEY=\"a b\""),
-                ));
-            };
-            if k.is_empty() {
-                return Err(self.err(
-                    "bad-key-value",
-                    format!("{} names can not be blank", kw.as_str()),
-                    span,
-                ));
-            }
-            pairs.push(KeyValue {
-                key: k.to_string(),
-                value: Some(v.to_string()),
-                span,
-            });
-        }
-        Ok(Args::KeyValues {
-            pairs,
-            legacy: false,
-        })
-    }
 }
 
 /// A `# key=value` directive line: key, value and the value's offset.
@@ -993,55 +667,6 @@ fn directive(line: &str) -> Option<(&str, &str, usize)> {
     }
     let vstart = line.len() - after.len() + (after.len() - after.trim_start().len());
     Some((key, value, vstart))
-}
-
-/// Decodes a JSON array of strings; `None` if the text is not one.
-pub(crate) fn json_array(a: &str) -> Option<Vec<String>> {
-    let t = a.trim();
-    if !t.starts_with('[') {
-        return None;
-    }
-    serde_json::from_str::<Vec<String>>(t).ok()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum FlagKind {
-    Str,
-    Bool,
-    Multi,
-}
-
-fn allowed_flags(kw: Keyword) -> &'static [(&'static str, FlagKind)] {
-    use FlagKind::*;
-    match kw {
-        Keyword::From => &[("platform", Str)],
-        Keyword::Run => &[("mount", Multi), ("network", Str), ("security", Str)],
-        Keyword::Copy => &[
-            ("from", Str),
-            ("chown", Str),
-            ("chmod", Str),
-            ("link", Bool),
-            ("parents", Bool),
-            ("exclude", Multi),
-        ],
-        Keyword::Add => &[
-            ("chown", Str),
-            ("chmod", Str),
-            ("link", Bool),
-            ("keep-git-dir", Bool),
-            ("checksum", Str),
-            ("unpack", Bool),
-            ("exclude", Multi),
-        ],
-        Keyword::Healthcheck => &[
-            ("interval", Str),
-            ("timeout", Str),
-            ("start-period", Str),
-            ("start-interval", Str),
-            ("retries", Str),
-        ],
-        _ => &[],
-    }
 }
 
 /// Nearest keyword by edit distance, for "did you mean".

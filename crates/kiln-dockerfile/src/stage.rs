@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::convert;
 use crate::diag::{Diag, Diagnostics, Source, Span};
 use crate::expand;
-use crate::instructions::{self, ArgValue, FromRef, Resolved, Var};
+use crate::instructions::{ArgValue, FromRef, Resolved, Var};
 use crate::lint;
 use crate::parse::{Args, Dockerfile, Instruction as Parsed, Keyword};
 use crate::scope::{self, Platform, Scope};
@@ -31,7 +32,7 @@ pub struct ImageInfo {
 }
 
 /// Inputs of [`resolve`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ResolveOptions {
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
@@ -46,19 +47,6 @@ pub struct ResolveOptions {
     /// Image configs already known, keyed by the reference as written in
     /// FROM (after expansion). Resolve once without, fetch, resolve again.
     pub images: BTreeMap<String, ImageInfo>,
-}
-
-impl Default for ResolveOptions {
-    fn default() -> Self {
-        ResolveOptions {
-            build_args: BTreeMap::new(),
-            target: None,
-            build_platform: Platform::default(),
-            target_platform: Platform::default(),
-            named_contexts: BTreeSet::new(),
-            images: BTreeMap::new(),
-        }
-    }
 }
 
 /// A stage's base.
@@ -226,6 +214,9 @@ impl Ctx<'_> {
             self.diags.push(d);
             return None;
         }
+        if let Some(d) = lint::near_stage(self.src, name, self.stage_names, span) {
+            self.diags.push(d);
+        }
         Some(FromRef::Image {
             reference: name.to_string(),
         })
@@ -287,6 +278,8 @@ struct StageOut {
     shell: Vec<String>,
     onbuild: Vec<String>,
     scope_env: Vec<(String, String)>,
+    scope_args: Vec<(String, Option<String>)>,
+    workdir_set: bool,
     env_known: bool,
 }
 
@@ -331,7 +324,9 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<ResolvedBuild, 
                     }
                 }
             } else {
-                None
+                // `ARG TARGETPLATFORM` without a default keeps the
+                // automatic value.
+                platform_args.get(&p.key).cloned()
             };
             diags.extend(lint::secrets_in(src, "ARG", &p.key, &ins.span));
             global.retain(|(k, _)| *k != p.key);
@@ -664,11 +659,16 @@ fn resolve_stage(
     let mut workdir = "/".to_string();
     let mut triggers: Vec<String> = Vec::new();
     let mut env_known = true;
+    let mut workdir_set = false;
     let mut deps = Vec::new();
     match &base {
         Base::Stage { index: j } => {
             let p = &prev[*j];
+            // BuildKit carries the parent's declared ARGs (and whether a
+            // WORKDIR was set) into a stage built FROM it.
             scope.env = p.scope_env.clone();
+            scope.args = p.scope_args.clone();
+            workdir_set = p.workdir_set;
             shell = p.shell.clone();
             workdir = p.stage.workdir.clone();
             triggers = p.onbuild.clone();
@@ -707,7 +707,7 @@ fn resolve_stage(
         scope,
         shell,
         workdir,
-        workdir_set: false,
+        workdir_set,
         onbuild: Vec::new(),
         env_known,
         ssh_count: 0,
@@ -720,7 +720,7 @@ fn resolve_stage(
         match crate::parse::parse_onbuild_triggers(&triggers) {
             Ok(list) => {
                 for t in &list {
-                    if let Some(instr) = instructions::convert(t, &mut ctx) {
+                    if let Some(instr) = convert::convert(t, &mut ctx) {
                         instructions.push(Resolved {
                             instr,
                             original: t.original.clone(),
@@ -744,7 +744,7 @@ fn resolve_stage(
         }
     }
     for ins in body {
-        if let Some(instr) = instructions::convert(ins, &mut ctx) {
+        if let Some(instr) = convert::convert(ins, &mut ctx) {
             instructions.push(Resolved {
                 instr,
                 original: ins.original.clone(),
@@ -779,6 +779,8 @@ fn resolve_stage(
         shell: ctx.shell,
         onbuild: ctx.onbuild,
         scope_env: ctx.scope.env,
+        scope_args: ctx.scope.args,
+        workdir_set: ctx.workdir_set,
         env_known: ctx.env_known,
     }
 }

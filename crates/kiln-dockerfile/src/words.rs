@@ -139,14 +139,14 @@ pub fn split_keep_quotes(rest: &str, escape: char) -> Vec<Word> {
             }
         }
     }
-    if let Some(s) = start {
-        if blank_ok || !word.is_empty() {
-            words.push(Word {
-                text: word,
-                start: s,
-                end: rest.len(),
-            });
-        }
+    if let Some(s) = start
+        && (blank_ok || !word.is_empty())
+    {
+        words.push(Word {
+            text: word,
+            start: s,
+            end: rest.len(),
+        });
     }
     words
 }
@@ -241,12 +241,48 @@ pub fn heredoc_marker(word: &str) -> Option<HeredocMarker> {
     })
 }
 
+/// True for a marker with the delimiter in the next word (`<< EOF`,
+/// accepted since BuildKit 0.22).
+pub fn is_bare_marker(word: &str) -> bool {
+    let digits = word.bytes().take_while(u8::is_ascii_digit).count();
+    matches!(&word[digits..], "<<" | "<<-")
+}
+
 /// All heredoc markers in an instruction's argument text, in order.
 pub fn heredoc_markers(args: &str) -> Vec<HeredocMarker> {
-    split_keep_quotes(args, '\\')
-        .iter()
-        .filter_map(|w| heredoc_marker(&w.text))
-        .collect()
+    let words = split_keep_quotes(args, '\\');
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i].text;
+        if is_bare_marker(w)
+            && i + 1 < words.len()
+            && let Some(mut m) = heredoc_marker(&format!("{w}{}", words[i + 1].text))
+        {
+            m.word = w.clone();
+            out.push(m);
+            i += 2;
+            continue;
+        }
+        if let Some(m) = heredoc_marker(w) {
+            out.push(m);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// True when the text is exactly one heredoc marker (`<<EOF`, `<< EOF`):
+/// then RUN runs the heredoc body itself.
+pub fn is_only_heredoc(text: &str) -> bool {
+    let words = split_keep_quotes(text, '\\');
+    match words.as_slice() {
+        [w] => heredoc_marker(&w.text).is_some(),
+        [a, b] => {
+            is_bare_marker(&a.text) && heredoc_marker(&format!("{}{}", a.text, b.text)).is_some()
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +338,10 @@ mod tests {
         assert!(heredoc_marker("<<").is_none());
         assert!(heredoc_marker("a<<b").is_none());
         assert!(heredoc_marker("<<<x").is_none());
+        assert_eq!(heredoc_markers("cat << EOF").len(), 1);
+        assert!(
+            is_only_heredoc("<< EOF") && is_only_heredoc("<<-'X'") && !is_only_heredoc("cat <<EOF")
+        );
         let ms = heredoc_markers("cat <<A > /a && cat <<-\"B\" > /b");
         assert_eq!(ms.len(), 2);
         assert_eq!(ms[1].name, "B");

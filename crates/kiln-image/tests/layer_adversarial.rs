@@ -422,6 +422,64 @@ fn corpus() -> Vec<Case> {
             Expect::Err("h"),
         ),
         case(
+            "directory entry over a symlink to outside",
+            |c| {
+                RawTar::default()
+                    .symlink("d", &c.abs)
+                    .dir("d/")
+                    .file("d/victim", b"inside")
+                    .end()
+            },
+            Expect::Ok,
+        ),
+        case(
+            "whiteout of a lower symlink to outside",
+            |_| RawTar::default().file(".wh.lower-link", b"").end(),
+            Expect::Ok,
+        ),
+        case(
+            "whiteout below a lower symlink to outside",
+            |_| RawTar::default().file("lower-link/.wh.victim", b"").end(),
+            Expect::Ok,
+        ),
+        case(
+            "opaque marker below a lower symlink to outside",
+            |_| RawTar::default().file("lower-link/.wh..wh..opq", b"").end(),
+            Expect::Ok,
+        ),
+        case(
+            "file below a lower symlink to outside",
+            |_| RawTar::default().file("lower-link/victim", b"pwned").end(),
+            Expect::Any,
+        ),
+        case(
+            "file over a lower symlink to outside",
+            |_| RawTar::default().file("lower-link", b"replaced").end(),
+            Expect::Ok,
+        ),
+        case(
+            "hardlink to a lower symlink to outside, then write through it",
+            |_| {
+                RawTar::default()
+                    .hardlink("h", "lower-link")
+                    .file("h/victim", b"pwned")
+                    .end()
+            },
+            Expect::Any,
+        ),
+        Case {
+            name: "old-style directory: regular entry with a trailing slash",
+            tar: |_| {
+                RawTar::default()
+                    .entry(b"olddir/", 0, b"", b"")
+                    .file("olddir/f", b"x")
+                    .end()
+            },
+            expect: Expect::Ok,
+            opts: default_opts,
+            check: Some(|t| assert!(t.join("olddir").is_dir() && t.join("olddir/f").is_file())),
+        },
+        case(
             "root entries are ignored",
             |_| RawTar::default().dir("./").dir("/").end(),
             Expect::Ok,
@@ -464,6 +522,15 @@ fn corpus() -> Vec<Case> {
             "hardlink to a symlink to outside, then overwrite it" => Some(|t: &Path| {
                 assert_eq!(fs::read(t.join("h")).unwrap(), b"pwned");
                 assert_eq!(fs::read(t.join("s")).unwrap(), b"pwned too");
+            }),
+            "whiteout of a lower symlink to outside" => Some(|t: &Path| {
+                assert!(fs::symlink_metadata(t.join("lower-link")).is_err());
+            }),
+            "file over a lower symlink to outside" => Some(|t: &Path| {
+                assert_eq!(fs::read(t.join("lower-link")).unwrap(), b"replaced");
+            }),
+            "directory entry over a symlink to outside" => Some(|t: &Path| {
+                assert_eq!(fs::read(t.join("d/victim")).unwrap(), b"inside");
             }),
             _ => None,
         });
@@ -543,6 +610,7 @@ fn adversarial_corpus_never_escapes() {
         // Some lower-layer content, so whiteouts and opaque markers have
         // something to delete.
         fs::write(target.join("lower.txt"), "lower").unwrap();
+        std::os::unix::fs::symlink(&abs, target.join("lower-link")).unwrap();
         let before = outside_state(base.path(), &target, &abs);
         let tar = (c.tar)(&ctx);
         let res = extract(Cursor::new(tar), &target, &(c.opts)());
@@ -609,7 +677,11 @@ fn unprivileged_extraction_skips_devices() {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).unwrap();
-    let exe = std::env::current_exe().unwrap();
+    // A copy of this test binary that `nobody` can execute even when the
+    // build directory is private (e.g. under /root).
+    let exe = dir.path().join("child-test");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&exe)
@@ -653,4 +725,60 @@ fn child_unprivileged_extract() {
     .unwrap();
     assert_eq!(rep.warnings.len(), 1, "{:?}", rep.warnings);
     assert_eq!(rep.warnings[0].entry, "null");
+}
+
+mod mutations {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A small valid layer with every entry kind, as raw bytes.
+    fn seed_tar() -> Vec<u8> {
+        RawTar::default()
+            .dir("d/")
+            .file("d/f", b"0123456789")
+            .symlink("d/s", "../d/f")
+            .hardlink("d/h", "d/f")
+            .pax(&[
+                ("path", b"d/long-name-from-pax"),
+                ("SCHILY.xattr.user.k", b"v"),
+            ])
+            .file("x", b"pax file")
+            .gnu_long_name(b"d/gnu-long")
+            .file("y", b"gnu file")
+            .file("d/.wh.gone", b"")
+            .file("d/.wh..wh..opq", b"")
+            .end()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Corrupted archives (bytes overwritten, or cut) never panic and
+        /// never touch anything outside the target.
+        #[test]
+        fn corrupted_archives_stay_inside(
+            edits in proptest::collection::vec((0usize..4096, any::<u8>()), 1..12),
+            cut in proptest::option::of(0usize..4096),
+        ) {
+            let mut tar = seed_tar();
+            for (pos, b) in edits {
+                let n = tar.len();
+                tar[pos % n] = b;
+            }
+            if let Some(c) = cut {
+                tar.truncate(c.min(tar.len()));
+            }
+            let base = tempfile::tempdir().unwrap();
+            let target = base.path().join("t");
+            fs::create_dir(&target).unwrap();
+            fs::write(base.path().join("canary"), "canary").unwrap();
+            let _ = extract(Cursor::new(tar), &target, &ExtractOptions::default());
+            let names: Vec<_> = fs::read_dir(base.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            prop_assert_eq!(names.len(), 2, "{:?}", names);
+            prop_assert_eq!(fs::read_to_string(base.path().join("canary")).unwrap(), "canary");
+        }
+    }
 }

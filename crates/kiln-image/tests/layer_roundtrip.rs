@@ -335,3 +335,231 @@ fn flatten_applies_whiteouts() {
         "scratch cleaned"
     );
 }
+
+/// Go's compress/gzip (through skopeo) reads our block-parallel gzip: an
+/// OCI layout with the layer is copied with `--dest-decompress`, and the
+/// decompressed blob must hash to the diff ID.
+#[test]
+fn go_gzip_reads_our_layers() {
+    if !have("skopeo") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    build_tree(&src);
+    let (blob, info) = layer(&src, Compression::Gzip, 2);
+    let layout = t.path().join("layout");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = kiln_image::Digest::sha256_of(bytes);
+        fs::write(blobs.join(d.hex()), bytes).unwrap();
+        (d, bytes.len())
+    };
+    put(&blob);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [info.diff_id.to_string()]},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd.to_string(), "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": info.digest.to_string(), "size": info.size}],
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": md.to_string(), "size": ms,
+                       "annotations": {"org.opencontainers.image.ref.name": "t"}}],
+    });
+    fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    sh(&format!(
+        "skopeo --insecure-policy copy -q --dest-decompress oci:{}:t dir:{}",
+        layout.display(),
+        out.display()
+    ));
+    assert!(
+        out.join(info.diff_id.hex()).exists(),
+        "decompressed layer {} missing: {:?}",
+        info.diff_id,
+        fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Archives made by GNU tar (gnu and pax formats, `./` prefixes, long
+/// names, xattrs) extract to the same tree.
+#[test]
+fn gnu_tar_archives_extract() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    build_tree(&src);
+    let mut want = snapshot(&src);
+    for format in ["gnu", "pax"] {
+        let tarball = t.path().join(format!("{format}.tar"));
+        sh(&format!(
+            "tar --format={format} --xattrs --xattrs-include='*' --numeric-owner -C {} -cf {} .",
+            src.display(),
+            tarball.display()
+        ));
+        let dst = t.path().join(format!("dst-{format}"));
+        fs::create_dir(&dst).unwrap();
+        let rep = extract(
+            fs::File::open(&tarball).unwrap(),
+            &dst,
+            &ExtractOptions::default(),
+        )
+        .unwrap();
+        assert!(rep.warnings.is_empty(), "{format}: {:?}", rep.warnings);
+        let got = snapshot(&dst);
+        for (k, n) in want.iter_mut() {
+            let g = &got[k];
+            if format == "gnu" {
+                n.xattrs = g.xattrs.clone(); // the gnu format has no xattrs
+            }
+            assert_eq!(Some(&*n), Some(g), "{format}: {k}");
+        }
+        assert_eq!(want.len(), got.len());
+    }
+}
+
+/// Entry-list sources: a reader, and a host file that changed size after
+/// it was listed (an error naming the file, not a corrupt layer).
+#[test]
+fn reader_sources_and_changed_files() {
+    use kiln_image::layer::{EntryKind, FileSource, LayerError};
+    let data = b"streamed content".to_vec();
+    let e = Entry::new(
+        "r",
+        EntryKind::File {
+            source: FileSource::Reader(Box::new(Cursor::new(data.clone()))),
+            size: data.len() as u64,
+        },
+        0o600,
+    );
+    let (blob, _) = write_entries_layer(vec![e], &opts(Compression::None, 1), Vec::new()).unwrap();
+    let mut ar = tar::Archive::new(&blob[..]);
+    let mut ent = ar.entries().unwrap().next().unwrap().unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut ent, &mut got).unwrap();
+    assert_eq!(got, data);
+
+    let t = tempfile::tempdir().unwrap();
+    let host = t.path().join("grows");
+    fs::write(&host, "12345").unwrap();
+    for size in [3u64, 9] {
+        let e = Entry::file_host("f", &host, size);
+        let err =
+            write_entries_layer(vec![e], &opts(Compression::Gzip, 2), Vec::new()).unwrap_err();
+        assert!(matches!(err, LayerError::Changed { .. }), "{err}");
+        assert!(err.to_string().contains("grows"), "{err}");
+    }
+}
+
+/// GNU sparse entries are written densely; PAX sparse files (which the tar
+/// crate would hand over with their sparse map as content) are refused by
+/// name.
+#[test]
+fn sparse_files() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let f = fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(3 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"data", 1 << 20).unwrap();
+    for (format, ok) in [("gnu", true), ("pax", false)] {
+        let tarball = t.path().join(format!("{format}.tar"));
+        sh(&format!(
+            "tar --format={format} --sparse -C {} -cf {} sparse",
+            src.display(),
+            tarball.display()
+        ));
+        let dst = t.path().join(format!("dst-{format}"));
+        fs::create_dir(&dst).unwrap();
+        let r = extract(
+            fs::File::open(&tarball).unwrap(),
+            &dst,
+            &ExtractOptions::default(),
+        );
+        if ok {
+            r.unwrap();
+            assert!(fs::read(dst.join("sparse")).unwrap() == fs::read(src.join("sparse")).unwrap());
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("sparse"), "{e}");
+        }
+    }
+}
+
+/// An overlayfs upper dir (0/0 char device whiteouts, opaque xattr) walks
+/// into whiteout entries, and the layer applies them.
+#[test]
+fn overlay_upper_dir_walks_into_whiteouts() {
+    use kiln_image::layer::{EntryKind, OverlayFormat, WalkOptions, walk_dir};
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let upper = t.path().join("upper");
+    fs::create_dir_all(upper.join("etc")).unwrap();
+    fs::create_dir_all(upper.join("var/cache")).unwrap();
+    mknod(&upper.join("etc/removed"), libc::S_IFCHR, 0, 0);
+    xattr_set(&upper.join("var/cache"), "trusted.overlay.opaque", b"y");
+    fs::write(upper.join("var/cache/new"), "new").unwrap();
+    let o = WalkOptions {
+        overlay: Some(OverlayFormat::Trusted),
+        ..Default::default()
+    };
+    let entries = walk_dir(&upper, &o).unwrap();
+    let kinds: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let k = match e.kind {
+                EntryKind::Whiteout => "wh",
+                EntryKind::OpaqueWhiteout => "opq",
+                EntryKind::Dir => "dir",
+                _ => "other",
+            };
+            format!("{} {k}", e.path.display())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "etc dir",
+            "etc/removed wh",
+            "var dir",
+            "var/cache opq",
+            "var/cache dir",
+            "var/cache/new other"
+        ]
+    );
+    assert!(
+        entries.iter().all(|e| e.xattrs.is_empty()),
+        "overlay xattrs kept"
+    );
+    let (blob, _) = write_entries_layer(entries, &opts(Compression::Gzip, 2), Vec::new()).unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("var/cache/apt")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/removed"), "old").unwrap();
+    extract(Cursor::new(blob), &root, &ExtractOptions::default()).unwrap();
+    assert!(!root.join("etc/removed").exists());
+    assert!(!root.join("var/cache/apt").exists());
+    assert!(root.join("var/cache/new").exists());
+}

@@ -230,7 +230,7 @@ pub struct RawTar(pub Vec<u8>);
 
 impl RawTar {
     fn pad(&mut self) {
-        while self.0.len() % 512 != 0 {
+        while !self.0.len().is_multiple_of(512) {
             self.0.push(0);
         }
     }

@@ -5,7 +5,7 @@
 //! sandbox_run [--isolation auto|rootless|root|chroot] (--rootfs DIR |
 //!     --lower DIR... --upper DIR --work DIR) [--user U] [--hostname H]
 //!     [--network host|none] [--cwd DIR] [--env K=V]... [--bind SRC:DST[:ro]]...
-//!     [--cache SRC:DST]... [--tmpfs DST]... [--time] -- ARGV...
+//!     [--cache SRC:DST]... [--tmpfs DST]... [--null-stdin] [--time] -- ARGV...
 //! sandbox_run --unshare -- ARGV...   # run ARGV on the host as userns root
 //! sandbox_run --info
 //! ```
@@ -18,6 +18,11 @@ use std::time::Instant;
 use kiln_sandbox::{Isolation, MountSpec, Network, Rootfs, RunSpec, Sandbox, exit_code, userns};
 
 fn main() {
+    // Probe from the caller's own view, before any re-exec.
+    if std::env::args().nth(1).as_deref() == Some("--info") {
+        println!("{}", kiln_sandbox::info::probe());
+        return;
+    }
     if let Err(e) = userns::ensure_root_in_userns() {
         eprintln!("sandbox_run: {e}");
         std::process::exit(125);
@@ -42,12 +47,9 @@ fn real_main() -> Result<i32, Box<dyn std::error::Error>> {
     };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--info" => {
-                println!("{}", kiln_sandbox::info::probe());
-                return Ok(0);
-            }
             "--unshare" => unshare = true,
             "--time" => time = true,
+            "--null-stdin" => spec.null_stdin = true,
             "--isolation" => isolation = need(&mut args, &a)?.parse()?,
             "--rootfs" => dir = Some(PathBuf::from(need(&mut args, &a)?)),
             "--lower" => lowers.push(PathBuf::from(need(&mut args, &a)?)),

@@ -36,7 +36,9 @@ fn default_mask() -> u64 {
     DEFAULT_CAPS.iter().fold(0, |m, (c, _)| m | (1u64 << c))
 }
 
-fn last_cap() -> u32 {
+/// The running kernel's highest capability number (read before
+/// `pivot_root`: in chroot mode the container may have no /proc).
+pub fn kernel_last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -44,8 +46,7 @@ fn last_cap() -> u32 {
 }
 
 /// Step 1, while still fully privileged (needs CAP_SETPCAP): cut the bounding
-/// set and clear the ambient set. `last_cap` is read before `pivot_root`,
-/// because the container's /proc might be absent in chroot mode.
+/// set and clear the ambient set; `last_cap` from [`kernel_last_cap`].
 pub fn restrict_bounding_set(last_cap: u32) -> Result<()> {
     let keep = default_mask();
     for cap in 0..=last_cap.min(63) {
@@ -87,9 +88,4 @@ pub fn set_process_caps() -> Result<()> {
         inheritable: CapabilitySet::empty(),
     };
     rustix::thread::set_capabilities(None, sets).map_err(|e| Error::sys("capset", e))
-}
-
-/// The running kernel's highest capability number.
-pub fn kernel_last_cap() -> u32 {
-    last_cap()
 }

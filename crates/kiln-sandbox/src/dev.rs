@@ -23,7 +23,11 @@ pub(crate) fn setup(root: BorrowedFd<'_>) -> Result<()> {
     let tmpfs = new_mount(
         "tmpfs",
         &[("mode", Some("755")), ("size", Some("65536k"))],
-        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_STRICTATIME,
+        // nodev: the devices below are binds (their own mounts); a node
+        // mknod'ed here must not open (see crate::mounts).
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_STRICTATIME,
     )?;
     attach(tmpfs.as_fd(), target.as_fd(), "/dev")?;
     // Re-resolve: the fd above is the directory *under* the new tmpfs.
@@ -55,7 +59,7 @@ pub(crate) fn setup(root: BorrowedFd<'_>) -> Result<()> {
         match clone_tree(CWD, &host, false) {
             Ok(tree) => attach(tree.as_fd(), point.as_fd(), &host.display().to_string())?,
             // A host without /dev/tty (some CI containers): leave the file.
-            Err(e) if *name == "tty" => tracing::debug!("no /dev/tty: {e}"),
+            Err(_) if *name == "tty" => {}
             Err(e) => return Err(e),
         }
     }

@@ -100,7 +100,8 @@ pub fn probe_overlay_in_userns() -> Result<(), String> {
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
     );
-    in_child(move || {
+    let work_dir = d.join("w/work");
+    let result = in_child(move || {
         unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)?;
         let w = |f: &str, s: String| std::fs::write(f, s).map_err(|e| format!("{f}: {e}"));
         w("/proc/self/setgroups", "deny".into())?;
@@ -108,7 +109,12 @@ pub fn probe_overlay_in_userns() -> Result<(), String> {
         w("/proc/self/gid_map", format!("0 {gid} 1"))?;
         crate::mounts::overlay(&[d.join("l")], &d.join("u"), &d.join("w"), &d.join("m"))
             .map_err(|e| e.to_string())
-    })
+    });
+    // overlayfs leaves work/work with mode 000, which an unprivileged
+    // remove_dir_all cannot descend into.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(0o700));
+    result
 }
 
 /// Probe the host (forks a few short-lived children; ~ms).

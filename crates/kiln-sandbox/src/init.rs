@@ -16,11 +16,11 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::AsFd;
 
+use crate::caps;
 use crate::error::{Error, Result, at};
 use crate::mounts::{Kind, ensure_in_root};
-use crate::spawn::{FORWARDED, Plan, Report, block_forwarded, die_with_parent, forward_signals_to};
+use crate::spawn::{Plan, Report, block_forwarded, die_with_parent, forward_signals_to};
 use crate::user::{self, ExecUser};
-use crate::{Network, caps};
 
 /// Everything W needs, prepared by I before fork.
 struct Exec {
@@ -31,6 +31,7 @@ struct Exec {
     /// Candidate paths for argv[0] (PATH search done as execvp would).
     candidates: Vec<CString>,
     no_new_privs: bool,
+    null_stdin: bool,
     last_cap: u32,
 }
 
@@ -43,10 +44,11 @@ pub(crate) fn init(
     parent: i32,
     have_mntns: bool,
     new_pidns: bool,
+    new_netns: bool,
 ) -> ! {
     // PID 1 of a new pid namespace sees its parent (outside) as pid 0.
     die_with_parent(if new_pidns { 0 } else { parent });
-    let exec = match prepare(plan, have_mntns, new_pidns) {
+    let exec = match prepare(plan, have_mntns, new_pidns, new_netns) {
         Ok(e) => e,
         Err(e) => {
             report.fail_setup(&e);
@@ -55,6 +57,11 @@ pub(crate) fn init(
         }
     };
 
+    if let Err(e) = install_stdio(plan.io) {
+        report.fail_setup(&e);
+        // SAFETY: terminate this child only.
+        unsafe { libc::_exit(1) };
+    }
     // Nothing of the host may stay reachable through our fds: close all
     // (not just CLOEXEC) before W exists.
     close_fds_from(3);
@@ -66,8 +73,18 @@ pub(crate) fn init(
         unsafe { libc::_exit(1) };
     }
     if pid == 0 {
-        let errno = worker(&exec);
-        report.fail_exec(errno);
+        match worker(&exec) {
+            ("exec", errno) => report.fail_exec(errno),
+            (step, errno) => report.fail(
+                crate::spawn::KIND_SETUP,
+                errno,
+                &format!(
+                    "{step} for user {:?}: {}",
+                    plan.spec.user,
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+            ),
+        }
         // SAFETY: terminate W.
         unsafe { libc::_exit(127) };
     }
@@ -95,7 +112,7 @@ pub(crate) fn init(
     unsafe { libc::_exit(0) }
 }
 
-fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
+fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) -> Result<Exec> {
     let spec = plan.spec;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -107,7 +124,7 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
 
     crate::mounts::setup(plan, have_mntns, new_pidns)?;
 
-    if spec.network == Network::None && new_pidns {
+    if new_netns {
         crate::net::loopback_up()?;
     }
     if new_pidns {
@@ -152,10 +169,10 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
             })?,
         );
     }
-    if !has("HOSTNAME") {
-        if let Ok(h) = CString::new(format!("HOSTNAME={}", spec.hostname)) {
-            env.push(h);
-        }
+    if !has("HOSTNAME")
+        && let Ok(h) = CString::new(format!("HOSTNAME={}", spec.hostname))
+    {
+        env.push(h);
     }
 
     let argv0 = spec.argv.first().map(String::as_str).unwrap_or_default();
@@ -180,8 +197,38 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Result<Exec> {
         cwd: CString::new(cwd_clean).map_err(|e| Error::InvalidSpec(e.to_string()))?,
         candidates,
         no_new_privs: spec.no_new_privileges,
+        null_stdin: spec.null_stdin,
         last_cap: plan.last_cap,
     })
+}
+
+/// Make the caller's replacement fds our 0, 1, 2 (W inherits them). Each is
+/// first duplicated above 2, so that e.g. stdout=0 cannot be clobbered by an
+/// earlier dup2; the copies are closed with everything else afterwards.
+fn install_stdio(io: [Option<i32>; 3]) -> Result<()> {
+    let mut high = [None; 3];
+    for (i, fd) in io.iter().enumerate() {
+        if let Some(fd) = *fd {
+            // SAFETY: fcntl on an fd the caller keeps open during the run.
+            let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            if d < 0 {
+                return Err(Error::sys(
+                    "fcntl(F_DUPFD) stdio",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            high[i] = Some(d);
+        }
+    }
+    for (target, fd) in high.iter().enumerate() {
+        if let Some(fd) = *fd {
+            // SAFETY: dup2 onto a standard fd.
+            if unsafe { libc::dup2(fd, target as i32) } < 0 {
+                return Err(Error::sys("dup2 stdio", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Close (not just mark CLOEXEC) every fd >= `from`.
@@ -197,8 +244,8 @@ fn close_fds_from(from: u32) {
     }
 }
 
-/// W: returns only on failure, with the errno to report.
-fn worker(x: &Exec) -> i32 {
+/// W: returns only on failure: the step that failed and its errno.
+fn worker(x: &Exec) -> (&'static str, i32) {
     // Default dispositions and an empty mask: the command must not inherit
     // kiln's ignored SIGPIPE or our blocked signals.
     // SAFETY: plain signal syscalls.
@@ -212,7 +259,6 @@ fn worker(x: &Exec) -> i32 {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
-    let _ = FORWARDED;
     let errno = |e: Error| -> i32 {
         match e {
             Error::Sys { source, .. } | Error::Path { source, .. } => {
@@ -222,25 +268,35 @@ fn worker(x: &Exec) -> i32 {
         }
     };
     if let Err(e) = caps::restrict_bounding_set(x.last_cap) {
-        return errno(e);
+        return ("drop capabilities from the bounding set", errno(e));
     }
     if let Err(e) = switch_user(&x.user) {
         return e;
     }
     if let Err(e) = caps::set_process_caps() {
-        return errno(e);
+        return ("capset", errno(e));
     }
     if x.no_new_privs && rustix::thread::set_no_new_privs(true).is_err() {
-        return libc::EPERM;
+        return ("prctl(PR_SET_NO_NEW_PRIVS)", libc::EPERM);
     }
     // SAFETY: plain syscalls with valid C strings.
     unsafe {
+        if x.null_stdin {
+            // The container's /dev/null (a bind of the host's null device).
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if fd < 0 || libc::dup2(fd, 0) < 0 {
+                return ("open /dev/null as stdin", last_errno());
+            }
+            if fd != 0 {
+                libc::close(fd);
+            }
+        }
         libc::umask(0o022);
         if libc::chdir(x.cwd.as_ptr()) != 0 {
-            return last_errno();
+            return ("chdir to the working directory", last_errno());
         }
     }
-    exec(x)
+    ("exec", exec(x))
 }
 
 fn last_errno() -> i32 {
@@ -249,7 +305,7 @@ fn last_errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-fn switch_user(u: &ExecUser) -> std::result::Result<(), i32> {
+fn switch_user(u: &ExecUser) -> std::result::Result<(), (&'static str, i32)> {
     // SAFETY: raw setgroups/setresgid/setresuid on this single thread (W is
     // single-threaded, so the per-thread syscalls are per-process here).
     unsafe {
@@ -259,14 +315,20 @@ fn switch_user(u: &ExecUser) -> std::result::Result<(), i32> {
             // setgroups is denied in a single-ID user namespace; harmless
             // when the wanted list is just root's.
             if !(e == libc::EPERM && u.groups == [0]) {
-                return Err(e);
+                return Err(("setgroups (is only root mapped? see /etc/subgid)", e));
             }
         }
         if libc::syscall(libc::SYS_setresgid, u.gid, u.gid, u.gid) != 0 {
-            return Err(last_errno());
+            return Err((
+                "setresgid (is the gid mapped? see /etc/subgid)",
+                last_errno(),
+            ));
         }
         if libc::syscall(libc::SYS_setresuid, u.uid, u.uid, u.uid) != 0 {
-            return Err(last_errno());
+            return Err((
+                "setresuid (is the uid mapped? see /etc/subuid)",
+                last_errno(),
+            ));
         }
     }
     Ok(())

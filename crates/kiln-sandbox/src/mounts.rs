@@ -21,310 +21,30 @@
 //!   (or the `Dir` rootfs) and are the differ's business; they are never
 //!   removed by path after the run (the BuildKit CVE-2024-23652 pattern).
 //!
+//! - everything writable the container sees is `nodev` (rootfs, binds,
+//!   caches, tmpfs, /dev's tmpfs): kiln creates no devices cgroup, so
+//!   without it container root (CAP_MKNOD, as in Docker) could `mknod` the
+//!   host's disk and open it. Device nodes can still be *created* (they land
+//!   in the layer), just not opened. In a user namespace the kernel forces
+//!   nodev anyway, so root and rootless behave the same. The few real
+//!   devices come from binds of the host's nodes (see [`crate::dev`]).
+//!
 //! Not done here: device nodes (see [`crate::dev`]), choosing the isolation.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 
-use rustix::fs::{self as rfs, CWD, Mode, OFlags, ResolveFlags};
-use rustix::io::Errno;
-use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountPropagationFlags, MoveMountFlags,
-    OpenTreeFlags, UnmountFlags,
-};
+use rustix::fs::{self as rfs, CWD, Mode, OFlags};
+use rustix::mount::{MountAttrFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags};
 
 use crate::error::{Error, Result, at};
+pub(crate) use crate::mountapi::{attach, clone_tree, new_mount, set_attrs};
+/// Public for kiln-build's stage views: mount an overlay (`userxattr`,
+/// `nodev`, `lowerdir+`) on a path, in the caller's mount namespace.
+pub use crate::mountapi::overlay;
+pub(crate) use crate::resolve::{Kind, clean, ensure_in_root, open_in_root};
 use crate::spawn::Plan;
 use crate::{MountSpec, Rootfs};
-
-/// What a mount target must be.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Kind {
-    Dir,
-    File,
-}
-
-/// Lexically clean a container path: drop `.`, `..` never climbs above `/`.
-/// (openat2 IN_ROOT would also contain `..`; cleaning makes the components
-/// usable as names for `mkdirat`.)
-pub(crate) fn clean(path: &Path) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-fn in_root_flags() -> ResolveFlags {
-    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
-}
-
-/// `openat2(root, path, O_PATH, RESOLVE_IN_ROOT)`: follows symlinks, but
-/// only ever inside `root`.
-pub(crate) fn open_in_root(root: BorrowedFd<'_>, path: &str) -> rustix::io::Result<OwnedFd> {
-    let path = if path.is_empty() { "." } else { path };
-    rfs::openat2(
-        root,
-        path,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        in_root_flags(),
-    )
-}
-
-/// Resolve `path` inside `root`, creating missing directories (0755) and, for
-/// `Kind::File`, an empty final file (0644). Returns an `O_PATH` fd of the
-/// target, suitable as a `move_mount` destination.
-pub(crate) fn ensure_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<OwnedFd> {
-    let mut comps = clean(path);
-    if comps.is_empty() {
-        if kind == Kind::File {
-            return Err(Error::InvalidSpec(format!(
-                "{} is the root, not a file",
-                path.display()
-            )));
-        }
-        return open_in_root(root, ".").map_err(at("openat2", path));
-    }
-    let mut hops = 0;
-    let mut i = 0;
-    while i < comps.len() {
-        let prefix = comps[..=i].join("/");
-        let last = i + 1 == comps.len();
-        match open_in_root(root, &prefix) {
-            Ok(fd) if last => return Ok(fd),
-            Ok(_) => {
-                i += 1;
-                continue;
-            }
-            Err(Errno::NOENT) => {}
-            Err(e) => return Err(Error::path("openat2 (in root)", &prefix, e)),
-        }
-        let parent_path = comps[..i].join("/");
-        let parent =
-            open_in_root(root, &parent_path).map_err(at("openat2 (in root)", &parent_path))?;
-        let name = comps[i].clone();
-        // A dangling symlink: follow it by hand (still inside the root) and
-        // create what it points to, as Docker's securejoin does.
-        if let Ok(target) = rfs::readlinkat(&parent, name.as_str(), Vec::new()) {
-            hops += 1;
-            if hops > 40 {
-                return Err(Error::path("resolve (in root)", path, Errno::LOOP));
-            }
-            let target = PathBuf::from(std::ffi::OsString::from_vec(target.into_bytes()));
-            let mut next = PathBuf::from("/");
-            if !target.is_absolute() {
-                next.push(&parent_path);
-            }
-            next.push(target);
-            for c in &comps[i + 1..] {
-                next.push(c);
-            }
-            comps = clean(&next);
-            if comps.is_empty() {
-                return open_in_root(root, ".").map_err(at("openat2", path));
-            }
-            i = 0;
-            continue;
-        }
-        if last && kind == Kind::File {
-            // O_EXCL|O_NOFOLLOW: never follows anything at the final name.
-            rfs::openat(
-                &parent,
-                name.as_str(),
-                OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            )
-            .map_err(at("create mount point", &prefix))?;
-        } else {
-            match rfs::mkdirat(&parent, name.as_str(), Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(Error::path("mkdirat (in root)", &prefix, e)),
-            }
-        }
-        if last {
-            return open_in_root(root, &prefix).map_err(at("openat2 (in root)", &prefix));
-        }
-        i += 1;
-    }
-    unreachable!("the loop returns on the last component")
-}
-
-/// A detached mount of a new filesystem (`fsopen` + `fsconfig` + `fsmount`).
-/// `opts` are `(key, None)` for flags and `(key, Some(value))` for strings.
-pub(crate) fn new_mount(
-    fstype: &str,
-    opts: &[(&str, Option<&str>)],
-    attrs: MountAttrFlags,
-) -> Result<OwnedFd> {
-    let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
-        .map_err(|e| Error::path("fsopen", fstype, e))?;
-    for (k, v) in opts {
-        let r = match v {
-            Some(v) => rustix::mount::fsconfig_set_string(&fs, *k, *v),
-            None => rustix::mount::fsconfig_set_flag(&fs, *k),
-        };
-        r.map_err(|e| fs_error(&fs, fstype, k, e))?;
-    }
-    rustix::mount::fsconfig_create(&fs).map_err(|e| fs_error(&fs, fstype, "create", e))?;
-    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-        .map_err(|e| Error::path("fsmount", fstype, e))
-}
-
-/// The kernel explains fsconfig failures in the fs context's log; include it.
-fn fs_error(fs: &OwnedFd, fstype: &str, key: &str, e: Errno) -> Error {
-    let mut buf = [0u8; 512];
-    let log = match rustix::io::read(fs, &mut buf) {
-        Ok(n) => String::from_utf8_lossy(&buf[..n]).trim().to_string(),
-        Err(_) => String::new(),
-    };
-    Error::Child(format!("fsconfig {fstype} {key}: {e} {log}"))
-}
-
-/// `open_tree(OPEN_TREE_CLONE)`: a detached copy of the mount at a host path.
-pub(crate) fn clone_tree(dirfd: BorrowedFd<'_>, path: &Path, recursive: bool) -> Result<OwnedFd> {
-    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
-    if recursive {
-        flags |= OpenTreeFlags::AT_RECURSIVE;
-    }
-    if path.as_os_str().is_empty() {
-        flags |= OpenTreeFlags::AT_EMPTY_PATH;
-    }
-    rustix::mount::open_tree(dirfd, path, flags).map_err(at("open_tree", path))
-}
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// `mount_setattr(2)` (rustix lacks it): set attributes such as
-/// `MOUNT_ATTR_RDONLY` on a detached tree, recursively if asked.
-pub(crate) fn set_attrs(tree: BorrowedFd<'_>, set: MountAttrFlags, recursive: bool) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let attr = MountAttr {
-        attr_set: set.bits() as u64,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let mut flags = libc::AT_EMPTY_PATH;
-    if recursive {
-        flags |= libc::AT_RECURSIVE;
-    }
-    // SAFETY: valid fd, NUL-terminated empty path, attr lives across the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r != 0 {
-        return Err(Error::sys("mount_setattr", std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Attach a detached mount onto an `O_PATH` target fd.
-pub(crate) fn attach(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) -> Result<()> {
-    rustix::mount::move_mount(
-        mnt,
-        "",
-        target,
-        "",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )
-    .map_err(|e| Error::path("move_mount", what, e))
-}
-
-/// Mount an overlay (always `userxattr`) as a detached mount. Uses the new
-/// mount API's `lowerdir+` (no page-size limit on long lower stacks), falls
-/// back to a `mount(2)` option string on kernels before 6.8.
-pub(crate) fn overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
-        .map_err(|e| Error::path("fsopen", "overlay", e))?;
-    let mut legacy = false;
-    for l in lowers {
-        match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l) {
-            Ok(()) => {}
-            Err(Errno::INVAL) if l == &lowers[0] => {
-                legacy = true;
-                break;
-            }
-            Err(e) => {
-                return Err(fs_error(
-                    &fs,
-                    "overlay",
-                    &format!("lowerdir+ {}", l.display()),
-                    e,
-                ));
-            }
-        }
-    }
-    if legacy {
-        return overlay_legacy(lowers, upper, work, target);
-    }
-    for (k, v) in [("upperdir", upper), ("workdir", work)] {
-        rustix::mount::fsconfig_set_string(&fs, k, v)
-            .map_err(|e| fs_error(&fs, "overlay", &format!("{k} {}", v.display()), e))?;
-    }
-    rustix::mount::fsconfig_set_flag(&fs, "userxattr")
-        .map_err(|e| fs_error(&fs, "overlay", "userxattr", e))?;
-    rustix::mount::fsconfig_create(&fs).map_err(|e| fs_error(&fs, "overlay", "create", e))?;
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| Error::path("fsmount overlay", target, e))?;
-    rustix::mount::move_mount(
-        &mnt,
-        "",
-        CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(at("move_mount overlay", target))
-}
-
-fn overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    let esc = |p: &Path| -> Result<String> {
-        let s = p
-            .to_str()
-            .ok_or_else(|| Error::InvalidSpec(format!("non-UTF-8 overlay path {}", p.display())))?;
-        if s.contains(',') {
-            return Err(Error::InvalidSpec(format!("',' in overlay path {s}")));
-        }
-        Ok(s.replace('\\', "\\\\").replace(':', "\\:"))
-    };
-    let lower: Vec<String> = lowers.iter().map(|p| esc(p)).collect::<Result<_>>()?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lower.join(":"),
-        esc(upper)?,
-        esc(work)?
-    );
-    let data = CString::new(data).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    rustix::mount::mount(
-        "overlay",
-        target,
-        "overlay",
-        rustix::mount::MountFlags::empty(),
-        data.as_c_str(),
-    )
-    .map_err(at("mount overlay", target))
-}
 
 const SKEL_DIRS: &[&str] = &["proc", "dev", "sys", "etc"];
 /// The files bind-mounted from `files/`; listed so the differ can be told.
@@ -397,6 +117,7 @@ pub(crate) fn setup(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Resul
     match &spec.rootfs {
         Rootfs::Dir(dir) => {
             let tree = clone_tree(CWD, dir, true)?;
+            set_attrs(tree.as_fd(), MountAttrFlags::MOUNT_ATTR_NODEV, true)?;
             rustix::mount::move_mount(
                 &tree,
                 "",
@@ -429,9 +150,7 @@ pub(crate) fn setup(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Resul
     // /sys: a read-only recursive bind of the host's (rootless cannot mount a
     // sysfs without its own network namespace). Best effort: builds rarely
     // need it, and some hosts lock it.
-    if let Err(e) = bind_sys(root) {
-        tracing::debug!("no /sys in the sandbox: {e}");
-    }
+    let _ = bind_sys(root);
 
     for (name, data) in [
         ("hosts", plan.hosts.as_deref()),
@@ -446,7 +165,7 @@ pub(crate) fn setup(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Resul
             Ok(fd) => fd,
             Err(e) => {
                 // e.g. an image whose /etc/resolv.conf is a dangling symlink
-                tracing::warn!("not providing /{}: {e}", target.display());
+                crate::spawn::child_warn(&format!("not providing /{}: {e}", target.display()));
                 continue;
             }
         };
@@ -559,7 +278,11 @@ fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> 
         } => {
             let kind = kind_of(source)?;
             let tree = clone_tree(CWD, source, true)?;
-            set_attrs(tree.as_fd(), MountAttrFlags::MOUNT_ATTR_RDONLY, true)?;
+            set_attrs(
+                tree.as_fd(),
+                MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
+                true,
+            )?;
             let fd = ensure_in_root(root, target, kind)?;
             attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
         }
@@ -591,6 +314,7 @@ fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> 
         }
         MountSpec::Cache { source, target } => {
             let tree = clone_tree(CWD, source, true)?;
+            set_attrs(tree.as_fd(), MountAttrFlags::MOUNT_ATTR_NODEV, true)?;
             let fd = ensure_in_root(root, target, Kind::Dir)?;
             attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
         }

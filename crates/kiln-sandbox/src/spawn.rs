@@ -52,12 +52,14 @@ pub(crate) struct Plan<'a> {
     pub env: Vec<CString>,
     pub euid: u32,
     pub egid: u32,
+    /// Raw fds to become 0, 1, 2 (borrowed by the caller for the whole run).
+    pub io: [Option<i32>; 3],
 }
 
 const MSG_LEN: usize = 3800;
 const STATE_EXITED: u32 = 1;
 const STATE_FAILED: u32 = 2;
-const KIND_SETUP: u32 = 1;
+pub(crate) const KIND_SETUP: u32 = 1;
 const KIND_EXEC: u32 = 2;
 
 #[repr(C)]
@@ -260,6 +262,15 @@ pub(crate) fn die_with_parent(expected_parent: i32) {
     }
 }
 
+/// A warning from a forked child: a raw write(2) to stderr. No tracing, no
+/// std stderr lock: the parent may have been multi-threaded at fork time and
+/// any lock held then stays held forever in the child.
+pub(crate) fn child_warn(msg: &str) {
+    let line = format!("kiln: warning: {msg}\n");
+    // SAFETY: writing a valid buffer to fd 2.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
 fn write_proc(path: &str, data: &str) -> Result<()> {
     std::fs::write(path, data).map_err(|e| Error::path("write", path, e))
 }
@@ -316,11 +327,12 @@ pub(crate) fn run(plan: &Plan<'_>, forward: bool) -> Result<ExitStatus> {
 /// C: create the namespaces, fork init, relay signals, wait.
 fn relay(plan: &Plan<'_>, report: &Report, parent: i32) -> Result<()> {
     die_with_parent(parent);
+    let none = plan.spec.network == Network::None;
     let (have_mntns, new_pidns) = match plan.mode {
         Mode::Namespaces { new_userns } => {
             let mut flags =
                 libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-            if plan.spec.network == Network::None {
+            if none {
                 flags |= libc::CLONE_NEWNET;
             }
             if new_userns {
@@ -340,7 +352,21 @@ fn relay(plan: &Plan<'_>, report: &Report, parent: i32) -> Result<()> {
             (true, true)
         }
         // SAFETY: as above.
-        Mode::Chroot => (unsafe { libc::unshare(libc::CLONE_NEWNS) } == 0, false),
+        Mode::Chroot => {
+            // `Network::None` is a promise: without a network namespace, fail.
+            // SAFETY: as above.
+            if none && unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(Error::Unsupported {
+                    mode: "chroot",
+                    reason: format!(
+                        "network none needs a network namespace: {}",
+                        std::io::Error::last_os_error()
+                    ),
+                });
+            }
+            // SAFETY: as above.
+            (unsafe { libc::unshare(libc::CLONE_NEWNS) } == 0, false)
+        }
     };
     block_forwarded(true);
     // SAFETY: see run().
@@ -350,7 +376,7 @@ fn relay(plan: &Plan<'_>, report: &Report, parent: i32) -> Result<()> {
         return Err(Error::sys("fork", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        crate::init::init(plan, report, me, have_mntns, new_pidns);
+        crate::init::init(plan, report, me, have_mntns, new_pidns, none);
     }
     let saved = forward_signals_to(pid);
     block_forwarded(false);

@@ -39,6 +39,10 @@ pub enum UsernsState {
     /// Root of a user namespace kiln set up. `mapped_ids` is how many IDs
     /// are mapped (1 + the subordinate ranges); 1 means only root.
     InUserns { mapped_ids: u64 },
+    /// Unprivileged, and the host refuses user namespaces (e.g. a default
+    /// Kubernetes pod, or `user.max_user_namespaces=0`). A warning was
+    /// printed; `Isolation::Auto` will pick chroot.
+    Unavailable { reason: String },
 }
 
 /// Parse `/etc/subuid`-style text for `user` (name) or `uid`; malformed lines
@@ -114,6 +118,15 @@ pub fn ensure_root_in_userns() -> Result<UsernsState> {
     if euid == 0 {
         return Ok(UsernsState::Root);
     }
+    // Probe first (a fork, ~1 ms): a refusal is a host property to report,
+    // not a failure of kiln.
+    if let Err(reason) = crate::info::probe_userns() {
+        let reason = reason.trim().to_string();
+        crate::warn(&format!(
+            "user namespaces are refused here ({reason}); running without"
+        ));
+        return Ok(UsernsState::Unavailable { reason });
+    }
     let code = reexec()?;
     std::process::exit(code)
 }
@@ -128,12 +141,12 @@ fn reexec() -> Result<i32> {
     let gid = rustix::process::getgid().as_raw();
     let (subuid, subgid) = current_subids();
     if subuid.is_empty() || subgid.is_empty() {
-        eprintln!(
-            "kiln: warning: no subordinate ID range for {} in /etc/subuid or /etc/subgid: \
+        crate::warn(&format!(
+            "no subordinate ID range for {} in /etc/subuid or /etc/subgid: \
              only root is mapped; files owned by other IDs will read as nobody and \
              privilege-dropping tools (apt) will fail",
             username(uid)
-        );
+        ));
     }
     let (to_parent_r, to_parent_w) = pipe()?;
     let (to_child_r, to_child_w) = pipe()?;

@@ -1,3 +1,55 @@
-//! Snapshots of root filesystems: unpacked layer directories shared by diff
-//! ID, overlay mounts (with `userxattr` when rootless), the copy fallback, and
-//! diffs of a snapshot back into a layer. It does not run processes.
+//! Snapshots of root filesystems for RUN steps: layer directories unpacked
+//! once per diff ID and shared, a writable container filesystem over them
+//! (overlay, or a plain copy where overlay is refused), and the diff of
+//! that filesystem back into layer entries.
+//!
+//! ```text
+//! <store>/snapshots/layers/<diff-id-hex>/   one layer, whiteouts in overlay form
+//! <store>/snapshots/containers/<id>/        upper/ work/ (overlay) or rootfs/ (copy)
+//! ```
+//!
+//! It does not mount or run anything: the sandbox mounts the overlay inside
+//! its own mount namespace, so a killed run leaves no mount behind. It does
+//! not write layer blobs either; [`Container::diff`] yields entries for the
+//! layer codec.
+
+mod diff;
+mod layers;
+mod lookup;
+mod stat_index;
+
+pub use diff::{diff_copy, diff_upper};
+pub use layers::{Container, Mode, Snapshots};
+pub use lookup::lookup;
+pub use stat_index::StatIndex;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unpacking layer {diff_id}: {source}")]
+    Extract {
+        diff_id: String,
+        source: kiln_image::layer::ExtractError,
+    },
+    #[error(transparent)]
+    Store(#[from] kiln_image::StoreError),
+    #[error(transparent)]
+    Layer(#[from] kiln_image::layer::LayerError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
+}

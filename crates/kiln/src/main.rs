@@ -44,16 +44,51 @@ enum Command {
     Tag(cmd::image::TagArgs),
     /// Remove image names.
     Rmi(cmd::image::RmiArgs),
+    /// Build an image from a Dockerfile.
+    Build(cmd::build::BuildArgs),
+    /// Run a command in a throwaway container of an image.
+    Run(cmd::container::RunArgs),
     /// Remove content no image or cache entry uses.
     Prune,
     /// Verify every blob and name in the store.
     Check,
     #[command(flatten)]
     Registry(cmd::registry::RegistryCommand),
+    /// Inspect Dockerfiles without building.
+    #[command(subcommand)]
+    Dockerfile(cmd::dockerfile::DockerfileCmd),
+    /// Show what this host supports: user namespaces, overlay, subuid ranges, isolation.
+    Info,
+}
+
+fn private_mount_namespace() -> rustix::io::Result<()> {
+    use rustix::mount::{MountPropagationFlags, mount_change};
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    // SAFETY: called before any thread is started, so no other thread
+    // shares the filesystem context that CLONE_NEWNS unshares.
+    unsafe { unshare_unsafe(UnshareFlags::NEWNS)? };
+    mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_) | Command::Build(_)) {
+        // Before any thread exists: an unprivileged kiln becomes root of a
+        // user namespace with its subordinate IDs, so unpacking, chown and
+        // overlay all work as they do for root.
+        if let Err(e) = kiln_sandbox::userns::ensure_root_in_userns() {
+            eprintln!("kiln: {e}");
+            return ExitCode::FAILURE;
+        }
+        // The build mounts read-only views of stages in its own process: a
+        // private mount namespace makes them vanish with it, however it ends.
+        if let Err(e) = private_mount_namespace() {
+            eprintln!("kiln: a private mount namespace: {e}");
+        }
+    }
     if let Some(root) = &cli.root {
         // SAFETY: no other thread exists yet. Every library that asks for
         // the default store root then sees the one given here.
@@ -61,6 +96,12 @@ fn main() -> ExitCode {
     }
     let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
     let result = match cli.command {
+        Command::Info => {
+            // Probed from the caller's own view (no re-exec for `info`).
+            println!("{}", kiln_sandbox::info::probe());
+            println!("store:               {}", root.display());
+            Ok(())
+        }
         Command::Import(a) => cmd::archive::import(&root, a),
         Command::Save(a) => cmd::archive::save(&root, a),
         Command::Load(a) => cmd::archive::load(&root, a),
@@ -70,9 +111,15 @@ fn main() -> ExitCode {
         Command::History(a) => cmd::image::history(&root, a),
         Command::Tag(a) => cmd::image::tag(&root, a),
         Command::Rmi(a) => cmd::image::rmi(&root, a),
+        Command::Run(a) => cmd::container::run(&root, a),
+        Command::Build(a) => cmd::build::build(&root, a),
         Command::Prune => cmd::image::prune(&root),
         Command::Check => cmd::image::check(&root),
         Command::Registry(c) => cmd::registry::run(c),
+        Command::Dockerfile(c) => match cmd::dockerfile::run(c) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

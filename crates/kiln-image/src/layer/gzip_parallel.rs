@@ -67,16 +67,22 @@ pub struct ParallelGzEncoder<W: Write> {
     pending: BTreeMap<u64, Done>,
     free: Vec<Vec<u8>>,
     workers: Option<Workers>,
-    /// Used when there are no workers (threads = 1).
-    inline: Option<Compress>,
+    /// No workers (threads = 1): compress on the caller's thread.
+    inline: bool,
     crc: crc32fast::Hasher,
     total_in: u64,
     header_written: bool,
 }
 
 /// Compresses one block as raw deflate. Sync flush unless `last`.
-fn deflate_block(c: &mut Compress, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    c.reset();
+///
+/// A fresh compressor per block: `reset()` in zlib-rs does not clear every
+/// piece of state, and what a worker compressed before must not influence
+/// the bytes (it would make the output depend on the thread count). The
+/// allocation is small next to compressing 256 KiB.
+fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(Compression::new(level), false);
+    let c = &mut c;
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -110,7 +116,6 @@ fn deflate_block(c: &mut Compress, dict: &[u8], data: &[u8], last: bool) -> io::
 }
 
 fn worker(level: u32, jobs: Arc<Mutex<Receiver<Job>>>, done: Sender<Done>) {
-    let mut c = Compress::new(Compression::new(level), false);
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -119,7 +124,7 @@ fn worker(level: u32, jobs: Arc<Mutex<Receiver<Job>>>, done: Sender<Done>) {
                 Err(_) => return,
             }
         };
-        let out = deflate_block(&mut c, &job.dict, &job.data, job.last);
+        let out = deflate_block(level, &job.dict, &job.data, job.last);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&job.data);
         let d = Done {
@@ -141,7 +146,7 @@ impl<W: Write> ParallelGzEncoder<W> {
         let threads = super::resolve_threads(threads);
         let level = level.min(9);
         let (workers, inline) = if threads <= 1 {
-            (None, Some(Compress::new(Compression::new(level), false)))
+            (None, true)
         } else {
             let (jtx, jrx) = channel::<Job>();
             let (dtx, drx) = channel::<Done>();
@@ -157,7 +162,7 @@ impl<W: Write> ParallelGzEncoder<W> {
                 done: drx,
                 handles,
             };
-            (Some(w), None)
+            (Some(w), false)
         };
         ParallelGzEncoder {
             out,
@@ -208,15 +213,17 @@ impl<W: Write> ParallelGzEncoder<W> {
         self.dict = data[data.len().saturating_sub(DICT_SIZE)..].to_vec();
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(c) = self.inline.as_mut() {
-            let out = deflate_block(c, &dict, &data, last)?;
+        if self.inline {
+            let out = deflate_block(self.level, &dict, &data, last)?;
             self.crc.update(&data);
             self.out.write_all(&out)?;
             self.next_write += 1;
             self.free.push(data);
             return Ok(());
         }
-        while self.in_flight >= self.max_in_flight {
+        // Bound everything not yet written (at workers or waiting in
+        // `pending` behind a slower block), not just what workers hold.
+        while self.next_write + (self.max_in_flight as u64) <= seq {
             self.receive_one()?;
         }
         let job = Job {

@@ -17,6 +17,7 @@ mod compress;
 mod entry;
 mod error;
 mod extract;
+mod extract_nodes;
 mod flatten;
 mod gzip_parallel;
 mod read;

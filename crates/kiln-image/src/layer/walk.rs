@@ -9,9 +9,13 @@
 //! `security.capability`), skipping overlayfs' own `trusted.overlay.*` and
 //! `user.overlay.*`. Sockets are skipped (they cannot be in a layer).
 //!
+//! With `overlay` set, the tree is read as an overlayfs upper directory:
+//! a 0/0 character device becomes a whiteout entry and a directory whose
+//! `<ns>.overlay.opaque` xattr is `y` gets an opaque-whiteout entry.
+//!
 //! What it does not do: the directory itself is not an entry (layers have
-//! no root entry), and overlay upper dirs are not translated into whiteouts
-//! (the overlay differ does that and hands over an entry list).
+//! no root entry); overlayfs redirect/metacopy upper dirs are not
+//! understood (kiln does not mount with those features).
 //!
 //! Memory: the entry list is held (a few hundred bytes per entry), the file
 //! contents never are.
@@ -21,6 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use super::OverlayFormat;
 use super::entry::{Entry, EntryKind, FileSource};
 use super::error::{LayerError, show};
 
@@ -29,11 +34,16 @@ use super::error::{LayerError, show};
 pub struct WalkOptions {
     /// Record extended attributes (default true).
     pub xattrs: bool,
+    /// Read the tree as an overlayfs upper dir (see the module doc).
+    pub overlay: Option<OverlayFormat>,
 }
 
 impl Default for WalkOptions {
     fn default() -> Self {
-        WalkOptions { xattrs: true }
+        WalkOptions {
+            xattrs: true,
+            overlay: None,
+        }
     }
 }
 
@@ -103,6 +113,15 @@ pub fn walk_dir(dir: &Path, opts: &WalkOptions) -> Result<Vec<Entry>, LayerError
         } else {
             continue; // sockets
         };
+        if opts.overlay.is_some() && ft.is_char_device() && md.rdev() == 0 {
+            out.push(Entry::whiteout(rel));
+            continue;
+        }
+        if let (Some(fmt), true) = (opts.overlay, ft.is_dir())
+            && get_xattr(host, fmt.opaque_xattr().as_bytes()).is_ok_and(|v| v == b"y")
+        {
+            out.push(Entry::opaque_whiteout(rel.clone()));
+        }
         if !ft.is_dir() && md.nlink() > 1 && !links.contains_key(&(md.dev(), md.ino())) {
             links.insert((md.dev(), md.ino()), rel.clone());
         }

@@ -28,27 +28,47 @@ pub fn is_root() -> bool {
 pub fn example_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("examples/sandbox_run");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo test -p kiln-sandbox` (it builds examples)",
-        bin.display()
-    );
+    let mut bin = dir.join("examples/sandbox_run");
+    if !bin.exists() {
+        bin = build_example_aside(dir);
+    }
     // `cargo test --test sandbox` does not rebuild examples; say so.
     let age = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(b), Some(t)) = (age(&bin), age(&exe)) {
-        if t.duration_since(b)
+    if let (Some(b), Some(t)) = (age(&bin), age(&exe))
+        && t.duration_since(b)
             .map(|d| d.as_secs() > 120)
             .unwrap_or(false)
-        {
-            eprintln!(
-                "warning: {} is older than the test binary; run `cargo test -p kiln-sandbox` \
+    {
+        eprintln!(
+            "warning: {} is older than the test binary; run `cargo test -p kiln-sandbox` \
                  (it rebuilds examples) or `cargo build -p kiln-sandbox --examples`",
-                bin.display()
-            );
-        }
+            bin.display()
+        );
     }
     bin
+}
+
+/// Runners that do not build examples (e.g. nextest): build it once into a
+/// separate target dir (the main one is locked by the running cargo).
+fn build_example_aside(target_profile_dir: &Path) -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = target_profile_dir
+            .parent()
+            .expect("target dir")
+            .join("kiln-sandbox-example");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("building the sandbox_run example into {}", target.display());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "kiln-sandbox", "--example", "sandbox_run"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "building the sandbox_run example failed");
+        target.join("debug/examples/sandbox_run")
+    })
+    .clone()
 }
 
 /// uid/gid of kilntest, creating the user and its subuid/subgid entries once.
@@ -117,7 +137,7 @@ impl Env {
         std::fs::copy(example_bin(), &bin).expect("copy example");
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let env = Env { who, dir, bin };
-        env.give(&env.dir.path().to_path_buf());
+        env.give(env.dir.path());
         Some(env)
     }
 
@@ -164,7 +184,11 @@ impl Env {
                 c
             }
         };
-        cmd.args(args).current_dir("/");
+        // TMPDIR: the sandbox's scratch mount point lands in our dir, so even
+        // a SIGKILLed run leaves nothing in /tmp.
+        cmd.args(args)
+            .current_dir("/")
+            .env("TMPDIR", self.dir.path());
         let out = cmd.output().expect("spawn sandbox_run");
         eprintln!(
             "[{:?}] sandbox_run {:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -184,6 +208,20 @@ impl Env {
         a.push("--");
         a.extend_from_slice(argv);
         self.run(&a)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // An unprivileged caller cannot delete files owned by its subuids
+        // (e.g. a Debian rootfs): remove them as root of the namespace.
+        if !is_root() {
+            let _ = Command::new(&self.bin)
+                .args(["--unshare", "--", "rm", "-rf"])
+                .arg(self.dir.path())
+                .current_dir("/")
+                .output();
+        }
     }
 }
 

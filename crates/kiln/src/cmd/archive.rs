@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kiln_image::archive::{ArchiveKind, ArchiveSink, DockerArchiveSource, OciArchiveSource};
 use kiln_image::layer::{self, LayerOptions, LayerWriter};

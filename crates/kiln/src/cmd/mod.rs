@@ -1,7 +1,10 @@
 //! One module per group of commands.
 
 pub mod archive;
+pub mod build;
 pub mod change;
+pub mod container;
+pub mod dockerfile;
 pub mod image;
 pub mod registry;
 pub mod transport;

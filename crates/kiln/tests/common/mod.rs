@@ -3,6 +3,9 @@
 //! way to run the kiln binary against it.
 #![allow(dead_code)]
 
+/// `kiln build` test support (fixtures, buildah peer, conformance).
+pub mod build;
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

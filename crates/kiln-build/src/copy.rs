@@ -1,0 +1,472 @@
+//! COPY and ADD: the entries of the new layer and the cache key that
+//! addresses it. The layer holds only what is copied (plus directories it
+//! has to create), so it does not depend on the rest of the filesystem
+//! below it: changing an earlier layer does not invalidate a COPY.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use kiln_dockerfile::ignore::Matcher;
+use kiln_dockerfile::instructions::{Chmod, Source};
+use kiln_image::Digest;
+use kiln_image::layer::Entry;
+
+use crate::BuildError;
+use crate::context::{Context, ContextEntry, clean_rel, glob_match};
+use crate::key::KeyHasher;
+
+/// Where COPY reads from.
+pub enum CopyFrom<'a> {
+    Context(&'a Context),
+    /// A mounted view of a stage or image, with its content address.
+    Tree {
+        root: &'a Path,
+        key: Digest,
+    },
+}
+
+/// Everything a COPY or ADD needs besides its sources.
+pub struct CopySpec<'a> {
+    pub instruction: &'a str,
+    pub sources: &'a [Source],
+    pub dest: &'a str,
+    pub workdir: &'a str,
+    pub owner: Option<(u64, u64)>,
+    pub chmod: Option<&'a Chmod>,
+    pub parents: bool,
+    pub exclude: &'a [String],
+    /// ADD: unpack local archives.
+    pub unpack_archives: bool,
+    /// Stamps for directories the copy creates.
+    pub now: i64,
+    /// Whether a directory already exists below the new layer (always
+    /// false for `--link`, whose layer must not depend on its base).
+    pub exists: &'a dyn Fn(&Path) -> bool,
+}
+
+pub struct CopyPlan {
+    pub entries: Vec<Entry>,
+    pub key: Digest,
+    /// Temp dirs holding unpacked archives; they must outlive the layer write.
+    pub scratch: Vec<tempfile::TempDir>,
+}
+
+struct Picked {
+    /// Destination path in the image, absolute.
+    dest: PathBuf,
+    host: PathBuf,
+    meta: fs::Metadata,
+    digest: Option<Digest>,
+}
+
+/// The absolute destination, cleaned of `.` and `..` (which cannot climb
+/// above `/`); a trailing `/` (meaning "a directory") is kept.
+fn abs_dest(dest: &str, workdir: &str) -> String {
+    let joined = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), dest)
+    };
+    let dir_like = joined.ends_with('/') || joined.ends_with("/.") || dest == ".";
+    let clean = clean_rel(&joined).unwrap_or_default();
+    match (clean.is_empty(), dir_like) {
+        (true, _) => "/".to_string(),
+        (false, true) => format!("/{clean}/"),
+        (false, false) => format!("/{clean}"),
+    }
+}
+
+fn tree_resolve(root: &Path, pattern: &str) -> Result<Vec<ContextEntry>, BuildError> {
+    let clean = clean_rel(pattern)?;
+    let mut frontier = vec![String::new()];
+    let comps: Vec<&str> = if clean.is_empty() {
+        vec![]
+    } else {
+        clean.split('/').collect()
+    };
+    for (i, comp) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let mut next = Vec::new();
+        for base in &frontier {
+            let dir = root.join(base);
+            if !comp.contains(['*', '?', '[']) {
+                let rel = if base.is_empty() {
+                    comp.to_string()
+                } else {
+                    format!("{base}/{comp}")
+                };
+                if fs::symlink_metadata(root.join(&rel)).is_ok() {
+                    next.push(rel);
+                }
+                continue;
+            }
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            let mut names: Vec<String> = rd
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            names.sort();
+            for n in names {
+                if glob_match(comp, &n) {
+                    let rel = if base.is_empty() {
+                        n
+                    } else {
+                        format!("{base}/{n}")
+                    };
+                    if last || fs::symlink_metadata(root.join(&rel)).is_ok_and(|m| m.is_dir()) {
+                        next.push(rel);
+                    }
+                }
+            }
+        }
+        frontier = next;
+    }
+    frontier
+        .into_iter()
+        .map(|rel| {
+            let meta = fs::symlink_metadata(root.join(&rel))
+                .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
+            Ok(ContextEntry { rel, meta })
+        })
+        .collect()
+}
+
+fn tree_walk(root: &Path, dir_rel: &str) -> Vec<ContextEntry> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir_rel.to_string()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = fs::read_dir(root.join(&d)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let rel = if d.is_empty() {
+                name
+            } else {
+                format!("{d}/{name}")
+            };
+            let Ok(meta) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(rel.clone());
+            }
+            out.push(ContextEntry { rel, meta });
+        }
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    out
+}
+
+fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
+    if n >= 4
+        && kiln_image::layer::detect_compression(&head[..n]) != kiln_image::media::Compression::None
+    {
+        return true;
+    }
+    n >= 262 && &head[257..262] == b"ustar"
+}
+
+/// Plans a COPY or ADD from `from`.
+pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildError> {
+    let dest = abs_dest(spec.dest, spec.workdir);
+    let exclude = Matcher::from_patterns(spec.exclude)
+        .map_err(|e| BuildError::Instruction(format!("{}: --exclude: {e}", spec.instruction)))?;
+    let multi = spec.sources.len() > 1;
+    let mut picked: Vec<Picked> = Vec::new();
+    let mut scratch = Vec::new();
+    let mut key = KeyHasher::new("copy");
+    key.str("dest", &dest)
+        .json("owner", &spec.owner)
+        .json("chmod", &spec.chmod.map(|c| format!("{c:?}")));
+    key.json("parents", &spec.parents)
+        .json("exclude", &spec.exclude)
+        .json("unpack", &spec.unpack_archives);
+    if let CopyFrom::Tree { key: k, .. } = from {
+        key.str("from", &k.to_string());
+    }
+    let mut heredocs = Vec::new();
+    for source in spec.sources {
+        let pattern = match source {
+            Source::Heredoc(h) => {
+                heredocs.push(h);
+                key.str("heredoc", &h.name).str("content", &h.content);
+                continue;
+            }
+            Source::Path { path } => path,
+        };
+        if pattern.contains("://") || pattern.starts_with("git@") {
+            return Err(BuildError::Instruction(format!(
+                "{}: remote sources ({pattern}) are not supported yet",
+                spec.instruction
+            )));
+        }
+        key.str("source", pattern);
+        let matches = match from {
+            CopyFrom::Context(ctx) => ctx.resolve_source(pattern)?,
+            CopyFrom::Tree { root, .. } => tree_resolve(root, pattern)?,
+        };
+        if matches.is_empty() {
+            return Err(BuildError::Instruction(format!(
+                "{}: {pattern:?}: no such file or directory",
+                spec.instruction
+            )));
+        }
+        let dest_is_dir =
+            dest.ends_with('/') || multi || matches.len() > 1 || pattern.contains(['*', '?', '[']);
+        for m in matches {
+            let host_root = match from {
+                CopyFrom::Context(ctx) => ctx.root().to_path_buf(),
+                CopyFrom::Tree { root, .. } => root.to_path_buf(),
+            };
+            let base = PathBuf::from(&dest);
+            let name = m.rel.rsplit('/').next().unwrap_or(&m.rel).to_string();
+            let target = if spec.parents {
+                base.join(&m.rel)
+            } else if m.meta.is_dir() {
+                base.clone()
+            } else if dest_is_dir {
+                base.join(&name)
+            } else {
+                base.clone()
+            };
+            let host = host_root.join(&m.rel);
+            if m.meta.is_file() && spec.unpack_archives && is_archive(&host) {
+                let tmp = tempfile::tempdir().map_err(|e| BuildError::Io(e.to_string()))?;
+                let f = fs::File::open(&host)
+                    .map_err(|e| BuildError::Context(format!("{}: {e}", m.rel)))?;
+                kiln_image::layer::extract(
+                    f,
+                    tmp.path(),
+                    &kiln_image::layer::ExtractOptions::default(),
+                )
+                .map_err(|e| {
+                    BuildError::Instruction(format!(
+                        "{}: unpacking {}: {e}",
+                        spec.instruction, m.rel
+                    ))
+                })?;
+                if let CopyFrom::Context(ctx) = from {
+                    key.str("archive", &ctx.file_digest(&m.rel, &m.meta)?.to_string());
+                }
+                for e in tree_walk(tmp.path(), "") {
+                    picked.push(Picked {
+                        dest: base.join(&e.rel),
+                        host: tmp.path().join(&e.rel),
+                        meta: e.meta,
+                        digest: None,
+                    });
+                }
+                scratch.push(tmp);
+                continue;
+            }
+            let children = if m.meta.is_dir() {
+                match from {
+                    CopyFrom::Context(ctx) => ctx.walk(&m.rel)?,
+                    CopyFrom::Tree { root, .. } => tree_walk(root, &m.rel),
+                }
+            } else {
+                Vec::new()
+            };
+            let mut push = |rel_in_source: &str,
+                            dest: PathBuf,
+                            meta: fs::Metadata,
+                            rel_ctx: &str|
+             -> Result<(), BuildError> {
+                if !rel_in_source.is_empty() && exclude.matches(rel_in_source) {
+                    return Ok(());
+                }
+                let digest = match from {
+                    CopyFrom::Context(ctx) if meta.is_file() => {
+                        Some(ctx.file_digest(rel_ctx, &meta)?)
+                    }
+                    _ => None,
+                };
+                picked.push(Picked {
+                    dest,
+                    host: host_root.join(rel_ctx),
+                    meta,
+                    digest,
+                });
+                Ok(())
+            };
+            push(&m.rel.clone(), target.clone(), m.meta.clone(), &m.rel)?;
+            for c in children {
+                let under = c
+                    .rel
+                    .strip_prefix(&format!("{}/", m.rel))
+                    .unwrap_or(&c.rel)
+                    .to_string();
+                push(&c.rel, target.join(&under), c.meta, &c.rel)?;
+            }
+        }
+    }
+    // The key: what lands where, with what content and mode.
+    for p in &picked {
+        key.str("path", &p.dest.to_string_lossy())
+            .json("mode", &p.meta.mode());
+        if let Some(d) = &p.digest {
+            key.str("digest", &d.to_string());
+        } else if p.meta.file_type().is_symlink() {
+            key.str(
+                "link",
+                &fs::read_link(&p.host).unwrap_or_default().to_string_lossy(),
+            );
+        }
+    }
+    let mut entries = Vec::new();
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+    let (uid, gid) = spec.owner.unwrap_or((0, 0));
+    for p in picked {
+        let rel = p.dest.strip_prefix("/").unwrap_or(&p.dest).to_path_buf();
+        if rel.as_os_str().is_empty() || !seen.insert(rel.clone()) {
+            continue;
+        }
+        let mode = apply_chmod(
+            spec.chmod,
+            p.meta.permissions().mode() & 0o7777,
+            p.meta.is_dir(),
+        );
+        let (u, g) = match spec.owner {
+            Some(o) => o,
+            None => (0, 0),
+        };
+        let e = if p.meta.is_dir() {
+            Entry::dir(&rel)
+        } else if p.meta.file_type().is_symlink() {
+            let target = fs::read_link(&p.host)
+                .map_err(|e| BuildError::Context(format!("{}: {e}", p.host.display())))?;
+            Entry::symlink(&rel, target)
+        } else if p.meta.is_file() {
+            Entry::file_host(&rel, &p.host, p.meta.len())
+        } else {
+            continue;
+        };
+        entries.push(
+            e.with_mode(mode)
+                .with_owner(u, g)
+                .with_mtime(p.meta.mtime()),
+        );
+    }
+    for h in heredocs {
+        let rel = PathBuf::from(dest.trim_start_matches('/')).join(&h.name);
+        let rel = if dest.ends_with('/') || spec.sources.len() > 1 {
+            rel
+        } else {
+            PathBuf::from(dest.trim_start_matches('/'))
+        };
+        if seen.insert(rel.clone()) {
+            let mode = apply_chmod(spec.chmod, 0o644, false);
+            entries.push(
+                Entry::file_bytes(&rel, h.content.clone().into_bytes())
+                    .with_mode(mode)
+                    .with_owner(uid, gid)
+                    .with_mtime(spec.now),
+            );
+        }
+    }
+    // Directories the copy needs above its entries.
+    let mut parents = BTreeSet::new();
+    for e in &entries {
+        for a in e.path.ancestors().skip(1) {
+            if !a.as_os_str().is_empty() && !seen.contains(a) {
+                parents.insert(a.to_path_buf());
+            }
+        }
+    }
+    for p in parents {
+        // An existing directory keeps its own mode and owner (think /tmp);
+        // the key records that the layer relied on it.
+        if (spec.exists)(&Path::new("/").join(&p)) {
+            key.str("existing-parent", &p.to_string_lossy());
+            continue;
+        }
+        entries.push(
+            Entry::dir(&p)
+                .with_mode(0o755)
+                .with_owner(uid, gid)
+                .with_mtime(spec.now),
+        );
+    }
+    Ok(CopyPlan {
+        entries,
+        key: key.finish(),
+        scratch,
+    })
+}
+
+/// `--chmod`: octal replaces the permission bits; symbolic edits them
+/// (`u+x,g-w,o=r`, `a+X`).
+pub fn apply_chmod(chmod: Option<&Chmod>, mode: u32, is_dir: bool) -> u32 {
+    match chmod {
+        None => mode,
+        Some(Chmod::Octal(m)) => *m & 0o7777,
+        Some(Chmod::Symbolic(s)) => {
+            let mut mode = mode;
+            for clause in s.split(',') {
+                let op_at = clause.find(['+', '-', '=']).unwrap_or(clause.len());
+                let (who, rest) = clause.split_at(op_at);
+                let Some(op) = rest.chars().next() else {
+                    continue;
+                };
+                let perms = &rest[1..];
+                let who_mask = if who.is_empty() || who.contains('a') {
+                    0o777
+                } else {
+                    (if who.contains('u') { 0o700 } else { 0 })
+                        | (if who.contains('g') { 0o070 } else { 0 })
+                        | (if who.contains('o') { 0o007 } else { 0 })
+                };
+                let mut bits = 0;
+                for c in perms.chars() {
+                    bits |= match c {
+                        'r' => 0o444,
+                        'w' => 0o222,
+                        'x' => 0o111,
+                        'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                        _ => 0,
+                    };
+                }
+                let bits = bits & who_mask;
+                mode = match op {
+                    '+' => mode | bits,
+                    '-' => mode & !bits,
+                    _ => (mode & !who_mask) | bits,
+                };
+            }
+            mode
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chmod_forms() {
+        assert_eq!(apply_chmod(Some(&Chmod::Octal(0o755)), 0o644, false), 0o755);
+        assert_eq!(
+            apply_chmod(Some(&Chmod::Symbolic("u+x,g-r".into())), 0o644, false),
+            0o704
+        );
+        assert_eq!(
+            apply_chmod(Some(&Chmod::Symbolic("a=r".into())), 0o777, false),
+            0o444
+        );
+        assert_eq!(
+            apply_chmod(Some(&Chmod::Symbolic("+X".into())), 0o644, true),
+            0o755
+        );
+        assert_eq!(apply_chmod(None, 0o600, false), 0o600);
+    }
+}

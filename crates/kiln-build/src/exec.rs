@@ -1,0 +1,364 @@
+//! RUN: one process in a container over the stage's layers, its mounts,
+//! and the diff of what it changed, as a layer.
+//!
+//! Secrets reach the process as a read-only file or an environment
+//! variable only: their bytes never enter the cache key (only the secret's
+//! id does), the history, the config or the log.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use kiln_dockerfile::instructions::{FromRef, Network, Run};
+use kiln_dockerfile::mount::{MountType, Sharing};
+use kiln_image::layer::Entry;
+use kiln_image::{Digest, Store};
+use kiln_sandbox::{MountSpec, Rootfs, RunSpec, Sandbox, exit_code};
+use kiln_snapshot::{Mode, Snapshots};
+
+use crate::fs::{StageFs, View};
+use crate::key::KeyHasher;
+use crate::{BuildError, SecretSource};
+
+/// What a RUN reads besides its own text.
+pub struct RunInputs<'a> {
+    pub store: &'a Store,
+    pub snaps: &'a Snapshots,
+    pub mode: Mode,
+    pub sandbox: &'a Sandbox,
+    pub base: &'a StageFs,
+    pub env: Vec<String>,
+    pub user: String,
+    pub workdir: String,
+    pub secrets: &'a std::collections::BTreeMap<String, SecretSource>,
+    pub ssh: &'a std::collections::BTreeMap<String, PathBuf>,
+    /// Filesystems of the stages (by index) and the context, for bind and
+    /// cache mounts with `from`.
+    pub stage_fs: &'a dyn Fn(usize) -> Option<StageFs>,
+    pub context: &'a crate::context::Context,
+    pub scratch: &'a Path,
+}
+
+/// The cache key of a RUN: its command, environment, user, working
+/// directory, mounts, and the content of the filesystem it runs on.
+pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> {
+    let mut k = KeyHasher::new("run");
+    k.str("fs", &inputs.base.key().to_string());
+    k.json("argv", &run.argv)
+        .json("env", &inputs.env)
+        .str("user", &inputs.user);
+    k.str("workdir", &inputs.workdir)
+        .json("network", &run.network)
+        .json("security", &run.security);
+    if let Some(s) = &run.script_file {
+        k.str("script", &s.path).str("script-content", &s.content);
+    }
+    for m in &run.mounts {
+        let mm = &m.mount;
+        k.json(
+            "mount",
+            &(
+                format!("{:?}", mm.kind),
+                &mm.target,
+                &mm.id,
+                &mm.readonly,
+                &mm.mode,
+                &mm.uid,
+                &mm.gid,
+            ),
+        );
+        k.json(
+            "mount-more",
+            &(format!("{:?}", mm.sharing), &mm.env, &mm.required, &mm.size),
+        );
+        if matches!(mm.kind, MountType::Bind) {
+            match &m.from_ref {
+                Some(FromRef::Stage { index, .. }) => {
+                    let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
+                        BuildError::Instruction(format!("RUN --mount: stage {index} is not built"))
+                    })?;
+                    k.str("from-stage", &fs.key().to_string());
+                }
+                Some(other) => {
+                    return Err(BuildError::Instruction(format!(
+                        "RUN --mount from {other:?} is not supported yet"
+                    )));
+                }
+                None => {
+                    // The context subtree the bind exposes.
+                    let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
+                    for e in inputs.context.walk(&src).unwrap_or_default() {
+                        if e.meta.is_file() {
+                            k.str(
+                                &e.rel,
+                                &inputs.context.file_digest(&e.rel, &e.meta)?.to_string(),
+                            );
+                        } else {
+                            k.str(&e.rel, "");
+                        }
+                    }
+                    k.str("from-context", &src);
+                }
+            }
+            k.json("source", &mm.source);
+        }
+    }
+    Ok(k.finish())
+}
+
+/// A container removed when dropped: the diff's entries name files in it,
+/// so it must live until the layer is written.
+pub struct ContainerGuard(Option<kiln_snapshot::Container>);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = c.remove();
+        }
+    }
+}
+
+/// Runs `run` and returns the entries of its diff, and the container they
+/// live in.
+pub fn execute(
+    run: &Run,
+    inputs: &RunInputs<'_>,
+    log: &dyn Fn(&str),
+) -> Result<(Vec<Entry>, ContainerGuard), BuildError> {
+    let container = inputs
+        .snaps
+        .create(inputs.store, &inputs.base.layers, inputs.mode)?;
+    let guard = ContainerGuard(Some(container));
+    let c = guard.0.as_ref().expect("just made");
+    let targets = run_in(run, inputs, c, log)?;
+    let entries = c.diff(&targets)?;
+    Ok((entries, guard))
+}
+
+fn run_in(
+    run: &Run,
+    inputs: &RunInputs<'_>,
+    container: &kiln_snapshot::Container,
+    _log: &dyn Fn(&str),
+) -> Result<Vec<PathBuf>, BuildError> {
+    let rootfs = match container.mode() {
+        Mode::Overlay => Rootfs::Overlay {
+            lowers: container.lowers().to_vec(),
+            upper: container.upper(),
+            work: container.work(),
+        },
+        Mode::Copy => Rootfs::Dir(container.rootfs()),
+    };
+    let mut spec = RunSpec::new(rootfs, run.argv.clone());
+    spec.env = inputs.env.clone();
+    spec.user = inputs.user.clone();
+    spec.cwd = PathBuf::from(if inputs.workdir.is_empty() {
+        "/"
+    } else {
+        &inputs.workdir
+    });
+    spec.network = match run.network {
+        Network::None => kiln_sandbox::Network::None,
+        _ => kiln_sandbox::Network::Host,
+    };
+    // Keeps views, secret files and locks alive until the process is done.
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    // Secrets and scripts live outside the store (in shared memory when
+    // there is some), so a killed build cannot leave them where a layer,
+    // a cache entry or a backup of the store would pick them up.
+    let shm = Path::new("/dev/shm");
+    let private_parent = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let private = tempfile::Builder::new()
+        .prefix("kiln-run-")
+        .tempdir_in(private_parent)
+        .map_err(|e| BuildError::Io(format!("scratch dir: {e}")))?;
+    let mut targets = Vec::new();
+    for (i, m) in run.mounts.iter().enumerate() {
+        let mm = &m.mount;
+        let target = mm.target.as_ref().map(PathBuf::from);
+        match mm.kind {
+            MountType::Bind => {
+                let target = target.ok_or_else(|| {
+                    BuildError::Instruction("RUN --mount=type=bind needs a target".into())
+                })?;
+                let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
+                let source = match &m.from_ref {
+                    Some(FromRef::Stage { index, .. }) => {
+                        let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
+                            BuildError::Instruction(format!(
+                                "RUN --mount: stage {index} is not built"
+                            ))
+                        })?;
+                        let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
+                        let p = view.path().join(&src);
+                        keep.push(Box::new(view));
+                        p
+                    }
+                    _ => inputs.context.host_path(&src)?,
+                };
+                spec.mounts.push(MountSpec::Bind {
+                    source,
+                    target: target.clone(),
+                    readonly: mm.readonly,
+                });
+                targets.push(target);
+            }
+            MountType::Cache => {
+                let target = target.ok_or_else(|| {
+                    BuildError::Instruction("RUN --mount=type=cache needs a target".into())
+                })?;
+                let id = mm
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| target.display().to_string());
+                let dir = inputs.store.dir(&format!(
+                    "cache-mounts/{}",
+                    Digest::sha256_of(id.as_bytes()).hex()
+                ))?;
+                let data = dir.join("data");
+                if !data.exists() {
+                    fs::create_dir_all(&data)
+                        .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;
+                    let _ = fs::set_permissions(
+                        &data,
+                        fs::Permissions::from_mode(mm.mode.unwrap_or(0o755)),
+                    );
+                    let _ = std::os::unix::fs::chown(
+                        &data,
+                        Some(mm.uid.unwrap_or(0)),
+                        Some(mm.gid.unwrap_or(0)),
+                    );
+                }
+                let lock = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join("lock"))
+                    .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;
+                let source = match mm.sharing.unwrap_or(Sharing::Shared) {
+                    Sharing::Shared => data,
+                    Sharing::Locked => {
+                        lock.lock()
+                            .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;
+                        data
+                    }
+                    Sharing::Private => {
+                        if lock.try_lock().is_ok() {
+                            data
+                        } else {
+                            let p = private.path().join(format!("cache-{i}"));
+                            fs::create_dir(&p).map_err(|e| BuildError::Io(e.to_string()))?;
+                            p
+                        }
+                    }
+                };
+                keep.push(Box::new(lock));
+                spec.mounts.push(MountSpec::Cache {
+                    source,
+                    target: target.clone(),
+                });
+                targets.push(target);
+            }
+            MountType::Tmpfs => {
+                let target = target.ok_or_else(|| {
+                    BuildError::Instruction("RUN --mount=type=tmpfs needs a target".into())
+                })?;
+                spec.mounts.push(MountSpec::Tmpfs {
+                    target: target.clone(),
+                    size: mm.size,
+                    mode: None,
+                });
+                targets.push(target);
+            }
+            MountType::Secret => {
+                let id = mm.id.clone().unwrap_or_default();
+                let Some(secret) = inputs.secrets.get(&id) else {
+                    if mm.required {
+                        return Err(BuildError::Instruction(format!(
+                            "secret {id:?} is required but was not given (--secret id={id},...)"
+                        )));
+                    }
+                    continue;
+                };
+                let value = secret.read()?;
+                if let Some(var) = &mm.env {
+                    spec.env
+                        .push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                }
+                if mm.env.is_none() || mm.target.is_some() {
+                    let target =
+                        target.unwrap_or_else(|| PathBuf::from(format!("/run/secrets/{id}")));
+                    let file = private.path().join(format!("secret-{i}"));
+                    let mut f = fs::OpenOptions::new()
+                        .create_new(true)
+                        .write(true)
+                        .open(&file)
+                        .map_err(|e| BuildError::Io(e.to_string()))?;
+                    f.write_all(&value)
+                        .map_err(|e| BuildError::Io(e.to_string()))?;
+                    let _ = fs::set_permissions(
+                        &file,
+                        fs::Permissions::from_mode(mm.mode.unwrap_or(0o400)),
+                    );
+                    let _ = std::os::unix::fs::chown(
+                        &file,
+                        Some(mm.uid.unwrap_or(0)),
+                        Some(mm.gid.unwrap_or(0)),
+                    );
+                    spec.mounts.push(MountSpec::Bind {
+                        source: file,
+                        target: target.clone(),
+                        readonly: true,
+                    });
+                    targets.push(target);
+                }
+            }
+            MountType::Ssh => {
+                let id = mm.id.clone().unwrap_or_else(|| "default".into());
+                let Some(sock) = inputs.ssh.get(&id) else {
+                    if mm.required {
+                        return Err(BuildError::Instruction(format!(
+                            "ssh agent {id:?} is required but was not given (--ssh {id}=SOCKET)"
+                        )));
+                    }
+                    continue;
+                };
+                let target =
+                    target.unwrap_or_else(|| PathBuf::from(format!("/run/buildkit/ssh_agent.{i}")));
+                spec.mounts.push(MountSpec::Bind {
+                    source: sock.clone(),
+                    target: target.clone(),
+                    readonly: false,
+                });
+                spec.env.push(format!("SSH_AUTH_SOCK={}", target.display()));
+                targets.push(target);
+            }
+        }
+    }
+    if let Some(script) = &run.script_file {
+        let file = private.path().join("script");
+        fs::write(&file, &script.content).map_err(|e| BuildError::Io(e.to_string()))?;
+        let _ = fs::set_permissions(&file, fs::Permissions::from_mode(0o755));
+        spec.mounts.push(MountSpec::Bind {
+            source: file,
+            target: PathBuf::from(&script.path),
+            readonly: true,
+        });
+        targets.push(PathBuf::from(&script.path));
+    }
+    let status = inputs
+        .sandbox
+        .run(&spec)
+        .map_err(|e| BuildError::Io(format!("starting RUN: {e}")))?;
+    drop(keep);
+    let code = exit_code(&status);
+    if code != 0 {
+        return Err(BuildError::RunFailed { code });
+    }
+    Ok(targets)
+}

@@ -1,0 +1,156 @@
+//! A stage's filesystem as the solver holds it: an ordered list of layers.
+//! Reading it goes through the shared layer directories (a single path by
+//! overlay lookup rules) or through a read-only view mounted in kiln's own
+//! mount namespace (whole trees, for `COPY --from` and bind mounts).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kiln_image::{Descriptor, Digest, Store};
+use kiln_snapshot::Snapshots;
+
+use crate::BuildError;
+use crate::key::fs_key;
+
+#[derive(Debug, Clone, Default)]
+pub struct StageFs {
+    /// Oldest first: the blob and its diff ID.
+    pub layers: Vec<(Descriptor, Digest)>,
+}
+
+impl StageFs {
+    pub fn key(&self) -> Digest {
+        let ids: Vec<Digest> = self.layers.iter().map(|(_, d)| d.clone()).collect();
+        fs_key(&ids)
+    }
+
+    /// Layer directories, top first, unpacked on first use.
+    pub fn layer_dirs(&self, store: &Store, snaps: &Snapshots) -> Result<Vec<PathBuf>, BuildError> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (blob, diff_id) in self.layers.iter().rev() {
+            out.push(snaps.layer_dir(store, blob, diff_id)?);
+        }
+        Ok(out)
+    }
+
+    /// Reads a small file of the image (at most 4 MiB), if present.
+    pub fn read_file(
+        &self,
+        store: &Store,
+        snaps: &Snapshots,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, BuildError> {
+        let dirs = self.layer_dirs(store, snaps)?;
+        let Some(host) = kiln_snapshot::lookup(&dirs, Path::new(path)) else {
+            return Ok(None);
+        };
+        let Ok(meta) = fs::symlink_metadata(&host) else {
+            return Ok(None);
+        };
+        if !meta.is_file() || meta.len() > 4 << 20 {
+            return Ok(None);
+        }
+        Ok(fs::read(&host).ok())
+    }
+
+    /// The metadata of `path` in the image, without following symlinks.
+    pub fn stat(
+        &self,
+        store: &Store,
+        snaps: &Snapshots,
+        path: &Path,
+    ) -> Result<Option<fs::Metadata>, BuildError> {
+        let dirs = self.layer_dirs(store, snaps)?;
+        Ok(kiln_snapshot::lookup(&dirs, path).and_then(|h| fs::symlink_metadata(h).ok()))
+    }
+
+    /// Mounts the merged filesystem (writes go to a throwaway upper dir).
+    pub fn view(
+        &self,
+        store: &Store,
+        snaps: &Snapshots,
+        scratch: &Path,
+    ) -> Result<View, BuildError> {
+        let dir = tempfile::Builder::new()
+            .prefix("view-")
+            .tempdir_in(scratch)
+            .map_err(|e| BuildError::Io(format!("view dir: {e}")))?;
+        let merged = dir.path().join("merged");
+        for d in ["merged", "upper", "work", "empty"] {
+            fs::create_dir(dir.path().join(d))
+                .map_err(|e| BuildError::Io(format!("view dir: {e}")))?;
+        }
+        let mut lowers = self.layer_dirs(store, snaps)?;
+        lowers.push(dir.path().join("empty"));
+        kiln_sandbox::mounts::overlay(
+            &lowers,
+            &dir.path().join("upper"),
+            &dir.path().join("work"),
+            &merged,
+        )
+        .map_err(|e| BuildError::Io(format!("mounting a view of a stage: {e}")))?;
+        Ok(View { dir, merged })
+    }
+}
+
+/// A mounted view; unmounted (lazily) and removed on drop.
+pub struct View {
+    dir: tempfile::TempDir,
+    merged: PathBuf,
+}
+
+impl View {
+    pub fn path(&self) -> &Path {
+        &self.merged
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.merged, rustix::mount::UnmountFlags::DETACH);
+        let _ = &self.dir;
+    }
+}
+
+/// Parses `/etc/passwd` and `/etc/group` of an image to turn `--chown`
+/// names into IDs, as BuildKit does (numbers pass through).
+pub fn resolve_chown(
+    spec: &str,
+    passwd: Option<&[u8]>,
+    group: Option<&[u8]>,
+) -> Result<(u64, u64), BuildError> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let find = |db: Option<&[u8]>, name: &str, field: usize| -> Option<(u64, u64)> {
+        let text = String::from_utf8_lossy(db?);
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name) && f.len() > field)
+                .then(|| (f[2].parse().ok(), f.get(3).and_then(|g| g.parse().ok())))
+                .and_then(|(a, b)| Some((a?, b.unwrap_or(0))))
+        })
+    };
+    let uid = match user.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => find(passwd, user, 3).map(|(uid, _)| uid).ok_or_else(|| {
+            BuildError::Instruction(format!(
+                "--chown: no user {user:?} in the image's /etc/passwd"
+            ))
+        })?,
+    };
+    // Docker: a user without a group means the group with the user's ID.
+    let gid = match grp {
+        None => uid,
+        Some(g) => match g.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => find(group, g, 2).map(|(gid, _)| gid).ok_or_else(|| {
+                BuildError::Instruction(format!(
+                    "--chown: no group {g:?} in the image's /etc/group"
+                ))
+            })?,
+        },
+    };
+    Ok((uid, gid))
+}

@@ -1,0 +1,685 @@
+//! The solver: resolves the Dockerfile against the base images it names,
+//! then builds the stages the target needs, each on its own thread as soon
+//! as the stages it depends on are done, and every layer-making step
+//! through the cache.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use kiln_dockerfile::instructions::{FromRef, Instr, Resolved};
+use kiln_dockerfile::stage::{Base, ImageInfo, Stage};
+use kiln_dockerfile::{ResolveOptions, ResolvedBuild};
+use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
+use kiln_image::media::Compression;
+use kiln_image::transport::RawManifest;
+use kiln_image::{Descriptor, Digest, History, Image, NewLayer, Platform, Store};
+use kiln_sandbox::{Isolation, Sandbox};
+use kiln_snapshot::{Mode, Snapshots};
+
+use crate::cache::{Cache, CachedLayer};
+use crate::context::Context;
+use crate::copy::{CopyFrom, CopySpec};
+use crate::exec::{RunInputs, execute, run_key};
+use crate::fs::{StageFs, resolve_chown};
+use crate::key::KeyHasher;
+use crate::progress::Progress;
+use crate::{BuildError, SecretSource, Vars};
+
+pub struct BuildOptions {
+    /// The Dockerfile's name (for messages) and text.
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub context_dir: PathBuf,
+    /// `.dockerignore` text, if the context has one.
+    pub dockerignore: Option<String>,
+    pub build_args: Vars,
+    pub target: Option<String>,
+    pub platform: Platform,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub ssh: BTreeMap<String, PathBuf>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub labels: Vars,
+    pub isolation: Isolation,
+    pub snapshotter: Mode,
+    pub source_date_epoch: Option<i64>,
+    /// Clamp file times in new layers to `source_date_epoch` too.
+    pub rewrite_timestamp: bool,
+    pub compression: Compression,
+}
+
+pub struct BuildResult {
+    pub image: Image,
+    pub manifest: RawManifest,
+    pub steps_run: usize,
+    pub steps_cached: usize,
+    pub warnings: Vec<String>,
+}
+
+struct Shared<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    progress: &'a Progress,
+    snaps: Snapshots,
+    cache: Cache<'a>,
+    context: Context,
+    sandbox: Sandbox,
+    scratch: PathBuf,
+    now: i64,
+    created: String,
+    build: ResolvedBuild,
+    results: Mutex<BTreeMap<usize, Result<(Image, StageFs), String>>>,
+    done: Condvar,
+    run: AtomicUsize,
+    cached: AtomicUsize,
+}
+
+fn image_info(img: &Image) -> ImageInfo {
+    let rt = img.config.runtime();
+    ImageInfo {
+        env: rt
+            .env
+            .iter()
+            .flatten()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
+        onbuild: rt.on_build.clone().unwrap_or_default(),
+        workdir: rt.working_dir.clone(),
+        shell: rt.shell.clone(),
+    }
+}
+
+fn to_df_platform(p: &Platform) -> kiln_dockerfile::scope::Platform {
+    kiln_dockerfile::scope::Platform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: p.variant.clone().unwrap_or_default(),
+    }
+}
+
+fn load_image(store: &Store, reference: &str, platform: &Platform) -> Result<Image, BuildError> {
+    Image::load(store, reference, platform).map(|(img, _)| img).map_err(|e| {
+        BuildError::Instruction(format!(
+            "base image {reference}: {e} (kiln builds from images in its store: `kiln pull {reference}` or `kiln import`)"
+        ))
+    })
+}
+
+/// Builds the target stage and writes its image into `store` (untagged).
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &Progress,
+) -> Result<BuildResult, BuildError> {
+    let df = kiln_dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)?;
+    let mut ropts = ResolveOptions {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        build_platform: to_df_platform(&Platform::host()),
+        target_platform: to_df_platform(&opts.platform),
+        ..ResolveOptions::default()
+    };
+    // Resolve once to learn the base images, then again with their configs
+    // so that their ENV is in scope and their ONBUILD triggers run.
+    let first = kiln_dockerfile::resolve(&df, &ropts)?;
+    let mut images = BTreeMap::new();
+    for stage in &first.stages {
+        if let Base::Image { reference } = &stage.base {
+            let img = load_image(store, reference, &opts.platform)?;
+            ropts.images.insert(reference.clone(), image_info(&img));
+            images.insert(reference.clone(), img);
+        }
+    }
+    let build = kiln_dockerfile::resolve(&df, &ropts)?;
+    let warnings = build.warnings.iter().map(|w| w.to_string()).collect();
+    let ignore = kiln_dockerfile::ignore::Matcher::new(opts.dockerignore.as_deref().unwrap_or(""))
+        .map_err(|e| BuildError::Context(format!(".dockerignore: {e}")))?;
+    let context = Context::new(
+        &opts.context_dir,
+        ignore,
+        Some(&store.dir("context-index")?),
+    )?;
+    let now = opts.source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let shared = Shared {
+        store,
+        opts,
+        progress,
+        snaps: Snapshots::open(store)?,
+        cache: Cache::open(store)?,
+        context,
+        sandbox: Sandbox::new(opts.isolation)
+            .map_err(|e| BuildError::Io(format!("sandbox: {e}")))?,
+        scratch: store.dir("tmp")?,
+        now,
+        created: kiln_image::time::rfc3339(now),
+        build,
+        results: Mutex::new(BTreeMap::new()),
+        done: Condvar::new(),
+        run: AtomicUsize::new(0),
+        cached: AtomicUsize::new(0),
+    };
+    let images = &images;
+    std::thread::scope(|s| {
+        for stage in &shared.build.stages {
+            let shared = &shared;
+            s.spawn(move || {
+                let r = build_stage(shared, stage, images).map_err(|e| e.to_string());
+                shared.results.lock().expect("lock").insert(stage.index, r);
+                shared.done.notify_all();
+            });
+        }
+    });
+    shared.context.save();
+    let target = shared.build.target;
+    let (mut image, _) = shared
+        .results
+        .lock()
+        .expect("lock")
+        .remove(&target)
+        .ok_or_else(|| BuildError::Instruction("the target stage was not built".into()))?
+        .map_err(BuildError::Instruction)?;
+    if !opts.labels.is_empty() {
+        let labels = image
+            .config
+            .runtime_mut()
+            .labels
+            .get_or_insert_with(Default::default);
+        for (k, v) in &opts.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
+    image = image.created_at(shared.created.clone());
+    let manifest = image.write(store)?;
+    Ok(BuildResult {
+        image,
+        manifest,
+        steps_run: shared.run.load(Ordering::Relaxed),
+        steps_cached: shared.cached.load(Ordering::Relaxed),
+        warnings,
+    })
+}
+
+/// Waits until stage `index` is built and returns its image.
+fn wait_for(shared: &Shared<'_>, index: usize) -> Result<(Image, StageFs), BuildError> {
+    let mut results = shared.results.lock().expect("lock");
+    loop {
+        if let Some(r) = results.get(&index) {
+            return r
+                .clone()
+                .map_err(|e| BuildError::Instruction(format!("stage {index} failed: {e}")));
+        }
+        results = shared.done.wait(results).expect("lock");
+    }
+}
+
+fn fs_of(image: &Image) -> StageFs {
+    StageFs {
+        layers: image
+            .layers
+            .iter()
+            .cloned()
+            .zip(image.config.rootfs.diff_ids.iter().cloned())
+            .collect(),
+    }
+}
+
+fn stage_label(stage: &Stage) -> String {
+    stage
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{}", stage.index))
+}
+
+fn build_stage(
+    shared: &Shared<'_>,
+    stage: &Stage,
+    images: &BTreeMap<String, Image>,
+) -> Result<(Image, StageFs), BuildError> {
+    // Dependencies are awaited where they are used (FROM, COPY --from, a
+    // mount), so a stage gets as far as it can while others still build.
+    let label = stage_label(stage);
+    let total = stage.instructions.len() + 1;
+    let step = shared
+        .progress
+        .start(&format!("[{label} 1/{total}] {}", stage.original));
+    let mut image = match &stage.base {
+        Base::Scratch => Image::scratch(&shared.opts.platform),
+        Base::Image { reference } => images.get(reference).cloned().ok_or_else(|| {
+            BuildError::Instruction(format!("base image {reference} was not loaded"))
+        })?,
+        Base::Stage { index } => wait_for(shared, *index)?.0,
+        Base::Context { name } => {
+            return Err(BuildError::Instruction(format!(
+                "FROM a named context ({name}) is not supported yet"
+            )));
+        }
+    };
+    step.done();
+    if stage.instructions.iter().any(|i| i.from_onbuild) {
+        // Triggers run once, in the first build that uses the image.
+        image.config.runtime_mut().on_build = None;
+    }
+    let no_cache = shared.opts.no_cache
+        || stage
+            .name
+            .as_ref()
+            .is_some_and(|n| shared.opts.no_cache_filter.contains(n));
+    let mut cmd_set = false;
+    for (i, r) in stage.instructions.iter().enumerate() {
+        let name = format!("[{label} {}/{total}] {}", i + 2, r.original.trim());
+        image = step_one(shared, stage, r, image, &name, no_cache, &mut cmd_set).map_err(|e| {
+            BuildError::Step {
+                file: shared.opts.dockerfile_name.clone(),
+                line: r.line,
+                instruction: r.original.trim().to_string(),
+                source: Box::new(e),
+            }
+        })?;
+    }
+    let fs = fs_of(&image);
+    Ok((image, fs))
+}
+
+fn history(shared: &Shared<'_>, created_by: String) -> History {
+    History {
+        created: Some(shared.created.clone()),
+        created_by: Some(created_by),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        ..History::default()
+    }
+}
+
+fn layer_options(shared: &Shared<'_>) -> LayerOptions {
+    LayerOptions {
+        compression: shared.opts.compression,
+        source_date_epoch: shared
+            .opts
+            .rewrite_timestamp
+            .then_some(shared.opts.source_date_epoch)
+            .flatten(),
+        ..LayerOptions::default()
+    }
+}
+
+/// Looks `key` up, or makes the layer with `make` and records it. `make`
+/// also returns whatever must stay alive while its entries are read.
+fn cached_layer<K>(
+    shared: &Shared<'_>,
+    key: &Digest,
+    no_cache: bool,
+    step: crate::progress::Step<'_>,
+    make: impl FnOnce() -> Result<(Vec<Entry>, K), BuildError>,
+) -> Result<Option<(Descriptor, Digest)>, BuildError> {
+    let mut k = KeyHasher::new("layer");
+    k.str("op", &key.to_string());
+    k.json("compression", &format!("{:?}", shared.opts.compression));
+    k.json("clamp", &layer_options(shared).source_date_epoch);
+    let key = k.finish();
+    if !no_cache && let Some(hit) = shared.cache.get(&key) {
+        shared.cached.fetch_add(1, Ordering::Relaxed);
+        step.cached();
+        return Ok(hit.layer);
+    }
+    let (entries, keep_alive) = match make() {
+        Ok(e) => e,
+        Err(e) => {
+            step.error(&e.to_string());
+            return Err(e);
+        }
+    };
+    let layer = if entries.is_empty() {
+        None
+    } else {
+        let (blob, info) =
+            write_entries_layer(entries, &layer_options(shared), shared.store.blob_writer()?)?;
+        blob.commit(Some(&info.digest))?;
+        let media_type = kiln_image::media::Format::Oci.layer(info.compression);
+        Some((
+            Descriptor::new(media_type, info.digest, info.size),
+            info.diff_id,
+        ))
+    };
+    drop(keep_alive);
+    shared.cache.put(
+        &key,
+        &CachedLayer {
+            layer: layer.clone(),
+        },
+    )?;
+    shared.run.fetch_add(1, Ordering::Relaxed);
+    step.done();
+    Ok(layer)
+}
+
+fn append(image: Image, layer: Option<(Descriptor, Digest)>, h: History) -> Image {
+    match layer {
+        Some((blob, diff_id)) => image.with_layer(NewLayer { blob, diff_id }, h),
+        None => image.with_empty_history(h),
+    }
+}
+
+fn step_one(
+    shared: &Shared<'_>,
+    stage: &Stage,
+    r: &Resolved,
+    mut image: Image,
+    name: &str,
+    no_cache: bool,
+    cmd_set: &mut bool,
+) -> Result<Image, BuildError> {
+    let created_by = r.original.trim().to_string();
+    let meta = |image: Image, f: &dyn Fn(&mut kiln_image::RuntimeConfig)| -> Image {
+        let mut image = image;
+        f(image.config.runtime_mut());
+        image.with_empty_history(history(shared, created_by.clone()))
+    };
+    let image = match &r.instr {
+        Instr::Env { vars } => meta(image, &|rt| {
+            for v in vars {
+                rt.set_env(&v.key, &v.value);
+            }
+        }),
+        Instr::Label { labels } => meta(image, &|rt| {
+            let l = rt.labels.get_or_insert_with(Default::default);
+            for v in labels {
+                l.insert(v.key.clone(), v.value.clone());
+            }
+        }),
+        Instr::Expose { ports } => meta(image, &|rt| {
+            let p = rt.exposed_ports.get_or_insert_with(Default::default);
+            for port in ports {
+                let port = if port.contains('/') {
+                    port.clone()
+                } else {
+                    format!("{port}/tcp")
+                };
+                p.insert(port, serde_json::json!({}));
+            }
+        }),
+        Instr::Volume { paths } => meta(image, &|rt| {
+            let v = rt.volumes.get_or_insert_with(Default::default);
+            for p in paths {
+                v.insert(p.clone(), serde_json::json!({}));
+            }
+        }),
+        Instr::User { user } => meta(image, &|rt| rt.user = Some(user.clone())),
+        Instr::Cmd { argv, .. } => {
+            *cmd_set = true;
+            meta(image, &|rt| rt.cmd = Some(argv.clone()))
+        }
+        Instr::Entrypoint { argv, .. } => {
+            let keep_cmd = *cmd_set;
+            meta(image, &|rt| {
+                rt.entrypoint = Some(argv.clone());
+                // As Docker: an ENTRYPOINT drops a CMD inherited from the base.
+                if !keep_cmd {
+                    rt.cmd = None;
+                }
+            })
+        }
+        Instr::Shell { shell } => meta(image, &|rt| rt.shell = Some(shell.clone())),
+        Instr::Stopsignal { signal } => meta(image, &|rt| rt.stop_signal = Some(signal.clone())),
+        Instr::Onbuild { expression } => meta(image, &|rt| {
+            rt.on_build
+                .get_or_insert_with(Vec::new)
+                .push(expression.clone())
+        }),
+        Instr::Healthcheck(h) => meta(image, &|rt| {
+            rt.healthcheck = Some(kiln_image::config::Healthcheck {
+                test: Some(h.test.clone()),
+                interval: h.interval_ns.map(|n| n as i64),
+                timeout: h.timeout_ns.map(|n| n as i64),
+                start_period: h.start_period_ns.map(|n| n as i64),
+                start_interval: h.start_interval_ns.map(|n| n as i64),
+                retries: h.retries.map(i64::from),
+                ..Default::default()
+            })
+        }),
+        Instr::Maintainer { name: who } => {
+            image.config.author = Some(who.clone());
+            image.with_empty_history(history(shared, created_by))
+        }
+        Instr::Arg { .. } => image,
+        Instr::Workdir { resolved, .. } => {
+            image.config.runtime_mut().working_dir = Some(resolved.clone());
+            let fs = fs_of(&image);
+            let path = PathBuf::from(resolved);
+            if fs.stat(shared.store, &shared.snaps, &path)?.is_some() {
+                image.with_empty_history(history(shared, created_by))
+            } else {
+                // BuildKit creates a missing WORKDIR as a layer of its own.
+                let step = shared.progress.start(name);
+                let mut key = KeyHasher::new("workdir");
+                key.str("path", resolved);
+                let mut entries = Vec::new();
+                for a in path.ancestors() {
+                    let rel = a.strip_prefix("/").unwrap_or(a);
+                    if rel.as_os_str().is_empty() {
+                        break;
+                    }
+                    if fs.stat(shared.store, &shared.snaps, a)?.is_some() {
+                        key.str("exists", &rel.to_string_lossy());
+                        break;
+                    }
+                    entries.push(Entry::dir(rel).with_mode(0o755).with_mtime(shared.now));
+                }
+                let layer =
+                    cached_layer(shared, &key.finish(), no_cache, step, || Ok((entries, ())))?;
+                append(image, layer, history(shared, created_by))
+            }
+        }
+        Instr::Copy(c) => {
+            let step = shared.progress.start(name);
+            let owner = chown_ids(shared, &image, c.chown.as_deref())?;
+            let layer = copy_layer(
+                shared,
+                stage,
+                &image,
+                CopyArgs {
+                    instruction: "COPY",
+                    sources: &c.sources,
+                    dest: &c.dest,
+                    from: c.from.as_ref(),
+                    owner,
+                    chmod: c.chmod.as_ref(),
+                    link: c.link,
+                    parents: c.parents,
+                    exclude: &c.exclude,
+                    unpack: false,
+                },
+                no_cache,
+                step,
+            )?;
+            append(
+                image,
+                layer,
+                history(shared, format!("{created_by} # buildkit")),
+            )
+        }
+        Instr::Add(a) => {
+            let step = shared.progress.start(name);
+            let owner = chown_ids(shared, &image, a.chown.as_deref())?;
+            let layer = copy_layer(
+                shared,
+                stage,
+                &image,
+                CopyArgs {
+                    instruction: "ADD",
+                    sources: &a.sources,
+                    dest: &a.dest,
+                    from: None,
+                    owner,
+                    chmod: a.chmod.as_ref(),
+                    link: a.link,
+                    parents: false,
+                    exclude: &a.exclude,
+                    unpack: a.unpack.unwrap_or(true),
+                },
+                no_cache,
+                step,
+            )?;
+            append(
+                image,
+                layer,
+                history(shared, format!("{created_by} # buildkit")),
+            )
+        }
+        Instr::Run(run) => {
+            let step = shared.progress.start(name);
+            let rt = image.config.runtime();
+            let mut env = rt.env.clone().unwrap_or_default();
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.insert(
+                    0,
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                );
+            }
+            for v in &run.env {
+                if !env
+                    .iter()
+                    .any(|e| e.split('=').next() == Some(v.key.as_str()))
+                {
+                    env.push(format!("{}={}", v.key, v.value));
+                }
+            }
+            let base = fs_of(&image);
+            let stage_fs = |i: usize| wait_for(shared, i).ok().map(|(_, fs)| fs);
+            let inputs = RunInputs {
+                store: shared.store,
+                snaps: &shared.snaps,
+                mode: shared.opts.snapshotter,
+                sandbox: &shared.sandbox,
+                base: &base,
+                env,
+                user: rt.user.clone().unwrap_or_default(),
+                workdir: rt.working_dir.clone().unwrap_or_else(|| "/".into()),
+                secrets: &shared.opts.secrets,
+                ssh: &shared.opts.ssh,
+                stage_fs: &stage_fs,
+                context: &shared.context,
+                scratch: &shared.scratch,
+            };
+            let key = run_key(run, &inputs)?;
+            let log = |_: &str| {};
+            let layer = cached_layer(shared, &key, no_cache, step, || execute(run, &inputs, &log))?;
+            append(image, layer, history(shared, run.created_by.clone()))
+        }
+    };
+    Ok(image)
+}
+
+fn chown_ids(
+    shared: &Shared<'_>,
+    image: &Image,
+    chown: Option<&str>,
+) -> Result<Option<(u64, u64)>, BuildError> {
+    let Some(spec) = chown else { return Ok(None) };
+    let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
+    if numeric {
+        return resolve_chown(spec, None, None).map(Some);
+    }
+    let fs = fs_of(image);
+    let passwd = fs.read_file(shared.store, &shared.snaps, "/etc/passwd")?;
+    let group = fs.read_file(shared.store, &shared.snaps, "/etc/group")?;
+    resolve_chown(spec, passwd.as_deref(), group.as_deref()).map(Some)
+}
+
+struct CopyArgs<'a> {
+    instruction: &'a str,
+    sources: &'a [kiln_dockerfile::instructions::Source],
+    dest: &'a str,
+    from: Option<&'a FromRef>,
+    owner: Option<(u64, u64)>,
+    chmod: Option<&'a kiln_dockerfile::instructions::Chmod>,
+    link: bool,
+    parents: bool,
+    exclude: &'a [String],
+    unpack: bool,
+}
+
+fn copy_layer(
+    shared: &Shared<'_>,
+    _stage: &Stage,
+    image: &Image,
+    a: CopyArgs<'_>,
+    no_cache: bool,
+    step: crate::progress::Step<'_>,
+) -> Result<Option<(Descriptor, Digest)>, BuildError> {
+    let base = fs_of(image);
+    let exists = |p: &Path| -> bool {
+        !a.link
+            && base
+                .stat(shared.store, &shared.snaps, p)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.is_dir())
+    };
+    let workdir = image
+        .config
+        .runtime()
+        .working_dir
+        .clone()
+        .unwrap_or_else(|| "/".into());
+    let spec = CopySpec {
+        instruction: a.instruction,
+        sources: a.sources,
+        dest: a.dest,
+        workdir: &workdir,
+        owner: a.owner,
+        chmod: a.chmod,
+        parents: a.parents,
+        exclude: a.exclude,
+        unpack_archives: a.unpack,
+        now: shared.now,
+        exists: &exists,
+    };
+    let from_fs = match a.from {
+        None => None,
+        Some(FromRef::Stage { index, .. }) => Some(wait_for(shared, *index)?.1),
+        Some(FromRef::Image { reference }) => Some(fs_of(&load_image(
+            shared.store,
+            reference,
+            &shared.opts.platform,
+        )?)),
+        Some(FromRef::Context { name }) => {
+            return Err(BuildError::Instruction(format!(
+                "--from={name}: named build contexts are not supported yet"
+            )));
+        }
+    };
+    let (plan, _view) = match &from_fs {
+        None => (
+            crate::copy::plan(&CopyFrom::Context(&shared.context), &spec)?,
+            None,
+        ),
+        Some(fs) => {
+            let view = fs.view(shared.store, &shared.snaps, &shared.scratch)?;
+            let plan = crate::copy::plan(
+                &CopyFrom::Tree {
+                    root: view.path(),
+                    key: fs.key(),
+                },
+                &spec,
+            )?;
+            (plan, Some(view))
+        }
+    };
+    let crate::copy::CopyPlan {
+        entries,
+        key,
+        scratch,
+    } = plan;
+    let r = cached_layer(shared, &key, no_cache, step, || Ok((entries, ())));
+    drop(scratch);
+    r
+}

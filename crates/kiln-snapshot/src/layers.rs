@@ -1,0 +1,208 @@
+//! Layer directories and container filesystems.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kiln_image::layer::{Entry, ExtractOptions, OverlayFormat, extract};
+use kiln_image::{Descriptor, Digest, Store};
+
+use crate::diff::{diff_copy, diff_upper};
+use crate::stat_index::StatIndex;
+use crate::{Error, Result, io_err};
+
+/// How a container's filesystem is made writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Layer directories as overlay lowers, changes in an upper dir.
+    Overlay,
+    /// The layers unpacked into one plain directory, diffed by stat index.
+    Copy,
+}
+
+/// The snapshot area of a store.
+pub struct Snapshots {
+    dir: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}-{n}-{t:x}", std::process::id())
+}
+
+fn create_dir(p: &Path) -> Result<()> {
+    fs::create_dir_all(p).map_err(io_err("create", p))
+}
+
+impl Snapshots {
+    pub fn open(store: &Store) -> Result<Snapshots> {
+        let dir = store.dir("snapshots")?;
+        create_dir(&dir.join("layers"))?;
+        create_dir(&dir.join("containers"))?;
+        Ok(Snapshots { dir })
+    }
+
+    /// The unpacked directory of one layer, with whiteouts kept in overlay
+    /// form (`userxattr` flavour, which the sandbox always mounts with). It
+    /// is unpacked on first use, into a temp dir renamed into place, so
+    /// concurrent builds share it and a killed one leaves only a temp dir.
+    pub fn layer_dir(&self, store: &Store, blob: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+        let dest = self.dir.join("layers").join(diff_id.hex());
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let tmp = self.dir.join("layers").join(unique(".tmp-"));
+        create_dir(&tmp)?;
+        let opts = ExtractOptions {
+            overlay_whiteouts: Some(OverlayFormat::User),
+            ..ExtractOptions::default()
+        };
+        let unpacked = store
+            .open_blob(&blob.digest)
+            .map_err(Error::from)
+            .and_then(|f| {
+                extract(
+                    std::io::BufReader::with_capacity(256 * 1024, f),
+                    &tmp,
+                    &opts,
+                )
+                .map_err(|source| Error::Extract {
+                    diff_id: diff_id.to_string(),
+                    source,
+                })
+            });
+        if let Err(e) = unpacked {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if fs::rename(&tmp, &dest).is_err() {
+            // Another process won the race; its copy is as good as ours.
+            let _ = fs::remove_dir_all(&tmp);
+            if !dest.is_dir() {
+                return Err(io_err("rename", &dest)(std::io::Error::other(
+                    "layer directory vanished",
+                )));
+            }
+        }
+        Ok(dest)
+    }
+
+    /// A writable filesystem over `layers` (oldest first, with their diff
+    /// IDs).
+    pub fn create(
+        &self,
+        store: &Store,
+        layers: &[(Descriptor, Digest)],
+        mode: Mode,
+    ) -> Result<Container> {
+        let dir = self.dir.join("containers").join(unique(""));
+        create_dir(&dir)?;
+        let container = match mode {
+            Mode::Overlay => {
+                let mut lowers = Vec::with_capacity(layers.len());
+                for (blob, diff_id) in layers.iter().rev() {
+                    lowers.push(self.layer_dir(store, blob, diff_id)?);
+                }
+                create_dir(&dir.join("upper"))?;
+                create_dir(&dir.join("work"))?;
+                Container {
+                    dir,
+                    mode,
+                    lowers,
+                    index: None,
+                }
+            }
+            Mode::Copy => {
+                let rootfs = dir.join("rootfs");
+                create_dir(&rootfs)?;
+                for (blob, diff_id) in layers {
+                    let f = store.open_blob(&blob.digest)?;
+                    extract(
+                        std::io::BufReader::with_capacity(256 * 1024, f),
+                        &rootfs,
+                        &ExtractOptions::default(),
+                    )
+                    .map_err(|source| Error::Extract {
+                        diff_id: diff_id.to_string(),
+                        source,
+                    })?;
+                }
+                let index = StatIndex::build(&rootfs)?;
+                Container {
+                    dir,
+                    mode,
+                    lowers: Vec::new(),
+                    index: Some(index),
+                }
+            }
+        };
+        Ok(container)
+    }
+}
+
+/// One writable filesystem. Dropping it does not remove it; call
+/// [`Container::remove`] when the diff has been taken.
+pub struct Container {
+    dir: PathBuf,
+    mode: Mode,
+    lowers: Vec<PathBuf>,
+    index: Option<StatIndex>,
+}
+
+impl Container {
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Overlay lowers, top first.
+    pub fn lowers(&self) -> &[PathBuf] {
+        &self.lowers
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// The plain root directory (copy mode).
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// The changes made since the container was created, as layer
+    /// entries. `mount_targets` are the run's mount points, whose stubs are
+    /// left out.
+    pub fn diff(&self, mount_targets: &[PathBuf]) -> Result<Vec<Entry>> {
+        match self.mode {
+            Mode::Overlay => {
+                let lowers = &self.lowers;
+                let existed = |p: &Path| {
+                    lowers
+                        .iter()
+                        .any(|l| fs::symlink_metadata(l.join(p)).is_ok())
+                };
+                diff_upper(&self.upper(), &existed, mount_targets)
+            }
+            Mode::Copy => diff_copy(
+                &self.rootfs(),
+                self.index.as_ref().expect("copy containers have an index"),
+                mount_targets,
+            ),
+        }
+    }
+
+    /// Deletes the container's directories.
+    pub fn remove(self) -> Result<()> {
+        // overlayfs leaves `work/work` with mode 000; root may still remove it.
+        fs::remove_dir_all(&self.dir).map_err(io_err("remove", &self.dir))
+    }
+}

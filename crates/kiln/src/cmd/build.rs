@@ -1,0 +1,357 @@
+//! `kiln build`: docker build's command line over `kiln-build`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kiln_build::{BuildOptions, Progress, ProgressMode, SecretSource};
+use kiln_image::archive::{ArchiveKind, ArchiveSink};
+use kiln_image::layer::LayerOptions;
+use kiln_image::media::Compression;
+use kiln_image::store_io::StoreSource;
+use kiln_image::transport::{self, CopyOptions};
+use kiln_image::{Platform, Reference};
+
+use super::open_store;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
+    #[arg(short, long)]
+    file: Option<String>,
+    /// Name the image (repeatable).
+    #[arg(short, long = "tag")]
+    tags: Vec<String>,
+    #[arg(long = "build-arg", value_name = "K=V")]
+    build_args: Vec<String>,
+    #[arg(long)]
+    target: Option<String>,
+    #[arg(long)]
+    platform: Option<String>,
+    /// id=ID,src=PATH or id=ID,env=VAR
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// default or ID=SOCKET
+    #[arg(long)]
+    ssh: Vec<String>,
+    #[arg(long)]
+    no_cache: bool,
+    #[arg(long = "no-cache-filter")]
+    no_cache_filter: Vec<String>,
+    /// Accepted for compatibility: base images always come from the store.
+    #[arg(long)]
+    pull: bool,
+    /// Default network for RUN (default, none or host).
+    #[arg(long)]
+    network: Option<String>,
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+    /// Accepted for compatibility; named contexts are not supported yet.
+    #[arg(long = "build-context")]
+    build_contexts: Vec<String>,
+    /// auto, tty, plain or quiet
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
+    /// type=image|oci|docker|tar|local,dest=…,name=…,compression=gzip|zstd,rewrite-timestamp=true
+    #[arg(short, long)]
+    output: Vec<String>,
+    #[arg(long, default_value = "auto")]
+    isolation: String,
+    /// overlay or copy (default: overlay where the kernel allows it).
+    #[arg(long)]
+    snapshotter: Option<String>,
+    /// The build context directory.
+    context: PathBuf,
+}
+
+fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in list {
+        match item.split_once('=') {
+            Some((k, v)) => out.insert(k.to_string(), v.to_string()),
+            None => match std::env::var(item) {
+                Ok(v) => out.insert(item.clone(), v),
+                Err(_) if what == "--build-arg" => continue,
+                Err(_) => bail!("{what} {item:?}: expected KEY=VALUE"),
+            },
+        };
+    }
+    Ok(out)
+}
+
+struct Output {
+    kind: String,
+    dest: Option<PathBuf>,
+    names: Vec<String>,
+    compression: Compression,
+    rewrite_timestamp: bool,
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    let mut out = Output {
+        kind: "image".into(),
+        dest: None,
+        names: Vec::new(),
+        compression: Compression::Gzip,
+        rewrite_timestamp: false,
+    };
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or(("type", part));
+        match k {
+            "type" => out.kind = v.to_string(),
+            "dest" => out.dest = Some(PathBuf::from(v)),
+            "name" => out.names.extend(v.split(';').map(str::to_string)),
+            "compression" => {
+                out.compression = match v {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" => Compression::None,
+                    _ => bail!("--output compression={v}: expected gzip, zstd or uncompressed"),
+                }
+            }
+            "rewrite-timestamp" => out.rewrite_timestamp = v == "true",
+            "push" | "oci-mediatypes" | "compression-level" | "force-compression" => {}
+            _ => bail!("--output {spec:?}: unknown key {k:?}"),
+        }
+    }
+    if !matches!(
+        out.kind.as_str(),
+        "image" | "oci" | "docker" | "tar" | "local"
+    ) {
+        bail!(
+            "--output type={}: expected image, oci, docker, tar or local",
+            out.kind
+        );
+    }
+    Ok(out)
+}
+
+pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let context_dir = a.context.clone();
+    if !context_dir.is_dir() {
+        bail!("build context {} is not a directory", context_dir.display());
+    }
+    let (dockerfile_name, dockerfile) = match a.file.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            ("Dockerfile".to_string(), s)
+        }
+        Some(f) => (
+            f.to_string(),
+            std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?,
+        ),
+        None => {
+            let p = context_dir.join("Dockerfile");
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+            )
+        }
+    };
+    // `<Dockerfile>.dockerignore` beside a custom Dockerfile wins over the
+    // context's `.dockerignore`.
+    let mut dockerignore = None;
+    if let Some(f) = a.file.as_deref().filter(|f| *f != "-") {
+        dockerignore = std::fs::read_to_string(format!("{f}.dockerignore")).ok();
+    }
+    if dockerignore.is_none() {
+        dockerignore = std::fs::read_to_string(context_dir.join(".dockerignore")).ok();
+    }
+    let outputs = a
+        .output
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut build_args = kv(&a.build_args, "--build-arg")?;
+    let env_epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if let Some(e) = &env_epoch {
+        build_args
+            .entry("SOURCE_DATE_EPOCH".into())
+            .or_insert_with(|| e.clone());
+    }
+    let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) => Some(
+            v.parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+        ),
+        None => None,
+    };
+    let mut secrets = BTreeMap::new();
+    for s in &a.secrets {
+        let (id, src) = SecretSource::parse(s)?;
+        secrets.insert(id, src);
+    }
+    let mut ssh = BTreeMap::new();
+    for s in &a.ssh {
+        let (id, sock) = match s.split_once('=') {
+            Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+            None => (
+                s.clone(),
+                PathBuf::from(
+                    std::env::var("SSH_AUTH_SOCK").context("--ssh default needs SSH_AUTH_SOCK")?,
+                ),
+            ),
+        };
+        ssh.insert(id, sock);
+    }
+    if !a.build_contexts.is_empty() {
+        bail!("--build-context is not supported yet");
+    }
+    let platform = match &a.platform {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    let compression = outputs.first().map_or(Compression::Gzip, |o| o.compression);
+    let rewrite_timestamp = outputs.iter().any(|o| o.rewrite_timestamp);
+    let opts = BuildOptions {
+        dockerfile_name,
+        dockerfile,
+        context_dir,
+        dockerignore,
+        build_args,
+        target: a.target.clone(),
+        platform,
+        secrets,
+        ssh,
+        no_cache: a.no_cache,
+        no_cache_filter: a.no_cache_filter.clone(),
+        labels: kv(&a.labels, "--label")?,
+        isolation: a.isolation.parse()?,
+        snapshotter: super::container::pick_mode(&store, a.snapshotter.as_deref())?,
+        source_date_epoch,
+        rewrite_timestamp,
+        compression,
+    };
+    let mode = if a.quiet || a.progress == "quiet" {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Plain
+    };
+    let progress = Progress::new(mode, Box::new(std::io::stderr()));
+    let result = kiln_build::build(&store, &opts, &progress)?;
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
+    }
+    let id = result.image.id();
+    let desc = result.manifest.descriptor();
+    let mut names: Vec<Reference> = a
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t))
+        .collect::<Result<_, _>>()?;
+    for o in &outputs {
+        for n in &o.names {
+            names.push(Reference::parse(n)?);
+        }
+    }
+    for n in &names {
+        store.tag(n, &desc)?;
+    }
+    for o in &outputs {
+        write_output(&store, &result, o, &names)?;
+    }
+    if let Some(p) = &a.iidfile {
+        std::fs::write(p, id.to_string()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": desc.digest.to_string(),
+            "containerimage.config.digest": id.to_string(),
+            "image.name": names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+        });
+        std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if a.quiet {
+        println!("{id}");
+    } else {
+        eprintln!(
+            "built {} ({} steps run, {} cached){}",
+            desc.digest,
+            result.steps_run,
+            result.steps_cached,
+            names
+                .iter()
+                .map(|n| format!(" {}", n.familiar()))
+                .collect::<String>()
+        );
+        println!("{id}");
+    }
+    Ok(())
+}
+
+fn write_output(
+    store: &kiln_image::Store,
+    result: &kiln_build::BuildResult,
+    o: &Output,
+    names: &[Reference],
+) -> anyhow::Result<()> {
+    let src = StoreSource::from_descriptor(store, result.manifest.descriptor());
+    let dest = || {
+        o.dest
+            .clone()
+            .with_context(|| format!("--output type={} needs dest=", o.kind))
+    };
+    match o.kind.as_str() {
+        "image" => {}
+        "oci" => {
+            let sink = ArchiveSink::create(
+                &dest()?,
+                ArchiveKind::Oci {
+                    tag: names.first().and_then(|n| n.tag().map(str::to_string)),
+                    image_name: names.first().map(|n| n.to_string()),
+                },
+            )?;
+            transport::copy(&src, &sink, &CopyOptions::default())?;
+        }
+        "docker" => {
+            let sink = ArchiveSink::create(
+                &dest()?,
+                ArchiveKind::Docker {
+                    repo_tags: names.iter().map(|n| n.familiar()).collect(),
+                },
+            )?;
+            transport::copy(&src, &sink, &CopyOptions::default())?;
+        }
+        "tar" | "local" => {
+            let layers = result
+                .image
+                .layers
+                .iter()
+                .map(|l| store.open_blob(&l.digest))
+                .collect::<Result<Vec<_>, _>>()?;
+            let dest = dest()?;
+            if o.kind == "tar" {
+                let f = std::io::BufWriter::new(std::fs::File::create(&dest)?);
+                let opts = LayerOptions {
+                    compression: Compression::None,
+                    ..LayerOptions::default()
+                };
+                kiln_image::layer::flatten(layers, &store.dir("tmp")?, &opts, f)?;
+            } else {
+                std::fs::create_dir_all(&dest)?;
+                for l in layers {
+                    kiln_image::layer::extract(
+                        std::io::BufReader::new(l),
+                        &dest,
+                        &Default::default(),
+                    )?;
+                }
+            }
+        }
+        _ => unreachable!("validated in parse_output"),
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! `kiln run`: a throwaway container of a stored image, and with `--commit`
+//! its changes saved as a new image (buildah's `run` and `commit` in one).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kiln_image::layer::{LayerOptions, write_entries_layer};
+use kiln_image::{Descriptor, History, Image, NewLayer, Platform, Reference, Store};
+use kiln_sandbox::{Isolation, MountSpec, Network, Rootfs, RunSpec, Sandbox, exit_code};
+use kiln_snapshot::{Container, Mode, Snapshots};
+
+use super::{created_now, open_store, source_date_epoch};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Remove the container afterwards (always done; accepted for docker's sake).
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (`K=V`, or `K` to pass the host's value).
+    #[arg(short, long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// The user to run as: name, uid, name:group or uid:gid.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// The working directory (created if missing).
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// host (the default, as `docker build` has it) or none.
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// type=bind|cache|tmpfs,target=PATH[,source=PATH][,readonly][,id=ID]
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Save the changes as a new image with this name.
+    #[arg(long, value_name = "NAME")]
+    commit: Option<String>,
+    /// auto, rootless, root or chroot.
+    #[arg(long, default_value = "auto")]
+    isolation: String,
+    /// overlay or copy (default: overlay where the kernel allows it).
+    #[arg(long)]
+    snapshotter: Option<String>,
+    /// The hostname inside.
+    #[arg(long, default_value = "kiln")]
+    hostname: String,
+    image: String,
+    /// The command (default: the image's entrypoint and command).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Overlay unless told otherwise or the kernel refuses it. The probe
+/// mounts a real overlay, so its verdict is remembered per kernel release
+/// in the store rather than paid on every run.
+pub fn pick_mode(store: &Store, asked: Option<&str>) -> anyhow::Result<Mode> {
+    match asked {
+        Some("overlay") => return Ok(Mode::Overlay),
+        Some("copy") => return Ok(Mode::Copy),
+        Some(other) => bail!("unknown snapshotter {other:?}: expected overlay or copy"),
+        None => {}
+    }
+    let kernel = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let memo = store.dir("snapshots")?.join("overlay-probe");
+    let verdict = match std::fs::read_to_string(&memo) {
+        Ok(text) if text.split_once(' ').is_some_and(|(k, _)| k == kernel) => text.ends_with("ok"),
+        _ => {
+            let ok = kiln_sandbox::info::probe_overlay_in_userns().is_ok();
+            let body = format!("{kernel} {}", if ok { "ok" } else { "refused" });
+            kiln_image::store::write_atomic(&memo, body.as_bytes())?;
+            ok
+        }
+    };
+    if !verdict {
+        eprintln!("kiln: overlay is not available here; using the (slower) copy snapshotter");
+    }
+    Ok(if verdict { Mode::Overlay } else { Mode::Copy })
+}
+
+/// The sandbox's view of a container filesystem.
+pub fn rootfs_of(c: &Container) -> Rootfs {
+    match c.mode() {
+        Mode::Overlay => Rootfs::Overlay {
+            lowers: c.lowers().to_vec(),
+            upper: c.upper(),
+            work: c.work(),
+        },
+        Mode::Copy => Rootfs::Dir(c.rootfs()),
+    }
+}
+
+fn parse_mount(store: &Store, spec: &str) -> anyhow::Result<MountSpec> {
+    let mut kind = "bind";
+    let (mut source, mut target, mut readonly, mut id) = (None, None, false, None);
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match k {
+            "type" => kind = v,
+            "source" | "src" => source = Some(PathBuf::from(v)),
+            "target" | "dst" | "destination" => target = Some(PathBuf::from(v)),
+            "readonly" | "ro" => readonly = v.is_empty() || v == "true",
+            "rw" => readonly = !(v.is_empty() || v == "true"),
+            "id" => id = Some(v.to_string()),
+            _ => bail!("--mount {spec:?}: unknown option {k:?}"),
+        }
+    }
+    let target = target.with_context(|| format!("--mount {spec:?}: target is required"))?;
+    Ok(match kind {
+        "bind" => MountSpec::Bind {
+            source: source.with_context(|| format!("--mount {spec:?}: source is required"))?,
+            target,
+            readonly,
+        },
+        "tmpfs" => MountSpec::Tmpfs {
+            target,
+            size: None,
+            mode: None,
+        },
+        "cache" => {
+            let id = id.unwrap_or_else(|| target.display().to_string());
+            let key = kiln_image::Digest::sha256_of(id.as_bytes());
+            let dir = store.dir(&format!("cache-mounts/{}", key.hex()))?;
+            MountSpec::Cache {
+                source: dir,
+                target,
+            }
+        }
+        other => bail!("--mount {spec:?}: unknown type {other:?}"),
+    })
+}
+
+pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let platform = Platform::host();
+    let (image, _) = Image::load(&store, &a.image, &platform)?;
+    let mode = pick_mode(&store, a.snapshotter.as_deref())?;
+    let isolation: Isolation = a.isolation.parse()?;
+    let layers: Vec<(Descriptor, kiln_image::Digest)> = image
+        .layers
+        .iter()
+        .cloned()
+        .zip(image.config.rootfs.diff_ids.iter().cloned())
+        .collect();
+    let snapshots = Snapshots::open(&store)?;
+    let container = snapshots.create(&store, &layers, mode)?;
+    let result = run_in(&store, &image, &container, isolation, &a);
+    let removed = container.remove();
+    let code = result?;
+    removed?;
+    std::process::exit(code);
+}
+
+fn run_in(
+    store: &Store,
+    image: &Image,
+    container: &Container,
+    isolation: Isolation,
+    a: &RunArgs,
+) -> anyhow::Result<i32> {
+    let rt = image.config.runtime();
+    let argv: Vec<String> = if a.command.is_empty() {
+        rt.entrypoint
+            .iter()
+            .flatten()
+            .chain(rt.cmd.iter().flatten())
+            .cloned()
+            .collect()
+    } else {
+        rt.entrypoint
+            .iter()
+            .flatten()
+            .cloned()
+            .chain(a.command.iter().cloned())
+            .collect()
+    };
+    if argv.is_empty() {
+        bail!("{} has no command; give one after the image name", a.image);
+    }
+    let mut spec = RunSpec::new(rootfs_of(container), argv);
+    spec.env = rt.env.clone().unwrap_or_default();
+    for e in &a.env {
+        let kv = match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => format!("{e}={}", std::env::var(e).unwrap_or_default()),
+        };
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        spec.env
+            .retain(|x| x.split('=').next() != Some(key.as_str()));
+        spec.env.push(kv);
+    }
+    if let Some(w) = a
+        .workdir
+        .as_deref()
+        .or(rt.working_dir.as_deref())
+        .filter(|w| !w.is_empty())
+    {
+        spec.cwd = PathBuf::from(w);
+    }
+    spec.user = a
+        .user
+        .clone()
+        .or_else(|| rt.user.clone())
+        .unwrap_or_default();
+    spec.hostname = a.hostname.clone();
+    spec.network = match a.network.as_str() {
+        "host" | "default" => Network::Host,
+        "none" => Network::None,
+        other => bail!("--network {other:?}: expected host or none"),
+    };
+    spec.mounts = a
+        .mounts
+        .iter()
+        .map(|m| parse_mount(store, m))
+        .collect::<anyhow::Result<_>>()?;
+    let sandbox = Sandbox::new(isolation)?;
+    let status = sandbox
+        .run(&spec)
+        .with_context(|| format!("run in {}", a.image))?;
+    let code = exit_code(&status);
+    if let Some(name) = &a.commit {
+        let targets: Vec<PathBuf> = spec.mounts.iter().map(mount_target).collect();
+        commit(store, image.clone(), container, &targets, name, &spec.argv)?;
+    }
+    Ok(code)
+}
+
+fn mount_target(m: &MountSpec) -> PathBuf {
+    match m {
+        MountSpec::Bind { target, .. }
+        | MountSpec::Cache { target, .. }
+        | MountSpec::Tmpfs { target, .. } => target.clone(),
+    }
+}
+
+fn commit(
+    store: &Store,
+    image: Image,
+    container: &Container,
+    mount_targets: &[PathBuf],
+    name: &str,
+    argv: &[String],
+) -> anyhow::Result<()> {
+    let name = Reference::parse(name)?;
+    let epoch = source_date_epoch()?;
+    let entries = container.diff(mount_targets)?;
+    let opts = LayerOptions {
+        source_date_epoch: epoch,
+        ..LayerOptions::default()
+    };
+    let (blob, info) = write_entries_layer(entries, &opts, store.blob_writer()?)?;
+    blob.commit(Some(&info.digest))?;
+    let created = created_now(epoch);
+    let media_type = image.format.layer(info.compression);
+    let image = image
+        .with_layer(
+            NewLayer {
+                blob: Descriptor::new(media_type, info.digest, info.size),
+                diff_id: info.diff_id,
+            },
+            History {
+                created: Some(created.clone()),
+                created_by: Some(format!("kiln run {}", argv.join(" "))),
+                ..History::default()
+            },
+        )
+        .created_at(created);
+    let raw = image.write(store)?;
+    store.tag(&name, &raw.descriptor())?;
+    eprintln!("committed {} as {}", image.id(), name.familiar());
+    Ok(())
+}
