@@ -21,8 +21,10 @@ use tokio::sync::mpsc;
 use crate::client::{Client, Req, expect, location, pull_scope, push_scope, status_error};
 use crate::error::{RegistryError, Result};
 
-/// Chunks buffered between the network and a slow consumer (~1-4 MiB).
-const CHANNEL_DEPTH: usize = 64;
+/// Chunks buffered between the network and a slow consumer. hyper hands
+/// out chunks of up to a few hundred KiB, so this bounds a download's memory
+/// at a few MiB.
+const CHANNEL_DEPTH: usize = 16;
 /// Redirect hops followed for one blob GET.
 const MAX_REDIRECTS: usize = 5;
 /// Blobs up to this size are uploaded in one PUT.
