@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             for w in &r.warnings {
                 assert!(w.line >= 1);
             }
-            let _ = serde_json_len(&r);
+            let _ = debug_len(&r);
         }
         Err(e) => {
             for d in &e.items {
@@ -41,6 +41,6 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn serde_json_len(r: &kiln_dockerfile::ResolvedBuild) -> usize {
+fn debug_len(r: &kiln_dockerfile::ResolvedBuild) -> usize {
     format!("{r:?}").len()
 }
