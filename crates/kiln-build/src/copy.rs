@@ -39,6 +39,12 @@ pub struct CopySpec<'a> {
     pub exclude: &'a [String],
     /// ADD: unpack local archives.
     pub unpack_archives: bool,
+    /// ADD: fetch URLs and git repositories.
+    pub remote: bool,
+    /// ADD --checksum.
+    pub checksum: Option<&'a str>,
+    /// ADD --keep-git-dir.
+    pub keep_git_dir: bool,
     /// Stamps for directories the copy creates.
     pub now: i64,
     /// The metadata of a directory that already exists below the new
@@ -213,11 +219,52 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             }
             Source::Path { path } => path,
         };
-        if pattern.contains("://") || pattern.starts_with("git@") {
-            return Err(BuildError::Instruction(format!(
-                "{}: remote sources ({pattern}) are not supported yet",
-                spec.instruction
-            )));
+        if crate::remote::is_url(pattern) || crate::remote::is_git(pattern) {
+            if !spec.remote {
+                return Err(BuildError::Instruction(format!(
+                    "{}: {pattern} is remote; only ADD fetches URLs and git repositories",
+                    spec.instruction
+                )));
+            }
+            let tmp = tempfile::tempdir().map_err(|e| BuildError::Io(e.to_string()))?;
+            if crate::remote::is_git(pattern) {
+                let (repo, commit) = crate::remote::clone_git(
+                    pattern,
+                    tmp.path(),
+                    spec.keep_git_dir,
+                    spec.checksum,
+                )?;
+                key.str("git", pattern).str("commit", &commit);
+                let base = PathBuf::from(&dest);
+                for e in tree_walk(&repo, "") {
+                    picked.push(Picked {
+                        own_owner: false,
+                        dest: base.join(&e.rel),
+                        host: repo.join(&e.rel),
+                        meta: e.meta,
+                        digest: None,
+                    });
+                }
+            } else {
+                let f = crate::remote::fetch_url(pattern, tmp.path(), spec.checksum)?;
+                key.str("url", pattern);
+                let target = if dest.ends_with('/') || multi {
+                    PathBuf::from(&dest).join(&f.name)
+                } else {
+                    PathBuf::from(&dest)
+                };
+                let meta =
+                    fs::symlink_metadata(&f.path).map_err(|e| BuildError::Io(e.to_string()))?;
+                picked.push(Picked {
+                    own_owner: false,
+                    dest: target,
+                    host: f.path,
+                    meta,
+                    digest: Some(f.digest),
+                });
+            }
+            scratch.push(tmp);
+            continue;
         }
         key.str("source", pattern);
         let matches = match from {

@@ -16,13 +16,14 @@ pub mod exec;
 pub mod fs;
 pub mod key;
 pub mod progress;
+pub mod remote;
 pub mod solver;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use progress::{Progress, ProgressMode};
-pub use solver::{BuildOptions, BuildResult, build};
+pub use solver::{BuildOptions, BuildResult, NamedContext, build};
 
 /// Where a `--secret` comes from.
 #[derive(Debug, Clone)]

@@ -50,6 +50,26 @@ pub struct BuildOptions {
     /// Clamp file times in new layers to `source_date_epoch` too.
     pub rewrite_timestamp: bool,
     pub compression: Compression,
+    /// `--build-context NAME=…`.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a `--build-context` names.
+#[derive(Debug, Clone)]
+pub enum NamedContext {
+    /// A local directory (`NAME=PATH`).
+    Dir(PathBuf),
+    /// An image in the store (`NAME=docker-image://REF`).
+    Image(String),
+}
+
+impl NamedContext {
+    pub fn parse(value: &str) -> NamedContext {
+        match value.strip_prefix("docker-image://") {
+            Some(r) => NamedContext::Image(r.to_string()),
+            None => NamedContext::Dir(PathBuf::from(value)),
+        }
+    }
 }
 
 pub struct BuildResult {
@@ -124,6 +144,7 @@ pub fn build(
         target: opts.target.clone(),
         build_platform: to_df_platform(&Platform::host()),
         target_platform: to_df_platform(&opts.platform),
+        named_contexts: opts.named_contexts.keys().cloned().collect(),
         ..ResolveOptions::default()
     };
     // Resolve once to learn the base images, then again with their configs
@@ -131,11 +152,25 @@ pub fn build(
     let first = kiln_dockerfile::resolve(&df, &ropts)?;
     let mut images = BTreeMap::new();
     for stage in &first.stages {
-        if let Base::Image { reference } = &stage.base {
-            let img = load_image(store, reference, &opts.platform)?;
-            ropts.images.insert(reference.clone(), image_info(&img));
-            images.insert(reference.clone(), img);
-        }
+        let reference = match &stage.base {
+            Base::Image { reference } => reference.clone(),
+            Base::Context { name } => match opts.named_contexts.get(name) {
+                Some(NamedContext::Image(r)) => {
+                    let img = load_image(store, r, &opts.platform)?;
+                    images.insert(format!("context:{name}"), img);
+                    continue;
+                }
+                _ => {
+                    return Err(BuildError::Instruction(format!(
+                        "FROM {name}: a directory build context cannot be a base image"
+                    )));
+                }
+            },
+            _ => continue,
+        };
+        let img = load_image(store, &reference, &opts.platform)?;
+        ropts.images.insert(reference.clone(), image_info(&img));
+        images.insert(reference, img);
     }
     let build = kiln_dockerfile::resolve(&df, &ropts)?;
     let warnings = build.warnings.iter().map(|w| w.to_string()).collect();
@@ -261,9 +296,12 @@ fn build_stage(
         })?,
         Base::Stage { index } => wait_for(shared, *index)?.0,
         Base::Context { name } => {
-            return Err(BuildError::Instruction(format!(
-                "FROM a named context ({name}) is not supported yet"
-            )));
+            images
+                .get(&format!("context:{name}"))
+                .cloned()
+                .ok_or_else(|| {
+                    BuildError::Instruction(format!("build context {name} was not loaded"))
+                })?
         }
     };
     step.done();
@@ -538,6 +576,9 @@ fn step_one(
                     parents: c.parents,
                     exclude: &c.exclude,
                     unpack: false,
+                    remote: false,
+                    checksum: None,
+                    keep_git_dir: false,
                 },
                 no_cache,
                 step,
@@ -566,6 +607,9 @@ fn step_one(
                     parents: false,
                     exclude: &a.exclude,
                     unpack: a.unpack.unwrap_or(true),
+                    remote: true,
+                    checksum: a.checksum.as_deref(),
+                    keep_git_dir: a.keep_git_dir,
                 },
                 no_cache,
                 step,
@@ -657,6 +701,9 @@ struct CopyArgs<'a> {
     parents: bool,
     exclude: &'a [String],
     unpack: bool,
+    remote: bool,
+    checksum: Option<&'a str>,
+    keep_git_dir: bool,
 }
 
 fn copy_layer(
@@ -693,9 +740,15 @@ fn copy_layer(
         parents: a.parents,
         exclude: a.exclude,
         unpack_archives: a.unpack,
+        remote: a.remote,
+        checksum: a.checksum,
+        keep_git_dir: a.keep_git_dir,
         now: shared.now,
         existing_dir: &existing_dir,
     };
+    // A directory build context is read like the main context (digests
+    // remembered, symlinks kept inside), with no .dockerignore.
+    let mut named_dir = None;
     let from_fs = match a.from {
         None => None,
         Some(FromRef::Stage { index, .. }) => Some(wait_for(shared, *index)?.1),
@@ -704,18 +757,38 @@ fn copy_layer(
             reference,
             &shared.opts.platform,
         )?)),
-        Some(FromRef::Context { name }) => {
-            return Err(BuildError::Instruction(format!(
-                "--from={name}: named build contexts are not supported yet"
-            )));
-        }
+        Some(FromRef::Context { name }) => match shared.opts.named_contexts.get(name) {
+            Some(NamedContext::Image(r)) => {
+                Some(fs_of(&load_image(shared.store, r, &shared.opts.platform)?))
+            }
+            Some(NamedContext::Dir(dir)) => {
+                let ignore = kiln_dockerfile::ignore::Matcher::new("")
+                    .map_err(|e| BuildError::Context(e.to_string()))?;
+                named_dir = Some(Context::new(
+                    dir,
+                    ignore,
+                    Some(&shared.store.dir("context-index")?),
+                )?);
+                None
+            }
+            None => {
+                return Err(BuildError::Instruction(format!(
+                    "--from={name}: no such build context"
+                )));
+            }
+        },
     };
-    let (plan, _view) = match &from_fs {
-        None => (
+    let (plan, _view) = match (&from_fs, &named_dir) {
+        (None, Some(ctx)) => {
+            let plan = crate::copy::plan(&CopyFrom::Context(ctx), &spec)?;
+            ctx.save();
+            (plan, None)
+        }
+        (None, None) => (
             crate::copy::plan(&CopyFrom::Context(&shared.context), &spec)?,
             None,
         ),
-        Some(fs) => {
+        (Some(fs), _) => {
             let view = fs.view(shared.store, &shared.snaps, &shared.scratch)?;
             let plan = crate::copy::plan(
                 &CopyFrom::Tree {

@@ -75,10 +75,14 @@ fn private_mount_namespace() -> rustix::io::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Run(_) | Command::Build(_)) {
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Build(_) | Command::Export(_)
+    ) {
         // Before any thread exists: an unprivileged kiln becomes root of a
         // user namespace with its subordinate IDs, so unpacking, chown and
-        // overlay all work as they do for root.
+        // overlay all work as they do for root. Export is here too: it
+        // unpacks layers, owners and all, to flatten them.
         if let Err(e) = kiln_sandbox::userns::ensure_root_in_userns() {
             eprintln!("kiln: {e}");
             return ExitCode::FAILURE;

@@ -48,7 +48,7 @@ pub struct BuildArgs {
     network: Option<String>,
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
-    /// Accepted for compatibility; named contexts are not supported yet.
+    /// NAME=PATH or NAME=docker-image://REF (an image in the store).
     #[arg(long = "build-context")]
     build_contexts: Vec<String>,
     /// auto, tty, plain or quiet
@@ -206,8 +206,12 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         };
         ssh.insert(id, sock);
     }
-    if !a.build_contexts.is_empty() {
-        bail!("--build-context is not supported yet");
+    let mut named_contexts = BTreeMap::new();
+    for c in &a.build_contexts {
+        let (name, value) = c.split_once('=').with_context(|| {
+            format!("--build-context {c:?}: expected NAME=PATH or NAME=docker-image://REF")
+        })?;
+        named_contexts.insert(name.to_string(), kiln_build::NamedContext::parse(value));
     }
     let platform = match &a.platform {
         Some(p) => Platform::parse(p)?,
@@ -233,6 +237,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         source_date_epoch,
         rewrite_timestamp,
         compression,
+        named_contexts,
     };
     let mode = if a.quiet || a.progress == "quiet" {
         ProgressMode::Quiet
