@@ -19,7 +19,15 @@ fn digest(case: &Case, ctx: &Ctx, dir: &Path) -> Result<String, String> {
         let (o, _, log) = kiln_build(
             &k,
             &case.dir.join(&case.context),
-            &["-f", case.dir.join(df).to_str().unwrap(), "-t", tag],
+            // The prebuilt base is an input too: built reproducibly.
+            &[
+                "-f",
+                case.dir.join(df).to_str().unwrap(),
+                "-t",
+                tag,
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1700000000",
+            ],
         );
         if !o.status.success() {
             return Err(log);

@@ -339,14 +339,26 @@ pub fn debian_tar() -> Option<PathBuf> {
 /// Imports the base images a store needs: busybox always, Debian when
 /// asked and available. Returns whether Debian is there.
 pub fn import_bases(k: &KilnBuild, debian: bool) -> bool {
-    k.ok(&["import", busybox_dir().to_str().unwrap(), BUSYBOX_IMAGE]);
+    // Base images are inputs of every build: import them with a fixed
+    // time, so that two stores made at different moments hold the same
+    // bases (what the reproducibility test compares builds on).
+    let import = |src: &Path, name: &str| {
+        let out = k
+            .cmd()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["import", src.to_str().unwrap(), name])
+            .output()
+            .expect("spawn kiln");
+        assert_success(&out, &format!("kiln import {name}"));
+    };
+    import(&busybox_dir(), BUSYBOX_IMAGE);
     if !debian || skip_debian() {
         return false;
     }
     let Some(tar) = debian_tar() else {
         return false;
     };
-    k.ok(&["import", tar.to_str().unwrap(), DEBIAN_IMAGE]);
+    import(&tar, DEBIAN_IMAGE);
     true
 }
 
