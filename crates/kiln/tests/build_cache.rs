@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use common::build::*;
 
+/// Tests `kiln build` does not pass yet, with why: reported loudly, and a
+/// listed test that passes fails, so the list only shrinks.
+const KNOWN_GAPS: &[(&str, &str)] = &[];
+
 /// A store with the busybox base, or None (loudly) without `kiln build`.
 fn setup(name: &str) -> Option<(tempfile::TempDir, KilnBuild)> {
     if !kiln_build_available() {
@@ -60,6 +64,10 @@ fn two_copies(dir: &Path) {
 
 #[test]
 fn no_change_rebuild_runs_nothing() {
+    guarded(KNOWN_GAPS, "no_change_rebuild_runs_nothing", no_change_rebuild_runs_nothing_body);
+}
+
+fn no_change_rebuild_runs_nothing_body() {
     let Some((tmp, k)) = setup("no_change_rebuild_runs_nothing") else { return };
     let ctx = tmp.path().join("ctx");
     two_copies(&ctx);
@@ -76,6 +84,10 @@ fn no_change_rebuild_runs_nothing() {
 
 #[test]
 fn changed_source_reruns_only_its_dependents() {
+    guarded(KNOWN_GAPS, "changed_source_reruns_only_its_dependents", changed_source_reruns_only_its_dependents_body);
+}
+
+fn changed_source_reruns_only_its_dependents_body() {
     let Some((tmp, k)) = setup("changed_source_reruns_only_its_dependents") else { return };
     let ctx = tmp.path().join("ctx");
     two_copies(&ctx);
@@ -98,6 +110,10 @@ fn changed_source_reruns_only_its_dependents() {
 
 #[test]
 fn later_unchanged_op_hits_after_an_earlier_miss() {
+    guarded(KNOWN_GAPS, "later_unchanged_op_hits_after_an_earlier_miss", later_unchanged_op_hits_after_an_earlier_miss_body);
+}
+
+fn later_unchanged_op_hits_after_an_earlier_miss_body() {
     let Some((tmp, k)) = setup("later_unchanged_op_hits_after_an_earlier_miss") else { return };
     let ctx = tmp.path().join("ctx");
     // Two stages, each with one COPY, merged at the end: changing the
@@ -130,6 +146,10 @@ fn later_unchanged_op_hits_after_an_earlier_miss() {
 
 #[test]
 fn no_cache_runs_everything() {
+    guarded(KNOWN_GAPS, "no_cache_runs_everything", no_cache_runs_everything_body);
+}
+
+fn no_cache_runs_everything_body() {
     let Some((tmp, k)) = setup("no_cache_runs_everything") else { return };
     let ctx = tmp.path().join("ctx");
     two_copies(&ctx);
@@ -151,6 +171,10 @@ fn interval(root: &Path, name: &str) -> (f64, f64) {
 
 #[test]
 fn independent_stages_run_in_parallel() {
+    guarded(KNOWN_GAPS, "independent_stages_run_in_parallel", independent_stages_run_in_parallel_body);
+}
+
+fn independent_stages_run_in_parallel_body() {
     let Some((tmp, k)) = setup("independent_stages_run_in_parallel") else { return };
     let ctx = tmp.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();

@@ -1298,3 +1298,28 @@ impl Docker {
         Ok(Built::from_listing(tree_listing(&dir), image, &dir))
     }
 }
+
+// ---------------------------------------------------------------- known gaps
+
+/// Runs a test body that `kiln build` may not pass yet. When `name` is in
+/// `gaps` a failure is reported loudly and swallowed, and a pass fails
+/// ("remove it from KNOWN_GAPS"): the list only ever shrinks and cannot
+/// hide a regression of something that passes.
+pub fn guarded(gaps: &[(&str, &str)], name: &str, body: impl FnOnce() + std::panic::UnwindSafe) {
+    let Some((_, why)) = gaps.iter().find(|(g, _)| *g == name) else {
+        body();
+        return;
+    };
+    match std::panic::catch_unwind(body) {
+        Ok(()) => panic!("{name} passes now: remove it from KNOWN_GAPS"),
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let short: String = msg.lines().take(6).collect::<Vec<_>>().join("\n");
+            loud(&format!("KNOWN GAP {name}: {why}\nfailed as expected with:\n{short}"));
+        }
+    }
+}
