@@ -1323,3 +1323,19 @@ pub fn guarded(gaps: &[(&str, &str)], name: &str, body: impl FnOnce() + std::pan
         }
     }
 }
+
+/// The busybox base as an OCI archive, made once per process: loading it
+/// gives every store the very same image (an import stamps the time, so two
+/// imports differ), which the reproducibility test needs.
+pub fn busybox_archive() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let d = scratch("kiln-bt-seed-").keep();
+        let k = KilnBuild::new(&d.join("store"), Who::Caller);
+        k.ok(&["import", busybox_dir().to_str().unwrap(), BUSYBOX_IMAGE]);
+        let tar = d.join("busybox.oci.tar");
+        k.ok(&["save", BUSYBOX_IMAGE, "-o", tar.to_str().unwrap(), "--format", "oci-archive"]);
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        tar
+    })
+}
