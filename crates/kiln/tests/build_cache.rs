@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use common::build::*;
 
+/// Tests `kiln build` does not pass yet, with why: reported loudly, and a
+/// listed test that passes fails, so the list only shrinks.
+const KNOWN_GAPS: &[(&str, &str)] = &[];
+
 /// A store with the busybox base, or None (loudly) without `kiln build`.
 fn setup(name: &str) -> Option<(tempfile::TempDir, KilnBuild)> {
     if !kiln_build_available() {
@@ -63,6 +67,14 @@ fn two_copies(dir: &Path) {
 
 #[test]
 fn no_change_rebuild_runs_nothing() {
+    guarded(
+        KNOWN_GAPS,
+        "no_change_rebuild_runs_nothing",
+        no_change_rebuild_runs_nothing_body,
+    );
+}
+
+fn no_change_rebuild_runs_nothing_body() {
     let Some((tmp, k)) = setup("no_change_rebuild_runs_nothing") else {
         return;
     };
@@ -94,6 +106,14 @@ fn no_change_rebuild_runs_nothing() {
 
 #[test]
 fn changed_source_reruns_only_its_dependents() {
+    guarded(
+        KNOWN_GAPS,
+        "changed_source_reruns_only_its_dependents",
+        changed_source_reruns_only_its_dependents_body,
+    );
+}
+
+fn changed_source_reruns_only_its_dependents_body() {
     let Some((tmp, k)) = setup("changed_source_reruns_only_its_dependents") else {
         return;
     };
@@ -136,6 +156,14 @@ fn changed_source_reruns_only_its_dependents() {
 
 #[test]
 fn later_unchanged_op_hits_after_an_earlier_miss() {
+    guarded(
+        KNOWN_GAPS,
+        "later_unchanged_op_hits_after_an_earlier_miss",
+        later_unchanged_op_hits_after_an_earlier_miss_body,
+    );
+}
+
+fn later_unchanged_op_hits_after_an_earlier_miss_body() {
     let Some((tmp, k)) = setup("later_unchanged_op_hits_after_an_earlier_miss") else {
         return;
     };
@@ -182,6 +210,14 @@ fn later_unchanged_op_hits_after_an_earlier_miss() {
 
 #[test]
 fn no_cache_runs_everything() {
+    guarded(
+        KNOWN_GAPS,
+        "no_cache_runs_everything",
+        no_cache_runs_everything_body,
+    );
+}
+
+fn no_cache_runs_everything_body() {
     let Some((tmp, k)) = setup("no_cache_runs_everything") else {
         return;
     };
@@ -212,6 +248,14 @@ fn interval(root: &Path, name: &str) -> (f64, f64) {
 
 #[test]
 fn independent_stages_run_in_parallel() {
+    guarded(
+        KNOWN_GAPS,
+        "independent_stages_run_in_parallel",
+        independent_stages_run_in_parallel_body,
+    );
+}
+
+fn independent_stages_run_in_parallel_body() {
     let Some((tmp, k)) = setup("independent_stages_run_in_parallel") else {
         return;
     };

@@ -10,11 +10,20 @@ use std::path::Path;
 
 use common::build::*;
 
+/// Tests `kiln build` does not pass yet, with why: reported loudly, and a
+/// listed test that passes fails, so the list only shrinks.
+const KNOWN_GAPS: &[(&str, &str)] = &[];
+
+/// Cases kiln builds (they pass build_e2e) but not reproducibly yet, with
+/// why. Reported loudly; one that becomes reproducible fails the test.
+const REPRO_GAPS: &[(&str, &str)] = &[];
+
 /// Builds `case` into an OCI layout in a fresh store; returns the digest
 /// of the manifest index.json points at.
 fn digest(case: &Case, ctx: &Ctx, dir: &Path) -> Result<String, String> {
     let k = KilnBuild::new(&dir.join("store"), Who::Caller);
-    import_bases(&k, false);
+    // The same base image in both stores (not two imports a second apart).
+    k.ok(&["load", "-i", busybox_archive().to_str().unwrap()]);
     for (tag, df) in &case.prebuild {
         let (o, _, log) = kiln_build(
             &k,
@@ -68,6 +77,14 @@ fn digest(case: &Case, ctx: &Ctx, dir: &Path) -> Result<String, String> {
 
 #[test]
 fn same_inputs_same_digest() {
+    guarded(
+        KNOWN_GAPS,
+        "same_inputs_same_digest",
+        same_inputs_same_digest_body,
+    );
+}
+
+fn same_inputs_same_digest_body() {
     if !kiln_build_available() {
         loud("build_repro SKIPPED: no `kiln build`");
         return;
@@ -89,10 +106,24 @@ fn same_inputs_same_digest() {
     });
     let mut bad = Vec::new();
     for (name, a, b) in results {
-        match (a, b) {
-            (Ok(a), Ok(b)) if a == b && !a.is_empty() => eprintln!("{name}: {a}"),
-            (Ok(a), Ok(b)) => bad.push(format!("{name}: {a} vs {b}")),
-            (Err(l), _) | (_, Err(l)) => bad.push(format!("{name}: build failed:\n{l}")),
+        let problem = match (a, b) {
+            (Ok(a), Ok(b)) if a == b && !a.is_empty() => {
+                eprintln!("{name}: {a}");
+                None
+            }
+            (Ok(a), Ok(b)) => Some(format!("{name}: {a} vs {b}")),
+            (Err(l), _) | (_, Err(l)) => Some(format!("{name}: build failed:\n{l}")),
+        };
+        match (REPRO_GAPS.iter().find(|(g, _)| *g == name), problem) {
+            (Some((_, why)), Some(p)) => loud(&format!(
+                "KNOWN REPRO GAP {name} ({why}): {}",
+                p.lines().next().unwrap_or("")
+            )),
+            (Some(_), None) => bad.push(format!(
+                "{name} is reproducible now: remove it from REPRO_GAPS"
+            )),
+            (None, Some(p)) => bad.push(p),
+            (None, None) => {}
         }
     }
     assert!(bad.is_empty(), "not reproducible:\n{}", bad.join("\n"));
@@ -106,5 +137,6 @@ fn known_gaps() -> Vec<&'static str> {
     src[start..end]
         .lines()
         .filter_map(|l| l.trim().strip_prefix("(\"")?.split('"').next())
+        .filter(|c| *c != "*")
         .collect()
 }

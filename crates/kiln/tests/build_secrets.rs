@@ -9,6 +9,10 @@ use std::path::Path;
 
 use common::build::*;
 
+/// Tests `kiln build` does not pass yet, with why: reported loudly, and a
+/// listed test that passes fails, so the list only shrinks.
+const KNOWN_GAPS: &[(&str, &str)] = &[];
+
 /// 32 random bytes as hex: unique to this run, so any hit is a leak.
 fn marker() -> String {
     let mut b = [0u8; 32];
@@ -30,6 +34,14 @@ fn assert_absent(where_: &Path, needle: &[u8]) {
 
 #[test]
 fn secret_is_nowhere_after_the_build() {
+    guarded(
+        KNOWN_GAPS,
+        "secret_is_nowhere_after_the_build",
+        secret_is_nowhere_after_the_build_body,
+    );
+}
+
+fn secret_is_nowhere_after_the_build_body() {
     if !kiln_build_available() {
         loud("build_secrets SKIPPED: no `kiln build`");
         return;

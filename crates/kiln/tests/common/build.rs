@@ -233,13 +233,18 @@ impl KilnBuild {
     /// The image's flattened filesystem, extracted (by the test process,
     /// which is root) into `dir` with numeric owners kept.
     pub fn rootfs(&self, name: &str, dir: &Path) {
-        let tar = dir.with_extension("tar");
+        // A directory of its own for the tar: handing the shared parent to
+        // kilntest (chown -R) would race with, and re-own, the trees other
+        // cases are extracting there at the same time.
+        let out = dir.with_extension("export");
+        fs::create_dir_all(&out).unwrap();
         if self.who == Who::Kilntest {
-            give_to_kilntest(tar.parent().unwrap());
+            give_to_kilntest(&out);
         }
+        let tar = out.join("rootfs.tar");
         self.ok(&["export", name, "-o", tar.to_str().unwrap()]);
         extract_tar(&tar, dir);
-        let _ = fs::remove_file(&tar);
+        let _ = fs::remove_dir_all(&out);
     }
 }
 
@@ -1437,4 +1442,54 @@ impl Docker {
         }
         Ok(Built::from_listing(tree_listing(&dir), image, &dir))
     }
+}
+
+// ---------------------------------------------------------------- known gaps
+
+/// Runs a test body that `kiln build` may not pass yet. When `name` is in
+/// `gaps` a failure is reported loudly and swallowed, and a pass fails
+/// ("remove it from KNOWN_GAPS"): the list only ever shrinks and cannot
+/// hide a regression of something that passes.
+pub fn guarded(gaps: &[(&str, &str)], name: &str, body: impl FnOnce() + std::panic::UnwindSafe) {
+    let Some((_, why)) = gaps.iter().find(|(g, _)| *g == name) else {
+        body();
+        return;
+    };
+    match std::panic::catch_unwind(body) {
+        Ok(()) => panic!("{name} passes now: remove it from KNOWN_GAPS"),
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let short: String = msg.lines().take(6).collect::<Vec<_>>().join("\n");
+            loud(&format!(
+                "KNOWN GAP {name}: {why}\nfailed as expected with:\n{short}"
+            ));
+        }
+    }
+}
+
+/// The busybox base as an OCI archive, made once per process: loading it
+/// gives every store the very same image (an import stamps the time, so two
+/// imports differ), which the reproducibility test needs.
+pub fn busybox_archive() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let d = scratch("kiln-bt-seed-").keep();
+        let k = KilnBuild::new(&d.join("store"), Who::Caller);
+        k.ok(&["import", busybox_dir().to_str().unwrap(), BUSYBOX_IMAGE]);
+        let tar = d.join("busybox.oci.tar");
+        k.ok(&[
+            "save",
+            BUSYBOX_IMAGE,
+            "-o",
+            tar.to_str().unwrap(),
+            "--format",
+            "oci-archive",
+        ]);
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        tar
+    })
 }
