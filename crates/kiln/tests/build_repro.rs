@@ -25,7 +25,7 @@ fn digest(case: &Case, ctx: &Ctx, dir: &Path) -> Result<String, String> {
     // The same base image in both stores (not two imports a second apart).
     k.ok(&["load", "-i", busybox_archive().to_str().unwrap()]);
     for (tag, df) in &case.prebuild {
-        let (o, _, log) = kiln_build(&k, &case.dir.join(&case.context), &["-f", case.dir.join(df).to_str().unwrap(), "-t", tag]);
+        let (o, _, log) = kiln_build(&k, &case.dir.join(&case.context), &["-f", case.dir.join(df).to_str().unwrap(), "-t", tag, "--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
         if !o.status.success() {
             return Err(log);
         }
