@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Bench suite "run": `kiln run` side by side with its peers, in one run.
+#   1. `true` in the Debian bookworm image: kiln run, buildah run (a working
+#      container from the same image via oci-archive, private storage,
+#      runc), podman run --rm (private root/runroot, runc). hyperfine,
+#      --warmup 3 --runs 15. Goal: kiln <= 0.3x buildah.
+#   2. Diffing a step that changes one file in a 100,000-file rootfs:
+#      `kiln run --commit X IMG sh -c 'echo x > /etc/one'` with the overlay
+#      and the copy snapshotter, against a full-tree hash walk of the same
+#      tree (`tar -c DIR | sha256sum`). Each is reported as a percentage of
+#      the walk; goal < 5%. `kiln run IMG true` (no commit) is timed too, so
+#      the diff+commit part is the difference (the copy snapshotter's total
+#      includes copying the tree, which it must do anyway).
+#
+# Markdown on stdout, progress on stderr, scratch in $KILN_BENCH_DIR/run.
+# Env: KILN_BIN (set by bench/run.sh; else a release build is made),
+#      BENCH_RUNS (default 15), BENCH_DIFF_RUNS (default 5).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+W="${KILN_BENCH_DIR:-/var/tmp/kiln-bench}/run"
+RUNS="${BENCH_RUNS:-15}"
+DRUNS="${BENCH_DIFF_RUNS:-5}"
+mkdir -p "$W"
+log() { echo "[bench/run] $*" >&2; }
+
+if [ -z "${KILN_BIN:-}" ]; then
+  (cd "$here/../.." && cargo build --release -p kiln >&2)
+  KILN_BIN="${CARGO_TARGET_DIR:-$here/../../target}/release/kiln"
+fi
+K=("$KILN_BIN" --root "$W/kiln-store")
+ULIM=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+DEBIAN=kiln-bench/debian:bookworm
+deb=/var/tmp/kiln-test-debian/rootfs.tar
+[ -f "$deb" ] || { log "missing $deb: run the Debian tests once (cargo test -p kiln --test run_cli)"; exit 1; }
+
+# ------------------------------------------------------------ images
+if ! "${K[@]}" inspect "$DEBIAN" >/dev/null 2>&1; then
+  log "kiln import debian"
+  "${K[@]}" import "$deb" "$DEBIAN" >&2
+fi
+if [ ! -f "$W/debian.oci.tar" ]; then
+  "${K[@]}" save "$DEBIAN" -o "$W/debian.oci.tar.tmp" --format oci-archive >&2
+  mv "$W/debian.oci.tar.tmp" "$W/debian.oci.tar"
+fi
+
+driver=overlay
+fstype=$(stat -f -c %T "$W")
+[ "$fstype" = overlayfs ] && driver=vfs
+B=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" --storage-driver "$driver")
+P=(podman --root "$W/podman/root" --runroot "$W/podman/run" --storage-driver "$driver")
+ctr=$("${B[@]}" containers --format '{{.ContainerName}}' 2>/dev/null | grep -x kiln-bench-run || true)
+if [ -z "$ctr" ]; then
+  log "buildah from oci-archive"
+  "${B[@]}" from --name kiln-bench-run "${ULIM[@]}" "oci-archive:$W/debian.oci.tar" >&2
+fi
+if ! "${P[@]}" image exists localhost/kiln-bench-debian 2>/dev/null; then
+  log "podman load"
+  "${P[@]}" pull "oci-archive:$W/debian.oci.tar" >&2
+  id=$("${P[@]}" images -q | head -1)
+  "${P[@]}" tag "$id" localhost/kiln-bench-debian >&2
+fi
+
+median() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(" ".join(str(x["median"]) for x in r))' "$1"; }
+
+# ------------------------------------------------------------ part 1
+log "part 1: true in Debian"
+hyperfine --warmup 3 --runs "$RUNS" --export-json "$W/true.json" -N \
+  -n kiln "${K[*]} run --rm $DEBIAN true" \
+  -n buildah "${B[*]} run --runtime runc kiln-bench-run true" \
+  -n podman "${P[*]} run --rm --runtime runc ${ULIM[*]} localhost/kiln-bench-debian true" >&2
+read -r tk tb tp < <(median "$W/true.json")
+
+# ------------------------------------------------------------ part 2
+BIG="$W/big-rootfs"
+if [ ! -f "$BIG/.done" ]; then
+  log "generating a 100,000-file rootfs"
+  rm -rf "$BIG"; mkdir -p "$BIG"/{bin,etc,tmp,proc,dev,sys}
+  cp /bin/busybox "$BIG/bin/"; ln -s busybox "$BIG/bin/sh"
+  python3 - "$BIG" <<'PY'
+import os, sys
+root = sys.argv[1]
+n = 0
+for a in range(100):
+    for b in range(10):
+        d = os.path.join(root, "data", f"d{a:02}", f"s{b}")
+        os.makedirs(d)
+        for c in range(100):
+            with open(os.path.join(d, f"f{c:03}"), "w") as f:
+                f.write(f"file {a} {b} {c}\n")
+            n += 1
+print(n, file=sys.stderr)
+PY
+  touch "$BIG/.done"
+fi
+if ! "${K[@]}" inspect kiln-bench/big >/dev/null 2>&1; then
+  log "kiln import big rootfs"
+  "${K[@]}" import "$BIG" kiln-bench/big >&2
+fi
+log "part 2: one-file diff in 100k files"
+hyperfine --warmup 1 --runs "$DRUNS" --export-json "$W/diff.json" -N \
+  -n walk "sh -c 'tar -C $BIG -cf - . | sha256sum'" \
+  -n overlay-commit "${K[*]} run --rm --snapshotter overlay --commit kiln-bench/x kiln-bench/big sh -c 'echo x > /etc/one'" \
+  -n overlay-nocommit "${K[*]} run --rm --snapshotter overlay kiln-bench/big sh -c 'echo x > /etc/one'" \
+  -n copy-commit "${K[*]} run --rm --snapshotter copy --commit kiln-bench/x kiln-bench/big sh -c 'echo x > /etc/one'" \
+  -n copy-nocommit "${K[*]} run --rm --snapshotter copy kiln-bench/big sh -c 'echo x > /etc/one'" >&2
+read -r dw doc don dcc dcn < <(median "$W/diff.json")
+
+python3 - "$tk" "$tb" "$tp" "$dw" "$doc" "$don" "$dcc" "$dcn" <<'PY'
+import sys
+tk, tb, tp, dw, doc, don, dcc, dcn = map(float, sys.argv[1:])
+ms = lambda s: f"{s*1000:.1f} ms"
+print("`true` in Debian bookworm (median of hyperfine runs):")
+print()
+print("| tool | median | kiln / tool |")
+print("|---|---|---|")
+print(f"| kiln run | {ms(tk)} | 1.00x |")
+print(f"| buildah run (runc) | {ms(tb)} | {tk/tb:.2f}x |")
+print(f"| podman run --rm (runc) | {ms(tp)} | {tk/tp:.2f}x |")
+print()
+print("Goal: kiln <= 0.30x buildah: " + ("met" if tk / tb <= 0.3 else "NOT met"))
+print()
+print("One-file change in a 100,000-file rootfs, vs a full-tree hash walk (`tar -c | sha256sum`):")
+print()
+print("| what | median | % of walk |")
+print("|---|---|---|")
+print(f"| full-tree walk | {ms(dw)} | 100% |")
+for name, c, n in [("overlay", doc, don), ("copy", dcc, dcn)]:
+    print(f"| kiln run --commit, {name} (total) | {ms(c)} | {100*c/dw:.1f}% |")
+    print(f"| kiln run, {name}, no commit | {ms(n)} | {100*n/dw:.1f}% |")
+    print(f"| {name}: diff+commit alone (difference) | {ms(c-n)} | {100*(c-n)/dw:.1f}% |")
+print()
+print("Goal: < 5% of the walk. The copy snapshotter's total includes copying the tree into the container, which it must do anyway; the difference row isolates its diff+commit.")
+PY
