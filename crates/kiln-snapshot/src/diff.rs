@@ -90,9 +90,10 @@ pub fn diff_copy(root: &Path, before: &StatIndex, stubs: &[PathBuf]) -> Result<V
             }
             Some(was) if was.is_dir() && now.is_dir() => {
                 // A directory's times change whenever a child comes or goes;
-                // the children carry that change. A new inode means it was
-                // removed and made again: overlay would mark it opaque.
-                if was.ino != now.ino {
+                // the children carry that change. A new inode (or birth
+                // time) means it was removed and made again: overlay would
+                // mark it opaque.
+                if was.replaced_by(now) {
                     opaque.insert(p.clone());
                     changed.insert(p.clone());
                 } else if (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid) {
@@ -148,8 +149,8 @@ pub fn diff_copy(root: &Path, before: &StatIndex, stubs: &[PathBuf]) -> Result<V
     Ok(drop_stubs(out, &stubs, &existed))
 }
 
-/// Removes mount-point stubs: new, empty entries at or above a mount target
-/// that nothing else in the layer lives under.
+/// Removes mount-point stubs: new, empty entries at or above a mount
+/// target, and directories above one that hold nothing else of the layer.
 fn drop_stubs(
     entries: Vec<Entry>,
     stubs: &[PathBuf],
@@ -161,7 +162,7 @@ fn drop_stubs(
     let candidates: BTreeSet<PathBuf> = stubs
         .iter()
         .flat_map(|s| s.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
-        .filter(|p| !p.as_os_str().is_empty() && !existed(p))
+        .filter(|p| !p.as_os_str().is_empty())
         .collect();
     let is_stub_kind = |e: &Entry| match &e.kind {
         EntryKind::Dir => true,
@@ -183,9 +184,19 @@ fn drop_stubs(
     entries
         .into_iter()
         .filter(|e| {
-            !(candidates.contains(&e.path)
-                && is_stub_kind(e)
-                && content.get(e.path.as_path()).copied().unwrap_or(0) == 0)
+            if !candidates.contains(&e.path)
+                || content.get(e.path.as_path()).copied().unwrap_or(0) > 0
+            {
+                return true;
+            }
+            // A new stub goes. So does an existing directory above a stub
+            // that holds nothing else of this layer: it is here only because
+            // making the stub copied it up (overlay) or touched it (copy).
+            if existed(&e.path) {
+                !matches!(e.kind, EntryKind::Dir)
+            } else {
+                !is_stub_kind(e)
+            }
         })
         .collect()
 }

@@ -22,6 +22,9 @@ pub struct Stamp {
     pub ctime: (i64, i64),
     pub ino: u64,
     pub rdev: u64,
+    /// Birth time where the filesystem records it: a directory removed and
+    /// made again often gets its old inode number back, but not its birth.
+    pub born: Option<std::time::SystemTime>,
 }
 
 impl Stamp {
@@ -35,7 +38,14 @@ impl Stamp {
             ctime: (m.ctime(), m.ctime_nsec()),
             ino: m.ino(),
             rdev: m.rdev(),
+            born: m.created().ok(),
         }
+    }
+
+    /// Whether `other` is a different file at the same path (replaced,
+    /// not changed in place).
+    pub fn replaced_by(&self, other: &Stamp) -> bool {
+        self.ino != other.ino || self.born != other.born
     }
 
     pub fn is_dir(&self) -> bool {
