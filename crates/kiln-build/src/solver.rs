@@ -323,7 +323,7 @@ fn build_stage(
     let mut cmd_set = false;
     for (i, r) in stage.instructions.iter().enumerate() {
         let name = format!("[{label} {}/{total}] {}", i + 2, r.original.trim());
-        image = step_one(shared, stage, r, image, &name, no_cache, &mut cmd_set).map_err(|e| {
+        image = step_one(shared, r, image, &name, no_cache, &mut cmd_set).map_err(|e| {
             BuildError::Step {
                 file: shared.opts.dockerfile_name.clone(),
                 line: r.line,
@@ -416,7 +416,6 @@ fn append(image: Image, layer: Option<(Descriptor, Digest)>, h: History) -> Imag
 
 fn step_one(
     shared: &Shared<'_>,
-    stage: &Stage,
     r: &Resolved,
     mut image: Image,
     name: &str,
@@ -558,78 +557,54 @@ fn step_one(
                 append(image, layer, history(shared, created_by))
             }
         }
-        Instr::Copy(c) => {
-            let step = shared.progress.start(name);
-            let owner = chown_ids(shared, &image, c.chown.as_deref())?;
-            let layer = copy_layer(
-                shared,
-                stage,
-                &image,
-                CopyArgs {
-                    instruction: "COPY",
-                    sources: &c.sources,
-                    dest: &c.dest,
-                    from: c.from.as_ref(),
-                    owner,
-                    chmod: c.chmod.as_ref(),
-                    link: c.link,
-                    parents: c.parents,
-                    exclude: &c.exclude,
-                    unpack: false,
-                    remote: false,
-                    checksum: None,
-                    keep_git_dir: false,
-                },
-                no_cache,
-                step,
-            )?;
-            append(
-                image,
-                layer,
-                history(shared, format!("{created_by} # buildkit")),
-            )
-        }
-        Instr::Add(a) => {
-            let step = shared.progress.start(name);
-            let owner = chown_ids(shared, &image, a.chown.as_deref())?;
-            let layer = copy_layer(
-                shared,
-                stage,
-                &image,
-                CopyArgs {
-                    instruction: "ADD",
-                    sources: &a.sources,
-                    dest: &a.dest,
-                    from: None,
-                    owner,
-                    chmod: a.chmod.as_ref(),
-                    link: a.link,
-                    parents: false,
-                    exclude: &a.exclude,
-                    unpack: a.unpack.unwrap_or(true),
-                    remote: true,
-                    checksum: a.checksum.as_deref(),
-                    keep_git_dir: a.keep_git_dir,
-                },
-                no_cache,
-                step,
-            )?;
-            append(
-                image,
-                layer,
-                history(shared, format!("{created_by} # buildkit")),
-            )
-        }
+        Instr::Copy(c) => copy_step(
+            shared,
+            image,
+            name,
+            &created_by,
+            no_cache,
+            CopyArgs {
+                instruction: "COPY",
+                sources: &c.sources,
+                dest: &c.dest,
+                from: c.from.as_ref(),
+                chown: c.chown.as_deref(),
+                chmod: c.chmod.as_ref(),
+                link: c.link,
+                parents: c.parents,
+                exclude: &c.exclude,
+                unpack: false,
+                remote: false,
+                checksum: None,
+                keep_git_dir: false,
+            },
+        )?,
+        Instr::Add(a) => copy_step(
+            shared,
+            image,
+            name,
+            &created_by,
+            no_cache,
+            CopyArgs {
+                instruction: "ADD",
+                sources: &a.sources,
+                dest: &a.dest,
+                from: None,
+                chown: a.chown.as_deref(),
+                chmod: a.chmod.as_ref(),
+                link: a.link,
+                parents: false,
+                exclude: &a.exclude,
+                unpack: a.unpack.unwrap_or(true),
+                remote: true,
+                checksum: a.checksum.as_deref(),
+                keep_git_dir: a.keep_git_dir,
+            },
+        )?,
         Instr::Run(run) => {
             let step = shared.progress.start(name);
             let rt = image.config.runtime();
             let mut env = rt.env.clone().unwrap_or_default();
-            if !env.iter().any(|e| e.starts_with("PATH=")) {
-                env.insert(
-                    0,
-                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                );
-            }
             for v in &run.env {
                 if !env
                     .iter()
@@ -695,7 +670,7 @@ struct CopyArgs<'a> {
     sources: &'a [kiln_dockerfile::instructions::Source],
     dest: &'a str,
     from: Option<&'a FromRef>,
-    owner: Option<(u64, u64)>,
+    chown: Option<&'a str>,
     chmod: Option<&'a kiln_dockerfile::instructions::Chmod>,
     link: bool,
     parents: bool,
@@ -706,11 +681,30 @@ struct CopyArgs<'a> {
     keep_git_dir: bool,
 }
 
+/// COPY and ADD: one step that makes (or finds) the layer and records it.
+fn copy_step(
+    shared: &Shared<'_>,
+    image: Image,
+    name: &str,
+    created_by: &str,
+    no_cache: bool,
+    a: CopyArgs<'_>,
+) -> Result<Image, BuildError> {
+    let step = shared.progress.start(name);
+    let owner = chown_ids(shared, &image, a.chown)?;
+    let layer = copy_layer(shared, &image, a, owner, no_cache, step)?;
+    Ok(append(
+        image,
+        layer,
+        history(shared, format!("{created_by} # buildkit")),
+    ))
+}
+
 fn copy_layer(
     shared: &Shared<'_>,
-    _stage: &Stage,
     image: &Image,
     a: CopyArgs<'_>,
+    owner: Option<(u64, u64)>,
     no_cache: bool,
     step: crate::progress::Step<'_>,
 ) -> Result<Option<(Descriptor, Digest)>, BuildError> {
@@ -735,7 +729,7 @@ fn copy_layer(
         sources: a.sources,
         dest: a.dest,
         workdir: &workdir,
-        owner: a.owner,
+        owner,
         chmod: a.chmod,
         parents: a.parents,
         exclude: a.exclude,
