@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{
-    IMAGE_NAME, blob_rel_path, image_name_of, media_type_of, parse_index, select_entry, verify,
+    IMAGE_NAME, blob_rel_path, image_name_of, parse_index, select_entry, verified_manifest, verify,
 };
 use crate::manifest::{Descriptor, Index, Manifest};
 use crate::reference::Reference;
@@ -161,20 +161,16 @@ impl OciArchiveSource {
 
 impl ImageSource for OciArchiveSource {
     fn top(&self) -> Result<RawManifest> {
-        Ok(RawManifest {
-            media_type: self.top.media_type.clone(),
-            digest: self.top.digest.clone(),
-            bytes: self.read_verified(&self.top.digest)?,
-        })
+        let bytes = self.read_verified(&self.top.digest)?;
+        Ok(verified_manifest(
+            &self.top.digest,
+            Some(&self.top.media_type),
+            bytes,
+        ))
     }
 
     fn manifest(&self, digest: &Digest) -> Result<RawManifest> {
-        let bytes = self.read_verified(digest)?;
-        Ok(RawManifest {
-            media_type: media_type_of(&bytes),
-            digest: digest.clone(),
-            bytes,
-        })
+        Ok(verified_manifest(digest, None, self.read_verified(digest)?))
     }
 
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {

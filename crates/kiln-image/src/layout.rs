@@ -130,7 +130,22 @@ pub(crate) fn verify(d: &Digest, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn media_type_of(bytes: &[u8]) -> String {
+/// A manifest or index read from a verified blob. The top entry's media
+/// type comes from the index that points at it; any other manifest names
+/// its own (or is taken for what it parses as).
+pub(crate) fn verified_manifest(
+    digest: &Digest,
+    media_type: Option<&str>,
+    bytes: Vec<u8>,
+) -> RawManifest {
+    RawManifest {
+        media_type: media_type.map_or_else(|| media_type_of(&bytes), str::to_string),
+        digest: digest.clone(),
+        bytes,
+    }
+}
+
+fn media_type_of(bytes: &[u8]) -> String {
     match crate::AnyManifest::parse(None, bytes) {
         Ok(crate::AnyManifest::Index(i)) => i.media_type.unwrap_or_else(|| media::OCI_INDEX.into()),
         Ok(crate::AnyManifest::Manifest(m)) => {
@@ -143,20 +158,15 @@ pub(crate) fn media_type_of(bytes: &[u8]) -> String {
 impl ImageSource for LayoutSource {
     fn top(&self) -> Result<RawManifest> {
         let bytes = self.read_verified(&self.top.digest)?;
-        Ok(RawManifest {
-            media_type: self.top.media_type.clone(),
-            digest: self.top.digest.clone(),
+        Ok(verified_manifest(
+            &self.top.digest,
+            Some(&self.top.media_type),
             bytes,
-        })
+        ))
     }
 
     fn manifest(&self, digest: &Digest) -> Result<RawManifest> {
-        let bytes = self.read_verified(digest)?;
-        Ok(RawManifest {
-            media_type: media_type_of(&bytes),
-            digest: digest.clone(),
-            bytes,
-        })
+        Ok(verified_manifest(digest, None, self.read_verified(digest)?))
     }
 
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
