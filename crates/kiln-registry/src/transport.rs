@@ -1,6 +1,7 @@
 //! HTTP client setup per registry host: TLS roots (the system's, plus an
 //! extra CA bundle, plus `certs.d/<host>/*.crt` as Docker and podman read
-//! them), which hosts may use plain HTTP, proxies and timeouts.
+//! them), client certificates (`client.cert` + `client.key` pairs, from the
+//! same places), which hosts may use plain HTTP, proxies and timeouts.
 //!
 //! Plain HTTP is allowed only for hosts marked insecure (`--insecure-registry`
 //! or `--tls-verify=false`) and for loopback, as Docker does; for those HTTPS
@@ -25,7 +26,10 @@ pub struct TransportConfig {
     pub insecure_registries: Vec<String>,
     /// PEM files of extra trusted CAs (`--cert-dir` contents, `KILN_EXTRA_CA`).
     pub extra_ca: Vec<PathBuf>,
-    /// Directories with one sub-directory per host holding `*.crt` CAs.
+    /// Client certificates for every host: (`X.cert`, `X.key`) pairs.
+    pub client_certs: Vec<(PathBuf, PathBuf)>,
+    /// Directories with one sub-directory per host holding `*.crt` CAs and
+    /// `*.cert`/`*.key` client certificate pairs.
     pub certs_d: Vec<PathBuf>,
     pub user_agent: String,
     /// No data for this long on a connection counts as a failure (retried).
@@ -42,6 +46,7 @@ impl Default for TransportConfig {
             tls_verify: true,
             insecure_registries: Vec::new(),
             extra_ca,
+            client_certs: Vec::new(),
             certs_d: vec![
                 PathBuf::from("/etc/containers/certs.d"),
                 PathBuf::from("/etc/docker/certs.d"),
@@ -53,16 +58,14 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
-    /// Adds every `*.crt`/`*.pem` in `dir` as a trusted CA (podman's `--cert-dir`).
+    /// Adds every `*.crt`/`*.pem` in `dir` as a trusted CA, and every
+    /// `X.cert` with its `X.key` as a client certificate (podman's
+    /// `--cert-dir`, laid out as a `certs.d/<host>` directory).
     pub fn add_cert_dir(&mut self, dir: &Path) -> Result<()> {
-        let entries =
-            std::fs::read_dir(dir).map_err(RegistryError::io(format!("read {}", dir.display())))?;
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "crt" || x == "pem") {
-                self.extra_ca.push(p);
-            }
-        }
+        std::fs::read_dir(dir).map_err(RegistryError::io(format!("read {}", dir.display())))?;
+        let found = CertDir::read(dir);
+        self.extra_ca.extend(found.cas);
+        self.client_certs.extend(found.client_pairs);
         Ok(())
     }
 
@@ -97,15 +100,28 @@ impl TransportConfig {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(16);
         let mut cas: Vec<PathBuf> = self.extra_ca.clone();
+        let mut pairs = self.client_certs.clone();
         for d in &self.certs_d {
-            let dir = d.join(host);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    if e.path().extension().is_some_and(|x| x == "crt") {
-                        cas.push(e.path());
-                    }
-                }
-            }
+            let found = CertDir::read(&d.join(host));
+            cas.extend(found.cas);
+            pairs.extend(found.client_pairs);
+        }
+        if let Some((cert, key)) = pairs.first() {
+            // One identity per client, as Docker takes the first pair too.
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| tls_err(format!("read {}: {e}", cert.display())))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key).map_err(|e| tls_err(format!("read {}: {e}", key.display())))?,
+            );
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                tls_err(format!(
+                    "client certificate {} with key {}: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            b = b.identity(id);
         }
         for p in cas {
             let pem =
@@ -123,6 +139,39 @@ impl TransportConfig {
             b = b.no_proxy();
         }
         b.build().map_err(|e| tls_err(e.to_string()))
+    }
+}
+
+/// What one certificate directory holds, by Docker's naming: `*.crt` are
+/// CAs, `X.cert` with `X.key` a client certificate. Unreadable or missing
+/// directories hold nothing; a `.cert` without its `.key` is skipped.
+#[derive(Default)]
+struct CertDir {
+    cas: Vec<PathBuf>,
+    client_pairs: Vec<(PathBuf, PathBuf)>,
+}
+
+impl CertDir {
+    fn read(dir: &Path) -> CertDir {
+        let mut found = CertDir::default();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return found;
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            match p.extension().and_then(|x| x.to_str()) {
+                Some("crt" | "pem") => found.cas.push(p),
+                Some("cert") => {
+                    let key = p.with_extension("key");
+                    if key.is_file() {
+                        found.client_pairs.push((p, key));
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
     }
 }
 

@@ -387,3 +387,47 @@ fn tls_registry_needs_its_ca_unless_verification_is_off() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn mutual_tls_registry_takes_the_client_certificate_from_the_cert_dir() {
+    let reg = Registry::start_mutual_tls(Auth::None);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = TestImage::new(&[3000], 52);
+    let name = format!("{}/mtls:1", reg.host());
+    img.to_store(&h.join("store"), &name);
+
+    // The CA alone is not enough: the registry asks for a client certificate.
+    let certs = h.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(reg.dir.path().join("ca.crt"), certs.join("ca.crt")).unwrap();
+    let dir_arg = format!("--cert-dir={}", certs.display());
+    let out = kiln(h, &["push", &name, &dir_arg]);
+    assert!(
+        !out.status.success(),
+        "push without a client certificate worked"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&reg.host()),
+        "the error names the registry: {err}"
+    );
+
+    // Docker's layout: client.cert with its client.key beside the CA.
+    for f in ["client.cert", "client.key"] {
+        std::fs::copy(reg.dir.path().join(f), certs.join(f)).unwrap();
+    }
+    assert_eq!(
+        kiln_ok(h, &["push", &name, &dir_arg]).trim(),
+        img.digest().to_string()
+    );
+    assert_eq!(
+        kiln_ok(h, &["digest", &name, &dir_arg]).trim(),
+        img.digest().to_string()
+    );
+
+    // A .cert without its .key is a configuration slip, not a crash.
+    std::fs::remove_file(certs.join("client.key")).unwrap();
+    let out = kiln(h, &["digest", &name, &dir_arg]);
+    assert!(!out.status.success());
+}

@@ -55,6 +55,17 @@ impl Registry {
     /// With `tls`, the registry speaks only HTTPS, with a certificate for
     /// 127.0.0.1 from its own CA at `dir/ca.crt`.
     pub fn start_with(auth: Auth, tls: bool) -> Registry {
+        Self::start_tls(auth, tls, false)
+    }
+
+    /// Like `start_with(auth, true)`, and the registry also demands a
+    /// client certificate from the same CA: one is at `dir/client.cert` and
+    /// `dir/client.key`.
+    pub fn start_mutual_tls(auth: Auth) -> Registry {
+        Self::start_tls(auth, true, true)
+    }
+
+    fn start_tls(auth: Auth, tls: bool, client_auth: bool) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let auth_yaml = match &auth {
@@ -140,11 +151,48 @@ impl Registry {
                 "-out",
                 "tls.crt",
             ]);
-            format!(
+            let mut yaml = format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 d.join("tls.crt").display(),
                 d.join("tls.key").display()
-            )
+            );
+            if client_auth {
+                run(&[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=kiln test client",
+                    "-keyout",
+                    "client.key",
+                    "-out",
+                    "client.csr",
+                ]);
+                std::fs::write(d.join("client-ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+                run(&[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "client.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "client-ext",
+                    "-out",
+                    "client.cert",
+                ]);
+                yaml.push_str(&format!(
+                    "    clientcas:\n      - {}\n",
+                    d.join("ca.crt").display()
+                ));
+            }
+            yaml
         } else {
             String::new()
         };
