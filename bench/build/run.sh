@@ -43,7 +43,9 @@ bases() {
   local deb=/var/tmp/kiln-test-debian/rootfs.tar
   if [ ! -f "$deb" ]; then
     log "debootstrap (once)"
-    local m; m=$(grep -hoE 'https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | grep -v security | head -1)
+    # The host's mirror: a deb line or a deb822 URIs field, not a comment.
+    local m; m=$( { grep -hE '^(deb|URIs:)[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+      /etc/apt/sources.list.d/*.sources 2>/dev/null || true; } | grep -oE 'https?://[^ ]+' | grep -v security | head -1 || true)
     local b="$W/debootstrap"; rm -rf "$b"
     debootstrap --variant=minbase bookworm "$b" "${m:-http://deb.debian.org/debian}" >&2
     mkdir -p /var/tmp/kiln-test-debian
