@@ -354,15 +354,32 @@ impl Client {
                     }
                 };
                 let http = self.inner.config.transport.client_for(&realm_host)?;
-                self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-                let (token, life) = auth::fetch_token(
-                    &http,
-                    &realm,
-                    service.as_deref(),
-                    scopes,
-                    host.creds.as_ref(),
-                )
-                .await?;
+                // The token server is a second service that can be busy or
+                // restarting while the registry is fine: retry it as a
+                // registry request would be, but not a refusal (4xx).
+                let policy = &self.inner.config.retry;
+                let mut attempt = 0;
+                let (token, life) = loop {
+                    attempt += 1;
+                    self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    match auth::fetch_token(
+                        &http,
+                        &realm,
+                        service.as_deref(),
+                        scopes,
+                        host.creds.as_ref(),
+                    )
+                    .await
+                    {
+                        Ok(t) => break t,
+                        Err(e) if e.is_transient() && attempt < policy.attempts => {
+                            tracing::debug!("{e}; retrying");
+                            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(policy.delay(attempt, None)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 host.tokens.put(&key, token.clone(), life);
                 Ok(Some(format!("Bearer {token}")))
             }

@@ -45,6 +45,7 @@ fn bearer_tokens_scopes_and_refresh() {
     let refresh = HashMap::from([("idtok-1".to_string(), "writer".to_string())]);
     let ts = TokenServer::start(users, refresh);
     let requests = ts.requests.clone();
+    let token_fails = ts.fail_next.clone();
     let reg = Registry::start(Auth::Token(ts));
     let host = reg.host();
 
@@ -65,6 +66,17 @@ fn bearer_tokens_scopes_and_refresh() {
     let pushes = requests.lock().unwrap().len();
     // Tokens are cached per scope: a handful of token requests, not one per blob.
     assert!(pushes <= 4, "{:?}", requests.lock().unwrap());
+
+    // A token server that is briefly unavailable is retried, as the
+    // registry is: two 503s, then the pull goes through.
+    let retrying = tempfile::tempdir().unwrap();
+    config_with(retrying.path(), &host, basic("reader", "rpass"));
+    token_fails.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        kiln_ok(retrying.path(), &["pull", &name]).trim(),
+        img.digest().to_string()
+    );
+    assert_eq!(token_fails.load(std::sync::atomic::Ordering::SeqCst), 0);
 
     // A read-only user can pull but not push, and is told why.
     let reader = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -31,6 +32,8 @@ pub struct TokenServer {
     pub port: u16,
     dir: tempfile::TempDir,
     pub requests: TokenLog,
+    /// While above zero, each request gets a 503 and counts it down.
+    pub fail_next: Arc<AtomicUsize>,
 }
 
 impl TokenServer {
@@ -73,9 +76,20 @@ impl TokenServer {
         let port = listener.local_addr().unwrap().port();
         let requests: TokenLog = Arc::default();
         let reqs = requests.clone();
+        let fail_next = Arc::new(AtomicUsize::new(0));
+        let fails = fail_next.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+                let Ok(mut conn) = conn else { continue };
+                let failing = fails
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    let _ = drain_head(&conn).and_then(|_| {
+                        respond(&mut conn, 503, r#"{"errors":[{"code":"UNAVAILABLE"}]}"#)
+                    });
+                    continue;
+                }
                 let _ = serve(conn, &users, &refresh_tokens, &key, &x5c, &reqs);
             }
         });
@@ -83,6 +97,7 @@ impl TokenServer {
             port,
             dir,
             requests,
+            fail_next,
         }
     }
 
@@ -137,6 +152,26 @@ fn respond(w: &mut impl Write, code: u16, body: &str) -> std::io::Result<()> {
         "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// Reads a request's head (and a small body) so that the client sees our
+/// answer rather than a reset.
+fn drain_head(conn: &std::net::TcpStream) -> std::io::Result<()> {
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut len = 0usize;
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l)? == 0 || l.trim_end().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len.min(1 << 16)];
+    r.read_exact(&mut body)
 }
 
 fn serve(
