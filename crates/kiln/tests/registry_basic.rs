@@ -431,3 +431,77 @@ fn mutual_tls_registry_takes_the_client_certificate_from_the_cert_dir() {
     let out = kiln(h, &["digest", &name, &dir_arg]);
     assert!(!out.status.success());
 }
+
+/// `kiln login HOST` on a terminal asks for the user name and the password,
+/// the password without echo, as `docker login` does. The terminal is a
+/// real pseudo-terminal, made by util-linux's `script`.
+#[test]
+fn login_prompts_on_a_terminal_without_echoing_the_password() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    if !support::have("script") {
+        eprintln!("no `script` (util-linux): skipped");
+        return;
+    }
+    let reg = Registry::start(Auth::Htpasswd {
+        user: "dora".into(),
+        password: "pty-s3cret".into(),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let cmd = format!("{} login {}", support::kiln_bin().display(), reg.host());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("HOME", h)
+        .env("DOCKER_CONFIG", h.join(".docker"))
+        .env("KILN_ROOT", h.join("store"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(seen.clone());
+        }
+        seen
+    });
+    // Answer each question only once it is asked, so that echo is off when
+    // the password arrives.
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(seen) if seen.contains(what) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no {what:?} prompt"),
+            }
+        }
+    };
+    wait_for("Username: ");
+    stdin.write_all(b"dora\n").unwrap();
+    wait_for("Password: ");
+    stdin.write_all(b"pty-s3cret\n").unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let seen = reader.join().unwrap();
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains("Login Succeeded"), "{seen}");
+    assert!(seen.contains("dora"), "the user name is echoed: {seen}");
+    assert!(
+        !seen.contains("pty-s3cret"),
+        "the password was echoed: {seen}"
+    );
+    let config = std::fs::read_to_string(h.join(".docker/config.json")).unwrap();
+    assert!(config.contains(&reg.host()), "{config}");
+}

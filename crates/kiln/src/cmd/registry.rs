@@ -300,8 +300,13 @@ fn registry_host(s: &str) -> String {
 
 fn login(a: LoginArgs) -> Result<()> {
     let registry = registry_host(&a.registry);
-    let Some(username) = a.username.clone() else {
-        bail!("login {registry}: give the user name with -u");
+    // As `docker login`: what the flags do not give is asked for on a
+    // terminal, the password without echo.
+    let tty = rustix::termios::isatty(std::io::stdin());
+    let username = match a.username.clone() {
+        Some(u) => u,
+        None if tty && !a.password_stdin => prompt::line("Username: ")?,
+        None => bail!("login {registry}: give the user name with -u"),
     };
     let password = match (&a.password, a.password_stdin) {
         (Some(p), _) => p.clone(),
@@ -312,8 +317,12 @@ fn login(a: LoginArgs) -> Result<()> {
                 .context("read the password from standard input")?;
             s.trim_end_matches(['\n', '\r']).to_string()
         }
+        (None, false) if tty => prompt::secret("Password: ")?,
         (None, false) => bail!("login {registry}: give the password with --password-stdin or -p"),
     };
+    if username.is_empty() {
+        bail!("login {registry}: the user name is empty");
+    }
     let creds = Credentials::Basic { username, password };
     let mut config = a.net.client_config()?;
     config
@@ -417,4 +426,37 @@ fn catalog(a: RepoArgs) -> Result<()> {
         writeln!(out, "{r}")?;
     }
     Ok(())
+}
+
+/// Questions on the terminal for `login`.
+mod prompt {
+    use std::io::{BufRead, Write};
+
+    use anyhow::{Context, Result};
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+
+    pub fn line(question: &str) -> Result<String> {
+        eprint!("{question}");
+        std::io::stderr().flush().ok();
+        let mut s = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut s)
+            .context("read from the terminal")?;
+        Ok(s.trim_end_matches(['\n', '\r']).to_string())
+    }
+
+    /// Reads a line with echo off; echo comes back even if reading fails.
+    pub fn secret(question: &str) -> Result<String> {
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).context("read the terminal's settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        tcsetattr(&stdin, OptionalActions::Flush, &quiet).context("turn off echo")?;
+        let answer = line(question);
+        let restored = tcsetattr(&stdin, OptionalActions::Flush, &saved);
+        eprintln!();
+        restored.context("restore the terminal's echo")?;
+        answer
+    }
 }
