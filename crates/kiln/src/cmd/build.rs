@@ -166,6 +166,12 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     if a.push {
         outputs.push(parse_output("type=registry")?);
     }
+    // Checked before building: a push without a name fails at once.
+    let pushes = outputs
+        .iter()
+        .filter(|o| o.push)
+        .map(|o| super::build_push::Push::plan(&o.names, &a.tags, o.insecure))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,
         Some("none") => kiln_dockerfile::instructions::Network::None,
@@ -278,25 +284,8 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     for o in &outputs {
         write_output(&store, &result, o, &names)?;
     }
-    for o in outputs.iter().filter(|o| o.push) {
-        // An output's own names, else the -t names (as buildx).
-        let targets = if o.names.is_empty() {
-            a.tags
-                .iter()
-                .map(|t| Reference::parse(t))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            o.names
-                .iter()
-                .map(|n| Reference::parse(n))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let insecure: Vec<String> = if o.insecure {
-            targets.iter().map(|r| r.registry().to_string()).collect()
-        } else {
-            Vec::new()
-        };
-        super::build_push::push(&store, &desc, &targets, &insecure)?;
+    for p in &pushes {
+        p.run(&store, &desc)?;
     }
     if let Some(p) = &a.iidfile {
         std::fs::write(p, id.to_string()).with_context(|| format!("writing {}", p.display()))?;

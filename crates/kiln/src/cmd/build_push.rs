@@ -6,38 +6,53 @@
 use anyhow::{Context, Result, bail};
 use kiln_image::store_io::StoreSource;
 use kiln_image::transport::{self, CopyOptions};
-use kiln_image::{Descriptor, Digest, Reference, Store};
+use kiln_image::{Descriptor, Reference, Store};
 use kiln_registry::{Client, ClientConfig, RegistrySink};
 
-/// Pushes the image `desc` names to every reference in `names`; returns
-/// the digest the registries hold. `insecure` lists hosts that may be
-/// reached over plain HTTP or with an unverified certificate
-/// (`registry.insecure=true`); loopback registries always may use HTTP.
-pub fn push(
-    store: &Store,
-    desc: &Descriptor,
-    names: &[Reference],
-    insecure: &[String],
-) -> Result<Digest> {
-    if names.is_empty() {
-        bail!("pushing needs an image name: give -t NAME, or name= in --output");
-    }
-    let mut config = ClientConfig::default();
-    config.transport.insecure_registries = insecure.to_vec();
-    let client = Client::new(config)?;
-    let src = StoreSource::from_descriptor(store, desc.clone());
-    for name in names {
-        let sink = RegistrySink::new(&client, name.clone());
-        let top = transport::copy(&src, &sink, &CopyOptions::default())
-            .with_context(|| format!("push {name}"))?;
-        if top.digest != desc.digest {
-            bail!(
-                "push {name}: the registry got {} instead of the built {}",
-                top.digest,
-                desc.digest
-            );
+/// One output's push: where to, and whether its registries may be reached
+/// over plain HTTP or with an unverified certificate
+/// (`registry.insecure=true`; loopback registries may use HTTP anyway).
+pub struct Push {
+    names: Vec<Reference>,
+    insecure: bool,
+}
+
+impl Push {
+    /// The output's own `name=`s, else the `-t` names (as buildx).
+    pub fn plan(own: &[String], tags: &[String], insecure: bool) -> Result<Push> {
+        let names = if own.is_empty() { tags } else { own };
+        if names.is_empty() {
+            bail!("pushing needs an image name: give -t NAME, or name= in --output");
         }
-        eprintln!("pushed {name}@{}", top.digest);
+        let names = names
+            .iter()
+            .map(|n| Reference::parse(n).with_context(|| format!("push to {n:?}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Push { names, insecure })
     }
-    Ok(desc.digest.clone())
+
+    /// Pushes the image `desc` names (in `store`) to every name.
+    pub fn run(&self, store: &Store, desc: &Descriptor) -> Result<()> {
+        let mut config = ClientConfig::default();
+        if self.insecure {
+            config.transport.insecure_registries =
+                self.names.iter().map(|r| r.registry().to_string()).collect();
+        }
+        let client = Client::new(config)?;
+        let src = StoreSource::from_descriptor(store, desc.clone());
+        for name in &self.names {
+            let sink = RegistrySink::new(&client, name.clone());
+            let top = transport::copy(&src, &sink, &CopyOptions::default())
+                .with_context(|| format!("push {name}"))?;
+            if top.digest != desc.digest {
+                bail!(
+                    "push {name}: the registry got {} instead of the built {}",
+                    top.digest,
+                    desc.digest
+                );
+            }
+            eprintln!("pushed {name}@{}", top.digest);
+        }
+        Ok(())
+    }
 }
