@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 pub use named::NamedContext;
 pub use progress::{Progress, ProgressMode};
-pub use solver::{BuildOptions, BuildResult, build};
+pub use solver::{BuildOptions, BuildResult, FetchBase, build};
 pub use source::ContextKind;
 
 /// Where a `--secret` comes from.

@@ -67,10 +67,15 @@ impl NamedContext {
 
     /// The image this context names for `platform`; `None` for a
     /// directory.
-    pub fn image(&self, store: &Store, platform: &Platform) -> Result<Option<Image>, BuildError> {
+    pub fn image(
+        &self,
+        store: &Store,
+        opts: &crate::BuildOptions,
+        platform: &Platform,
+    ) -> Result<Option<Image>, BuildError> {
         match self {
             NamedContext::Dir(_) => Ok(None),
-            NamedContext::Image(r) => crate::solver::load_image(store, r, platform).map(Some),
+            NamedContext::Image(r) => crate::solver::load_image(store, opts, r, platform).map(Some),
             NamedContext::Layout { dir, tag, digest } => {
                 load_layout(store, dir, tag.as_deref(), digest.as_ref(), platform).map(Some)
             }

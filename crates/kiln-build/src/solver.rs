@@ -59,7 +59,15 @@ pub struct BuildOptions {
     pub context_kind: ContextKind,
     /// `--network`: the network of a RUN without its own `--network`.
     pub network: Network,
+    /// Brings a base image for a platform into the store when the store
+    /// lacks it (or always, with `pull`): the CLI's registry client.
+    pub fetch_base: Option<FetchBase>,
+    pub pull: bool,
 }
+
+/// Fetches `reference` for a platform into the store, tagged with that
+/// name. kiln-build does not talk to registries; its caller does.
+pub type FetchBase = Box<dyn Fn(&Store, &str, &Platform) -> Result<(), String> + Send + Sync>;
 
 pub struct BuildResult {
     pub image: Image,
@@ -105,11 +113,34 @@ fn image_info(img: &Image) -> ImageInfo {
     }
 }
 
+/// A base image for `platform`, from the store, fetched first when the
+/// store has none for that platform (or always, with `--pull`).
 pub(crate) fn load_image(
     store: &Store,
+    opts: &BuildOptions,
     reference: &str,
     platform: &Platform,
 ) -> Result<Image, BuildError> {
+    if let Some(fetch) = &opts.fetch_base {
+        let stored = Image::load(store, reference, platform).ok();
+        let fits = stored.as_ref().is_some_and(|(img, _)| {
+            img.config.os == platform.os && img.config.architecture == platform.architecture
+        });
+        if opts.pull || !fits {
+            fetch(store, reference, platform).map_err(|e| {
+                let have = match &stored {
+                    Some((img, _)) => format!(
+                        "the store has it for {}/{} only",
+                        img.config.os, img.config.architecture
+                    ),
+                    None => "the store does not have it".to_string(),
+                };
+                BuildError::Instruction(format!(
+                    "base image {reference} for {platform}: {have}, and pulling it failed: {e}"
+                ))
+            })?;
+        }
+    }
     Image::load(store, reference, platform).map(|(img, _)| img).map_err(|e| {
         BuildError::Instruction(format!(
             "base image {reference}: {e} (kiln builds from images in its store: `kiln pull {reference}` or `kiln import`)"
@@ -143,13 +174,13 @@ pub fn build(
         let platform = stage_platform(stage, &opts.platform)?;
         let (key, img) = match &stage.base {
             Base::Image { reference } => {
-                let img = load_image(store, reference, &platform)?;
+                let img = load_image(store, opts, reference, &platform)?;
                 ropts.images.insert(reference.clone(), image_info(&img));
                 (reference.clone(), img)
             }
             Base::Context { name } => {
                 let img = match opts.named_contexts.get(name) {
-                    Some(c) => c.image(store, &platform)?,
+                    Some(c) => c.image(store, opts, &platform)?,
                     None => None,
                 };
                 let img = img.ok_or_else(|| {
@@ -787,6 +818,7 @@ fn copy_layer(
         Some(FromRef::Stage { index, .. }) => Some(wait_for(shared, *index)?.1),
         Some(FromRef::Image { reference }) => Some(fs_of(&load_image(
             shared.store,
+            shared.opts,
             reference,
             &platform_of(image),
         )?)),
@@ -802,7 +834,7 @@ fn copy_layer(
                 None
             }
             Some(other) => {
-                let img = other.image(shared.store, &platform_of(image))?;
+                let img = other.image(shared.store, shared.opts, &platform_of(image))?;
                 Some(fs_of(&img.ok_or_else(|| {
                     BuildError::Instruction(format!("--from={name}: not an image"))
                 })?))

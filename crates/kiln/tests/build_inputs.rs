@@ -7,7 +7,6 @@
 
 mod common;
 #[path = "../../kiln-registry/tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::fs;
@@ -219,7 +218,10 @@ fn bare_dockerfile_on_stdin_has_no_context() {
         b"FROM kiln-test/busybox:1\nCOPY app.txt /app.txt\n",
     );
     let log = log_of(&out);
-    assert!(!out.status.success(), "COPY without a context built:\n{log}");
+    assert!(
+        !out.status.success(),
+        "COPY without a context built:\n{log}"
+    );
     assert!(
         log.contains("no build context") && log.contains("app.txt"),
         "unclear error:\n{log}"
@@ -371,17 +373,19 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> String {
 /// linux/arm64/v8 and carries `MARK=arm64`. Returns the arm64 manifest's
 /// digest.
 fn multi_arch_layout(k: &KilnBuild, dir: &Path) -> String {
-    k.ok(&[
-        "copy",
-        BUSYBOX_IMAGE,
-        &format!("oci:{}:amd", dir.display()),
-    ]);
+    k.ok(&["copy", BUSYBOX_IMAGE, &format!("oci:{}:amd", dir.display())]);
     let index = read_json(&dir.join("index.json"));
     let amd = index["manifests"][0].clone();
-    let blob = |d: &str| dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
     let manifest = read_json(&blob(amd["digest"].as_str().unwrap()));
     let mut config = read_json(&blob(manifest["config"]["digest"].as_str().unwrap()));
-    assert_eq!(config["architecture"], "amd64", "the test expects an amd64 host");
+    assert_eq!(
+        config["architecture"], "amd64",
+        "the test expects an amd64 host"
+    );
     config["architecture"] = "arm64".into();
     config["variant"] = "v8".into();
     if !config["config"]["Env"].is_array() {
@@ -438,9 +442,8 @@ fn binfmt_runs_arm64() -> bool {
     fs::read_dir("/proc/sys/fs/binfmt_misc")
         .map(|rd| {
             rd.flatten().any(|e| {
-                fs::read_to_string(e.path()).is_ok_and(|t| {
-                    t.starts_with("enabled") && t.contains("0200b700")
-                })
+                fs::read_to_string(e.path())
+                    .is_ok_and(|t| t.starts_with("enabled") && t.contains("0200b700"))
             })
         })
         .unwrap_or(false)
@@ -458,7 +461,10 @@ fn oci_layout_as_a_named_context() {
         &format!("oci:{}:v1", layout.display()),
     ]);
     let index = read_json(&layout.join("index.json"));
-    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let ctx = tmp.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(
@@ -467,8 +473,14 @@ fn oci_layout_as_a_named_context() {
     )
     .unwrap();
     for (tag, value) in [
-        ("layout:tag", format!("oci-layout://{}:v1", layout.display())),
-        ("layout:digest", format!("oci-layout://{}@{digest}", layout.display())),
+        (
+            "layout:tag",
+            format!("oci-layout://{}:v1", layout.display()),
+        ),
+        (
+            "layout:digest",
+            format!("oci-layout://{}@{digest}", layout.display()),
+        ),
     ] {
         let (out, _, log) = kiln_build(
             &k,
@@ -542,7 +554,10 @@ fn foreign_platform_picks_its_manifest_and_refuses_to_run() {
             "plat:layout",
             vec![
                 "--build-arg=BASE=multi".to_string(),
-                format!("--build-context=multi=oci-layout://{}:multi", layout.display()),
+                format!(
+                    "--build-context=multi=oci-layout://{}:multi",
+                    layout.display()
+                ),
             ],
         ),
     ] {
@@ -586,16 +601,22 @@ fn foreign_platform_picks_its_manifest_and_refuses_to_run() {
         ],
     );
     assert!(out.status.success(), "{log}");
-    assert!(runtime_config(&k.config_blob("plat:digest"))["Env"]
-        .to_string()
-        .contains("MARK=arm64"));
+    assert!(
+        runtime_config(&k.config_blob("plat:digest"))["Env"]
+            .to_string()
+            .contains("MARK=arm64")
+    );
 
     // The host platform still gets the amd64 image.
     let (out, _, log) = kiln_build(&k, &ctx, &["-t", "plat:host"]);
     assert!(out.status.success(), "{log}");
     let config = k.config_blob("plat:host");
     assert_eq!(config["architecture"], "amd64");
-    assert!(!runtime_config(&config)["Env"].to_string().contains("MARK=arm64"));
+    assert!(
+        !runtime_config(&config)["Env"]
+            .to_string()
+            .contains("MARK=arm64")
+    );
 
     // A RUN for arm64 fails before it starts, naming step and platform.
     if binfmt_runs_arm64() {
@@ -613,7 +634,10 @@ fn foreign_platform_picks_its_manifest_and_refuses_to_run() {
         &ctx,
         &["-f", df.to_str().unwrap(), "--platform", "linux/arm64"],
     );
-    assert!(!out.status.success(), "an arm64 RUN ran without emulation:\n{log}");
+    assert!(
+        !out.status.success(),
+        "an arm64 RUN ran without emulation:\n{log}"
+    );
     assert!(
         log.contains("RUN echo hi") && log.contains("linux/arm64") && log.contains("binfmt_misc"),
         "unclear error:\n{log}"
@@ -655,7 +679,10 @@ fn network_flag_is_the_run_default() {
         .iter()
         .find(|s| s.title.contains("net.txt"))
         .unwrap_or_else(|| panic!("no RUN step in:\n{log}"));
-    assert!(!first.cached, "the RUN was a cache hit across networks:\n{log}");
+    assert!(
+        !first.cached,
+        "the RUN was a cache hit across networks:\n{log}"
+    );
     assert_ne!(
         file_of(&k, "net:default", "/net.txt", tmp.path()).as_deref(),
         Some("lo\n")
@@ -689,7 +716,13 @@ fn push_sends_the_built_manifest() {
     let (out, _, log) = kiln_build(
         &k,
         &ctx,
-        &["-t", &one, "--push", "--metadata-file", meta.to_str().unwrap()],
+        &[
+            "-t",
+            &one,
+            "--push",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{log}");
     let m = read_json(&meta);
@@ -720,4 +753,82 @@ fn push_sends_the_built_manifest() {
     let (out, _, log) = kiln_build(&k, &ctx, &["--push"]);
     assert!(!out.status.success());
     assert!(log.contains("name"), "{log}");
+}
+
+#[test]
+fn foreign_platform_base_is_pulled_for_that_platform() {
+    let Some((tmp, k)) = setup("foreign_platform_base_is_pulled_for_that_platform") else {
+        return;
+    };
+    if !host_is_amd64() || !have("docker-registry") {
+        loud("not amd64 or no docker-registry: build_inputs registry platform test SKIPPED");
+        return;
+    }
+    let reg = support::Registry::start(support::Auth::None);
+    let layout = tmp.path().join("multi");
+    let arm_digest = multi_arch_layout(&k, &layout);
+    let remote = format!("{}/multi:1", reg.host());
+    k.ok(&[
+        "copy",
+        "--all",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{remote}"),
+    ]);
+    // A store that has never seen the image.
+    let k2 = KilnBuild::new(&tmp.path().join("store2"), Who::Caller);
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("f.txt"), "data\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {remote}\nCOPY f.txt /f.txt\n"),
+    )
+    .unwrap();
+    let (out, _, log) = kiln_build(
+        &k2,
+        &ctx,
+        &["-t", "pulled:arm", "--platform", "linux/arm64"],
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("pulled {remote} for linux/arm64")),
+        "{log}"
+    );
+    let config = k2.config_blob("pulled:arm");
+    assert_eq!(config["architecture"], "arm64");
+    assert!(
+        runtime_config(&config)["Env"]
+            .to_string()
+            .contains("MARK=arm64")
+    );
+    // Only that platform's manifest came down.
+    let stored = k2.ok(&["inspect", &remote]);
+    assert!(stored.contains(arm_digest.as_str()), "{stored}");
+
+    // The host platform: the store holds arm64 only, so amd64 is pulled.
+    let (out, _, log) = kiln_build(&k2, &ctx, &["-t", "pulled:host"]);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("pulled"), "{log}");
+    let config = k2.config_blob("pulled:host");
+    assert_eq!(config["architecture"], "amd64");
+    assert!(
+        !runtime_config(&config)["Env"]
+            .to_string()
+            .contains("MARK=arm64")
+    );
+
+    // Nothing to pull from: a clear error naming the image and platform.
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/absent:1\n", reg.host()),
+    )
+    .unwrap();
+    let (out, _, log) = kiln_build(&k2, &ctx, &["--platform", "linux/arm64"]);
+    assert!(!out.status.success());
+    assert!(
+        log.contains("absent:1")
+            && log.contains("linux/arm64")
+            && log.contains("pulling it failed"),
+        "{log}"
+    );
 }

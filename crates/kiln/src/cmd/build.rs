@@ -40,7 +40,8 @@ pub struct BuildArgs {
     no_cache: bool,
     #[arg(long = "no-cache-filter")]
     no_cache_filter: Vec<String>,
-    /// Accepted for compatibility: base images always come from the store.
+    /// Pull base images from their registry even when the store has them
+    /// (without it, only those the store lacks for the platform).
     #[arg(long)]
     pull: bool,
     /// Default network for RUN (default, none or host).
@@ -170,7 +171,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let pushes = outputs
         .iter()
         .filter(|o| o.push)
-        .map(|o| super::build_push::Push::plan(&o.names, &a.tags, o.insecure))
+        .map(|o| super::build_registry::Push::plan(&o.names, &a.tags, o.insecure))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,
@@ -239,6 +240,8 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         context_dir: inputs.context_dir.clone(),
         context_kind: inputs.kind,
         network,
+        fetch_base: Some(super::build_registry::base_fetcher()?),
+        pull: a.pull,
         dockerignore: inputs.dockerignore.clone(),
         build_args,
         target: a.target.clone(),
