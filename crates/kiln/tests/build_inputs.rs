@@ -731,8 +731,8 @@ fn push_sends_the_built_manifest() {
     assert_eq!(support::skopeo_digest(&one), digest);
     assert!(log.contains(&format!("{one}@{digest}")), "{log}");
 
-    // -o type=registry,name=… and -o type=image,name=…,push=true: the same
-    // manifest under other names.
+    // -o type=registry,name=… and -o type=image,name=…,push=true: this
+    // build's manifest (its created time differs) under both names.
     let two = format!("{}/built/app:2", reg.host());
     let three = format!("{}/other/app:3", reg.host());
     let (out, _, log) = kiln_build(
@@ -743,9 +743,15 @@ fn push_sends_the_built_manifest() {
             &format!("type=registry,name={two}"),
             "-o",
             &format!("type=image,name={three},push=true"),
+            "--metadata-file",
+            meta.to_str().unwrap(),
         ],
     );
     assert!(out.status.success(), "{log}");
+    let digest = read_json(&meta)["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(support::skopeo_digest(&two), digest);
     assert_eq!(support::skopeo_digest(&three), digest);
 
