@@ -51,6 +51,8 @@ pub struct Context {
     index_path: Option<PathBuf>,
     known: Mutex<BTreeMap<String, (Stamp, Digest)>>,
     dirty: Mutex<bool>,
+    /// Set when the build has no context: why, for every attempt to read it.
+    absent: Option<String>,
 }
 
 impl Context {
@@ -76,7 +78,21 @@ impl Context {
             index_path,
             known: Mutex::new(known),
             dirty: Mutex::new(false),
+            absent: None,
         })
+    }
+
+    /// Marks the context as missing: reading any path fails with `why`.
+    pub fn absent(mut self, why: &str) -> Context {
+        self.absent = Some(why.to_string());
+        self
+    }
+
+    fn check_present(&self, rel: &str) -> Result<(), BuildError> {
+        match &self.absent {
+            Some(why) => Err(BuildError::Context(format!("cannot read {rel:?}: {why}"))),
+            None => Ok(()),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -96,6 +112,7 @@ impl Context {
     /// The host path of a cleaned relative path, refusing any whose parent
     /// resolves outside the context (through `..` or a symlink).
     pub fn host_path(&self, rel: &str) -> Result<PathBuf, BuildError> {
+        self.check_present(rel)?;
         let clean = clean_rel(rel)?;
         if clean.is_empty() {
             return Ok(self.root.clone());
@@ -150,6 +167,7 @@ impl Context {
     /// The context paths a COPY source names: a path or a wildcard
     /// pattern (`*`, `?`, `[...]` per path component), minus ignored ones.
     pub fn resolve_source(&self, pattern: &str) -> Result<Vec<ContextEntry>, BuildError> {
+        self.check_present(pattern)?;
         let clean = clean_rel(pattern)?;
         let has_glob = clean.contains(['*', '?', '[']);
         let mut out = Vec::new();
@@ -233,6 +251,7 @@ impl Context {
 
     /// Everything under a context directory, sorted, ignored paths left out.
     pub fn walk(&self, dir_rel: &str) -> Result<Vec<ContextEntry>, BuildError> {
+        self.check_present(dir_rel)?;
         let mut out = Vec::new();
         let mut todo = vec![dir_rel.to_string()];
         while let Some(d) = todo.pop() {

@@ -15,15 +15,20 @@ pub mod copy;
 pub mod exec;
 pub mod fs;
 pub mod key;
+pub mod named;
+pub mod platform;
 pub mod progress;
 pub mod remote;
 pub mod solver;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use named::NamedContext;
 pub use progress::{Progress, ProgressMode};
-pub use solver::{BuildOptions, BuildResult, NamedContext, build};
+pub use solver::{BuildOptions, BuildResult, FetchBase, build};
+pub use source::ContextKind;
 
 /// Where a `--secret` comes from.
 #[derive(Debug, Clone)]

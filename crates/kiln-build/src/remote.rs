@@ -43,7 +43,18 @@ pub struct Fetched {
 
 /// Downloads `url` into `dir`, verifying `checksum` (`sha256:…`) if given.
 pub fn fetch_url(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Fetched, BuildError> {
-    let err = |m: String| BuildError::Instruction(format!("ADD {url}: {m}"));
+    fetch_url_for("ADD", url, dir, checksum)
+}
+
+/// [`fetch_url`] for `what` (an instruction, or the build context), which
+/// errors name.
+pub fn fetch_url_for(
+    what: &str,
+    url: &str,
+    dir: &Path,
+    checksum: Option<&str>,
+) -> Result<Fetched, BuildError> {
+    let err = |m: String| BuildError::Instruction(format!("{what} {url}: {m}"));
     let mut builder =
         reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600));
     if loopback(url) {
@@ -117,7 +128,19 @@ pub fn clone_git(
     keep_git_dir: bool,
     checksum: Option<&str>,
 ) -> Result<(PathBuf, String), BuildError> {
-    let err = |m: String| BuildError::Instruction(format!("ADD {source}: {m}"));
+    clone_git_for("ADD", source, dir, keep_git_dir, checksum)
+}
+
+/// [`clone_git`] for `what` (an instruction, or the build context), which
+/// errors name. A `#ref:subdir` fragment's subdir is left to the caller.
+pub fn clone_git_for(
+    what: &str,
+    source: &str,
+    dir: &Path,
+    keep_git_dir: bool,
+    checksum: Option<&str>,
+) -> Result<(PathBuf, String), BuildError> {
+    let err = |m: String| BuildError::Instruction(format!("{what} {source}: {m}"));
     let (url, reference) = match source.split_once('#') {
         Some((u, r)) => (u, r.split(':').next().unwrap_or(r)),
         None => (source, ""),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use kiln_dockerfile::instructions::{FromRef, Instr, Resolved};
+use kiln_dockerfile::instructions::{FromRef, Instr, Network, Resolved};
 use kiln_dockerfile::stage::{Base, ImageInfo, Stage};
 use kiln_dockerfile::{ResolveOptions, ResolvedBuild};
 use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
@@ -24,7 +24,10 @@ use crate::copy::{CopyFrom, CopySpec};
 use crate::exec::{RunInputs, execute, run_key};
 use crate::fs::{StageFs, resolve_chown};
 use crate::key::KeyHasher;
+use crate::named::NamedContext;
+use crate::platform::{arg_platform, check_can_run, stage_platform};
 use crate::progress::Progress;
+use crate::source::ContextKind;
 use crate::{BuildError, SecretSource, Vars};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -52,25 +55,19 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `--build-context NAME=…`.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Where `context_dir` came from (see [`crate::source`]).
+    pub context_kind: ContextKind,
+    /// `--network`: the network of a RUN without its own `--network`.
+    pub network: Network,
+    /// Brings a base image for a platform into the store when the store
+    /// lacks it (or always, with `pull`): the CLI's registry client.
+    pub fetch_base: Option<FetchBase>,
+    pub pull: bool,
 }
 
-/// What a `--build-context` names.
-#[derive(Debug, Clone)]
-pub enum NamedContext {
-    /// A local directory (`NAME=PATH`).
-    Dir(PathBuf),
-    /// An image in the store (`NAME=docker-image://REF`).
-    Image(String),
-}
-
-impl NamedContext {
-    pub fn parse(value: &str) -> NamedContext {
-        match value.strip_prefix("docker-image://") {
-            Some(r) => NamedContext::Image(r.to_string()),
-            None => NamedContext::Dir(PathBuf::from(value)),
-        }
-    }
-}
+/// Fetches `reference` for a platform into the store, tagged with that
+/// name. kiln-build does not talk to registries; its caller does.
+pub type FetchBase = Box<dyn Fn(&Store, &str, &Platform) -> Result<(), String> + Send + Sync>;
 
 pub struct BuildResult {
     pub image: Image,
@@ -116,15 +113,34 @@ fn image_info(img: &Image) -> ImageInfo {
     }
 }
 
-fn to_df_platform(p: &Platform) -> kiln_dockerfile::scope::Platform {
-    kiln_dockerfile::scope::Platform {
-        os: p.os.clone(),
-        architecture: p.architecture.clone(),
-        variant: p.variant.clone().unwrap_or_default(),
+/// A base image for `platform`, from the store, fetched first when the
+/// store has none for that platform (or always, with `--pull`).
+pub(crate) fn load_image(
+    store: &Store,
+    opts: &BuildOptions,
+    reference: &str,
+    platform: &Platform,
+) -> Result<Image, BuildError> {
+    if let Some(fetch) = &opts.fetch_base {
+        let stored = Image::load(store, reference, platform).ok();
+        let fits = stored.as_ref().is_some_and(|(img, _)| {
+            img.config.os == platform.os && img.config.architecture == platform.architecture
+        });
+        if opts.pull || !fits {
+            fetch(store, reference, platform).map_err(|e| {
+                let have = match &stored {
+                    Some((img, _)) => format!(
+                        "the store has it for {}/{} only",
+                        img.config.os, img.config.architecture
+                    ),
+                    None => "the store does not have it".to_string(),
+                };
+                BuildError::Instruction(format!(
+                    "base image {reference} for {platform}: {have}, and pulling it failed: {e}"
+                ))
+            })?;
+        }
     }
-}
-
-fn load_image(store: &Store, reference: &str, platform: &Platform) -> Result<Image, BuildError> {
     Image::load(store, reference, platform).map(|(img, _)| img).map_err(|e| {
         BuildError::Instruction(format!(
             "base image {reference}: {e} (kiln builds from images in its store: `kiln pull {reference}` or `kiln import`)"
@@ -142,45 +158,68 @@ pub fn build(
     let mut ropts = ResolveOptions {
         build_args: opts.build_args.clone(),
         target: opts.target.clone(),
-        build_platform: to_df_platform(&Platform::host()),
-        target_platform: to_df_platform(&opts.platform),
+        build_platform: arg_platform(&Platform::host()),
+        target_platform: arg_platform(&opts.platform),
         named_contexts: opts.named_contexts.keys().cloned().collect(),
         ..ResolveOptions::default()
     };
     // Resolve once to learn the base images, then again with their configs
     // so that their ENV is in scope and their ONBUILD triggers run.
     let first = kiln_dockerfile::resolve(&df, &ropts)?;
+    // Base images, keyed by reference and platform (stages may differ in
+    // `FROM --platform`).
     let mut images = BTreeMap::new();
+    let mut platform_warnings = Vec::new();
     for stage in &first.stages {
-        let reference = match &stage.base {
-            Base::Image { reference } => reference.clone(),
-            Base::Context { name } => match opts.named_contexts.get(name) {
-                Some(NamedContext::Image(r)) => {
-                    let img = load_image(store, r, &opts.platform)?;
-                    images.insert(format!("context:{name}"), img);
-                    continue;
-                }
-                _ => {
-                    return Err(BuildError::Instruction(format!(
+        let platform = stage_platform(stage, &opts.platform)?;
+        let (key, img) = match &stage.base {
+            Base::Image { reference } => {
+                let img = load_image(store, opts, reference, &platform)?;
+                ropts.images.insert(reference.clone(), image_info(&img));
+                (reference.clone(), img)
+            }
+            Base::Context { name } => {
+                let img = match opts.named_contexts.get(name) {
+                    Some(c) => c.image(store, opts, &platform)?,
+                    None => None,
+                };
+                let img = img.ok_or_else(|| {
+                    BuildError::Instruction(format!(
                         "FROM {name}: a directory build context cannot be a base image"
-                    )));
-                }
-            },
+                    ))
+                })?;
+                (format!("context:{name}"), img)
+            }
             _ => continue,
         };
-        let img = load_image(store, &reference, &opts.platform)?;
-        ropts.images.insert(reference.clone(), image_info(&img));
-        images.insert(reference, img);
+        let c = &img.config;
+        if c.os != platform.os || c.architecture != platform.architecture {
+            platform_warnings.push(format!(
+                "{}: the base image is for {}/{}, not the requested {platform}",
+                stage.original.trim(),
+                c.os,
+                c.architecture
+            ));
+        }
+        images.insert(format!("{key}|{platform}"), img);
     }
     let build = kiln_dockerfile::resolve(&df, &ropts)?;
-    let warnings = build.warnings.iter().map(|w| w.to_string()).collect();
+    let mut warnings: Vec<String> = build.warnings.iter().map(|w| w.to_string()).collect();
+    warnings.extend(platform_warnings);
     let ignore = kiln_dockerfile::ignore::Matcher::new(opts.dockerignore.as_deref().unwrap_or(""))
         .map_err(|e| BuildError::Context(format!(".dockerignore: {e}")))?;
-    let context = Context::new(
-        &opts.context_dir,
-        ignore,
-        Some(&store.dir("context-index")?),
-    )?;
+    // A context unpacked for this build only keeps no hash index.
+    let index_dir = match opts.context_kind {
+        ContextKind::Local => Some(store.dir("context-index")?),
+        ContextKind::Temporary | ContextKind::Absent => None,
+    };
+    let mut context = Context::new(&opts.context_dir, ignore, index_dir.as_deref())?;
+    if opts.context_kind == ContextKind::Absent {
+        context = context.absent(
+            "there is no build context: the Dockerfile came alone on standard input \
+             (send a tar on standard input to give it one)",
+        );
+    }
     let now = opts.source_date_epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -270,6 +309,17 @@ fn fs_of(image: &Image) -> StageFs {
     }
 }
 
+/// The platform a stage's image is for (set when the stage starts).
+fn platform_of(image: &Image) -> Platform {
+    Platform {
+        os: image.config.os.clone(),
+        architecture: image.config.architecture.clone(),
+        variant: image.config.variant.clone(),
+        os_version: None,
+        os_features: Vec::new(),
+    }
+}
+
 fn stage_label(stage: &Stage) -> String {
     stage
         .name
@@ -289,21 +339,28 @@ fn build_stage(
     let step = shared
         .progress
         .start(&format!("[{label} 1/{total}] {}", stage.original));
+    let platform = stage_platform(stage, &shared.opts.platform)?;
     let mut image = match &stage.base {
-        Base::Scratch => Image::scratch(&shared.opts.platform),
-        Base::Image { reference } => images.get(reference).cloned().ok_or_else(|| {
-            BuildError::Instruction(format!("base image {reference} was not loaded"))
-        })?,
+        Base::Scratch => Image::scratch(&platform),
+        Base::Image { reference } => images
+            .get(&format!("{reference}|{platform}"))
+            .cloned()
+            .ok_or_else(|| {
+                BuildError::Instruction(format!("base image {reference} was not loaded"))
+            })?,
         Base::Stage { index } => wait_for(shared, *index)?.0,
-        Base::Context { name } => {
-            images
-                .get(&format!("context:{name}"))
-                .cloned()
-                .ok_or_else(|| {
-                    BuildError::Instruction(format!("build context {name} was not loaded"))
-                })?
-        }
+        Base::Context { name } => images
+            .get(&format!("context:{name}|{platform}"))
+            .cloned()
+            .ok_or_else(|| {
+                BuildError::Instruction(format!("build context {name} was not loaded"))
+            })?,
     };
+    // As BuildKit: the stage's image is for the stage's platform, which
+    // is also what a RUN in it must be able to execute.
+    image.config.os = platform.os.clone();
+    image.config.architecture = platform.architecture.clone();
+    image.config.variant = platform.variant.clone();
     step.done();
     // BuildKit gives every Linux image a PATH when its base has none.
     if image.config.runtime().env_var("PATH").is_none() {
@@ -630,9 +687,22 @@ fn step_one(
                 context: &shared.context,
                 scratch: &shared.scratch,
             };
+            // `kiln build --network` is the default of a RUN without its own.
+            let run = &if run.network == Network::Default {
+                kiln_dockerfile::instructions::Run {
+                    network: shared.opts.network,
+                    ..run.clone()
+                }
+            } else {
+                run.clone()
+            };
+            let platform = platform_of(&image);
             let key = run_key(run, &inputs)?;
             let log = |_: &str| {};
-            let layer = cached_layer(shared, &key, no_cache, step, || execute(run, &inputs, &log))?;
+            let layer = cached_layer(shared, &key, no_cache, step, || {
+                check_can_run(&platform)?;
+                execute(run, &inputs, &log)
+            })?;
             append(image, layer, history(shared, run.created_by.clone()))
         }
     };
@@ -748,13 +818,11 @@ fn copy_layer(
         Some(FromRef::Stage { index, .. }) => Some(wait_for(shared, *index)?.1),
         Some(FromRef::Image { reference }) => Some(fs_of(&load_image(
             shared.store,
+            shared.opts,
             reference,
-            &shared.opts.platform,
+            &platform_of(image),
         )?)),
         Some(FromRef::Context { name }) => match shared.opts.named_contexts.get(name) {
-            Some(NamedContext::Image(r)) => {
-                Some(fs_of(&load_image(shared.store, r, &shared.opts.platform)?))
-            }
             Some(NamedContext::Dir(dir)) => {
                 let ignore = kiln_dockerfile::ignore::Matcher::new("")
                     .map_err(|e| BuildError::Context(e.to_string()))?;
@@ -764,6 +832,12 @@ fn copy_layer(
                     Some(&shared.store.dir("context-index")?),
                 )?);
                 None
+            }
+            Some(other) => {
+                let img = other.image(shared.store, shared.opts, &platform_of(image))?;
+                Some(fs_of(&img.ok_or_else(|| {
+                    BuildError::Instruction(format!("--from={name}: not an image"))
+                })?))
             }
             None => {
                 return Err(BuildError::Instruction(format!(

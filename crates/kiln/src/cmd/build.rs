@@ -1,7 +1,6 @@
 //! `kiln build`: docker build's command line over `kiln-build`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -18,7 +17,8 @@ use super::open_store;
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard
+    /// input). For a tar or git context, a path inside the context.
     #[arg(short, long)]
     file: Option<String>,
     /// Name the image (repeatable).
@@ -40,7 +40,8 @@ pub struct BuildArgs {
     no_cache: bool,
     #[arg(long = "no-cache-filter")]
     no_cache_filter: Vec<String>,
-    /// Accepted for compatibility: base images always come from the store.
+    /// Pull base images from their registry even when the store has them
+    /// (without it, only those the store lacks for the platform).
     #[arg(long)]
     pull: bool,
     /// Default network for RUN (default, none or host).
@@ -48,7 +49,8 @@ pub struct BuildArgs {
     network: Option<String>,
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
-    /// NAME=PATH or NAME=docker-image://REF (an image in the store).
+    /// NAME=PATH, NAME=docker-image://REF (an image in the store) or
+    /// NAME=oci-layout://DIR[:TAG][@sha256:…].
     #[arg(long = "build-context")]
     build_contexts: Vec<String>,
     /// auto, tty, plain or quiet
@@ -60,16 +62,21 @@ pub struct BuildArgs {
     iidfile: Option<PathBuf>,
     #[arg(long)]
     metadata_file: Option<PathBuf>,
-    /// type=image|oci|docker|tar|local,dest=…,name=…,compression=gzip|zstd,rewrite-timestamp=true
+    /// type=image|oci|docker|tar|local|registry,dest=…,name=…,push=true,compression=gzip|zstd,rewrite-timestamp=true
     #[arg(short, long)]
     output: Vec<String>,
+    /// Push the image to its registry (-t names): `-o type=registry`.
+    #[arg(long)]
+    push: bool,
     #[arg(long, default_value = "auto")]
     isolation: String,
     /// overlay or copy (default: overlay where the kernel allows it).
     #[arg(long)]
     snapshotter: Option<String>,
-    /// The build context directory.
-    context: PathBuf,
+    /// The build context: a directory, `-` (a tar, or a bare Dockerfile,
+    /// on standard input), a git URL (`https://…/repo.git#ref:subdir`,
+    /// `git@host:…`, `git://…`) or a tarball URL.
+    context: String,
 }
 
 fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -93,6 +100,10 @@ struct Output {
     names: Vec<String>,
     compression: Compression,
     rewrite_timestamp: bool,
+    /// Push to the registry (`type=registry`, or `push=true`).
+    push: bool,
+    /// `registry.insecure=true`: plain HTTP or unverified TLS is fine.
+    insecure: bool,
 }
 
 fn parse_output(spec: &str) -> anyhow::Result<Output> {
@@ -102,6 +113,8 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         names: Vec::new(),
         compression: Compression::Gzip,
         rewrite_timestamp: false,
+        push: false,
+        insecure: false,
     };
     for part in spec.split(',') {
         let (k, v) = part.split_once('=').unwrap_or(("type", part));
@@ -118,16 +131,26 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
                 }
             }
             "rewrite-timestamp" => out.rewrite_timestamp = v == "true",
-            "push" | "oci-mediatypes" | "compression-level" | "force-compression" => {}
+            "push" => out.push = v == "true",
+            "registry.insecure" => out.insecure = v == "true",
+            "oci-mediatypes" | "compression-level" | "force-compression" => {}
             _ => bail!("--output {spec:?}: unknown key {k:?}"),
         }
     }
-    if !matches!(
-        out.kind.as_str(),
-        "image" | "oci" | "docker" | "tar" | "local"
-    ) {
+    match out.kind.as_str() {
+        // As buildx: type=registry is type=image,push=true.
+        "registry" => {
+            out.kind = "image".into();
+            out.push = true;
+        }
+        "image" | "oci" | "docker" | "tar" | "local" => {}
+        other => {
+            bail!("--output type={other}: expected image, registry, oci, docker, tar or local")
+        }
+    }
+    if out.push && out.kind != "image" {
         bail!(
-            "--output type={}: expected image, oci, docker, tar or local",
+            "--output type={}: push=true needs type=image or type=registry",
             out.kind
         );
     }
@@ -136,42 +159,34 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
 
 pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let context_dir = a.context.clone();
-    if !context_dir.is_dir() {
-        bail!("build context {} is not a directory", context_dir.display());
-    }
-    let (dockerfile_name, dockerfile) = match a.file.as_deref() {
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s)?;
-            ("Dockerfile".to_string(), s)
-        }
-        Some(f) => (
-            f.to_string(),
-            std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?,
-        ),
-        None => {
-            let p = context_dir.join("Dockerfile");
-            (
-                p.display().to_string(),
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-            )
-        }
-    };
-    // `<Dockerfile>.dockerignore` beside a custom Dockerfile wins over the
-    // context's `.dockerignore`.
-    let mut dockerignore = None;
-    if let Some(f) = a.file.as_deref().filter(|f| *f != "-") {
-        dockerignore = std::fs::read_to_string(format!("{f}.dockerignore")).ok();
-    }
-    if dockerignore.is_none() {
-        dockerignore = std::fs::read_to_string(context_dir.join(".dockerignore")).ok();
-    }
-    let outputs = a
+    let mut outputs = a
         .output
         .iter()
         .map(|o| parse_output(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if a.push {
+        outputs.push(parse_output("type=registry")?);
+    }
+    // Checked before building: a push without a name fails at once.
+    let pushes = outputs
+        .iter()
+        .filter(|o| o.push)
+        .map(|o| super::build_registry::Push::plan(&o.names, &a.tags, o.insecure))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let network = match a.network.as_deref() {
+        None | Some("default") => kiln_dockerfile::instructions::Network::Default,
+        Some("none") => kiln_dockerfile::instructions::Network::None,
+        Some("host") => kiln_dockerfile::instructions::Network::Host,
+        Some(n) => bail!("--network {n}: expected default, none or host"),
+    };
+    // The context (and the Dockerfile in it) may come from standard
+    // input, a git repository or a URL; it lives until the build is done.
+    let inputs = kiln_build::source::load(
+        &kiln_build::source::ContextArg::parse(&a.context),
+        a.file.as_deref(),
+        &mut std::io::stdin().lock(),
+        &store.dir("tmp")?,
+    )?;
     let mut build_args = kv(&a.build_args, "--build-arg")?;
     let env_epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -209,9 +224,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let mut named_contexts = BTreeMap::new();
     for c in &a.build_contexts {
         let (name, value) = c.split_once('=').with_context(|| {
-            format!("--build-context {c:?}: expected NAME=PATH or NAME=docker-image://REF")
+            format!("--build-context {c:?}: expected NAME=PATH, NAME=docker-image://REF or NAME=oci-layout://DIR")
         })?;
-        named_contexts.insert(name.to_string(), kiln_build::NamedContext::parse(value));
+        named_contexts.insert(name.to_string(), kiln_build::NamedContext::parse(value)?);
     }
     let platform = match &a.platform {
         Some(p) => Platform::parse(p)?,
@@ -220,10 +235,14 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let compression = outputs.first().map_or(Compression::Gzip, |o| o.compression);
     let rewrite_timestamp = outputs.iter().any(|o| o.rewrite_timestamp);
     let opts = BuildOptions {
-        dockerfile_name,
-        dockerfile,
-        context_dir,
-        dockerignore,
+        dockerfile_name: inputs.dockerfile_name.clone(),
+        dockerfile: inputs.dockerfile.clone(),
+        context_dir: inputs.context_dir.clone(),
+        context_kind: inputs.kind,
+        network,
+        fetch_base: Some(super::build_registry::base_fetcher()?),
+        pull: a.pull,
+        dockerignore: inputs.dockerignore.clone(),
         build_args,
         target: a.target.clone(),
         platform,
@@ -246,6 +265,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     };
     let progress = Progress::new(mode, Box::new(std::io::stderr()));
     let result = kiln_build::build(&store, &opts, &progress)?;
+    drop(inputs);
     for w in &result.warnings {
         eprintln!("warning: {w}");
     }
@@ -266,6 +286,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     }
     for o in &outputs {
         write_output(&store, &result, o, &names)?;
+    }
+    for p in &pushes {
+        p.run(&store, &desc)?;
     }
     if let Some(p) = &a.iidfile {
         std::fs::write(p, id.to_string()).with_context(|| format!("writing {}", p.display()))?;

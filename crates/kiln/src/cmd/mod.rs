@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod build;
+mod build_registry;
 pub mod change;
 pub mod container;
 pub mod dockerfile;
