@@ -252,39 +252,65 @@ impl Context {
     /// Everything under a context directory, sorted, ignored paths left out.
     pub fn walk(&self, dir_rel: &str) -> Result<Vec<ContextEntry>, BuildError> {
         self.check_present(dir_rel)?;
-        let mut out = Vec::new();
-        let mut todo = vec![dir_rel.to_string()];
-        while let Some(d) = todo.pop() {
-            let host = if d.is_empty() {
-                self.root.clone()
-            } else {
-                self.host_path(&d)?
-            };
-            let rd = fs::read_dir(&host).map_err(|e| BuildError::Context(format!("{d}: {e}")))?;
-            for e in rd.flatten() {
-                let Ok(name) = e.file_name().into_string() else {
-                    continue;
-                };
-                let rel = if d.is_empty() {
-                    name
+        walk_sorted(
+            dir_rel,
+            |d| {
+                let host = if d.is_empty() {
+                    self.root.clone()
                 } else {
-                    format!("{d}/{name}")
+                    self.host_path(d)?
                 };
-                let Ok(meta) = fs::symlink_metadata(e.path()) else {
-                    continue;
-                };
-                let ignored = self.is_ignored(&rel);
-                if meta.is_dir() && (!ignored || self.ignore.may_reinclude_under(&rel)) {
-                    todo.push(rel.clone());
-                }
-                if !ignored {
-                    out.push(ContextEntry { rel, meta });
-                }
+                fs::read_dir(&host)
+                    .map(Some)
+                    .map_err(|e| BuildError::Context(format!("{d}: {e}")))
+            },
+            |rel, meta| {
+                let ignored = self.is_ignored(rel);
+                let descend = meta.is_dir() && (!ignored || self.ignore.may_reinclude_under(rel));
+                (!ignored, descend)
+            },
+        )
+    }
+}
+
+/// Every entry below `start` in a tree, sorted by relative path. `read_dir`
+/// opens a directory by its relative path (`None` skips it); `visit` says
+/// of each entry whether to list it and whether to descend into it. Names
+/// that are not UTF-8 and entries gone before their stat are left out.
+pub(crate) fn walk_sorted(
+    start: &str,
+    mut read_dir: impl FnMut(&str) -> Result<Option<fs::ReadDir>, BuildError>,
+    mut visit: impl FnMut(&str, &fs::Metadata) -> (bool, bool),
+) -> Result<Vec<ContextEntry>, BuildError> {
+    let mut out = Vec::new();
+    let mut todo = vec![start.to_string()];
+    while let Some(d) = todo.pop() {
+        let Some(rd) = read_dir(&d)? else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let rel = if d.is_empty() {
+                name
+            } else {
+                format!("{d}/{name}")
+            };
+            let Ok(meta) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            let (list, descend) = visit(&rel, &meta);
+            if descend {
+                todo.push(rel.clone());
+            }
+            if list {
+                out.push(ContextEntry { rel, meta });
             }
         }
-        out.sort_by(|a, b| a.rel.cmp(&b.rel));
-        Ok(out)
     }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
 }
 
 /// Cleans a context path: no leading `/`, no `.`, and `..` may not climb

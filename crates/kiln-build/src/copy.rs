@@ -142,33 +142,15 @@ fn tree_resolve(root: &Path, pattern: &str) -> Result<Vec<ContextEntry>, BuildEr
         .collect()
 }
 
+/// Everything below `dir_rel` in a plain tree (a stage's or a fetched
+/// one): nothing is ignored, unreadable directories are skipped.
 fn tree_walk(root: &Path, dir_rel: &str) -> Vec<ContextEntry> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir_rel.to_string()];
-    while let Some(d) = todo.pop() {
-        let Ok(rd) = fs::read_dir(root.join(&d)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(name) = e.file_name().into_string() else {
-                continue;
-            };
-            let rel = if d.is_empty() {
-                name
-            } else {
-                format!("{d}/{name}")
-            };
-            let Ok(meta) = fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if meta.is_dir() {
-                todo.push(rel.clone());
-            }
-            out.push(ContextEntry { rel, meta });
-        }
-    }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    out
+    crate::context::walk_sorted(
+        dir_rel,
+        |d| Ok(fs::read_dir(root.join(d)).ok()),
+        |_, meta| (true, meta.is_dir()),
+    )
+    .unwrap_or_default()
 }
 
 /// Whether ADD unpacks the file: a tar, plain or compressed (judged by
