@@ -777,6 +777,11 @@ fn copy_step(
     no_cache: bool,
     a: CopyArgs<'_>,
 ) -> Result<Image, BuildError> {
+    if let Some(FromRef::Stage { index, .. }) = a.from {
+        // The step starts when its source stage is there, so its time (and
+        // the TTY view) does not count the wait.
+        wait_for(shared, *index)?;
+    }
     let step = shared.progress.start(name);
     let owner = chown_ids(shared, &image, a.chown)?;
     let made = copy_layer(shared, &image, a, owner, no_cache, step)?;
