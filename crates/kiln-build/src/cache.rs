@@ -1,7 +1,11 @@
 //! The local cache index: op key → the layer the op produced (or none,
-//! for a step that changed nothing). Entries are small JSON files written
-//! atomically, and each is a GC root of the store so `kiln prune` keeps
-//! what the cache points at.
+//! for a step that changed nothing) and when it was made. Entries are small
+//! JSON files written atomically, and each is a GC root of the store so
+//! `kiln prune` keeps what the cache points at.
+//!
+//! The time is what history entries and the image's created time derive
+//! from (as BuildKit's come from its cache records): a rebuild that finds
+//! every layer here writes the same config, so the image keeps its ID.
 
 use std::path::PathBuf;
 
@@ -13,6 +17,16 @@ use serde::{Deserialize, Serialize};
 pub struct CachedLayer {
     /// The layer blob and its diff ID; `None` when the op changed nothing.
     pub layer: Option<(Descriptor, Digest)>,
+    /// When the layer was made, in seconds since the epoch. Entries written
+    /// before this field existed get their file's modification time.
+    #[serde(default = "unknown_time")]
+    pub created: i64,
+}
+
+const UNKNOWN: i64 = i64::MIN;
+
+fn unknown_time() -> i64 {
+    UNKNOWN
 }
 
 pub struct Cache<'a> {
@@ -31,8 +45,13 @@ impl<'a> Cache<'a> {
     }
 
     pub fn get(&self, key: &Digest) -> Option<CachedLayer> {
-        let bytes = std::fs::read(self.dir.join(key.hex())).ok()?;
-        let entry: CachedLayer = serde_json::from_slice(&bytes).ok()?;
+        let path = self.dir.join(key.hex());
+        let bytes = std::fs::read(&path).ok()?;
+        let mut entry: CachedLayer = serde_json::from_slice(&bytes).ok()?;
+        if entry.created == UNKNOWN {
+            use std::os::unix::fs::MetadataExt;
+            entry.created = std::fs::metadata(&path).ok()?.mtime();
+        }
         match &entry.layer {
             Some((blob, _)) if !self.store.has_blob(&blob.digest) => None,
             _ => Some(entry),

@@ -3,7 +3,8 @@
 //!
 //! Secrets reach the process as a read-only file or an environment
 //! variable only: their bytes never enter the cache key (only the secret's
-//! id does), the history, the config or the log.
+//! id does), the history, the config or the log (they are masked in the
+//! RUN's output, see [`crate::output`]).
 
 use std::fs;
 use std::io::Write;
@@ -14,11 +15,13 @@ use kiln_dockerfile::instructions::{FromRef, Network, Run};
 use kiln_dockerfile::mount::{MountType, Sharing};
 use kiln_image::layer::Entry;
 use kiln_image::{Digest, Store};
-use kiln_sandbox::{MountSpec, Rootfs, RunSpec, Sandbox, exit_code};
+use kiln_sandbox::{MountSpec, Rootfs, RunIo, RunSpec, Sandbox, exit_code};
 use kiln_snapshot::{Mode, Snapshots};
 
 use crate::fs::{StageFs, View};
 use crate::key::KeyHasher;
+use crate::output::Capture;
+use crate::progress::Step;
 use crate::{BuildError, SecretSource};
 
 /// What a RUN reads besides its own text.
@@ -119,19 +122,19 @@ impl Drop for ContainerGuard {
     }
 }
 
-/// Runs `run` and returns the entries of its diff, and the container they
-/// live in.
+/// Runs `run`, its output going to `step` line by line, and returns the
+/// entries of its diff, and the container they live in.
 pub fn execute(
     run: &Run,
     inputs: &RunInputs<'_>,
-    log: &dyn Fn(&str),
+    step: &Step<'_>,
 ) -> Result<(Vec<Entry>, ContainerGuard), BuildError> {
     let container = inputs
         .snaps
         .create(inputs.store, &inputs.base.layers, inputs.mode)?;
     let guard = ContainerGuard(Some(container));
     let c = guard.0.as_ref().expect("just made");
-    let targets = run_in(run, inputs, c, log)?;
+    let targets = run_in(run, inputs, c, step)?;
     let entries = c.diff(&targets)?;
     Ok((entries, guard))
 }
@@ -140,7 +143,7 @@ fn run_in(
     run: &Run,
     inputs: &RunInputs<'_>,
     container: &kiln_snapshot::Container,
-    _log: &dyn Fn(&str),
+    step: &Step<'_>,
 ) -> Result<Vec<PathBuf>, BuildError> {
     let rootfs = match container.mode() {
         Mode::Overlay => Rootfs::Overlay {
@@ -158,6 +161,8 @@ fn run_in(
     } else {
         &inputs.workdir
     });
+    // As `docker build`: a RUN reads nothing from kiln's own stdin.
+    spec.null_stdin = true;
     spec.network = match run.network {
         Network::None => kiln_sandbox::Network::None,
         _ => kiln_sandbox::Network::Host,
@@ -178,6 +183,8 @@ fn run_in(
         .tempdir_in(private_parent)
         .map_err(|e| BuildError::Io(format!("scratch dir: {e}")))?;
     let mut targets = Vec::new();
+    // The values to mask in the RUN's output.
+    let mut secret_values = Vec::new();
     for (i, m) in run.mounts.iter().enumerate() {
         let mm = &m.mount;
         let target = mm.target.as_ref().map(PathBuf::from);
@@ -286,6 +293,7 @@ fn run_in(
                     continue;
                 };
                 let value = secret.read()?;
+                secret_values.push(value.clone());
                 if let Some(var) = &mm.env {
                     spec.env
                         .push(format!("{var}={}", String::from_utf8_lossy(&value)));
@@ -353,14 +361,28 @@ fn run_in(
         });
         targets.push(PathBuf::from(&script.path));
     }
-    let status = inputs
-        .sandbox
-        .run(&spec)
-        .map_err(|e| BuildError::Io(format!("starting RUN: {e}")))?;
+    let emit = |line: &str| step.output(line);
+    let (status, tail) = std::thread::scope(|scope| {
+        let capture = Capture::start(scope, secret_values, &emit)
+            .map_err(|e| BuildError::Io(format!("a pipe for the RUN's output: {e}")))?;
+        let io = RunIo {
+            stdout: Some(capture.writer()),
+            stderr: Some(capture.writer()),
+            ..RunIo::default()
+        };
+        let status = inputs.sandbox.run_with_io(&spec, io);
+        let tail = capture.finish();
+        let status = status.map_err(|e| BuildError::Io(format!("starting RUN: {e}")))?;
+        Ok::<_, BuildError>((status, tail))
+    })?;
     drop(keep);
     let code = exit_code(&status);
     if code != 0 {
-        return Err(BuildError::RunFailed { code });
+        return Err(BuildError::RunFailed {
+            command: run.argv.join(" "),
+            code,
+            tail: tail.into(),
+        });
     }
     Ok(targets)
 }

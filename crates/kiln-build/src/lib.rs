@@ -16,11 +16,13 @@ pub mod exec;
 pub mod fs;
 pub mod key;
 pub mod named;
+pub mod output;
 pub mod platform;
 pub mod progress;
 pub mod remote;
 pub mod solver;
 pub mod source;
+pub mod tty;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,8 +93,13 @@ pub enum BuildError {
     Context(String),
     #[error("{0}")]
     Instruction(String),
-    #[error("process exited with status {code}")]
-    RunFailed { code: i32 },
+    /// A RUN's process failed; `tail` is the end of its output.
+    #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
+    RunFailed {
+        command: String,
+        code: i32,
+        tail: Vec<output::OutputLine>,
+    },
     #[error("{0}")]
     Io(String),
     #[error(transparent)]
@@ -105,15 +112,128 @@ pub enum BuildError {
     Layer(#[from] kiln_image::layer::LayerError),
     #[error(transparent)]
     Snapshot(#[from] kiln_snapshot::Error),
-    #[error("{file}:{line}: {instruction}\n{source}")]
-    Step {
-        file: String,
-        line: usize,
-        instruction: String,
-        #[source]
-        source: Box<BuildError>,
-    },
+    /// A step failed: where in the Dockerfile, and why. Displayed as
+    /// BuildKit does: the step, the end of its output, the Dockerfile
+    /// lines around it, then the cause.
+    #[error("{}", step_report(.0))]
+    Step(Box<StepFailure>),
+    /// A stage this one waits for failed (its own error is reported).
+    #[error("stage {0} failed")]
+    DependencyFailed(usize),
+    /// Stopped because another stage failed.
+    #[error("canceled: another step failed")]
+    Canceled,
+}
+
+#[derive(Debug)]
+pub struct StepFailure {
+    pub file: String,
+    pub line: usize,
+    pub instruction: String,
+    /// The step as the progress log names it (`[build 2/3] RUN make`).
+    pub name: String,
+    /// The Dockerfile lines around the instruction, numbered, the
+    /// instruction's own lines marked `>>>`.
+    pub excerpt: String,
+    pub cause: BuildError,
+}
+
+fn step_report(f: &StepFailure) -> String {
+    let mut s = format!(
+        "{}:{}: {}\n------\n > {}:\n",
+        f.file, f.line, f.instruction, f.name
+    );
+    if let BuildError::RunFailed { tail, .. } = &f.cause {
+        for l in tail {
+            s.push_str(&format!("{:.3} {}\n", l.at, l.text));
+        }
+    }
+    s.push_str("------\n");
+    if !f.excerpt.is_empty() {
+        s.push_str(&format!(
+            "--------------------\n{}--------------------\n",
+            f.excerpt
+        ));
+    }
+    s.push_str(&f.cause.to_string());
+    s
+}
+
+/// The lines of `text` around the byte range `span` (one before, one
+/// after), numbered, those of the span marked `>>>`; at most 12 lines of
+/// the span itself.
+pub fn excerpt(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let line_of = |at: usize| {
+        text.as_bytes()[..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    };
+    let first = line_of(start);
+    // A span that ends with its newline ends on the line before.
+    let last = line_of(end.saturating_sub(1).max(start)).max(first);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    let from = first.saturating_sub(1);
+    let to = (last + 1).min(lines.len().saturating_sub(1));
+    for (i, l) in lines.iter().enumerate().take(to + 1).skip(from) {
+        let marked = (first..=last).contains(&i);
+        if marked && i >= first + 12 {
+            if i == first + 12 {
+                out.push_str("     | >>> ...\n");
+            }
+            continue;
+        }
+        let mark = if marked { ">>>" } else { "   " };
+        out.push_str(&format!("{:>4} | {mark} {l}\n", i + 1));
+    }
+    out
 }
 
 /// Build args and other string maps.
 pub type Vars = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_marks_the_instruction_between_its_neighbours() {
+        let df = "FROM a\nRUN one \\\n    two\nCMD x\nLABEL y=1\n";
+        let start = df.find("RUN").unwrap();
+        let end = df.find("CMD").unwrap();
+        assert_eq!(
+            excerpt(df, start..end),
+            "   1 |     FROM a\n   2 | >>> RUN one \\\n   3 | >>>     two\n   4 |     CMD x\n"
+        );
+        // The first and last lines have one neighbour only.
+        assert_eq!(excerpt("RUN x", 0..5), "   1 | >>> RUN x\n");
+    }
+
+    #[test]
+    fn a_failed_run_reports_its_output_in_a_box() {
+        let e = BuildError::Step(Box::new(StepFailure {
+            file: "Dockerfile".into(),
+            line: 2,
+            instruction: "RUN false".into(),
+            name: "[stage-0 2/2] RUN false".into(),
+            excerpt: "   2 | >>> RUN false\n".into(),
+            cause: BuildError::RunFailed {
+                command: "/bin/sh -c false".into(),
+                code: 1,
+                tail: vec![output::OutputLine {
+                    at: 0.25,
+                    text: "oops".into(),
+                }],
+            },
+        }));
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:2: RUN false\n------\n > [stage-0 2/2] RUN false:\n0.250 oops\n------\n\
+             --------------------\n   2 | >>> RUN false\n--------------------\n\
+             process \"/bin/sh -c false\" did not complete successfully: exit code: 1"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use kiln_dockerfile::instructions::{FromRef, Instr, Network, Resolved};
@@ -86,10 +86,17 @@ struct Shared<'a> {
     context: Context,
     sandbox: Sandbox,
     scratch: PathBuf,
+    /// The build's start: file times in new layers where nothing else
+    /// gives one (clamped to SOURCE_DATE_EPOCH).
     now: i64,
-    created: String,
     build: ResolvedBuild,
-    results: Mutex<BTreeMap<usize, Result<(Image, StageFs), String>>>,
+    /// Each stage's result; a failed stage's error is in `errors`.
+    results: Mutex<BTreeMap<usize, Option<(Image, StageFs)>>>,
+    /// Errors of failed steps, first first (not the stages that failed
+    /// because a stage they wait for did).
+    errors: Mutex<Vec<BuildError>>,
+    /// Set at the first error: the other stages stop at their next step.
+    failed: AtomicBool,
     done: Condvar,
     run: AtomicUsize,
     cached: AtomicUsize,
@@ -237,9 +244,10 @@ pub fn build(
             .map_err(|e| BuildError::Io(format!("sandbox: {e}")))?,
         scratch: store.dir("tmp")?,
         now,
-        created: kiln_image::time::rfc3339(now),
         build,
         results: Mutex::new(BTreeMap::new()),
+        errors: Mutex::new(Vec::new()),
+        failed: AtomicBool::new(false),
         done: Condvar::new(),
         run: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
@@ -249,21 +257,33 @@ pub fn build(
         for stage in &shared.build.stages {
             let shared = &shared;
             s.spawn(move || {
-                let r = build_stage(shared, stage, images).map_err(|e| e.to_string());
+                let r = match build_stage(shared, stage, images) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        shared.failed.store(true, Ordering::Relaxed);
+                        if !matches!(e, BuildError::DependencyFailed(_) | BuildError::Canceled) {
+                            shared.errors.lock().expect("lock").push(e);
+                        }
+                        None
+                    }
+                };
                 shared.results.lock().expect("lock").insert(stage.index, r);
                 shared.done.notify_all();
             });
         }
     });
     shared.context.save();
+    if let Some(first) = shared.errors.lock().expect("lock").drain(..).next() {
+        return Err(first);
+    }
     let target = shared.build.target;
     let (mut image, _) = shared
         .results
         .lock()
         .expect("lock")
         .remove(&target)
-        .ok_or_else(|| BuildError::Instruction("the target stage was not built".into()))?
-        .map_err(BuildError::Instruction)?;
+        .flatten()
+        .ok_or_else(|| BuildError::Instruction("the target stage was not built".into()))?;
     if !opts.labels.is_empty() {
         let labels = image
             .config
@@ -274,7 +294,7 @@ pub fn build(
             labels.insert(k.clone(), v.clone());
         }
     }
-    image = image.created_at(shared.created.clone());
+    image = stamp_times(image, opts.source_date_epoch);
     let manifest = image.write(store)?;
     Ok(BuildResult {
         image,
@@ -290,9 +310,7 @@ fn wait_for(shared: &Shared<'_>, index: usize) -> Result<(Image, StageFs), Build
     let mut results = shared.results.lock().expect("lock");
     loop {
         if let Some(r) = results.get(&index) {
-            return r
-                .clone()
-                .map_err(|e| BuildError::Instruction(format!("stage {index} failed: {e}")));
+            return r.clone().ok_or(BuildError::DependencyFailed(index));
         }
         results = shared.done.wait(results).expect("lock");
     }
@@ -379,23 +397,36 @@ fn build_stage(
             .is_some_and(|n| shared.opts.no_cache_filter.contains(n));
     let mut cmd_set = false;
     for (i, r) in stage.instructions.iter().enumerate() {
+        if shared.failed.load(Ordering::Relaxed) {
+            return Err(BuildError::Canceled);
+        }
         let name = format!("[{label} {}/{total}] {}", i + 2, r.original.trim());
-        image = step_one(shared, r, image, &name, no_cache, &mut cmd_set).map_err(|e| {
-            BuildError::Step {
+        image = step_one(shared, r, image, &name, no_cache, &mut cmd_set).map_err(|e| match e {
+            BuildError::DependencyFailed(_) | BuildError::Canceled => e,
+            cause => BuildError::Step(Box::new(crate::StepFailure {
                 file: shared.opts.dockerfile_name.clone(),
                 line: r.line,
                 instruction: r.original.trim().to_string(),
-                source: Box::new(e),
-            }
+                name,
+                excerpt: crate::excerpt(&shared.opts.dockerfile, r.span.clone()),
+                cause,
+            })),
         })?;
     }
     let fs = fs_of(&image);
     Ok((image, fs))
 }
 
-fn history(shared: &Shared<'_>, created_by: String) -> History {
+/// A history entry of this build. With SOURCE_DATE_EPOCH its time is that;
+/// otherwise a layer's is when the cache entry of the layer was made (`at`),
+/// and a metadata step's is left out until [`stamp_times`] fills it in.
+fn history(shared: &Shared<'_>, created_by: String, at: Option<i64>) -> History {
     History {
-        created: Some(shared.created.clone()),
+        created: shared
+            .opts
+            .source_date_epoch
+            .or(at)
+            .map(kiln_image::time::rfc3339),
         created_by: Some(created_by),
         comment: Some("buildkit.dockerfile.v0".into()),
         ..History::default()
@@ -414,6 +445,13 @@ fn layer_options(shared: &Shared<'_>) -> LayerOptions {
     }
 }
 
+/// A step's layer (none if it changed nothing) and when it was first made,
+/// in seconds since the epoch.
+struct MadeLayer {
+    layer: Option<(Descriptor, Digest)>,
+    made_at: i64,
+}
+
 /// Looks `key` up, or makes the layer with `make` and records it. `make`
 /// also returns whatever must stay alive while its entries are read.
 fn cached_layer<K>(
@@ -421,8 +459,8 @@ fn cached_layer<K>(
     key: &Digest,
     no_cache: bool,
     step: crate::progress::Step<'_>,
-    make: impl FnOnce() -> Result<(Vec<Entry>, K), BuildError>,
-) -> Result<Option<(Descriptor, Digest)>, BuildError> {
+    make: impl FnOnce(&crate::progress::Step<'_>) -> Result<(Vec<Entry>, K), BuildError>,
+) -> Result<MadeLayer, BuildError> {
     let mut k = KeyHasher::new("layer");
     k.str("op", &key.to_string());
     k.json("compression", &format!("{:?}", shared.opts.compression));
@@ -431,9 +469,12 @@ fn cached_layer<K>(
     if !no_cache && let Some(hit) = shared.cache.get(&key) {
         shared.cached.fetch_add(1, Ordering::Relaxed);
         step.cached();
-        return Ok(hit.layer);
+        return Ok(MadeLayer {
+            layer: hit.layer,
+            made_at: hit.created,
+        });
     }
-    let (entries, keep_alive) = match make() {
+    let (entries, keep_alive) = match make(&step) {
         Ok(e) => e,
         Err(e) => {
             step.error(&e.to_string());
@@ -453,21 +494,66 @@ fn cached_layer<K>(
         ))
     };
     drop(keep_alive);
+    let made_at = unix_now();
     shared.cache.put(
         &key,
         &CachedLayer {
             layer: layer.clone(),
+            created: made_at,
         },
     )?;
     shared.run.fetch_add(1, Ordering::Relaxed);
     step.done();
-    Ok(layer)
+    Ok(MadeLayer { layer, made_at })
 }
 
-fn append(image: Image, layer: Option<(Descriptor, Digest)>, h: History) -> Image {
-    match layer {
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Appends a step's layer with its history entry, timed by the layer.
+fn append(shared: &Shared<'_>, image: Image, made: MadeLayer, created_by: String) -> Image {
+    let h = history(shared, created_by, Some(made.made_at));
+    match made.layer {
         Some((blob, diff_id)) => image.with_layer(NewLayer { blob, diff_id }, h),
         None => image.with_empty_history(h),
+    }
+}
+
+/// Fills in the times BuildKit's exporter does, so that an unchanged
+/// rebuild (every layer from the cache, with the time it was first made)
+/// writes the same config: history entries without a time (metadata steps)
+/// get the time of the first layer that follows one of them, or else of
+/// the last layer; the image was created when its last history entry was.
+/// With SOURCE_DATE_EPOCH the image was created then.
+fn stamp_times(mut image: Image, source_date_epoch: Option<i64>) -> Image {
+    let history = &mut image.config.history;
+    let mut fill = None;
+    let mut untimed_seen = false;
+    for h in history.iter() {
+        match &h.created {
+            Some(t) => {
+                fill = Some(t.clone());
+                if untimed_seen {
+                    break;
+                }
+            }
+            None => untimed_seen = true,
+        }
+    }
+    for h in history.iter_mut().filter(|h| h.created.is_none()) {
+        h.created = fill.clone();
+    }
+    let created = match source_date_epoch {
+        Some(e) => Some(kiln_image::time::rfc3339(e)),
+        None => history.iter().rev().find_map(|h| h.created.clone()),
+    };
+    match created {
+        Some(c) => image.created_at(c),
+        None => image,
     }
 }
 
@@ -483,7 +569,7 @@ fn step_one(
     let meta = |image: Image, f: &dyn Fn(&mut kiln_image::RuntimeConfig)| -> Image {
         let mut image = image;
         f(image.config.runtime_mut());
-        image.with_empty_history(history(shared, created_by.clone()))
+        image.with_empty_history(history(shared, created_by.clone(), None))
     };
     let image = match &r.instr {
         Instr::Env { vars } => meta(image, &|rt| {
@@ -549,7 +635,7 @@ fn step_one(
         }),
         Instr::Maintainer { name: who } => {
             image.config.author = Some(who.clone());
-            image.with_empty_history(history(shared, created_by))
+            image.with_empty_history(history(shared, created_by, None))
         }
         Instr::Arg { .. } => image,
         Instr::Workdir { resolved, .. } => {
@@ -557,7 +643,7 @@ fn step_one(
             let fs = fs_of(&image);
             let path = PathBuf::from(resolved);
             if fs.stat(shared.store, &shared.snaps, &path)?.is_some() {
-                image.with_empty_history(history(shared, created_by))
+                image.with_empty_history(history(shared, created_by, None))
             } else {
                 // BuildKit creates a missing WORKDIR as a layer of its own.
                 let step = shared.progress.start(name);
@@ -609,9 +695,9 @@ fn step_one(
                         ),
                     }
                 }
-                let layer =
-                    cached_layer(shared, &key.finish(), no_cache, step, || Ok((entries, ())))?;
-                append(image, layer, history(shared, created_by))
+                let made =
+                    cached_layer(shared, &key.finish(), no_cache, step, |_| Ok((entries, ())))?;
+                append(shared, image, made, created_by)
             }
         }
         Instr::Copy(c) => copy_step(
@@ -698,12 +784,11 @@ fn step_one(
             };
             let platform = platform_of(&image);
             let key = run_key(run, &inputs)?;
-            let log = |_: &str| {};
-            let layer = cached_layer(shared, &key, no_cache, step, || {
+            let made = cached_layer(shared, &key, no_cache, step, |step| {
                 check_can_run(&platform)?;
-                execute(run, &inputs, &log)
+                execute(run, &inputs, step)
             })?;
-            append(image, layer, history(shared, run.created_by.clone()))
+            append(shared, image, made, run.created_by.clone())
         }
     };
     Ok(image)
@@ -760,13 +845,19 @@ fn copy_step(
     no_cache: bool,
     a: CopyArgs<'_>,
 ) -> Result<Image, BuildError> {
+    if let Some(FromRef::Stage { index, .. }) = a.from {
+        // The step starts when its source stage is there, so its time (and
+        // the TTY view) does not count the wait.
+        wait_for(shared, *index)?;
+    }
     let step = shared.progress.start(name);
     let owner = chown_ids(shared, &image, a.chown)?;
-    let layer = copy_layer(shared, &image, a, owner, no_cache, step)?;
+    let made = copy_layer(shared, &image, a, owner, no_cache, step)?;
     Ok(append(
+        shared,
         image,
-        layer,
-        history(shared, format!("{created_by} # buildkit")),
+        made,
+        format!("{created_by} # buildkit"),
     ))
 }
 
@@ -777,7 +868,7 @@ fn copy_layer(
     owner: Option<(u64, u64)>,
     no_cache: bool,
     step: crate::progress::Step<'_>,
-) -> Result<Option<(Descriptor, Digest)>, BuildError> {
+) -> Result<MadeLayer, BuildError> {
     let base = fs_of(image);
     let existing_dir = |p: &Path| -> Option<std::fs::Metadata> {
         if a.link {
@@ -873,7 +964,7 @@ fn copy_layer(
         key,
         scratch,
     } = plan;
-    let r = cached_layer(shared, &key, no_cache, step, || Ok((entries, ())));
+    let r = cached_layer(shared, &key, no_cache, step, |_| Ok((entries, ())));
     drop(scratch);
     r
 }

@@ -297,3 +297,77 @@ fn independent_stages_run_in_parallel_body() {
         "two parallel 1 s stages took {took:?}:\n{log}"
     );
 }
+
+#[test]
+fn unchanged_rebuild_keeps_the_image_id() {
+    guarded(
+        KNOWN_GAPS,
+        "unchanged_rebuild_keeps_the_image_id",
+        unchanged_rebuild_keeps_the_image_id_body,
+    );
+}
+
+/// As BuildKit: times in the config come from when each cached layer was
+/// first made, so a fully cached rebuild writes the same config and
+/// manifest (the same image ID), and a real change gives new ones.
+fn unchanged_rebuild_keeps_the_image_id_body() {
+    let Some((tmp, k)) = setup("unchanged_rebuild_keeps_the_image_id") else {
+        return;
+    };
+    let ctx = tmp.path().join("ctx");
+    two_copies(&ctx);
+    // Metadata steps too (their history time derives from the layers').
+    let mut df = fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+    df.push_str("ENV GREETING=hello\nLABEL stage=test\nCMD [\"cat\", \"/a-seen\"]\n");
+    fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let iid = tmp.path().join("iid");
+    let iid_arg = format!("--iidfile={}", iid.display());
+    let built = |k: &KilnBuild| -> (String, String) {
+        build(k, &ctx, &[&iid_arg]);
+        let id = fs::read_to_string(&iid).unwrap();
+        (id, k.ok(&["inspect", "cache-test:latest"]))
+    };
+    let (id1, inspect1) = built(&k);
+    let config = k.config_blob("cache-test:latest");
+    assert!(
+        config["created"].is_string(),
+        "the image has no created time: {config:#}"
+    );
+    let history = config["history"].as_array().expect("history");
+    assert!(
+        history.iter().all(|h| h["created"].is_string()),
+        "a history entry has no time: {config:#}"
+    );
+    // Time moves on: a build that stamped "now" would differ.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (id2, inspect2) = built(&k);
+    assert_eq!(id1, id2, "a fully cached rebuild changed the image ID");
+    assert_eq!(
+        inspect1, inspect2,
+        "a fully cached rebuild changed `kiln inspect`"
+    );
+
+    fs::write(ctx.join("b/two.txt"), "two, changed\n").unwrap();
+    let (id3, _) = built(&k);
+    assert_ne!(id1, id3, "a changed file kept the image ID");
+    let config3 = k.config_blob("cache-test:latest");
+    let times = |c: &serde_json::Value| -> Vec<String> {
+        c["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["created"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let (t1, t3) = (times(&config), times(&config3));
+    let n = t1.len();
+    assert_eq!(n, t3.len());
+    // COPY b/ and the RUN after it were made again, later; COPY a/ and its
+    // RUN came from the cache with their first times.
+    assert_eq!(t1[n - 7..n - 5], t3[n - 7..n - 5], "{t1:?} vs {t3:?}");
+    assert!(
+        t3[n - 5] > t1[n - 5] && t3[n - 4] > t1[n - 4],
+        "{t1:?} vs {t3:?}"
+    );
+    assert_eq!(config3["created"].as_str().unwrap(), t3[n - 1]);
+}

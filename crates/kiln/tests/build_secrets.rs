@@ -56,12 +56,15 @@ fn secret_is_nowhere_after_the_build_body() {
     fs::create_dir_all(&ctx).unwrap();
     // The secret is used as a file and as an env var, and the RUNs prove
     // they saw it (length only), so a build that skipped it would fail.
+    // The last two print it, as a careless RUN might.
     fs::write(
         ctx.join("Dockerfile"),
         "FROM kiln-test/busybox:1\n\
          RUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && test -s /run/secrets/tok && echo file-ok > /file-ok\n\
          RUN --mount=type=secret,id=tok,env=TOK,required=true test ${#TOK} -eq 64 && echo env-ok > /env-ok\n\
-         RUN --mount=type=secret,id=tok,target=/root/.token,required=true wc -c < /root/.token > /len\n",
+         RUN --mount=type=secret,id=tok,target=/root/.token,required=true wc -c < /root/.token > /len\n\
+         RUN --mount=type=secret,id=tok echo \"file: $(cat /run/secrets/tok)\"\n\
+         RUN --mount=type=secret,id=tok,env=TOK echo \"env: $TOK\" >&2\n",
     )
     .unwrap();
     let oci = tmp.path().join("oci-out");
@@ -80,6 +83,10 @@ fn secret_is_nowhere_after_the_build_body() {
         !find_bytes(log.as_bytes(), secret.as_bytes()),
         "the secret is in the build log"
     );
+    // RUNs that print it: the log shows it masked.
+    for printed in ["file: ****", "env: ****"] {
+        assert!(log.contains(printed), "no `{printed}` in the log:\n{log}");
+    }
     // The same build to an OCI layout (from cache, the export must not leak).
     let (out, _, log2) = kiln_build(
         &k,

@@ -258,15 +258,15 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         compression,
         named_contexts,
     };
-    let mode = if a.quiet || a.progress == "quiet" {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::Plain
-    };
+    let mode = progress_mode(a.quiet, &a.progress)?;
     let progress = Progress::new(mode, Box::new(std::io::stderr()));
-    let result = kiln_build::build(&store, &opts, &progress)?;
+    let result = kiln_build::build(&store, &opts, &progress);
+    // The TTY view's last frame stays; anything printed from here is below it.
+    progress.finish();
     drop(inputs);
-    for w in &result.warnings {
+    let result = result?;
+    let quiet = mode == ProgressMode::Quiet;
+    for w in result.warnings.iter().filter(|_| !quiet) {
         eprintln!("warning: {w}");
     }
     let id = result.image.id();
@@ -302,7 +302,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    if a.quiet {
+    if quiet {
         println!("{id}");
     } else {
         eprintln!(
@@ -318,6 +318,20 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         println!("{id}");
     }
     Ok(())
+}
+
+/// `--progress`: auto is the TTY view when standard error is a terminal.
+fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
+    use std::io::IsTerminal;
+    Ok(match progress {
+        _ if quiet => ProgressMode::Quiet,
+        "quiet" => ProgressMode::Quiet,
+        "plain" => ProgressMode::Plain,
+        "tty" => ProgressMode::Tty,
+        "auto" if std::io::stderr().is_terminal() => ProgressMode::Tty,
+        "auto" => ProgressMode::Plain,
+        other => bail!("--progress {other:?}: expected auto, tty, plain or quiet"),
+    })
 }
 
 fn write_output(
