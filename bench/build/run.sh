@@ -8,8 +8,9 @@
 #   copy20k     a COPY of a 20,000-file context
 #   metadata    50 ENV/LABEL/EXPOSE lines
 # For each: the cold build, the no-change rebuild and the rebuild after a
-# one-file change, median of $BENCH_N runs (default 3; the network-bound
-# cold apt/pip builds run once unless BENCH_NET_N says otherwise).
+# one-file change, median of $BENCH_N runs (default 3). The cold apt/pip
+# builds fetch through the network and its proxy, so they vary most: they
+# too run $BENCH_NET_N times (default 3) and the median is reported.
 #
 # Markdown on stdout, progress on stderr, scratch in $KILN_BENCH_DIR/build.
 # Until `kiln build` exists, kiln's column says n/a and the peers still run.
@@ -20,7 +21,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 KILN_BIN="${KILN_BIN:-$here/../../target/release/kiln}"
 W="${KILN_BENCH_DIR:-/var/tmp/kiln-bench}/build"
 N="${BENCH_N:-3}"
-NET_N="${BENCH_NET_N:-1}"
+NET_N="${BENCH_NET_N:-3}"
 PROJECTS="${BENCH_PROJECTS:-multistage apt pip copy20k metadata}"
 mkdir -p "$W"
 log() { echo "[bench/build] $*" >&2; }
