@@ -15,7 +15,7 @@ export KILN_BENCH_DIR="${KILN_BENCH_DIR:-/var/tmp/kiln-bench}"
 mkdir -p "$KILN_BENCH_DIR" bench/out
 
 cargo build --release --locked -p kiln >&2
-export KILN_BIN="$PWD/target/release/kiln"
+export KILN_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/kiln"
 
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then

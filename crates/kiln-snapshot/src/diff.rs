@@ -5,19 +5,24 @@
 //! `.wh.` entries, so the cost grows with what changed. Copy: a walk
 //! compared against the [`StatIndex`] taken before the step. Both yield the
 //! same entries for the same changes, so the layers are digest-equal.
+//! The copy diff stats every path once and reads only changed files.
 //!
 //! Mount points a run created for its mounts (and for /proc, /etc/hosts and
 //! friends in the copy snapshotter) are stubs, not content: empty
 //! directories and files that did not exist before are dropped, as BuildKit
 //! does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use kiln_image::layer::{Entry, EntryKind, WalkOptions, walk_dir};
+use kiln_image::layer::{Entry, EntryKind, WalkOptions, host_entry, walk_dir};
 
 use crate::Result;
-use crate::stat_index::StatIndex;
+use crate::stat_index::{
+    Stamp, StatIndex, dev_of, for_each_entry, open_dir_beneath, open_root, stat_at, stat_entry,
+};
 
 /// Paths the sandbox may create as mount points in a plain directory.
 pub(crate) const SANDBOX_STUBS: &[&str] = &[
@@ -77,76 +82,175 @@ pub fn diff_upper(
     Ok(drop_stubs(out, &stubs, existed))
 }
 
+/// What one stat walk of a copied tree found against its index.
+#[derive(Default)]
+struct Found {
+    /// New or changed paths (everything under an opaque directory too).
+    changed: Vec<PathBuf>,
+    /// Directories removed and made again: overlay would mark them opaque.
+    opaque: Vec<PathBuf>,
+    /// The tops of deleted subtrees.
+    deleted: Vec<PathBuf>,
+    /// (device, inode) of files with more than one link -> the first of
+    /// their paths in layer order.
+    links: HashMap<(u32, u32, u64), PathBuf>,
+}
+
+/// A directory to compare; `fresh` when it is new (or opaque), so all it
+/// holds is new too.
+struct Job {
+    rel: PathBuf,
+    fresh: bool,
+}
+
 /// The layer entries of a copied root filesystem compared with its index
-/// from before the run.
+/// from before the run: one stat walk (no file is read), then entries for
+/// the changed paths and their parents only.
 pub fn diff_copy(root: &Path, before: &StatIndex, stubs: &[PathBuf]) -> Result<Vec<Entry>> {
-    let after = StatIndex::build(root)?;
-    let mut changed: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut opaque: BTreeSet<PathBuf> = BTreeSet::new();
-    for (p, now) in &after.entries {
-        match before.entries.get(p) {
-            None => {
-                changed.insert(p.clone());
-            }
-            Some(was) if was.is_dir() && now.is_dir() => {
-                // A directory's times change whenever a child comes or goes;
-                // the children carry that change. A new inode (or birth
-                // time) means it was removed and made again: overlay would
-                // mark it opaque.
-                if was.replaced_by(now) {
-                    opaque.insert(p.clone());
-                    changed.insert(p.clone());
-                } else if (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid) {
-                    changed.insert(p.clone());
-                }
-            }
-            Some(was) if was != now => {
-                changed.insert(p.clone());
-            }
-            Some(_) => {}
-        }
-    }
-    let mut deleted = Vec::new();
-    for p in before.entries.keys() {
-        if after.entries.contains_key(p) {
-            continue;
-        }
-        // Report only the top of a deleted subtree, and nothing under an
-        // opaque directory (the marker hides it all).
-        let parent_gone = p
-            .parent()
-            .is_some_and(|q| !q.as_os_str().is_empty() && !after.entries.contains_key(q));
-        let under_opaque = p.ancestors().skip(1).any(|a| opaque.contains(a));
-        if !parent_gone && !under_opaque {
-            deleted.push(p.clone());
-        }
-    }
-    // Entries to emit: changes, their ancestors, and whole opaque subtrees.
-    let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
-    for p in changed.iter().chain(deleted.iter()) {
+    let found = walk_changes(root, before)?;
+    let opaque: BTreeSet<&Path> = found.opaque.iter().map(PathBuf::as_path).collect();
+    let mut keep: BTreeSet<&Path> = BTreeSet::new();
+    for p in found.changed.iter().chain(found.deleted.iter()) {
         for a in p.ancestors().skip(1) {
-            if a.as_os_str().is_empty() {
+            if a.as_os_str().is_empty() || !keep.insert(a) {
                 break;
             }
-            keep.insert(a.to_path_buf());
         }
     }
-    keep.extend(changed.iter().cloned());
-    let mut out = Vec::new();
-    for e in walk_dir(root, &WalkOptions::default())? {
-        let in_opaque = e.path.ancestors().skip(1).any(|a| opaque.contains(a));
-        if keep.contains(&e.path) || in_opaque {
-            if opaque.contains(&e.path) {
-                out.push(Entry::opaque_whiteout(e.path.clone()));
-            }
+    keep.extend(found.changed.iter().map(PathBuf::as_path));
+    let mut out = Vec::with_capacity(keep.len() + found.deleted.len());
+    for p in keep {
+        let host = root.join(p);
+        let md = match std::fs::symlink_metadata(&host) {
+            Ok(md) => md,
+            Err(e) => return Err(crate::io_err("stat", &host)(e)),
+        };
+        if opaque.contains(p) {
+            out.push(Entry::opaque_whiteout(p.to_path_buf()));
+        }
+        let link_to = (!md.is_dir() && md.nlink() > 1)
+            .then(|| {
+                let rdev = md.dev();
+                let key = (libc::major(rdev), libc::minor(rdev), md.ino());
+                found
+                    .links
+                    .get(&key)
+                    .filter(|first| first.as_path() != p)
+                    .cloned()
+            })
+            .flatten();
+        if let Some(e) = host_entry(&host, p.to_path_buf(), &md, link_to, true)? {
             out.push(e);
         }
     }
-    out.extend(deleted.into_iter().map(Entry::whiteout));
+    out.extend(found.deleted.iter().cloned().map(Entry::whiteout));
     let mut stubs: Vec<PathBuf> = stubs.iter().map(|s| rel(s)).collect();
     stubs.extend(SANDBOX_STUBS.iter().map(PathBuf::from));
-    let existed = |p: &Path| before.entries.contains_key(p);
+    let existed = |p: &Path| before.contains(p);
     Ok(drop_stubs(out, &stubs, &existed))
+}
+
+/// The stat walk of [`diff_copy`], spread over a few threads.
+fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
+    let root_fd = open_root(root)?;
+    let dev = dev_of(&stat_at(&root_fd, root, OsStr::new(""))?);
+    let start = Job {
+        rel: PathBuf::new(),
+        fresh: false,
+    };
+    let parts = crate::pool::run(
+        vec![start],
+        crate::pool::threads(),
+        |job: Job, found: &mut Found, more| {
+            let Some(dir) = open_dir_beneath(&root_fd, root, &job.rel)? else {
+                return Ok(());
+            };
+            let shown = root.join(&job.rel);
+            let was_here = if job.fresh {
+                None
+            } else {
+                before.dirs.get(&job.rel)
+            };
+            let mut matched = 0;
+            for_each_entry(&dir, &shown, |name| {
+                let Some(st) = stat_entry(&dir, &shown, name)? else {
+                    return Ok(());
+                };
+                let now = Stamp::of(&st);
+                let path = || job.rel.join(name);
+                if !now.is_dir() && st.stx_nlink > 1 {
+                    let key = (st.stx_dev_major, st.stx_dev_minor, st.stx_ino);
+                    let p = path();
+                    match found.links.get_mut(&key) {
+                        Some(first) if *first <= p => {}
+                        Some(first) => *first = p,
+                        None => {
+                            found.links.insert(key, p);
+                        }
+                    }
+                }
+                let descend = now.is_dir() && dev_of(&st) == dev;
+                let was = was_here.and_then(|w| w.get(name));
+                matched += usize::from(was.is_some());
+                let fresh = match was {
+                    None => {
+                        found.changed.push(path());
+                        true
+                    }
+                    Some(was) if was.is_dir() && now.is_dir() => {
+                        // A directory's times change whenever a child comes or
+                        // goes; the children carry that change.
+                        if was.replaced_by(&now) {
+                            found.opaque.push(path());
+                            found.changed.push(path());
+                            true
+                        } else {
+                            if (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid) {
+                                found.changed.push(path());
+                            }
+                            false
+                        }
+                    }
+                    Some(was) if *was != now => {
+                        found.changed.push(path());
+                        true
+                    }
+                    Some(_) => false,
+                };
+                if descend {
+                    more.push(Job { rel: path(), fresh });
+                }
+                Ok(())
+            })?;
+            if let Some(was_here) = was_here
+                && matched < was_here.len()
+            {
+                for name in was_here.keys() {
+                    match stat_entry(&dir, &shown, name)? {
+                        Some(_) => {}
+                        None => found.deleted.push(job.rel.join(name)),
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let mut all = Found::default();
+    for part in parts {
+        all.changed.extend(part.changed);
+        all.opaque.extend(part.opaque);
+        all.deleted.extend(part.deleted);
+        for (key, p) in part.links {
+            match all.links.get_mut(&key) {
+                Some(first) if *first <= p => {}
+                Some(first) => *first = p,
+                None => {
+                    all.links.insert(key, p);
+                }
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// Removes mount-point stubs: new, empty entries at or above a mount

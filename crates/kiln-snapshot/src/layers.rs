@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kiln_image::layer::{Entry, ExtractOptions, OverlayFormat, extract};
 use kiln_image::{Descriptor, Digest, Store};
 
+use crate::copy::copy_layers;
 use crate::diff::{diff_copy, diff_upper};
+use crate::remove::remove_tree;
 use crate::stat_index::StatIndex;
 use crate::{Error, Result, io_err};
 
@@ -121,19 +123,7 @@ impl Snapshots {
             Mode::Copy => {
                 let rootfs = dir.join("rootfs");
                 create_dir(&rootfs)?;
-                for (blob, diff_id) in layers {
-                    let f = store.open_blob(&blob.digest)?;
-                    extract(
-                        std::io::BufReader::with_capacity(256 * 1024, f),
-                        &rootfs,
-                        &ExtractOptions::default(),
-                    )
-                    .map_err(|source| Error::Extract {
-                        diff_id: diff_id.to_string(),
-                        source,
-                    })?;
-                }
-                let index = StatIndex::build(&rootfs)?;
+                let index = self.fill_copy(store, layers, &rootfs)?;
                 Container {
                     dir,
                     mode,
@@ -144,6 +134,48 @@ impl Snapshots {
         };
         Ok(container)
     }
+}
+
+impl Snapshots {
+    /// Fills the empty `rootfs` with the merged layers and returns its stat
+    /// index. The layers' shared directories are copied (unpacked once,
+    /// like overlay's lowers); if a layer cannot be unpacked in overlay form
+    /// here (whiteouts are device nodes, which a host may refuse), the
+    /// layer blobs are unpacked straight into the rootfs instead.
+    fn fill_copy(
+        &self,
+        store: &Store,
+        layers: &[(Descriptor, Digest)],
+        rootfs: &Path,
+    ) -> Result<StatIndex> {
+        let mut dirs = Vec::with_capacity(layers.len());
+        for (blob, diff_id) in layers.iter().rev() {
+            match self.layer_dir(store, blob, diff_id) {
+                Ok(d) => dirs.push(d),
+                Err(Error::Extract { .. }) => return unpack_into(store, layers, rootfs),
+                Err(e) => return Err(e),
+            }
+        }
+        copy_layers(&dirs, rootfs)
+    }
+}
+
+/// The fallback of [`Snapshots::fill_copy`]: every layer blob unpacked in
+/// order into `rootfs`, then indexed by a walk.
+fn unpack_into(store: &Store, layers: &[(Descriptor, Digest)], rootfs: &Path) -> Result<StatIndex> {
+    for (blob, diff_id) in layers {
+        let f = store.open_blob(&blob.digest)?;
+        extract(
+            std::io::BufReader::with_capacity(256 * 1024, f),
+            rootfs,
+            &ExtractOptions::default(),
+        )
+        .map_err(|source| Error::Extract {
+            diff_id: diff_id.to_string(),
+            source,
+        })?;
+    }
+    StatIndex::build(rootfs)
 }
 
 /// One writable filesystem. Dropping it does not remove it; call
@@ -203,6 +235,6 @@ impl Container {
     /// Deletes the container's directories.
     pub fn remove(self) -> Result<()> {
         // overlayfs leaves `work/work` with mode 000; root may still remove it.
-        fs::remove_dir_all(&self.dir).map_err(io_err("remove", &self.dir))
+        remove_tree(&self.dir)
     }
 }

@@ -13,15 +13,18 @@
 //! not write layer blobs either; [`Container::diff`] yields entries for the
 //! layer codec.
 
+mod copy;
 mod diff;
 mod layers;
 mod lookup;
+mod pool;
+mod remove;
 mod stat_index;
 
 pub use diff::{diff_copy, diff_upper};
 pub use layers::{Container, Mode, Snapshots};
 pub use lookup::lookup;
-pub use stat_index::StatIndex;
+pub use stat_index::{Stamp, StatIndex};
 
 use std::path::PathBuf;
 

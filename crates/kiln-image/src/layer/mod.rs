@@ -37,7 +37,7 @@ pub use gzip_parallel::{GZIP_BLOCK_SIZE, ParallelGzEncoder};
 pub use read::{decompress, detect_compression, layer_archive, open_layer, open_layer_buffered};
 pub use safe_path::clean_entry_name;
 pub use tar_writer::{TarWriter, pax_record};
-pub use walk::{WalkOptions, walk_dir};
+pub use walk::{WalkOptions, host_entry, walk_dir};
 
 use crate::media::Compression;
 

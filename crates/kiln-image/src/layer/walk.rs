@@ -82,37 +82,6 @@ pub fn walk_dir(dir: &Path, opts: &WalkOptions) -> Result<Vec<Entry>, LayerError
         let md = std::fs::symlink_metadata(host)
             .map_err(|e| LayerError::io(host.as_os_str().as_bytes(), e))?;
         let ft = md.file_type();
-        let kind = if ft.is_dir() {
-            EntryKind::Dir
-        } else if let Some(first) = (md.nlink() > 1)
-            .then(|| links.get(&(md.dev(), md.ino())))
-            .flatten()
-        {
-            EntryKind::Hardlink {
-                target: first.clone(),
-            }
-        } else if ft.is_file() {
-            EntryKind::File {
-                source: FileSource::Host(host.to_path_buf()),
-                size: md.len(),
-            }
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(host)
-                .map_err(|e| LayerError::io(host.as_os_str().as_bytes(), e))?;
-            EntryKind::Symlink { target }
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let rdev = md.rdev();
-            let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-            if ft.is_char_device() {
-                EntryKind::CharDevice { major, minor }
-            } else {
-                EntryKind::BlockDevice { major, minor }
-            }
-        } else if ft.is_fifo() {
-            EntryKind::Fifo
-        } else {
-            continue; // sockets
-        };
         if opts.overlay.is_some() && ft.is_char_device() && md.rdev() == 0 {
             out.push(Entry::whiteout(rel));
             continue;
@@ -122,19 +91,67 @@ pub fn walk_dir(dir: &Path, opts: &WalkOptions) -> Result<Vec<Entry>, LayerError
         {
             out.push(Entry::opaque_whiteout(rel.clone()));
         }
-        if !ft.is_dir() && md.nlink() > 1 && !links.contains_key(&(md.dev(), md.ino())) {
-            links.insert((md.dev(), md.ino()), rel.clone());
+        let key = (md.dev(), md.ino());
+        let link_to = (!ft.is_dir() && md.nlink() > 1)
+            .then(|| links.get(&key).cloned())
+            .flatten();
+        if !ft.is_dir() && md.nlink() > 1 && link_to.is_none() {
+            links.insert(key, rel.clone());
         }
-        let mut e = Entry::new(rel, kind, md.mode() & 0o7777);
-        e.uid = u64::from(md.uid());
-        e.gid = u64::from(md.gid());
-        e.mtime = md.mtime();
-        if opts.xattrs && !matches!(e.kind, EntryKind::Hardlink { .. }) {
-            read_xattrs(host, &mut e)?;
+        if let Some(e) = host_entry(host, rel, &md, link_to, opts.xattrs)? {
+            out.push(e);
         }
-        out.push(e);
     }
     Ok(out)
+}
+
+/// The layer entry of one host path whose (not followed) metadata is `md`,
+/// named `rel` in the layer: what [`walk_dir`] yields for it, for callers
+/// that pick the paths themselves (a diff that knows what changed).
+/// `link_to` makes a file a hard link to that earlier layer path. `None`
+/// for sockets, which cannot be in a layer.
+pub fn host_entry(
+    host: &Path,
+    rel: std::path::PathBuf,
+    md: &std::fs::Metadata,
+    link_to: Option<std::path::PathBuf>,
+    xattrs: bool,
+) -> Result<Option<Entry>, LayerError> {
+    let ft = md.file_type();
+    let kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if let Some(target) = link_to {
+        EntryKind::Hardlink { target }
+    } else if ft.is_file() {
+        EntryKind::File {
+            source: FileSource::Host(host.to_path_buf()),
+            size: md.len(),
+        }
+    } else if ft.is_symlink() {
+        let target =
+            std::fs::read_link(host).map_err(|e| LayerError::io(host.as_os_str().as_bytes(), e))?;
+        EntryKind::Symlink { target }
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let rdev = md.rdev();
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        if ft.is_char_device() {
+            EntryKind::CharDevice { major, minor }
+        } else {
+            EntryKind::BlockDevice { major, minor }
+        }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else {
+        return Ok(None); // sockets
+    };
+    let mut e = Entry::new(rel, kind, md.mode() & 0o7777);
+    e.uid = u64::from(md.uid());
+    e.gid = u64::from(md.gid());
+    e.mtime = md.mtime();
+    if xattrs && !matches!(e.kind, EntryKind::Hardlink { .. }) {
+        read_xattrs(host, &mut e)?;
+    }
+    Ok(Some(e))
 }
 
 fn read_xattrs(host: &Path, e: &mut Entry) -> Result<(), LayerError> {

@@ -132,7 +132,34 @@ fn parse_mount(store: &Store, spec: &str) -> anyhow::Result<MountSpec> {
     })
 }
 
+/// Phase times of one `kiln run`, printed to stderr when `KILN_TIMINGS=1`
+/// (the run bench reads them to report the diff on its own).
+struct Timings {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Timings {
+    fn new() -> Timings {
+        Timings {
+            on: std::env::var_os("KILN_TIMINGS").is_some_and(|v| v == "1"),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Prints the time since the previous mark as `phase`.
+    fn mark(&mut self, phase: &str) {
+        let now = std::time::Instant::now();
+        if self.on {
+            let ms = now.duration_since(self.last).as_secs_f64() * 1000.0;
+            eprintln!("kiln-timing: {phase} {ms:.3} ms");
+        }
+        self.last = now;
+    }
+}
+
 pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
+    let mut t = Timings::new();
     let store = open_store(root)?;
     let platform = Platform::host();
     let (image, _) = Image::load(&store, &a.image, &platform)?;
@@ -145,9 +172,12 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
         .zip(image.config.rootfs.diff_ids.iter().cloned())
         .collect();
     let snapshots = Snapshots::open(&store)?;
+    t.mark("setup");
     let container = snapshots.create(&store, &layers, mode)?;
-    let result = run_in(&store, &image, &container, isolation, &a);
+    t.mark("snapshot");
+    let result = run_in(&store, &image, &container, isolation, &a, &mut t);
     let removed = container.remove();
+    t.mark("remove");
     let code = result?;
     removed?;
     std::process::exit(code);
@@ -159,6 +189,7 @@ fn run_in(
     container: &Container,
     isolation: Isolation,
     a: &RunArgs,
+    t: &mut Timings,
 ) -> anyhow::Result<i32> {
     let rt = image.config.runtime();
     let argv: Vec<String> = if a.command.is_empty() {
@@ -222,9 +253,18 @@ fn run_in(
         .run(&spec)
         .with_context(|| format!("run in {}", a.image))?;
     let code = exit_code(&status);
+    t.mark("run");
     if let Some(name) = &a.commit {
         let targets: Vec<PathBuf> = spec.mounts.iter().map(mount_target).collect();
-        commit(store, image.clone(), container, &targets, name, &spec.argv)?;
+        commit(
+            store,
+            image.clone(),
+            container,
+            &targets,
+            name,
+            &spec.argv,
+            t,
+        )?;
     }
     Ok(code)
 }
@@ -244,10 +284,12 @@ fn commit(
     mount_targets: &[PathBuf],
     name: &str,
     argv: &[String],
+    t: &mut Timings,
 ) -> anyhow::Result<()> {
     let name = Reference::parse(name)?;
     let epoch = source_date_epoch()?;
     let entries = container.diff(mount_targets)?;
+    t.mark("diff");
     let opts = LayerOptions {
         source_date_epoch: epoch,
         ..LayerOptions::default()
@@ -271,6 +313,7 @@ fn commit(
         .created_at(created);
     let raw = image.write(store)?;
     store.tag(&name, &raw.descriptor())?;
+    t.mark("commit");
     eprintln!("committed {} as {}", image.id(), name.familiar());
     Ok(())
 }
