@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod context;
 pub mod copy;
+mod copy_step;
 pub mod exec;
 pub mod fs;
 pub mod key;
@@ -22,6 +23,7 @@ pub mod progress;
 pub mod remote;
 pub mod solver;
 pub mod source;
+mod step_layer;
 pub mod tty;
 
 use std::collections::BTreeMap;

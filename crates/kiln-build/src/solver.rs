@@ -4,23 +4,23 @@
 //! through the cache.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use kiln_dockerfile::instructions::{FromRef, Instr, Network, Resolved};
+use kiln_dockerfile::instructions::{Instr, Network, Resolved};
 use kiln_dockerfile::stage::{Base, ImageInfo, Stage};
 use kiln_dockerfile::{ResolveOptions, ResolvedBuild};
-use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
+use kiln_image::layer::Entry;
 use kiln_image::media::Compression;
 use kiln_image::transport::RawManifest;
-use kiln_image::{Descriptor, Digest, History, Image, NewLayer, Platform, Store};
+use kiln_image::{Image, Platform, Store};
 use kiln_sandbox::{Isolation, Sandbox};
 use kiln_snapshot::{Mode, Snapshots};
 
-use crate::cache::{Cache, CachedLayer};
+use crate::cache::Cache;
 use crate::context::Context;
-use crate::copy::{CopyFrom, CopySpec};
+use crate::copy_step::{CopyArgs, copy_step, primary_group};
 use crate::exec::{RunInputs, execute, run_key};
 use crate::fs::{StageFs, resolve_chown};
 use crate::key::KeyHasher;
@@ -28,6 +28,7 @@ use crate::named::NamedContext;
 use crate::platform::{arg_platform, check_can_run, stage_platform};
 use crate::progress::Progress;
 use crate::source::ContextKind;
+use crate::step_layer::{append, cached_layer, history, stamp_times};
 use crate::{BuildError, SecretSource, Vars};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -77,29 +78,29 @@ pub struct BuildResult {
     pub warnings: Vec<String>,
 }
 
-struct Shared<'a> {
-    store: &'a Store,
-    opts: &'a BuildOptions,
-    progress: &'a Progress,
-    snaps: Snapshots,
-    cache: Cache<'a>,
-    context: Context,
-    sandbox: Sandbox,
-    scratch: PathBuf,
+pub(crate) struct Shared<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) opts: &'a BuildOptions,
+    pub(crate) progress: &'a Progress,
+    pub(crate) snaps: Snapshots,
+    pub(crate) cache: Cache<'a>,
+    pub(crate) context: Context,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) scratch: PathBuf,
     /// The build's start: file times in new layers where nothing else
     /// gives one (clamped to SOURCE_DATE_EPOCH).
-    now: i64,
-    build: ResolvedBuild,
+    pub(crate) now: i64,
+    pub(crate) build: ResolvedBuild,
     /// Each stage's result; a failed stage's error is in `errors`.
-    results: Mutex<BTreeMap<usize, Option<(Image, StageFs)>>>,
+    pub(crate) results: Mutex<BTreeMap<usize, Option<(Image, StageFs)>>>,
     /// Errors of failed steps, first first (not the stages that failed
     /// because a stage they wait for did).
-    errors: Mutex<Vec<BuildError>>,
+    pub(crate) errors: Mutex<Vec<BuildError>>,
     /// Set at the first error: the other stages stop at their next step.
-    failed: AtomicBool,
-    done: Condvar,
-    run: AtomicUsize,
-    cached: AtomicUsize,
+    pub(crate) failed: AtomicBool,
+    pub(crate) done: Condvar,
+    pub(crate) run: AtomicUsize,
+    pub(crate) cached: AtomicUsize,
 }
 
 fn image_info(img: &Image) -> ImageInfo {
@@ -306,7 +307,7 @@ pub fn build(
 }
 
 /// Waits until stage `index` is built and returns its image.
-fn wait_for(shared: &Shared<'_>, index: usize) -> Result<(Image, StageFs), BuildError> {
+pub(crate) fn wait_for(shared: &Shared<'_>, index: usize) -> Result<(Image, StageFs), BuildError> {
     let mut results = shared.results.lock().expect("lock");
     loop {
         if let Some(r) = results.get(&index) {
@@ -316,7 +317,7 @@ fn wait_for(shared: &Shared<'_>, index: usize) -> Result<(Image, StageFs), Build
     }
 }
 
-fn fs_of(image: &Image) -> StageFs {
+pub(crate) fn fs_of(image: &Image) -> StageFs {
     StageFs {
         layers: image
             .layers
@@ -328,7 +329,7 @@ fn fs_of(image: &Image) -> StageFs {
 }
 
 /// The platform a stage's image is for (set when the stage starts).
-fn platform_of(image: &Image) -> Platform {
+pub(crate) fn platform_of(image: &Image) -> Platform {
     Platform {
         os: image.config.os.clone(),
         architecture: image.config.architecture.clone(),
@@ -415,146 +416,6 @@ fn build_stage(
     }
     let fs = fs_of(&image);
     Ok((image, fs))
-}
-
-/// A history entry of this build. With SOURCE_DATE_EPOCH its time is that;
-/// otherwise a layer's is when the cache entry of the layer was made (`at`),
-/// and a metadata step's is left out until [`stamp_times`] fills it in.
-fn history(shared: &Shared<'_>, created_by: String, at: Option<i64>) -> History {
-    History {
-        created: shared
-            .opts
-            .source_date_epoch
-            .or(at)
-            .map(kiln_image::time::rfc3339),
-        created_by: Some(created_by),
-        comment: Some("buildkit.dockerfile.v0".into()),
-        ..History::default()
-    }
-}
-
-fn layer_options(shared: &Shared<'_>) -> LayerOptions {
-    LayerOptions {
-        compression: shared.opts.compression,
-        source_date_epoch: shared
-            .opts
-            .rewrite_timestamp
-            .then_some(shared.opts.source_date_epoch)
-            .flatten(),
-        ..LayerOptions::default()
-    }
-}
-
-/// A step's layer (none if it changed nothing) and when it was first made,
-/// in seconds since the epoch.
-struct MadeLayer {
-    layer: Option<(Descriptor, Digest)>,
-    made_at: i64,
-}
-
-/// Looks `key` up, or makes the layer with `make` and records it. `make`
-/// also returns whatever must stay alive while its entries are read.
-fn cached_layer<K>(
-    shared: &Shared<'_>,
-    key: &Digest,
-    no_cache: bool,
-    step: crate::progress::Step<'_>,
-    make: impl FnOnce(&crate::progress::Step<'_>) -> Result<(Vec<Entry>, K), BuildError>,
-) -> Result<MadeLayer, BuildError> {
-    let mut k = KeyHasher::new("layer");
-    k.str("op", &key.to_string());
-    k.json("compression", &format!("{:?}", shared.opts.compression));
-    k.json("clamp", &layer_options(shared).source_date_epoch);
-    let key = k.finish();
-    if !no_cache && let Some(hit) = shared.cache.get(&key) {
-        shared.cached.fetch_add(1, Ordering::Relaxed);
-        step.cached();
-        return Ok(MadeLayer {
-            layer: hit.layer,
-            made_at: hit.created,
-        });
-    }
-    let (entries, keep_alive) = match make(&step) {
-        Ok(e) => e,
-        Err(e) => {
-            step.error(&e.to_string());
-            return Err(e);
-        }
-    };
-    let layer = if entries.is_empty() {
-        None
-    } else {
-        let (blob, info) =
-            write_entries_layer(entries, &layer_options(shared), shared.store.blob_writer()?)?;
-        blob.commit(Some(&info.digest))?;
-        let media_type = kiln_image::media::Format::Oci.layer(info.compression);
-        Some((
-            Descriptor::new(media_type, info.digest, info.size),
-            info.diff_id,
-        ))
-    };
-    drop(keep_alive);
-    let made_at = unix_now();
-    shared.cache.put(
-        &key,
-        &CachedLayer {
-            layer: layer.clone(),
-            created: made_at,
-        },
-    )?;
-    shared.run.fetch_add(1, Ordering::Relaxed);
-    step.done();
-    Ok(MadeLayer { layer, made_at })
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Appends a step's layer with its history entry, timed by the layer.
-fn append(shared: &Shared<'_>, image: Image, made: MadeLayer, created_by: String) -> Image {
-    let h = history(shared, created_by, Some(made.made_at));
-    match made.layer {
-        Some((blob, diff_id)) => image.with_layer(NewLayer { blob, diff_id }, h),
-        None => image.with_empty_history(h),
-    }
-}
-
-/// Fills in the times BuildKit's exporter does, so that an unchanged
-/// rebuild (every layer from the cache, with the time it was first made)
-/// writes the same config: history entries without a time (metadata steps)
-/// get the time of the first layer that follows one of them, or else of
-/// the last layer; the image was created when its last history entry was.
-/// With SOURCE_DATE_EPOCH the image was created then.
-fn stamp_times(mut image: Image, source_date_epoch: Option<i64>) -> Image {
-    let history = &mut image.config.history;
-    let mut fill = None;
-    let mut untimed_seen = false;
-    for h in history.iter() {
-        match &h.created {
-            Some(t) => {
-                fill = Some(t.clone());
-                if untimed_seen {
-                    break;
-                }
-            }
-            None => untimed_seen = true,
-        }
-    }
-    for h in history.iter_mut().filter(|h| h.created.is_none()) {
-        h.created = fill.clone();
-    }
-    let created = match source_date_epoch {
-        Some(e) => Some(kiln_image::time::rfc3339(e)),
-        None => history.iter().rev().find_map(|h| h.created.clone()),
-    };
-    match created {
-        Some(c) => image.created_at(c),
-        None => image,
-    }
 }
 
 fn step_one(
@@ -792,179 +653,4 @@ fn step_one(
         }
     };
     Ok(image)
-}
-
-/// `user:gid` for a user named or numbered in /etc/passwd, with the
-/// user's primary group; the user alone if it is not listed.
-fn primary_group(user: &str, passwd: Option<&[u8]>) -> String {
-    let text = String::from_utf8_lossy(passwd.unwrap_or_default());
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
-        .map_or_else(|| user.to_string(), |f| format!("{}:{}", f[2], f[3]))
-}
-
-fn chown_ids(
-    shared: &Shared<'_>,
-    image: &Image,
-    chown: Option<&str>,
-) -> Result<Option<(u64, u64)>, BuildError> {
-    let Some(spec) = chown else { return Ok(None) };
-    let numeric = spec.split(':').all(|p| p.parse::<u64>().is_ok());
-    if numeric {
-        return resolve_chown(spec, None, None).map(Some);
-    }
-    let fs = fs_of(image);
-    let passwd = fs.read_file(shared.store, &shared.snaps, "/etc/passwd")?;
-    let group = fs.read_file(shared.store, &shared.snaps, "/etc/group")?;
-    resolve_chown(spec, passwd.as_deref(), group.as_deref()).map(Some)
-}
-
-struct CopyArgs<'a> {
-    instruction: &'a str,
-    sources: &'a [kiln_dockerfile::instructions::Source],
-    dest: &'a str,
-    from: Option<&'a FromRef>,
-    chown: Option<&'a str>,
-    chmod: Option<&'a kiln_dockerfile::instructions::Chmod>,
-    link: bool,
-    parents: bool,
-    exclude: &'a [String],
-    unpack: bool,
-    remote: bool,
-    checksum: Option<&'a str>,
-    keep_git_dir: bool,
-}
-
-/// COPY and ADD: one step that makes (or finds) the layer and records it.
-fn copy_step(
-    shared: &Shared<'_>,
-    image: Image,
-    name: &str,
-    created_by: &str,
-    no_cache: bool,
-    a: CopyArgs<'_>,
-) -> Result<Image, BuildError> {
-    if let Some(FromRef::Stage { index, .. }) = a.from {
-        // The step starts when its source stage is there, so its time (and
-        // the TTY view) does not count the wait.
-        wait_for(shared, *index)?;
-    }
-    let step = shared.progress.start(name);
-    let owner = chown_ids(shared, &image, a.chown)?;
-    let made = copy_layer(shared, &image, a, owner, no_cache, step)?;
-    Ok(append(
-        shared,
-        image,
-        made,
-        format!("{created_by} # buildkit"),
-    ))
-}
-
-fn copy_layer(
-    shared: &Shared<'_>,
-    image: &Image,
-    a: CopyArgs<'_>,
-    owner: Option<(u64, u64)>,
-    no_cache: bool,
-    step: crate::progress::Step<'_>,
-) -> Result<MadeLayer, BuildError> {
-    let base = fs_of(image);
-    let existing_dir = |p: &Path| -> Option<std::fs::Metadata> {
-        if a.link {
-            return None;
-        }
-        base.stat(shared.store, &shared.snaps, p)
-            .ok()
-            .flatten()
-            .filter(|m| m.is_dir())
-    };
-    let workdir = image
-        .config
-        .runtime()
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
-    let spec = CopySpec {
-        instruction: a.instruction,
-        sources: a.sources,
-        dest: a.dest,
-        workdir: &workdir,
-        owner,
-        chmod: a.chmod,
-        parents: a.parents,
-        exclude: a.exclude,
-        unpack_archives: a.unpack,
-        remote: a.remote,
-        checksum: a.checksum,
-        keep_git_dir: a.keep_git_dir,
-        now: shared.now,
-        existing_dir: &existing_dir,
-    };
-    // A directory build context is read like the main context (digests
-    // remembered, symlinks kept inside), with no .dockerignore.
-    let mut named_dir = None;
-    let from_fs = match a.from {
-        None => None,
-        Some(FromRef::Stage { index, .. }) => Some(wait_for(shared, *index)?.1),
-        Some(FromRef::Image { reference }) => Some(fs_of(&load_image(
-            shared.store,
-            shared.opts,
-            reference,
-            &platform_of(image),
-        )?)),
-        Some(FromRef::Context { name }) => match shared.opts.named_contexts.get(name) {
-            Some(NamedContext::Dir(dir)) => {
-                let ignore = kiln_dockerfile::ignore::Matcher::new("")
-                    .map_err(|e| BuildError::Context(e.to_string()))?;
-                named_dir = Some(Context::new(
-                    dir,
-                    ignore,
-                    Some(&shared.store.dir("context-index")?),
-                )?);
-                None
-            }
-            Some(other) => {
-                let img = other.image(shared.store, shared.opts, &platform_of(image))?;
-                Some(fs_of(&img.ok_or_else(|| {
-                    BuildError::Instruction(format!("--from={name}: not an image"))
-                })?))
-            }
-            None => {
-                return Err(BuildError::Instruction(format!(
-                    "--from={name}: no such build context"
-                )));
-            }
-        },
-    };
-    let (plan, _view) = match (&from_fs, &named_dir) {
-        (None, Some(ctx)) => {
-            let plan = crate::copy::plan(&CopyFrom::Context(ctx), &spec)?;
-            ctx.save();
-            (plan, None)
-        }
-        (None, None) => (
-            crate::copy::plan(&CopyFrom::Context(&shared.context), &spec)?,
-            None,
-        ),
-        (Some(fs), _) => {
-            let view = fs.view(shared.store, &shared.snaps, &shared.scratch)?;
-            let plan = crate::copy::plan(
-                &CopyFrom::Tree {
-                    root: view.path(),
-                    key: fs.key(),
-                },
-                &spec,
-            )?;
-            (plan, Some(view))
-        }
-    };
-    let crate::copy::CopyPlan {
-        entries,
-        key,
-        scratch,
-    } = plan;
-    let r = cached_layer(shared, &key, no_cache, step, |_| Ok((entries, ())));
-    drop(scratch);
-    r
 }

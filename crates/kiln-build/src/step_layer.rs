@@ -1,0 +1,160 @@
+//! A step's layer through the cache, and its history entry: a layer is
+//! looked up by its key or made and recorded with the time it was made,
+//! and the image's times come from those records (so an unchanged rebuild
+//! writes the same config). It does not decide what goes into a layer:
+//! COPY, ADD and RUN hand it their entries.
+
+use std::sync::atomic::Ordering;
+
+use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
+use kiln_image::{Descriptor, Digest, History, Image, NewLayer};
+
+use crate::BuildError;
+use crate::cache::CachedLayer;
+use crate::key::KeyHasher;
+use crate::solver::Shared;
+
+/// A history entry of this build. With SOURCE_DATE_EPOCH its time is that;
+/// otherwise a layer's is when the cache entry of the layer was made (`at`),
+/// and a metadata step's is left out until [`stamp_times`] fills it in.
+pub(crate) fn history(shared: &Shared<'_>, created_by: String, at: Option<i64>) -> History {
+    History {
+        created: shared
+            .opts
+            .source_date_epoch
+            .or(at)
+            .map(kiln_image::time::rfc3339),
+        created_by: Some(created_by),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        ..History::default()
+    }
+}
+
+pub(crate) fn layer_options(shared: &Shared<'_>) -> LayerOptions {
+    LayerOptions {
+        compression: shared.opts.compression,
+        source_date_epoch: shared
+            .opts
+            .rewrite_timestamp
+            .then_some(shared.opts.source_date_epoch)
+            .flatten(),
+        ..LayerOptions::default()
+    }
+}
+
+/// A step's layer (none if it changed nothing) and when it was first made,
+/// in seconds since the epoch.
+pub(crate) struct MadeLayer {
+    pub(crate) layer: Option<(Descriptor, Digest)>,
+    pub(crate) made_at: i64,
+}
+
+/// Looks `key` up, or makes the layer with `make` and records it. `make`
+/// also returns whatever must stay alive while its entries are read.
+pub(crate) fn cached_layer<K>(
+    shared: &Shared<'_>,
+    key: &Digest,
+    no_cache: bool,
+    step: crate::progress::Step<'_>,
+    make: impl FnOnce(&crate::progress::Step<'_>) -> Result<(Vec<Entry>, K), BuildError>,
+) -> Result<MadeLayer, BuildError> {
+    let mut k = KeyHasher::new("layer");
+    k.str("op", &key.to_string());
+    k.json("compression", &format!("{:?}", shared.opts.compression));
+    k.json("clamp", &layer_options(shared).source_date_epoch);
+    let key = k.finish();
+    if !no_cache && let Some(hit) = shared.cache.get(&key) {
+        shared.cached.fetch_add(1, Ordering::Relaxed);
+        step.cached();
+        return Ok(MadeLayer {
+            layer: hit.layer,
+            made_at: hit.created,
+        });
+    }
+    let (entries, keep_alive) = match make(&step) {
+        Ok(e) => e,
+        Err(e) => {
+            step.error(&e.to_string());
+            return Err(e);
+        }
+    };
+    let layer = if entries.is_empty() {
+        None
+    } else {
+        let (blob, info) =
+            write_entries_layer(entries, &layer_options(shared), shared.store.blob_writer()?)?;
+        blob.commit(Some(&info.digest))?;
+        let media_type = kiln_image::media::Format::Oci.layer(info.compression);
+        Some((
+            Descriptor::new(media_type, info.digest, info.size),
+            info.diff_id,
+        ))
+    };
+    drop(keep_alive);
+    let made_at = unix_now();
+    shared.cache.put(
+        &key,
+        &CachedLayer {
+            layer: layer.clone(),
+            created: made_at,
+        },
+    )?;
+    shared.run.fetch_add(1, Ordering::Relaxed);
+    step.done();
+    Ok(MadeLayer { layer, made_at })
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Appends a step's layer with its history entry, timed by the layer.
+pub(crate) fn append(
+    shared: &Shared<'_>,
+    image: Image,
+    made: MadeLayer,
+    created_by: String,
+) -> Image {
+    let h = history(shared, created_by, Some(made.made_at));
+    match made.layer {
+        Some((blob, diff_id)) => image.with_layer(NewLayer { blob, diff_id }, h),
+        None => image.with_empty_history(h),
+    }
+}
+
+/// Fills in the times BuildKit's exporter does, so that an unchanged
+/// rebuild (every layer from the cache, with the time it was first made)
+/// writes the same config: history entries without a time (metadata steps)
+/// get the time of the first layer that follows one of them, or else of
+/// the last layer; the image was created when its last history entry was.
+/// With SOURCE_DATE_EPOCH the image was created then.
+pub(crate) fn stamp_times(mut image: Image, source_date_epoch: Option<i64>) -> Image {
+    let history = &mut image.config.history;
+    let mut fill = None;
+    let mut untimed_seen = false;
+    for h in history.iter() {
+        match &h.created {
+            Some(t) => {
+                fill = Some(t.clone());
+                if untimed_seen {
+                    break;
+                }
+            }
+            None => untimed_seen = true,
+        }
+    }
+    for h in history.iter_mut().filter(|h| h.created.is_none()) {
+        h.created = fill.clone();
+    }
+    let created = match source_date_epoch {
+        Some(e) => Some(kiln_image::time::rfc3339(e)),
+        None => history.iter().rev().find_map(|h| h.created.clone()),
+    };
+    match created {
+        Some(c) => image.created_at(c),
+        None => image,
+    }
+}
