@@ -15,7 +15,8 @@ B=${KILN_BENCH_DIR:-/var/tmp/kiln-bench}
 RUNS=${RUNS:-3}
 "$HERE/prepare.sh" >/dev/null
 
-if [ -z "${KILN:-}" ]; then
+KILN="${KILN:-${KILN_BIN:-}}"
+if [ -z "$KILN" ]; then
   (cd "$ROOT" && cargo build --release -q -p kiln)
   KILN="${CARGO_TARGET_DIR:-$ROOT/target}/release/kiln"
 fi
