@@ -117,76 +117,36 @@ impl Registry {
                 "-out",
                 "ca.crt",
             ]);
-            run(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "tls.key",
-                "-out",
-                "tls.csr",
-            ]);
-            std::fs::write(
-                d.join("ext"),
-                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-            )
-            .unwrap();
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                "tls.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "ext",
-                "-out",
+            // `name.key` and the certificate `cert`, signed by the CA.
+            let issue = |name: &str, cert: &str, subject: &str, ext: &str| {
+                let (key, csr, extf) = (
+                    format!("{name}.key"),
+                    format!("{name}.csr"),
+                    format!("{name}.ext"),
+                );
+                std::fs::write(d.join(&extf), ext).unwrap();
+                run(&[
+                    "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key,
+                    "-out", &csr,
+                ]);
+                run(&[
+                    "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-days", "2", "-extfile", &extf, "-out", cert,
+                ]);
+            };
+            issue(
+                "tls",
                 "tls.crt",
-            ]);
+                "/CN=127.0.0.1",
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            );
             let mut yaml = format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 d.join("tls.crt").display(),
                 d.join("tls.key").display()
             );
             if client_auth {
-                run(&[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    "/CN=kiln test client",
-                    "-keyout",
-                    "client.key",
-                    "-out",
-                    "client.csr",
-                ]);
-                std::fs::write(d.join("client-ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-                run(&[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "client.csr",
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    "client-ext",
-                    "-out",
-                    "client.cert",
-                ]);
+                issue("client", "client.cert", "/CN=kiln test client", "extendedKeyUsage=clientAuth\n");
                 yaml.push_str(&format!(
                     "    clientcas:\n      - {}\n",
                     d.join("ca.crt").display()
