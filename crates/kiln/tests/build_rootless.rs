@@ -18,8 +18,9 @@ use common::build::*;
 
 /// Cases that cannot pass rootless, with why. Empty: every fixture builds
 /// the same as kilntest as as root. An entry is for a difference that is
-/// inherent to an unprivileged build (say, a file owned by an ID outside
-/// the subuid range), never for a kiln bug. A listed case is built and
+/// inherent to an unprivileged build, never for a kiln bug. The one such
+/// difference known, an owner outside the subuid range, has a test of its
+/// own below ([`owner_outside_subuid_range`]). A listed case is built and
 /// reported loudly; if it passes the test fails ("remove it"), so the list
 /// only shrinks.
 const ROOTLESS_EXCEPTIONS: &[(&str, &str)] = &[];
@@ -190,4 +191,85 @@ fn forget_file_contents(b: &mut Built) {
             *line = format!("{path} {kind} {mode} {owner}");
         }
     }
+}
+
+/// The one inherent difference: kilntest's user namespace maps only its
+/// 65,536 subordinate IDs, so no file in it can be owned by 70000. A
+/// `COPY --chown=70000:70001` still builds (the layer is written as a tar,
+/// with the owner recorded), but anything that must unpack that layer, a
+/// later RUN for one, fails and says why. Root builds both.
+#[test]
+fn owner_outside_subuid_range() {
+    if !kiln_build_available() || !common::is_root() {
+        loud("owner_outside_subuid_range SKIPPED: needs `kiln build` and root");
+        return;
+    }
+    let tmp = scratch("kiln-bt-rootless-ids-");
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.txt"), "hi\n").unwrap();
+    let copy = "FROM kiln-test/busybox:1\nCOPY --chown=70000:70001 a.txt /a.txt\n";
+    fs::write(ctx.join("copy.Dockerfile"), copy).unwrap();
+    fs::write(
+        ctx.join("run.Dockerfile"),
+        format!("{copy}RUN test -f /a.txt\n"),
+    )
+    .unwrap();
+    sh(&format!("chmod -R a+rX '{}'", ctx.display()));
+    let df = |name: &str| ctx.join(name).display().to_string();
+
+    let user = KilnBuild::new(&tmp.path().join("store"), Who::Kilntest);
+    import_bases(&user, false);
+    let (out, _, log) = kiln_build(
+        &user,
+        &ctx,
+        &["-f", &df("copy.Dockerfile"), "-t", "ids:copy"],
+    );
+    assert!(
+        out.status.success(),
+        "rootless COPY --chown=70000 failed:\n{log}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&user.ok(&["inspect", "ids:copy"])).unwrap();
+    let digest = manifest["Manifest"]["layers"][1]["digest"]
+        .as_str()
+        .unwrap();
+    let blob = user
+        .root
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let listing = sh(&format!("tar --numeric-owner -tvf '{}'", blob.display()));
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(" 70000/70001 ") && l.ends_with(" a.txt")),
+        "the COPY layer does not record a.txt as 70000:70001:\n{listing}"
+    );
+    let (out, _, log) = kiln_build(&user, &ctx, &["-f", &df("run.Dockerfile"), "-t", "ids:run"]);
+    assert!(
+        !out.status.success(),
+        "a RUN over an unmappable owner succeeded:\n{log}"
+    );
+    assert!(
+        log.contains("owner 70000:70001 is not mapped in this user namespace"),
+        "the failure does not say which owner cannot be mapped:\n{log}"
+    );
+
+    let root = KilnBuild::new(&tmp.path().join("root-store"), Who::Caller);
+    import_bases(&root, false);
+    let (out, _, log) = kiln_build(&root, &ctx, &["-f", &df("run.Dockerfile"), "-t", "ids:run"]);
+    assert!(out.status.success(), "root build failed:\n{log}");
+    let dir = tmp.path().join("root-rootfs");
+    root.rootfs("ids:run", &dir);
+    let built = Built::from_listing(common::tree_listing(&dir), serde_json::Value::Null, &dir);
+    let line = built
+        .files
+        .get("/a.txt")
+        .map(String::as_str)
+        .unwrap_or("(none)");
+    assert_eq!(
+        split_listing(line).3,
+        "70000:70001",
+        "root's /a.txt: {line}"
+    );
 }
