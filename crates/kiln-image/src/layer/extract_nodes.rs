@@ -189,7 +189,7 @@ impl State<'_> {
         if self.opts.chown {
             let (u, g) = ids(m)?;
             rustix::fs::chownat(pfd, base, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(io_op("lchown"))?;
+                .map_err(|e| chown_fail("lchown", e, m))?;
         }
         if chmod {
             // chmodat follows symlinks; the node was just made by mknodat
@@ -228,7 +228,7 @@ impl State<'_> {
     pub(super) fn chown_fd(&self, fd: impl AsFd, m: &Meta) -> Result<(), Fail> {
         if self.opts.chown {
             let (u, g) = ids(m)?;
-            rustix::fs::fchown(fd, Some(u), Some(g)).map_err(io_op("chown"))?;
+            rustix::fs::fchown(fd, Some(u), Some(g)).map_err(|e| chown_fail("chown", e, m))?;
         }
         Ok(())
     }
@@ -358,6 +358,27 @@ pub(super) fn ids(m: &Meta) -> Result<(rustix::fs::Uid, rustix::fs::Gid), Fail> 
     let u = u32::try_from(m.uid).map_err(|_| Fail::Reject(format!("uid {} too large", m.uid)))?;
     let g = u32::try_from(m.gid).map_err(|_| Fail::Reject(format!("gid {} too large", m.gid)))?;
     Ok((rustix::fs::Uid::from_raw(u), rustix::fs::Gid::from_raw(g)))
+}
+
+/// A failed chown, said plainly when the owner is one this process cannot
+/// give: EINVAL from chown means the uid or gid has no mapping in the
+/// caller's user namespace, which for an unprivileged kiln holds only the
+/// IDs of its /etc/subuid and /etc/subgid ranges.
+fn chown_fail(op: &'static str, e: Errno, m: &Meta) -> Fail {
+    if e != Errno::INVAL {
+        return Fail::Io(op, e.into());
+    }
+    Fail::Io(
+        op,
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "owner {}:{} is not mapped in this user namespace (an unprivileged \
+                 kiln has only the IDs of its /etc/subuid and /etc/subgid ranges)",
+                m.uid, m.gid
+            ),
+        ),
+    )
 }
 
 /// Clears the way for a new entry at `name`: returns true when an existing

@@ -546,7 +546,6 @@ pub struct Case {
     pub buildah_skip: Option<String>,
     pub nondeterministic: Option<String>,
     pub debian: bool,
-    pub rootless: bool,
     pub checks: Vec<Check1>,
 }
 
@@ -573,7 +572,6 @@ impl Case {
             buildah_skip: None,
             nondeterministic: None,
             debian: false,
-            rootless: false,
             checks: vec![],
         };
         for raw in text.lines() {
@@ -632,10 +630,6 @@ impl Case {
                 }
                 "base" => {
                     c.debian |= rest.contains("debian");
-                    None
-                }
-                "rootless" => {
-                    c.rootless = true;
                     None
                 }
                 "entry" => {
