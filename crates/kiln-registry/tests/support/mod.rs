@@ -130,8 +130,21 @@ impl Registry {
                     "-out", &csr,
                 ]);
                 run(&[
-                    "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key",
-                    "-CAcreateserial", "-days", "2", "-extfile", &extf, "-out", cert,
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &extf,
+                    "-out",
+                    cert,
                 ]);
             };
             issue(
@@ -146,7 +159,12 @@ impl Registry {
                 d.join("tls.key").display()
             );
             if client_auth {
-                issue("client", "client.cert", "/CN=kiln test client", "extendedKeyUsage=clientAuth\n");
+                issue(
+                    "client",
+                    "client.cert",
+                    "/CN=kiln test client",
+                    "extendedKeyUsage=clientAuth\n",
+                );
                 yaml.push_str(&format!(
                     "    clientcas:\n      - {}\n",
                     d.join("ca.crt").display()
