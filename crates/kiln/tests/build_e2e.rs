@@ -131,13 +131,7 @@ fn dockerfile_suite() {
         );
     }
     let only = std::env::var("KILN_BUILD_CASES").ok();
-    let chosen: Vec<&Case> = all
-        .iter()
-        .filter(|c| {
-            only.as_ref()
-                .is_none_or(|o| o.split(',').any(|n| n == c.name))
-        })
-        .collect();
+    let chosen: Vec<&Case> = chosen_cases(&all);
 
     let tmp = scratch("kiln-bt-e2e-");
     if std::env::var("KILN_BUILD_KEEP").is_ok_and(|v| v == "1") {

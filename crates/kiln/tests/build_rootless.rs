@@ -52,12 +52,8 @@ fn rootless_suite() {
     // problem: build_e2e reports it.
     let root_gaps = include_str!("build_e2e.rs");
     let only = std::env::var("KILN_BUILD_CASES").ok();
-    let chosen: Vec<&Case> = all
-        .iter()
-        .filter(|c| {
-            only.as_ref()
-                .is_none_or(|o| o.split(',').any(|n| n == c.name))
-        })
+    let chosen: Vec<&Case> = chosen_cases(&all)
+        .into_iter()
         .filter(|c| {
             let gap = root_gaps.contains(&format!("(\"{}\"", c.name));
             if gap {

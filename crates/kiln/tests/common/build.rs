@@ -549,6 +549,17 @@ pub struct Case {
     pub checks: Vec<Check1>,
 }
 
+/// The cases `KILN_BUILD_CASES=a,b` picks, or all of them.
+pub fn chosen_cases(all: &[Case]) -> Vec<&Case> {
+    let only = std::env::var("KILN_BUILD_CASES").ok();
+    all.iter()
+        .filter(|c| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|n| n == c.name))
+        })
+        .collect()
+}
+
 fn unescape(s: &str) -> String {
     s.replace("\\n", "\n")
         .replace("\\t", "\t")
