@@ -1,7 +1,9 @@
 //! Layer directories and container filesystems.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_image::layer::{Entry, ExtractOptions, OverlayFormat, extract};
@@ -25,11 +27,14 @@ pub enum Mode {
 /// The snapshot area of a store.
 pub struct Snapshots {
     dir: PathBuf,
+    /// Plain tars of layers whose blobs are not in the store yet (a build
+    /// compresses them in the background), by diff ID.
+    local_tars: Mutex<HashMap<Digest, PathBuf>>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -47,7 +52,39 @@ impl Snapshots {
         let dir = store.dir("snapshots")?;
         create_dir(&dir.join("layers"))?;
         create_dir(&dir.join("containers"))?;
-        Ok(Snapshots { dir })
+        Ok(Snapshots {
+            dir,
+            local_tars: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn layers_dir(&self) -> PathBuf {
+        self.dir.join("layers")
+    }
+
+    /// Makes `tar`, the uncompressed tar of layer `diff_id`, the source its
+    /// directory is unpacked from, until the blob is in the store. The
+    /// caller keeps the file until it no longer uses this `Snapshots`.
+    pub fn provide_tar(&self, diff_id: &Digest, tar: PathBuf) {
+        self.local_tars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(diff_id.clone(), tar);
+    }
+
+    /// The bytes of a layer: its local tar if one was provided, else its
+    /// blob.
+    fn open_layer(&self, store: &Store, blob: &Descriptor, diff_id: &Digest) -> Result<fs::File> {
+        let local = self
+            .local_tars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(diff_id)
+            .cloned();
+        match local {
+            Some(path) => fs::File::open(&path).map_err(io_err("open", &path)),
+            None => Ok(store.open_blob(&blob.digest)?),
+        }
     }
 
     /// The unpacked directory of one layer, with whiteouts kept in overlay
@@ -65,20 +102,17 @@ impl Snapshots {
             overlay_whiteouts: Some(OverlayFormat::User),
             ..ExtractOptions::default()
         };
-        let unpacked = store
-            .open_blob(&blob.digest)
-            .map_err(Error::from)
-            .and_then(|f| {
-                extract(
-                    std::io::BufReader::with_capacity(256 * 1024, f),
-                    &tmp,
-                    &opts,
-                )
-                .map_err(|source| Error::Extract {
-                    diff_id: diff_id.to_string(),
-                    source,
-                })
-            });
+        let unpacked = self.open_layer(store, blob, diff_id).and_then(|f| {
+            extract(
+                std::io::BufReader::with_capacity(256 * 1024, f),
+                &tmp,
+                &opts,
+            )
+            .map_err(|source| Error::Extract {
+                diff_id: diff_id.to_string(),
+                source,
+            })
+        });
         if let Err(e) = unpacked {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -152,30 +186,35 @@ impl Snapshots {
         for (blob, diff_id) in layers.iter().rev() {
             match self.layer_dir(store, blob, diff_id) {
                 Ok(d) => dirs.push(d),
-                Err(Error::Extract { .. }) => return unpack_into(store, layers, rootfs),
+                Err(Error::Extract { .. }) => return self.unpack_into(store, layers, rootfs),
                 Err(e) => return Err(e),
             }
         }
         copy_layers(&dirs, rootfs)
     }
-}
 
-/// The fallback of [`Snapshots::fill_copy`]: every layer blob unpacked in
-/// order into `rootfs`, then indexed by a walk.
-fn unpack_into(store: &Store, layers: &[(Descriptor, Digest)], rootfs: &Path) -> Result<StatIndex> {
-    for (blob, diff_id) in layers {
-        let f = store.open_blob(&blob.digest)?;
-        extract(
-            std::io::BufReader::with_capacity(256 * 1024, f),
-            rootfs,
-            &ExtractOptions::default(),
-        )
-        .map_err(|source| Error::Extract {
-            diff_id: diff_id.to_string(),
-            source,
-        })?;
+    /// The fallback of [`Snapshots::fill_copy`]: every layer blob unpacked
+    /// in order into `rootfs`, then indexed by a walk.
+    fn unpack_into(
+        &self,
+        store: &Store,
+        layers: &[(Descriptor, Digest)],
+        rootfs: &Path,
+    ) -> Result<StatIndex> {
+        for (blob, diff_id) in layers {
+            let f = self.open_layer(store, blob, diff_id)?;
+            extract(
+                std::io::BufReader::with_capacity(256 * 1024, f),
+                rootfs,
+                &ExtractOptions::default(),
+            )
+            .map_err(|source| Error::Extract {
+                diff_id: diff_id.to_string(),
+                source,
+            })?;
+        }
+        StatIndex::build(rootfs)
     }
-    StatIndex::build(rootfs)
 }
 
 /// One writable filesystem. Dropping it does not remove it; call

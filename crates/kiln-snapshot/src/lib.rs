@@ -19,11 +19,13 @@ mod layers;
 mod lookup;
 mod pool;
 mod remove;
+mod stage;
 mod stat_index;
 
 pub use diff::{diff_copy, diff_upper};
 pub use layers::{Container, Mode, Snapshots};
 pub use lookup::lookup;
+pub use stage::StagedLayer;
 pub use stat_index::{Stamp, StatIndex};
 
 use std::path::PathBuf;
