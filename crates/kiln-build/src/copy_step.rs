@@ -14,7 +14,7 @@ use crate::copy::{CopyFrom, CopySpec};
 use crate::fs::resolve_chown;
 use crate::named::NamedContext;
 use crate::solver::{Shared, fs_of, load_image, platform_of, wait_for};
-use crate::step_layer::{MadeLayer, append, cached_layer};
+use crate::step_layer::{Entries, MadeLayer, append, cached_layer};
 
 /// `user:gid` for a user named or numbered in /etc/passwd, with the
 /// user's primary group; the user alone if it is not listed.
@@ -186,7 +186,9 @@ fn copy_layer(
         key,
         scratch,
     } = plan;
-    let r = cached_layer(shared, &key, no_cache, step, |_| Ok((entries, ())));
+    let r = cached_layer(shared, &key, no_cache, step, |_| {
+        Ok(Entries::shared(entries))
+    });
     drop(scratch);
     r
 }

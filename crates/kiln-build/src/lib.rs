@@ -13,6 +13,7 @@ pub mod cache;
 pub mod context;
 pub mod copy;
 mod copy_step;
+mod deferred;
 pub mod exec;
 pub mod fs;
 pub mod key;

@@ -21,6 +21,7 @@ use kiln_snapshot::{Mode, Snapshots};
 use crate::cache::Cache;
 use crate::context::Context;
 use crate::copy_step::{CopyArgs, copy_step, primary_group};
+use crate::deferred::Deferred;
 use crate::exec::{RunInputs, execute, run_key};
 use crate::fs::{StageFs, resolve_chown};
 use crate::key::KeyHasher;
@@ -28,7 +29,7 @@ use crate::named::NamedContext;
 use crate::platform::{arg_platform, check_can_run, stage_platform};
 use crate::progress::Progress;
 use crate::source::ContextKind;
-use crate::step_layer::{append, cached_layer, history, stamp_times};
+use crate::step_layer::{Entries, append, cached_layer, history, stamp_times};
 use crate::{BuildError, SecretSource, Vars};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -84,6 +85,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) progress: &'a Progress,
     pub(crate) snaps: Snapshots,
     pub(crate) cache: Cache<'a>,
+    /// Layer compression off the critical path.
+    pub(crate) deferred: Deferred,
     pub(crate) context: Context,
     pub(crate) sandbox: Sandbox,
     pub(crate) scratch: PathBuf,
@@ -234,16 +237,18 @@ pub fn build(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
+    let scratch = store.dir("tmp")?;
     let shared = Shared {
         store,
         opts,
         progress,
         snaps: Snapshots::open(store)?,
         cache: Cache::open(store)?,
+        deferred: Deferred::new(&scratch)?,
         context,
         sandbox: Sandbox::new(opts.isolation)
             .map_err(|e| BuildError::Io(format!("sandbox: {e}")))?,
-        scratch: store.dir("tmp")?,
+        scratch,
         now,
         build,
         results: Mutex::new(BTreeMap::new()),
@@ -255,27 +260,49 @@ pub fn build(
     };
     let images = &images;
     std::thread::scope(|s| {
-        for stage in &shared.build.stages {
-            let shared = &shared;
-            s.spawn(move || {
-                let r = match build_stage(shared, stage, images) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        shared.failed.store(true, Ordering::Relaxed);
-                        if !matches!(e, BuildError::DependencyFailed(_) | BuildError::Canceled) {
-                            shared.errors.lock().expect("lock").push(e);
+        let shared = &shared;
+        s.spawn(move || shared.deferred.work(shared));
+        let stages: Vec<_> = shared
+            .build
+            .stages
+            .iter()
+            .map(|stage| {
+                s.spawn(move || {
+                    let r = match build_stage(shared, stage, images) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            shared.failed.store(true, Ordering::Relaxed);
+                            if !matches!(e, BuildError::DependencyFailed(_) | BuildError::Canceled)
+                            {
+                                shared.errors.lock().expect("lock").push(e);
+                            }
+                            None
                         }
-                        None
-                    }
-                };
-                shared.results.lock().expect("lock").insert(stage.index, r);
-                shared.done.notify_all();
-            });
+                    };
+                    shared.results.lock().expect("lock").insert(stage.index, r);
+                    shared.done.notify_all();
+                })
+            })
+            .collect();
+        let panicked = stages.into_iter().find_map(|h| h.join().err());
+        // The steps that ran keep their cache entries even if the build
+        // fails: they are written as their blobs are.
+        if shared.deferred.busy() && panicked.is_none() {
+            let step = shared.progress.start("compressing layers");
+            shared.deferred.wait();
+            step.done();
+        }
+        shared.deferred.close();
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
         }
     });
     shared.context.save();
     if let Some(first) = shared.errors.lock().expect("lock").drain(..).next() {
         return Err(first);
+    }
+    if let Some(e) = shared.deferred.take_error() {
+        return Err(e);
     }
     let target = shared.build.target;
     let (mut image, _) = shared
@@ -295,6 +322,7 @@ pub fn build(
             labels.insert(k.clone(), v.clone());
         }
     }
+    image = shared.deferred.compressed(image);
     image = stamp_times(image, opts.source_date_epoch);
     let manifest = image.write(store)?;
     Ok(BuildResult {
@@ -556,8 +584,9 @@ fn step_one(
                         ),
                     }
                 }
-                let made =
-                    cached_layer(shared, &key.finish(), no_cache, step, |_| Ok((entries, ())))?;
+                let made = cached_layer(shared, &key.finish(), no_cache, step, |_| {
+                    Ok(Entries::shared(entries))
+                })?;
                 append(shared, image, made, created_by)
             }
         }
@@ -647,7 +676,12 @@ fn step_one(
             let key = run_key(run, &inputs)?;
             let made = cached_layer(shared, &key, no_cache, step, |step| {
                 check_can_run(&platform)?;
-                execute(run, &inputs, step)
+                let (entries, container) = execute(run, &inputs, step)?;
+                Ok(Entries {
+                    entries,
+                    keep_alive: container,
+                    private: true,
+                })
             })?;
             append(shared, image, made, run.created_by.clone())
         }

@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
+use kiln_image::media::Compression;
 use kiln_image::{Descriptor, Digest, History, Image, NewLayer};
 
 use crate::BuildError;
@@ -49,49 +50,108 @@ pub(crate) struct MadeLayer {
     pub(crate) made_at: i64,
 }
 
-/// Looks `key` up, or makes the layer with `make` and records it. `make`
-/// also returns whatever must stay alive while its entries are read.
+/// What a step hands over to become its layer.
+pub(crate) struct Entries<K> {
+    pub(crate) entries: Vec<Entry>,
+    /// Whatever must stay alive while the entries are read.
+    pub(crate) keep_alive: K,
+    /// The entries' host files belong to this step alone (a RUN's
+    /// container, removed after it), so the layer's directory may be made
+    /// by linking them (see `kiln_snapshot::StagedLayer`).
+    pub(crate) private: bool,
+}
+
+impl Entries<()> {
+    pub(crate) fn shared(entries: Vec<Entry>) -> Entries<()> {
+        Entries {
+            entries,
+            keep_alive: (),
+            private: false,
+        }
+    }
+}
+
+/// Looks `key` up, or makes the layer with `make` and records it.
 pub(crate) fn cached_layer<K>(
     shared: &Shared<'_>,
     key: &Digest,
     no_cache: bool,
     step: crate::progress::Step<'_>,
-    make: impl FnOnce(&crate::progress::Step<'_>) -> Result<(Vec<Entry>, K), BuildError>,
+    make: impl FnOnce(&crate::progress::Step<'_>) -> Result<Entries<K>, BuildError>,
 ) -> Result<MadeLayer, BuildError> {
     let mut k = KeyHasher::new("layer");
     k.str("op", &key.to_string());
     k.json("compression", &format!("{:?}", shared.opts.compression));
     k.json("clamp", &layer_options(shared).source_date_epoch);
     let key = k.finish();
-    if !no_cache && let Some(hit) = shared.cache.get(&key) {
-        shared.cached.fetch_add(1, Ordering::Relaxed);
-        step.cached();
-        return Ok(MadeLayer {
-            layer: hit.layer,
-            made_at: hit.created,
+    if !no_cache {
+        let hit = shared.cache.get(&key).or_else(|| {
+            // Made earlier in this build, its blob still being compressed.
+            shared
+                .deferred
+                .made(&key)
+                .map(|(blob, diff_id, created)| CachedLayer {
+                    layer: Some((blob, diff_id)),
+                    created,
+                })
         });
+        if let Some(hit) = hit {
+            shared.cached.fetch_add(1, Ordering::Relaxed);
+            step.cached();
+            return Ok(MadeLayer {
+                layer: hit.layer,
+                made_at: hit.created,
+            });
+        }
     }
-    let (entries, keep_alive) = match make(&step) {
+    let Entries {
+        entries,
+        keep_alive,
+        private,
+    } = match make(&step) {
         Ok(e) => e,
         Err(e) => {
             step.error(&e.to_string());
             return Err(e);
         }
     };
+    let made_at = unix_now();
+    let opts = layer_options(shared);
+    // Clamped file times are in the tar only: such a layer is unpacked.
+    let staged = (private && !entries.is_empty() && opts.source_date_epoch.is_none())
+        .then(|| shared.snaps.stage_private(&entries).ok())
+        .flatten();
     let layer = if entries.is_empty() {
         None
-    } else {
-        let (blob, info) =
-            write_entries_layer(entries, &layer_options(shared), shared.store.blob_writer()?)?;
+    } else if opts.compression == Compression::None {
+        let (blob, info) = write_entries_layer(entries, &opts, shared.store.blob_writer()?)?;
         blob.commit(Some(&info.digest))?;
         let media_type = kiln_image::media::Format::Oci.layer(info.compression);
         Some((
             Descriptor::new(media_type, info.digest, info.size),
             info.diff_id,
         ))
+    } else {
+        // The cache entry is written when the blob is (see crate::deferred).
+        let layer = shared
+            .deferred
+            .write(shared, &key, entries, &opts, made_at)?;
+        drop(keep_alive);
+        if let Some(dir) = staged {
+            // Failing, the layer is unpacked from its tar when needed.
+            let _ = dir.commit(&layer.1);
+        }
+        shared.run.fetch_add(1, Ordering::Relaxed);
+        step.done();
+        return Ok(MadeLayer {
+            layer: Some(layer),
+            made_at,
+        });
     };
     drop(keep_alive);
-    let made_at = unix_now();
+    if let (Some(dir), Some((_, diff_id))) = (staged, &layer) {
+        let _ = dir.commit(diff_id);
+    }
     shared.cache.put(
         &key,
         &CachedLayer {
