@@ -12,6 +12,14 @@
 # builds fetch through the network and its proxy, so they vary most: they
 # too run $BENCH_NET_N times (default 3) and the median is reported.
 #
+# Every cold build starts after a reset that deleted the tool's previous
+# store, then `sync` and dropping the page cache (as root). Without that,
+# on ext4 without a journal (this machine's disk), every file created in
+# the next ~30 s scans the inodes just deleted (`recently_deleted` in the
+# inode allocator), and cold copy20k swung 3x with how much the previous
+# reset had deleted; with it, each tool's cold build reads its inputs
+# from disk, as on a fresh CI machine.
+#
 # Markdown on stdout, progress on stderr, scratch in $KILN_BENCH_DIR/build.
 # Until `kiln build` exists, kiln's column says n/a and the peers still run.
 # Env: KILN_BIN (set by bench/run.sh), BENCH_PROJECTS="apt pip" to choose,
@@ -226,6 +234,15 @@ cleanup() {
 trap cleanup EXIT
 
 # ------------------------------------------------------------ timing
+# After a reset: deletes written back and the page cache dropped (see the
+# header), where the bench may; else a warning, once.
+settle() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches
+  elif [ -z "${SETTLE_WARNED:-}" ]; then
+    log "cannot drop the page cache (not root): cold builds follow the previous reset's deletes"; SETTLE_WARNED=1
+  fi
+}
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else print a[int((NR+1)/2)]}'; }
 # time_one TOOL DIR -> seconds on stdout, "fail" if the build failed
@@ -240,7 +257,7 @@ measure() {
   local tool="$1" p="$2" d="$W/ctx/$2" n cold=() noch=() one=()
   n=$N; case "$p" in apt|pip) n=$NET_N ;; esac
   for _ in $(seq 1 "$n"); do
-    make_project "$p" "$d"; "${tool}_reset"
+    make_project "$p" "$d"; "${tool}_reset"; settle
     cold+=("$(time_one "$tool" "$d")")
   done
   for _ in $(seq 1 "$N"); do noch+=("$(time_one "$tool" "$d")"); done
@@ -277,7 +294,7 @@ for p in $PROJECTS; do
   done
 done
 
-echo "Seconds, median of $N (cold apt/pip: $NET_N). buildah $(buildah --version | awk '{print $3}') \`build --layers\`, $BD storage; BuildKit: Debian docker.io $([ $DOCKER_OK = 1 ] && /usr/bin/docker --version | awk '{print $3}' | tr -d , || echo '(not running)'). Goals for kiln: cold ≤ 0.8× buildah, no-change ≤ 0.1×, one-file ≤ 0.5×."
+echo "Seconds, median of $N (cold apt/pip: $NET_N). buildah $(buildah --version | awk '{print $3}') \`build --layers\`, $BD storage; BuildKit: Debian docker.io $([ $DOCKER_OK = 1 ] && /usr/bin/docker --version | awk '{print $3}' | tr -d , || echo '(not running)'). Each cold build starts from the bases alone, after \`sync\` and a dropped page cache. Goals for kiln: cold ≤ 0.8× buildah, no-change ≤ 0.1×, one-file ≤ 0.5×."
 [ $KILN_OK = 1 ] || echo "**kiln build is not implemented yet in this kiln: its columns are n/a.**"
 echo
 echo "| project | build | kiln | buildah | BuildKit | kiln/buildah | kiln/BuildKit |"
