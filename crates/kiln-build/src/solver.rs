@@ -21,12 +21,12 @@ use kiln_snapshot::{Mode, Snapshots};
 use crate::cache::Cache;
 use crate::context::Context;
 use crate::copy_step::{CopyArgs, copy_step, primary_group};
-use crate::deferred::Deferred;
 use crate::exec::{RunInputs, execute, run_key};
 use crate::fs::{StageFs, resolve_chown};
 use crate::key::KeyHasher;
 use crate::named::NamedContext;
 use crate::platform::{arg_platform, check_can_run, stage_platform};
+use crate::precompress::Precompress;
 use crate::progress::Progress;
 use crate::source::ContextKind;
 use crate::step_layer::{Entries, append, cached_layer, history, stamp_times};
@@ -54,6 +54,9 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Clamp file times in new layers to `source_date_epoch` too.
     pub rewrite_timestamp: bool,
+    /// The compression the outputs will need: layers are compressed for
+    /// them in the background as they are made (`None`: the image stays
+    /// in the store, whose layers are plain tars either way).
     pub compression: Compression,
     /// `--build-context NAME=…`.
     pub named_contexts: BTreeMap<String, NamedContext>,
@@ -85,8 +88,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) progress: &'a Progress,
     pub(crate) snaps: Snapshots,
     pub(crate) cache: Cache<'a>,
-    /// Layer compression off the critical path.
-    pub(crate) deferred: Deferred,
+    /// Layers compressed for the export while the build goes on.
+    pub(crate) precompress: Precompress,
     pub(crate) context: Context,
     pub(crate) sandbox: Sandbox,
     pub(crate) scratch: PathBuf,
@@ -237,18 +240,17 @@ pub fn build(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
-    let scratch = store.dir("tmp")?;
     let shared = Shared {
         store,
         opts,
         progress,
         snaps: Snapshots::open(store)?,
         cache: Cache::open(store)?,
-        deferred: Deferred::new(&scratch)?,
+        precompress: Precompress::new(opts.compression),
         context,
         sandbox: Sandbox::new(opts.isolation)
             .map_err(|e| BuildError::Io(format!("sandbox: {e}")))?,
-        scratch,
+        scratch: store.dir("tmp")?,
         now,
         build,
         results: Mutex::new(BTreeMap::new()),
@@ -261,7 +263,7 @@ pub fn build(
     let images = &images;
     std::thread::scope(|s| {
         let shared = &shared;
-        s.spawn(move || shared.deferred.work(shared));
+        s.spawn(move || shared.precompress.work(shared.store));
         let stages: Vec<_> = shared
             .build
             .stages
@@ -285,14 +287,16 @@ pub fn build(
             })
             .collect();
         let panicked = stages.into_iter().find_map(|h| h.join().err());
-        // The steps that ran keep their cache entries even if the build
-        // fails: they are written as their blobs are.
-        if shared.deferred.busy() && panicked.is_none() {
+        let failed = panicked.is_some() || shared.failed.load(Ordering::Relaxed);
+        if shared.precompress.busy() && !failed {
             let step = shared.progress.start("compressing layers");
-            shared.deferred.wait();
+            shared.precompress.wait();
             step.done();
         }
-        shared.deferred.close();
+        if failed {
+            shared.precompress.abandon();
+        }
+        shared.precompress.close();
         if let Some(p) = panicked {
             std::panic::resume_unwind(p);
         }
@@ -300,9 +304,6 @@ pub fn build(
     shared.context.save();
     if let Some(first) = shared.errors.lock().expect("lock").drain(..).next() {
         return Err(first);
-    }
-    if let Some(e) = shared.deferred.take_error() {
-        return Err(e);
     }
     let target = shared.build.target;
     let (mut image, _) = shared
@@ -322,7 +323,6 @@ pub fn build(
             labels.insert(k.clone(), v.clone());
         }
     }
-    image = shared.deferred.compressed(image);
     image = stamp_times(image, opts.source_date_epoch);
     let manifest = image.write(store)?;
     Ok(BuildResult {

@@ -31,9 +31,11 @@ pub(crate) fn history(shared: &Shared<'_>, created_by: String, at: Option<i64>) 
     }
 }
 
+/// How a step's layer is written: a plain tar, whatever the outputs want
+/// (they compress it on the way out, see `kiln_image::compressed`).
 pub(crate) fn layer_options(shared: &Shared<'_>) -> LayerOptions {
     LayerOptions {
-        compression: shared.opts.compression,
+        compression: Compression::None,
         source_date_epoch: shared
             .opts
             .rewrite_timestamp
@@ -81,28 +83,21 @@ pub(crate) fn cached_layer<K>(
 ) -> Result<MadeLayer, BuildError> {
     let mut k = KeyHasher::new("layer");
     k.str("op", &key.to_string());
-    k.json("compression", &format!("{:?}", shared.opts.compression));
+    // Layers are plain in the cache whatever the output wants ("v2"), so a
+    // `--push` after a local build reuses it.
+    k.str("layer", "plain-v2");
     k.json("clamp", &layer_options(shared).source_date_epoch);
     let key = k.finish();
-    if !no_cache {
-        let hit = shared.cache.get(&key).or_else(|| {
-            // Made earlier in this build, its blob still being compressed.
-            shared
-                .deferred
-                .made(&key)
-                .map(|(blob, diff_id, created)| CachedLayer {
-                    layer: Some((blob, diff_id)),
-                    created,
-                })
-        });
-        if let Some(hit) = hit {
-            shared.cached.fetch_add(1, Ordering::Relaxed);
-            step.cached();
-            return Ok(MadeLayer {
-                layer: hit.layer,
-                made_at: hit.created,
-            });
+    if !no_cache && let Some(hit) = shared.cache.get(&key) {
+        shared.cached.fetch_add(1, Ordering::Relaxed);
+        step.cached();
+        if let Some((blob, _)) = &hit.layer {
+            shared.precompress.layer(blob);
         }
+        return Ok(MadeLayer {
+            layer: hit.layer,
+            made_at: hit.created,
+        });
     }
     let Entries {
         entries,
@@ -123,33 +118,18 @@ pub(crate) fn cached_layer<K>(
         .flatten();
     let layer = if entries.is_empty() {
         None
-    } else if opts.compression == Compression::None {
+    } else {
         let (blob, info) = write_entries_layer(entries, &opts, shared.store.blob_writer()?)?;
         blob.commit(Some(&info.digest))?;
+        kiln_image::compressed::mark_built(shared.store, &info.digest)?;
         let media_type = kiln_image::media::Format::Oci.layer(info.compression);
-        Some((
-            Descriptor::new(media_type, info.digest, info.size),
-            info.diff_id,
-        ))
-    } else {
-        // The cache entry is written when the blob is (see crate::deferred).
-        let layer = shared
-            .deferred
-            .write(shared, &key, entries, &opts, made_at)?;
-        drop(keep_alive);
-        if let Some(dir) = staged {
-            // Failing, the layer is unpacked from its tar when needed.
-            let _ = dir.commit(&layer.1);
-        }
-        shared.run.fetch_add(1, Ordering::Relaxed);
-        step.done();
-        return Ok(MadeLayer {
-            layer: Some(layer),
-            made_at,
-        });
+        let blob = Descriptor::new(media_type, info.digest, info.size);
+        shared.precompress.layer(&blob);
+        Some((blob, info.diff_id))
     };
     drop(keep_alive);
     if let (Some(dir), Some((_, diff_id))) = (staged, &layer) {
+        // Failing, the layer is unpacked from its blob when needed.
         let _ = dir.commit(diff_id);
     }
     shared.cache.put(

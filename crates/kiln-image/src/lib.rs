@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod canonical;
+pub mod compressed;
 pub mod config;
 pub mod digest;
 pub mod layer;

@@ -1,9 +1,7 @@
 //! Layer directories and container filesystems.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_image::layer::{Entry, ExtractOptions, OverlayFormat, extract};
@@ -27,9 +25,6 @@ pub enum Mode {
 /// The snapshot area of a store.
 pub struct Snapshots {
     dir: PathBuf,
-    /// Plain tars of layers whose blobs are not in the store yet (a build
-    /// compresses them in the background), by diff ID.
-    local_tars: Mutex<HashMap<Digest, PathBuf>>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -52,39 +47,11 @@ impl Snapshots {
         let dir = store.dir("snapshots")?;
         create_dir(&dir.join("layers"))?;
         create_dir(&dir.join("containers"))?;
-        Ok(Snapshots {
-            dir,
-            local_tars: Mutex::new(HashMap::new()),
-        })
+        Ok(Snapshots { dir })
     }
 
     pub(crate) fn layers_dir(&self) -> PathBuf {
         self.dir.join("layers")
-    }
-
-    /// Makes `tar`, the uncompressed tar of layer `diff_id`, the source its
-    /// directory is unpacked from, until the blob is in the store. The
-    /// caller keeps the file until it no longer uses this `Snapshots`.
-    pub fn provide_tar(&self, diff_id: &Digest, tar: PathBuf) {
-        self.local_tars
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(diff_id.clone(), tar);
-    }
-
-    /// The bytes of a layer: its local tar if one was provided, else its
-    /// blob.
-    fn open_layer(&self, store: &Store, blob: &Descriptor, diff_id: &Digest) -> Result<fs::File> {
-        let local = self
-            .local_tars
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(diff_id)
-            .cloned();
-        match local {
-            Some(path) => fs::File::open(&path).map_err(io_err("open", &path)),
-            None => Ok(store.open_blob(&blob.digest)?),
-        }
     }
 
     /// The unpacked directory of one layer, with whiteouts kept in overlay
@@ -102,17 +69,20 @@ impl Snapshots {
             overlay_whiteouts: Some(OverlayFormat::User),
             ..ExtractOptions::default()
         };
-        let unpacked = self.open_layer(store, blob, diff_id).and_then(|f| {
-            extract(
-                std::io::BufReader::with_capacity(256 * 1024, f),
-                &tmp,
-                &opts,
-            )
-            .map_err(|source| Error::Extract {
-                diff_id: diff_id.to_string(),
-                source,
-            })
-        });
+        let unpacked = store
+            .open_blob(&blob.digest)
+            .map_err(Error::from)
+            .and_then(|f| {
+                extract(
+                    std::io::BufReader::with_capacity(256 * 1024, f),
+                    &tmp,
+                    &opts,
+                )
+                .map_err(|source| Error::Extract {
+                    diff_id: diff_id.to_string(),
+                    source,
+                })
+            });
         if let Err(e) = unpacked {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -202,7 +172,7 @@ impl Snapshots {
         rootfs: &Path,
     ) -> Result<StatIndex> {
         for (blob, diff_id) in layers {
-            let f = self.open_layer(store, blob, diff_id)?;
+            let f = store.open_blob(&blob.digest).map_err(Error::from)?;
             extract(
                 std::io::BufReader::with_capacity(256 * 1024, f),
                 rootfs,

@@ -730,6 +730,19 @@ fn push_sends_the_built_manifest() {
     assert_eq!(m["image.name"], one.as_str());
     assert_eq!(support::skopeo_digest(&one), digest);
     assert!(log.contains(&format!("{one}@{digest}")), "{log}");
+    // The store keeps the built layer plain; the registry gets it gzipped.
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{one}"))
+        .output()
+        .expect("skopeo");
+    let pushed: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    for l in pushed["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            "a pushed layer is not gzip: {pushed}"
+        );
+    }
 
     // -o type=registry,name=… and -o type=image,name=…,push=true: this
     // build's manifest (its created time differs) under both names.

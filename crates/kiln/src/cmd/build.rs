@@ -98,7 +98,8 @@ struct Output {
     kind: String,
     dest: Option<PathBuf>,
     names: Vec<String>,
-    compression: Compression,
+    /// `compression=`; unset, what leaves the machine is gzip.
+    compression: Option<Compression>,
     rewrite_timestamp: bool,
     /// Push to the registry (`type=registry`, or `push=true`).
     push: bool,
@@ -106,12 +107,24 @@ struct Output {
     insecure: bool,
 }
 
+impl Output {
+    /// Whether the image goes anywhere but the local store (a directory
+    /// or tar of files does not: its layers are unpacked).
+    fn leaves(&self) -> bool {
+        self.push || matches!(self.kind.as_str(), "oci" | "docker")
+    }
+
+    fn compression(&self) -> Compression {
+        self.compression.unwrap_or(Compression::Gzip)
+    }
+}
+
 fn parse_output(spec: &str) -> anyhow::Result<Output> {
     let mut out = Output {
         kind: "image".into(),
         dest: None,
         names: Vec::new(),
-        compression: Compression::Gzip,
+        compression: None,
         rewrite_timestamp: false,
         push: false,
         insecure: false,
@@ -123,12 +136,12 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
             "dest" => out.dest = Some(PathBuf::from(v)),
             "name" => out.names.extend(v.split(';').map(str::to_string)),
             "compression" => {
-                out.compression = match v {
+                out.compression = Some(match v {
                     "gzip" => Compression::Gzip,
                     "zstd" => Compression::Zstd,
                     "uncompressed" => Compression::None,
                     _ => bail!("--output compression={v}: expected gzip, zstd or uncompressed"),
-                }
+                })
             }
             "rewrite-timestamp" => out.rewrite_timestamp = v == "true",
             "push" => out.push = v == "true",
@@ -171,7 +184,10 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let pushes = outputs
         .iter()
         .filter(|o| o.push)
-        .map(|o| super::build_registry::Push::plan(&o.names, &a.tags, o.insecure))
+        .map(|o| {
+            super::build_registry::Push::plan(&o.names, &a.tags, o.insecure)
+                .map(|p| (p, o.compression()))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,
@@ -232,7 +248,13 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
-    let compression = outputs.first().map_or(Compression::Gzip, |o| o.compression);
+    // The store keeps plain layers (see kiln_image::compressed); outputs
+    // that leave the machine compress, and the build does that for them
+    // in the background as layers are made.
+    let compression = outputs
+        .iter()
+        .find(|o| o.leaves())
+        .map_or(Compression::None, Output::compression);
     let rewrite_timestamp = outputs.iter().any(|o| o.rewrite_timestamp);
     let opts = BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
@@ -287,15 +309,20 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     for o in &outputs {
         write_output(&store, &result, o, &names)?;
     }
-    for p in &pushes {
-        p.run(&store, &desc)?;
+    // What a registry gets has compressed layers, so a different manifest
+    // digest than the store's (as after `docker push`); buildx reports it.
+    let mut pushed = None;
+    for (p, compression) in &pushes {
+        let top = kiln_image::compressed::compressed_top(&store, &desc, *compression)?;
+        p.run(&store, &top)?;
+        pushed.get_or_insert(top);
     }
     if let Some(p) = &a.iidfile {
         std::fs::write(p, id.to_string()).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &a.metadata_file {
         let meta = serde_json::json!({
-            "containerimage.digest": desc.digest.to_string(),
+            "containerimage.digest": pushed.as_ref().unwrap_or(&desc).digest.to_string(),
             "containerimage.config.digest": id.to_string(),
             "image.name": names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
         });
@@ -340,7 +367,13 @@ fn write_output(
     o: &Output,
     names: &[Reference],
 ) -> anyhow::Result<()> {
-    let src = StoreSource::from_descriptor(store, result.manifest.descriptor());
+    let top = result.manifest.descriptor();
+    let top = if matches!(o.kind.as_str(), "oci" | "docker") {
+        kiln_image::compressed::compressed_top(store, &top, o.compression())?
+    } else {
+        top
+    };
+    let src = StoreSource::from_descriptor(store, top);
     let dest = || {
         o.dest
             .clone()

@@ -4,7 +4,8 @@
 //!   them, with `--pull`) are pulled first, that platform's manifest only;
 //! - `--push`, `-o type=registry` and `-o type=image,push=true` send the
 //!   result from the store to each named repository, as `kiln push` does,
-//!   so the registry holds the very manifest the build wrote (same digest).
+//!   its layers compressed (see `kiln_image::compressed`): the registry
+//!   holds the manifest given to [`Push::run`].
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;

@@ -16,7 +16,7 @@ use kiln_image::transport::{CopyOptions, copy};
 use kiln_image::{AnyManifest, Platform, Reference};
 use kiln_registry::{Client, ClientConfig, CredentialFiles, Credentials};
 
-use super::transport::{Env, Location, open_sink, open_source};
+use super::transport::{Env, Location, open_sink, open_source, open_source_to};
 
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
@@ -258,8 +258,9 @@ fn push(a: PushArgs) -> Result<()> {
     let env = Env::new(&client, a.copy.root());
     let run = || -> Result<kiln_image::Digest> {
         let from = Location::Store(a.name.clone());
-        let src = open_source(&from, &env)?;
-        let dst = open_sink(&Location::Docker(dest.clone()), &env, Some(&from))?;
+        let to = Location::Docker(dest.clone());
+        let src = open_source_to(&from, &env, &to)?;
+        let dst = open_sink(&to, &env, Some(&from))?;
         Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(true)?)?.digest)
     };
     let d = run().with_context(|| format!("push {} to {dest}", a.name))?;
@@ -275,7 +276,7 @@ fn copy_cmd(a: CopyArgs) -> Result<()> {
     let client = a.net.client()?;
     let env = Env::new(&client, a.copy.root());
     let run = || -> Result<kiln_image::Digest> {
-        let src = open_source(&src_loc, &env)?;
+        let src = open_source_to(&src_loc, &env, &dst_loc)?;
         let dst = open_sink(&dst_loc, &env, Some(&src_loc))?;
         Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(false)?)?.digest)
     };

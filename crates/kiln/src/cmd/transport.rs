@@ -121,6 +121,27 @@ pub fn open_source<'e>(loc: &Location, env: &'e Env) -> Result<Box<dyn ImageSour
     })
 }
 
+/// [`open_source`] for a copy to `dest`: an image leaving the store for a
+/// registry has its plain-tar layers compressed first (gzip), as `docker
+/// push` and `podman push` do; see `kiln_image::compressed`.
+pub fn open_source_to<'e>(
+    loc: &Location,
+    env: &'e Env,
+    dest: &Location,
+) -> Result<Box<dyn ImageSource + 'e>> {
+    if let (Location::Store(name), Location::Docker(_)) = (loc, dest) {
+        let store = env.store()?;
+        let top = store.resolve(name)?;
+        let top = kiln_image::compressed::compressed_top(
+            store,
+            &top,
+            kiln_image::media::Compression::Gzip,
+        )?;
+        return Ok(Box::new(StoreSource::from_descriptor(store, top)));
+    }
+    open_source(loc, env)
+}
+
 /// `source`: where the image comes from. A registry source on the same
 /// registry lets a registry sink mount blobs instead of uploading them; a
 /// named source names the image in archives that want a name.

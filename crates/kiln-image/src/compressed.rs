@@ -1,0 +1,167 @@
+//! Plain-tar layers compressed for the road.
+//!
+//! `kiln build` keeps the layers of images it stores locally as plain tars,
+//! as docker and buildah do: compression is most of a layer's cost and
+//! buys nothing on the machine that built it. It marks them ([`mark_built`]),
+//! and what sends an image to a registry or an archive compresses the
+//! marked ones first: [`compressed_top`] writes a compressed blob for each
+//! into the store (once per layer: the result is remembered, and rooted so
+//! `prune` keeps it) and a manifest naming them, and returns that
+//! manifest. The config and its diff IDs do not change, so the image ID
+//! does not either; the manifest digest does, as after `docker push`.
+//!
+//! Layers kiln was given (pulled, loaded, copied in) are never marked: an
+//! image that came in plain leaves plain, as with skopeo and crane.
+//!
+//! It does not push anything: the caller copies the returned manifest.
+
+use std::io::BufReader;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layer::LayerWriter;
+use crate::manifest::AnyManifest;
+use crate::media::{self, Compression, Format};
+use crate::store::{Store, write_atomic};
+use crate::transport::{Result, TransportError};
+use crate::{Descriptor, Digest};
+
+/// The store directory remembering each plain layer's compressed blob.
+const DIR: &str = "compressed-layers";
+/// The GC-root owner of those blobs.
+const OWNER: &str = "compressed-layers";
+
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    digest: Digest,
+    size: u64,
+}
+
+/// The manifest (or index) `top` with every plain-tar layer swapped for a
+/// `compression` blob, written into the store; `top` itself when it has
+/// none.
+pub fn compressed_top(
+    store: &Store,
+    top: &Descriptor,
+    compression: Compression,
+) -> Result<Descriptor> {
+    let bytes = store.read_blob(&top.digest)?;
+    let changed = match AnyManifest::parse(Some(&top.media_type), &bytes)? {
+        AnyManifest::Index(mut index) => {
+            let mut any = false;
+            for child in &mut index.manifests {
+                let new = compressed_top(store, child, compression)?;
+                if new.digest != child.digest {
+                    child.digest = new.digest;
+                    child.size = new.size;
+                    any = true;
+                }
+            }
+            any.then(|| crate::canonical::to_vec(&index))
+        }
+        AnyManifest::Manifest(mut m) => {
+            let format = if m.media_type.as_deref() == Some(media::DOCKER_MANIFEST)
+                || top.media_type == media::DOCKER_MANIFEST
+            {
+                Format::Docker
+            } else {
+                Format::Oci
+            };
+            let mut any = false;
+            for layer in &mut m.layers {
+                if media::layer_compression(&layer.media_type) == Some(Compression::None)
+                    && is_built(store, &layer.digest)?
+                {
+                    let (digest, size) = compressed_blob(store, &layer.digest, compression)?;
+                    layer.media_type = format.layer(compression).to_string();
+                    layer.digest = digest;
+                    layer.size = size;
+                    any = true;
+                }
+            }
+            any.then(|| crate::canonical::to_vec(&m))
+        }
+    };
+    let Some(bytes) = changed else {
+        return Ok(top.clone());
+    };
+    let bytes =
+        bytes.map_err(|e| TransportError::Invalid(format!("manifest does not serialize: {e}")))?;
+    let digest = store.put_blob(&bytes)?;
+    Ok(Descriptor::new(
+        top.media_type.clone(),
+        digest,
+        bytes.len() as u64,
+    ))
+}
+
+/// Records that kiln made the plain layer blob `plain` and keeps it plain
+/// only locally.
+pub fn mark_built(store: &Store, plain: &Digest) -> Result<()> {
+    let marker = store.dir(DIR)?.join(format!("{}.built", plain.hex()));
+    if !marker.exists() {
+        write_atomic(&marker, b"")?;
+    }
+    Ok(())
+}
+
+fn is_built(store: &Store, plain: &Digest) -> Result<bool> {
+    Ok(store
+        .dir(DIR)?
+        .join(format!("{}.built", plain.hex()))
+        .exists())
+}
+
+/// The `compression` blob of the plain layer `plain`, made once: a build
+/// that will export calls it as each layer is made, so the export finds
+/// the work done.
+pub fn compressed_blob(
+    store: &Store,
+    plain: &Digest,
+    compression: Compression,
+) -> Result<(Digest, u64)> {
+    let memo = store
+        .dir(DIR)?
+        .join(format!("{}-{}", plain.hex(), suffix(compression)));
+    if let Ok(bytes) = std::fs::read(&memo)
+        && let Ok(r) = serde_json::from_slice::<Remembered>(&bytes)
+        && store.has_blob(&r.digest)
+    {
+        return Ok((r.digest, r.size));
+    }
+    let src = store.open_blob(plain)?;
+    let mut lw = LayerWriter::new(store.blob_writer()?, compression, None, 0);
+    let context = || format!("compressing layer {plain}");
+    std::io::copy(&mut BufReader::with_capacity(256 * 1024, src), &mut lw)
+        .map_err(TransportError::io(context()))?;
+    let (blob, info) = lw.finish().map_err(TransportError::io(context()))?;
+    if info.diff_id != *plain {
+        return Err(TransportError::Invalid(format!(
+            "layer {plain} does not match its digest in the store"
+        )));
+    }
+    let (digest, size) = blob.commit(Some(&info.digest))?;
+    store.set_root(
+        OWNER,
+        &memo_key(plain, compression),
+        std::slice::from_ref(&digest),
+    )?;
+    let r = Remembered {
+        digest: digest.clone(),
+        size,
+    };
+    write_atomic(&memo, &serde_json::to_vec(&r).expect("serializes"))?;
+    Ok((digest, size))
+}
+
+fn suffix(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::None => "none",
+    }
+}
+
+fn memo_key(plain: &Digest, c: Compression) -> String {
+    format!("{}-{}", plain.hex(), suffix(c))
+}
