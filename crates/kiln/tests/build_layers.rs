@@ -46,10 +46,12 @@ fn run_layer_directory_equals_the_unpacked_blob_rootless() {
     layer_dir_equals_unpacked(Who::Kilntest);
 }
 
-fn layer_dir_equals_unpacked(who: Who) {
+/// A scratch dir with the context of [`DOCKERFILE`] and a store with the
+/// busybox base, used by `who`; None (loudly) without `kiln build`.
+fn setup(who: Who) -> Option<(tempfile::TempDir, std::path::PathBuf, KilnBuild)> {
     if !kiln_build_available() {
         loud("build_layers SKIPPED: no `kiln build`");
-        return;
+        return None;
     }
     let tmp = scratch("kiln-bt-layers-");
     let ctx = tmp.path().join("ctx");
@@ -60,6 +62,13 @@ fn layer_dir_equals_unpacked(who: Who) {
     }
     let k = KilnBuild::new(&tmp.path().join("store"), who);
     import_bases(&k, false);
+    Some((tmp, ctx, k))
+}
+
+fn layer_dir_equals_unpacked(who: Who) {
+    let Some((tmp, ctx, k)) = setup(who) else {
+        return;
+    };
     let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1"]);
     assert!(out.status.success(), "kiln build failed:\n{log}");
     let config = k.config_blob("layers-test:1");
@@ -205,16 +214,9 @@ fn xattrs(path: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn stored_layers_are_plain_and_exports_compress_them() {
-    if !kiln_build_available() {
-        loud("build_layers SKIPPED: no `kiln build`");
+    let Some((tmp, ctx, k)) = setup(Who::Caller) else {
         return;
-    }
-    let tmp = scratch("kiln-bt-layers-");
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
-    let k = KilnBuild::new(&tmp.path().join("store"), Who::Caller);
-    import_bases(&k, false);
+    };
     let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1"]);
     assert!(out.status.success(), "kiln build failed:\n{log}");
     // In the store, the built layer is a plain tar, as docker and buildah
