@@ -271,6 +271,10 @@ fn strip_overlay_xattrs(path: &Path) -> Result<()> {
         Err(e) => return Err(sys("listxattr", path)(e)),
     };
     for name in buf[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        // A metacopy upper file holds metadata only; its data is below.
+        if is_overlay_xattr(name) && name.ends_with(b".metacopy") {
+            return Err(give_up("a metacopy file has no data of its own", path));
+        }
         if is_overlay_xattr(name) {
             let name = std::ffi::OsStr::from_bytes(name);
             rustix::fs::lremovexattr(path, name).map_err(sys("removexattr", path))?;
