@@ -465,6 +465,18 @@ impl Store {
     /// Removes blobs no name or GC root reaches, and stray temp files. Waits
     /// for other kiln processes on this store to finish first.
     pub fn prune(self) -> Result<PruneReport> {
+        self.prune_with(&[], |_, _| Ok(()))
+    }
+
+    /// [`Store::prune`], first forgetting the GC roots and the store
+    /// directories named in `forget` (a cache, say), and then calling
+    /// `after` with the blobs that stay, still under the exclusive lock, so
+    /// that caches kept above the store (unpacked layers) can follow.
+    pub fn prune_with(
+        self,
+        forget: &[&str],
+        after: impl FnOnce(&Store, &BTreeSet<Digest>) -> Result<()>,
+    ) -> Result<PruneReport> {
         let Store { root, _gc_lease } = self;
         drop(_gc_lease);
         let exclusive = lock(&root.join("gc.lock"), true)?;
@@ -472,6 +484,15 @@ impl Store {
             root: root.clone(),
             _gc_lease: exclusive,
         };
+        for name in forget {
+            for dir in [root.join("roots").join(name), root.join(name)] {
+                match fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("remove", &dir)(e)),
+                }
+            }
+        }
         let keep = store.reachable()?;
         let mut report = PruneReport::default();
         for algo in ["sha256", "sha512"] {
@@ -501,6 +522,7 @@ impl Store {
                 }
             }
         }
+        after(&store, &keep)?;
         Ok(report)
     }
 

@@ -1,5 +1,6 @@
 //! Layer directories and container filesystems.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +53,37 @@ impl Snapshots {
 
     pub(crate) fn layers_dir(&self) -> PathBuf {
         self.dir.join("layers")
+    }
+
+    /// Removes the layer directories whose diff ID is not in `keep`, and
+    /// what killed runs left (temp and staging directories, containers);
+    /// returns how many directories went. Only while no other kiln process
+    /// uses the store: under `Store::prune_with`.
+    pub fn prune(&self, keep: &BTreeSet<Digest>) -> Result<usize> {
+        let mut removed = 0;
+        let layers = self.layers_dir();
+        for e in fs::read_dir(&layers)
+            .map_err(io_err("read", &layers))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kept = format!("sha256:{name}")
+                .parse::<Digest>()
+                .is_ok_and(|d| keep.contains(&d));
+            if !kept {
+                remove_tree(&e.path())?;
+                removed += 1;
+            }
+        }
+        let containers = self.dir.join("containers");
+        for e in fs::read_dir(&containers)
+            .map_err(io_err("read", &containers))?
+            .flatten()
+        {
+            remove_tree(&e.path())?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// The unpacked directory of one layer, with whiteouts kept in overlay

@@ -49,7 +49,7 @@ enum Command {
     /// Run a command in a throwaway container of an image.
     Run(cmd::container::RunArgs),
     /// Remove content no image or cache entry uses.
-    Prune,
+    Prune(cmd::image::PruneArgs),
     /// Verify every blob and name in the store.
     Check,
     #[command(flatten)]
@@ -77,12 +77,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Build(_) | Command::Export(_)
+        Command::Run(_) | Command::Build(_) | Command::Export(_) | Command::Prune(_)
     ) {
         // Before any thread exists: an unprivileged kiln becomes root of a
         // user namespace with its subordinate IDs, so unpacking, chown and
         // overlay all work as they do for root. Export is here too: it
-        // unpacks layers, owners and all, to flatten them.
+        // unpacks layers, owners and all, to flatten them; and prune, which
+        // removes unpacked layers.
         if let Err(e) = kiln_sandbox::userns::ensure_root_in_userns() {
             eprintln!("kiln: {e}");
             return ExitCode::FAILURE;
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
         Command::Rmi(a) => cmd::image::rmi(&root, a),
         Command::Run(a) => cmd::container::run(&root, a),
         Command::Build(a) => cmd::build::build(&root, a),
-        Command::Prune => cmd::image::prune(&root),
+        Command::Prune(a) => cmd::image::prune(&root, a),
         Command::Check => cmd::image::check(&root),
         Command::Registry(c) => cmd::registry::run(c),
         Command::Dockerfile(c) => match cmd::dockerfile::run(c) {

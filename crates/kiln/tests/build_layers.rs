@@ -279,3 +279,77 @@ fn stored_layers_are_plain_and_exports_compress_them() {
     assert!(out.status.success(), "second export failed:\n{log}");
     assert_eq!(before, fs::read_dir(&memo).unwrap().count());
 }
+
+#[test]
+fn prune_removes_the_unpacked_layers_nothing_uses_as_root() {
+    prune_removes_unused_layers(Who::Caller);
+}
+
+#[test]
+fn prune_removes_the_unpacked_layers_nothing_uses_rootless() {
+    if !common::is_root() {
+        loud("build_layers rootless SKIPPED: needs root to act as kilntest");
+        return;
+    }
+    prune_removes_unused_layers(Who::Kilntest);
+}
+
+/// `kiln prune` keeps a layer directory while an image or the build cache
+/// uses its layer, removes what killed runs left, and with
+/// `--build-cache` forgets the cache, so the built layers go too.
+fn prune_removes_unused_layers(who: Who) {
+    let Some((_tmp, ctx, k)) = setup(who) else {
+        return;
+    };
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1"]);
+    assert!(out.status.success(), "kiln build failed:\n{log}");
+    let config = k.config_blob("layers-test:1");
+    let ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .unwrap()
+                .strip_prefix("sha256:")
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let (base, built) = (&ids[0], ids.last().unwrap());
+    let layers = k.root.join("snapshots/layers");
+    assert!(layers.join(built).is_dir() && layers.join(base).is_dir());
+    // What a killed run leaves behind.
+    let stray = k.root.join("snapshots/containers/stray");
+    fs::create_dir_all(stray.join("upper/etc")).unwrap();
+    if who == Who::Kilntest {
+        give_to_kilntest(&stray);
+    }
+
+    // Untagged, the image's layer is still the build cache's.
+    k.ok(&["rmi", "layers-test:1"]);
+    k.ok(&["prune"]);
+    assert!(
+        layers.join(built).is_dir(),
+        "prune removed a layer the cache uses"
+    );
+    assert!(!stray.exists(), "prune left a dead container");
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1"]);
+    assert!(out.status.success(), "rebuild failed:\n{log}");
+    assert!(exec_steps(&log).iter().all(|s| s.cached), "{log}");
+
+    k.ok(&["rmi", "layers-test:1"]);
+    let out = k.ok(&["prune", "--build-cache"]);
+    assert!(
+        !layers.join(built).exists(),
+        "the built layer stayed: {out}"
+    );
+    assert!(!k.root.join("blobs/sha256").join(built).exists());
+    assert!(layers.join(base).is_dir(), "the base image's layer went");
+    let check = k.ok(&["check"]);
+    assert!(check.contains(" 0 problems"), "{check}");
+    // The cache is gone: the next build runs its step again.
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1"]);
+    assert!(out.status.success(), "build after prune failed:\n{log}");
+    assert!(exec_steps(&log).iter().all(|s| !s.cached), "{log}");
+}

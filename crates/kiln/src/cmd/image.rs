@@ -206,14 +206,72 @@ pub fn rmi(root: &Path, a: RmiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn prune(root: &Path) -> anyhow::Result<()> {
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Also forget the build cache (as `docker builder prune -a`): every
+    /// cache entry, RUN cache mount, compressed copy of a built layer and
+    /// the context hash index. The next build runs every step.
+    #[arg(long)]
+    build_cache: bool,
+}
+
+/// What `--build-cache` forgets: the store directories (and GC roots) that
+/// only make builds faster.
+const BUILD_CACHE: &[&str] = &[
+    "build-cache",
+    "cache-mounts",
+    "compressed-layers",
+    "context-index",
+];
+
+pub fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let r = store.prune()?;
+    let snaps = kiln_snapshot::Snapshots::open(&store)?;
+    let forget = if a.build_cache { BUILD_CACHE } else { &[] };
+    let mut dirs = Ok(0);
+    let r = store.prune_with(forget, |store, keep| {
+        // A layer directory stays while its layer does: as a blob (plain
+        // layers are their own diff ID) or in a config that stays.
+        let mut diff_ids = keep.clone();
+        for d in keep {
+            diff_ids.extend(config_diff_ids(store, d));
+        }
+        dirs = snaps.prune(&diff_ids);
+        Ok(())
+    })?;
+    let dirs = dirs.context("removing unpacked layers")?;
     println!(
-        "Removed {} blobs ({} bytes) and {} temp files",
-        r.blobs, r.bytes, r.temp_files
+        "Removed {} blobs ({} bytes), {} unpacked layers and {} temp files",
+        r.blobs, r.bytes, dirs, r.temp_files
     );
     Ok(())
+}
+
+/// The diff IDs of blob `d`, if it is an image config.
+fn config_diff_ids(store: &kiln_image::Store, d: &kiln_image::Digest) -> Vec<kiln_image::Digest> {
+    #[derive(serde::Deserialize)]
+    struct Rootfs {
+        diff_ids: Vec<kiln_image::Digest>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        rootfs: Rootfs,
+    }
+    // Configs are small; a layer is not worth reading to find it is not one.
+    let small = store
+        .open_blob(d)
+        .ok()
+        .and_then(|f| f.metadata().ok())
+        .is_some_and(|m| m.len() < 4 << 20);
+    if !small {
+        return Vec::new();
+    }
+    store
+        .read_blob(d)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Config>(&b).ok())
+        .map(|c| c.rootfs.diff_ids)
+        .unwrap_or_default()
 }
 
 pub fn check(root: &Path) -> anyhow::Result<()> {
