@@ -10,7 +10,7 @@
 //! A failure here is not an error of the build: the export compresses
 //! whatever is missing itself, and reports what fails then.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
 
 use kiln_image::media::{self, Compression};
@@ -20,11 +20,11 @@ pub(crate) struct Precompress {
     compression: Option<Compression>,
     queue: Mutex<Option<mpsc::Sender<Digest>>>,
     jobs: Mutex<Option<mpsc::Receiver<Digest>>>,
-    pending: AtomicUsize,
+    /// Layers queued and not yet done; `idle` is signalled as it drops.
+    pending: Mutex<usize>,
     /// The build failed: what is queued is dropped, not compressed.
     abandoned: AtomicBool,
     idle: Condvar,
-    idle_lock: Mutex<()>,
 }
 
 impl Precompress {
@@ -35,10 +35,9 @@ impl Precompress {
             compression: Some(compression).filter(|c| *c != Compression::None),
             queue: Mutex::new(Some(tx)),
             jobs: Mutex::new(Some(rx)),
-            pending: AtomicUsize::new(0),
+            pending: Mutex::new(0),
             abandoned: AtomicBool::new(false),
             idle: Condvar::new(),
-            idle_lock: Mutex::new(()),
         }
     }
 
@@ -49,10 +48,10 @@ impl Precompress {
             return;
         }
         let digest = &blob.digest;
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.pending) += 1;
         let sent = lock(&self.queue).as_ref().map(|q| q.send(digest.clone()));
         if !matches!(sent, Some(Ok(()))) {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.done_one();
         }
     }
 
@@ -65,27 +64,28 @@ impl Precompress {
             return;
         };
         for digest in jobs {
-            if self.abandoned.load(Ordering::SeqCst) {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-                continue;
+            if !self.abandoned.load(Ordering::SeqCst) {
+                let _ = kiln_image::compressed::compressed_blob(store, &digest, c);
             }
-            let _ = kiln_image::compressed::compressed_blob(store, &digest, c);
-            self.pending.fetch_sub(1, Ordering::SeqCst);
-            let _g = lock(&self.idle_lock);
-            self.idle.notify_all();
+            self.done_one();
         }
+    }
+
+    fn done_one(&self) {
+        *lock(&self.pending) -= 1;
+        self.idle.notify_all();
     }
 
     /// Whether layers are still being compressed.
     pub(crate) fn busy(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) > 0
+        *lock(&self.pending) > 0
     }
 
     /// Waits until every queued layer is compressed.
     pub(crate) fn wait(&self) {
-        let mut g = lock(&self.idle_lock);
-        while self.busy() {
-            g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner());
+        let mut pending = lock(&self.pending);
+        while *pending > 0 {
+            pending = self.idle.wait(pending).unwrap_or_else(|e| e.into_inner());
         }
     }
 

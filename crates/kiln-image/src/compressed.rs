@@ -120,9 +120,7 @@ pub fn compressed_blob(
     plain: &Digest,
     compression: Compression,
 ) -> Result<(Digest, u64)> {
-    let memo = store
-        .dir(DIR)?
-        .join(format!("{}-{}", plain.hex(), suffix(compression)));
+    let memo = store.dir(DIR)?.join(memo_key(plain, compression));
     if let Ok(bytes) = std::fs::read(&memo)
         && let Ok(r) = serde_json::from_slice::<Remembered>(&bytes)
         && store.has_blob(&r.digest)

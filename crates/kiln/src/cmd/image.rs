@@ -258,11 +258,7 @@ fn config_diff_ids(store: &kiln_image::Store, d: &kiln_image::Digest) -> Vec<kil
         rootfs: Rootfs,
     }
     // Configs are small; a layer is not worth reading to find it is not one.
-    let small = store
-        .open_blob(d)
-        .ok()
-        .and_then(|f| f.metadata().ok())
-        .is_some_and(|m| m.len() < 4 << 20);
+    let small = store.blob_size(d).is_ok_and(|n| n < 4 << 20);
     if !small {
         return Vec::new();
     }
