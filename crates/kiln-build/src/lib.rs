@@ -22,6 +22,7 @@ pub mod platform;
 mod precompress;
 pub mod progress;
 pub mod remote;
+pub mod run_private;
 pub mod solver;
 pub mod source;
 mod step_layer;

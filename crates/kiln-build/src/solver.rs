@@ -234,6 +234,10 @@ pub fn build(
              (send a tar on standard input to give it one)",
         );
     }
+    // What killed builds of this store left in shared memory (their secrets)
+    // goes now; a problem with the directory itself is reported by the
+    // first RUN that needs it.
+    let _ = crate::run_private::sweep(store);
     let now = opts.source_date_epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

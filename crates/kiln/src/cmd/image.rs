@@ -229,6 +229,7 @@ pub fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<()> {
     let snaps = kiln_snapshot::Snapshots::open(&store)?;
     let forget = if a.build_cache { BUILD_CACHE } else { &[] };
     let mut dirs = Ok(0);
+    let mut secrets = Ok(Vec::new());
     let r = store.prune_with(forget, |store, keep| {
         // A layer directory stays while its layer does: as a blob (plain
         // layers are their own diff ID) or in a config that stays.
@@ -237,12 +238,18 @@ pub fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<()> {
             diff_ids.extend(config_diff_ids(store, d));
         }
         dirs = snaps.prune(&diff_ids);
+        secrets = kiln_build::run_private::sweep(store);
         Ok(())
     })?;
     let dirs = dirs.context("removing unpacked layers")?;
+    let secrets = secrets.context("removing secrets of killed builds")?;
     println!(
-        "Removed {} blobs ({} bytes), {} unpacked layers and {} temp files",
-        r.blobs, r.bytes, dirs, r.temp_files
+        "Removed {} blobs ({} bytes), {} unpacked layers, {} temp files and {} secret directories of killed builds",
+        r.blobs,
+        r.bytes,
+        dirs,
+        r.temp_files,
+        secrets.len()
     );
     Ok(())
 }
@@ -272,7 +279,13 @@ fn config_diff_ids(store: &kiln_image::Store, d: &kiln_image::Digest) -> Vec<kil
 
 pub fn check(root: &Path) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let r = store.check()?;
+    let mut r = store.check()?;
+    for dir in kiln_build::run_private::leftovers(&store)? {
+        r.problems.push(format!(
+            "{}: secrets of a killed build (the next build or `kiln prune` removes them)",
+            dir.display()
+        ));
+    }
     for p in &r.problems {
         eprintln!("problem: {p}");
     }
