@@ -3,7 +3,6 @@
 //! padding follows the tar's end marker.
 
 #[path = "layer_util.rs"]
-#[allow(dead_code)]
 mod util;
 
 use std::io::{Cursor, Write};
