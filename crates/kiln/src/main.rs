@@ -75,6 +75,16 @@ fn private_mount_namespace() -> rustix::io::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The store is chosen once, as the caller: after the switch below the
+    // process is uid 0 of a user namespace and would pick root's store. The
+    // re-executed process inherits the choice through KILN_ROOT, and so does
+    // every library that asks for the default store root.
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(kiln_image::store::default_root);
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("KILN_ROOT", &root) };
     if matches!(
         cli.command,
         Command::Run(_) | Command::Build(_) | Command::Export(_) | Command::Prune(_)
@@ -94,12 +104,6 @@ fn main() -> ExitCode {
             eprintln!("kiln: a private mount namespace: {e}");
         }
     }
-    if let Some(root) = &cli.root {
-        // SAFETY: no other thread exists yet. Every library that asks for
-        // the default store root then sees the one given here.
-        unsafe { std::env::set_var("KILN_ROOT", root) };
-    }
-    let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
     let result = match cli.command {
         Command::Info => {
             // Probed from the caller's own view (no re-exec for `info`).
