@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// Before `cmd`: its macros are in scope for what follows.
+#[macro_use]
+mod stdout;
 mod cmd;
 
 #[derive(Parser)]
@@ -107,8 +110,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => {
             // Probed from the caller's own view (no re-exec for `info`).
-            println!("{}", kiln_sandbox::info::probe());
-            println!("store:               {}", root.display());
+            outln!("{}", kiln_sandbox::info::probe());
+            outln!("store:               {}", root.display());
             Ok(())
         }
         Command::Import(a) => cmd::archive::import(&root, a),

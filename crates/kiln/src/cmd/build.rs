@@ -330,7 +330,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if quiet {
-        println!("{id}");
+        outln!("{id}");
     } else {
         eprintln!(
             "built {} ({} steps run, {} cached){}",
@@ -342,7 +342,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
                 .map(|n| format!(" {}", n.familiar()))
                 .collect::<String>()
         );
-        println!("{id}");
+        outln!("{id}");
     }
     Ok(())
 }
