@@ -40,7 +40,7 @@ impl RunPrivate {
     pub fn create(store: &Store) -> Result<RunPrivate, BuildError> {
         let parent = parent_dir(store)?;
         for _ in 0..16 {
-            let id = unique_id();
+            let id = kiln_image::store::temp_name();
             let lock_path = parent.join(format!("run-{id}.lock"));
             let lock = match OpenOptions::new()
                 .write(true)
@@ -226,17 +226,6 @@ fn check_owned(parent: &Path) -> Result<(), BuildError> {
         )));
     }
     Ok(())
-}
-
-fn unique_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}-{n}-{nanos:x}", std::process::id())
 }
 
 fn io_error(op: &str, path: &Path, e: io::Error) -> BuildError {

@@ -106,7 +106,10 @@ fn rustix_is_root() -> bool {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn temp_name() -> String {
+/// A name no other live process or thread of this machine is using now:
+/// pid, a process-wide counter and the clock's nanoseconds. For temp files
+/// and directories that are renamed into place or removed.
+pub fn temp_name() -> String {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

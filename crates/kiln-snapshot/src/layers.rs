@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_image::layer::{Entry, ExtractError, ExtractOptions, OverlayFormat, extract};
 use kiln_image::{Descriptor, Digest, Store};
@@ -28,15 +27,8 @@ pub struct Snapshots {
     dir: PathBuf,
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
 pub(crate) fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}{}-{n}-{t:x}", std::process::id())
+    format!("{prefix}{}", kiln_image::store::temp_name())
 }
 
 fn create_dir(p: &Path) -> Result<()> {

@@ -21,14 +21,6 @@ use common::build::*;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-fn marker() -> String {
-    let mut b = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .unwrap();
-    format!("canary-{}", hex::encode(b))
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -111,7 +103,7 @@ fn poisoned_diff_id_is_refused(who: Who) {
     import_bases(&k, false);
     let real = diff_ids(&k, BUSYBOX_IMAGE);
     assert_eq!(real.len(), 1);
-    let canary = marker();
+    let canary = canary();
     let evil = tmp.path().join("evil");
     layout_claiming(
         &evil,
@@ -304,11 +296,16 @@ fn an_existing_open_store_is_made_private() {
 
 // ------------------------------------------------------------ secrets
 
-/// The private RUN directories of `store` (see kiln_build::run_private).
-fn run_dirs(store: &Path) -> (PathBuf, Vec<PathBuf>) {
+/// Where `store`'s RUN secrets go (see kiln_build::run_private).
+fn secrets_parent(store: &Path) -> PathBuf {
     let canon = fs::canonicalize(store).unwrap();
     let hash = sha256_hex(canon.as_os_str().as_encoded_bytes());
-    let parent = Path::new("/dev/shm").join(format!("kiln-{}", &hash[..16]));
+    Path::new("/dev/shm").join(format!("kiln-{}", &hash[..16]))
+}
+
+/// The private RUN directories of `store` (see kiln_build::run_private).
+fn run_dirs(store: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let parent = secrets_parent(store);
     let mut dirs: Vec<PathBuf> = fs::read_dir(&parent)
         .map(|rd| {
             rd.flatten()
@@ -326,7 +323,7 @@ fn killed_build_secret_is_swept(who: Who) {
     let store = tmp.path().join("store");
     let k = KilnBuild::new(&store, who);
     import_bases(&k, false);
-    let secret = marker();
+    let secret = canary();
     let src = tmp.path().join("tok");
     fs::write(&src, &secret).unwrap();
     let ctx = tmp.path().join("ctx");
@@ -425,12 +422,10 @@ fn prune_removes_a_killed_builds_secret() {
     let k = KilnBuild::new(&store, Who::Caller);
     k.ok(&["images"]);
     // What a killed RUN leaves: its directory and an unheld lock.
-    let canon = fs::canonicalize(&store).unwrap();
-    let hash = sha256_hex(canon.as_os_str().as_encoded_bytes());
-    let parent = Path::new("/dev/shm").join(format!("kiln-{}", &hash[..16]));
+    let parent = secrets_parent(&store);
     fs::create_dir_all(parent.join("run-1-0-0")).unwrap();
     fs::set_permissions(&parent, fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(parent.join("run-1-0-0/secret-0"), marker()).unwrap();
+    fs::write(parent.join("run-1-0-0/secret-0"), canary()).unwrap();
     fs::write(parent.join("run-1-0-0.lock"), "").unwrap();
     assert!(!k.output(&["check"]).status.success());
     let out = k.ok(&["prune"]);
@@ -448,14 +443,12 @@ fn a_planted_secret_parent_is_refused() {
     let store = tmp.path().join("store");
     let k = KilnBuild::new(&store, Who::Caller);
     import_bases(&k, false);
-    let canon = fs::canonicalize(&store).unwrap();
-    let hash = sha256_hex(canon.as_os_str().as_encoded_bytes());
-    let parent = Path::new("/dev/shm").join(format!("kiln-{}", &hash[..16]));
+    let parent = secrets_parent(&store);
     fs::create_dir_all(&parent).unwrap();
     let (uid, gid) = kilntest_ids();
     std::os::unix::fs::chown(&parent, Some(uid), Some(gid)).unwrap();
     fs::set_permissions(&parent, fs::Permissions::from_mode(0o777)).unwrap();
-    let secret = marker();
+    let secret = canary();
     let src = tmp.path().join("tok");
     fs::write(&src, &secret).unwrap();
     let ctx = tmp.path().join("ctx");
