@@ -14,6 +14,7 @@ pub mod context;
 pub mod copy;
 mod copy_step;
 pub mod exec;
+pub mod export;
 pub mod fs;
 pub mod key;
 pub mod named;
