@@ -145,8 +145,9 @@ fn remote_host(url: &str) -> Result<(String, u16), String> {
                 "the {s}:// transport is refused: only http(s), git and ssh repositories are fetched"
             ));
         }
-        None if url.starts_with("git@") && !url.contains("::") => {
-            // scp-like: git@host:path, host possibly [bracketed].
+        None if url.starts_with("git@") => {
+            // scp-like: git@host:path, host possibly [bracketed]. ('@' is
+            // no scheme character: git never reads this as `helper::…`.)
             let rest = &url["git@".len()..];
             let host = match rest.strip_prefix('[') {
                 Some(r) => r.split(']').next().unwrap_or_default(),
@@ -424,7 +425,6 @@ mod tests {
             "/srv/r.git",
             "../r.git",
             "ext::sh -c touch% /tmp/pwned",
-            "git@ext::sh",
             "fd::3",
             "-uhost:r",
             "ssh://-oProxyCommand=x/r.git",
