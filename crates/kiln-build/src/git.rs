@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 
 use crate::BuildError;
 use crate::context::clean_rel;
-use crate::host_net::{HostNetwork, check_host, local_kind};
+use crate::host_net::{CheckError, HostNetwork, check_host, local_kind, proxy_configured};
 
 /// The transports git may use.
 const ALLOWED_PROTOCOLS: &str = "https:http:git:ssh";
@@ -285,11 +285,17 @@ pub fn clone_git_for(
     };
     match access {
         HostNetwork::Refused => {
-            let addrs = check_host(&host, port).map_err(|e| err(e.to_string()))?;
-            if url.starts_with("http://") || url.starts_with("https://") {
+            let http = url.starts_with("http://") || url.starts_with("https://");
+            let addrs = match check_host(&host, port) {
+                Ok(addrs) => Some(addrs),
+                // Behind a proxy, only the proxy may know external names.
+                Err(CheckError::Resolve(_)) if http && proxy_configured() => None,
+                Err(e) => return Err(err(e.to_string())),
+            };
+            if http {
                 // A redirect would go where nobody checked.
                 git.config.push("http.followRedirects=false".into());
-                if host.parse::<std::net::IpAddr>().is_err() {
+                if let Some(addrs) = addrs.filter(|_| host.parse::<std::net::IpAddr>().is_err()) {
                     git.config.push(format!(
                         "http.curloptResolve={}",
                         curl_resolve(&host, port, &addrs)

@@ -181,6 +181,21 @@ pub fn names_host_network(url: &str) -> bool {
     }
 }
 
+/// [`check_url`], where a name this host cannot resolve passes when a
+/// proxy is configured: behind a proxy, only the proxy may know external
+/// names (without one, the DNS hook checks the name when connecting).
+fn check_url_via(url: &Url, proxied: bool) -> Result<(), CheckError> {
+    match check_url(url) {
+        Err(CheckError::Resolve(_)) if proxied => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether the environment configures a proxy.
+pub fn proxy_configured() -> bool {
+    !proxy_hosts().is_empty()
+}
+
 /// The hosts of the proxies the environment configures: the user's own,
 /// which may be on this host (a proxy's name goes through the DNS hook).
 fn proxy_hosts() -> Vec<String> {
@@ -250,11 +265,15 @@ pub struct GuardedClient {
     pub client: reqwest::blocking::Client,
     refusal: Arc<Mutex<Option<Refusal>>>,
     access: HostNetwork,
+    /// Whether the environment configures a proxy.
+    proxied: bool,
 }
 
 impl GuardedClient {
     pub fn new(access: HostNetwork, url: &Url) -> Result<GuardedClient, String> {
         let refusal: Arc<Mutex<Option<Refusal>>> = Arc::default();
+        let proxies = proxy_hosts();
+        let proxied = !proxies.is_empty();
         let mut builder =
             reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600));
         match access {
@@ -273,14 +292,14 @@ impl GuardedClient {
                 let slot = refusal.clone();
                 builder = builder
                     .dns_resolver(Arc::new(GuardedResolver {
-                        proxies: proxy_hosts(),
+                        proxies: proxies.clone(),
                         refusal: refusal.clone(),
                     }))
                     .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                         if attempt.previous().len() >= MAX_REDIRECTS {
                             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
                         }
-                        match check_url(attempt.url()) {
+                        match check_url_via(attempt.url(), proxied) {
                             Ok(()) => attempt.follow(),
                             Err(CheckError::Refused(mut r)) => {
                                 r.redirect = Some(attempt.url().to_string());
@@ -297,6 +316,7 @@ impl GuardedClient {
             client,
             refusal,
             access,
+            proxied,
         })
     }
 
@@ -304,7 +324,7 @@ impl GuardedClient {
     pub fn check(&self, url: &Url) -> Result<(), CheckError> {
         match self.access {
             HostNetwork::Allowed => Ok(()),
-            HostNetwork::Refused => check_url(url),
+            HostNetwork::Refused => check_url_via(url, self.proxied),
         }
     }
 
