@@ -44,6 +44,12 @@ pub struct BuildArgs {
     /// Default network for RUN (default, none or host).
     #[arg(long)]
     network: Option<String>,
+    /// Let the Dockerfile use an entitlement: network.host (RUN
+    /// --network=host, ADD from this host's own network) or
+    /// security.insecure (RUN --security=insecure). Repeatable, or
+    /// comma-separated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
     /// NAME=PATH, NAME=docker-image://REF (an image in the store) or
@@ -113,6 +119,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         Some("host") => kiln_dockerfile::instructions::Network::Host,
         Some(n) => bail!("--network {n}: expected default, none or host"),
     };
+    let entitlements = kiln_build::Entitlements::parse(&a.allow)?;
     // The context (and the Dockerfile in it) may come from standard
     // input, a git repository or a URL; it lives until the build is done.
     let inputs = kiln_build::source::load(
@@ -120,6 +127,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         a.file.as_deref(),
         &mut std::io::stdin().lock(),
         &store.dir("tmp")?,
+        entitlements.host_network(),
     )?;
     let mut build_args = kv(&a.build_args, "--build-arg")?;
     let env_epoch = std::env::var("SOURCE_DATE_EPOCH")
@@ -180,6 +188,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         context_dir: inputs.context_dir.clone(),
         context_kind: inputs.kind,
         network,
+        entitlements,
         fetch_base: Some(export::base_fetcher()?),
         pull: a.pull,
         dockerignore: inputs.dockerignore.clone(),
