@@ -103,7 +103,7 @@ fn poisoned_diff_id_is_refused(who: Who) {
     import_bases(&k, false);
     let real = diff_ids(&k, BUSYBOX_IMAGE);
     assert_eq!(real.len(), 1);
-    let canary = canary();
+    let canary = common::canary::marker("store");
     let evil = tmp.path().join("evil");
     layout_claiming(
         &evil,
@@ -323,7 +323,7 @@ fn killed_build_secret_is_swept(who: Who) {
     let store = tmp.path().join("store");
     let k = KilnBuild::new(&store, who);
     import_bases(&k, false);
-    let secret = canary();
+    let secret = common::canary::marker("store");
     let src = tmp.path().join("tok");
     fs::write(&src, &secret).unwrap();
     let ctx = tmp.path().join("ctx");
@@ -425,7 +425,11 @@ fn prune_removes_a_killed_builds_secret() {
     let parent = secrets_parent(&store);
     fs::create_dir_all(parent.join("run-1-0-0")).unwrap();
     fs::set_permissions(&parent, fs::Permissions::from_mode(0o700)).unwrap();
-    fs::write(parent.join("run-1-0-0/secret-0"), canary()).unwrap();
+    fs::write(
+        parent.join("run-1-0-0/secret-0"),
+        common::canary::marker("store"),
+    )
+    .unwrap();
     fs::write(parent.join("run-1-0-0.lock"), "").unwrap();
     assert!(!k.output(&["check"]).status.success());
     let out = k.ok(&["prune"]);
@@ -448,7 +452,7 @@ fn a_planted_secret_parent_is_refused() {
     let (uid, gid) = kilntest_ids();
     std::os::unix::fs::chown(&parent, Some(uid), Some(gid)).unwrap();
     fs::set_permissions(&parent, fs::Permissions::from_mode(0o777)).unwrap();
-    let secret = canary();
+    let secret = common::canary::marker("store");
     let src = tmp.path().join("tok");
     fs::write(&src, &secret).unwrap();
     let ctx = tmp.path().join("ctx");

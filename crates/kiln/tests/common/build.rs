@@ -73,16 +73,6 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
     d
 }
 
-/// Random text unique to this run: planted as a secret or a host file, any
-/// place it shows up again is a leak.
-pub fn canary() -> String {
-    let mut b = [0u8; 24];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .unwrap();
-    format!("canary-{}", hex::encode(b))
-}
-
 /// A prerequisite of a test (root, a peer tool, a package) is missing. Under
 /// `CI=true` that fails the test: CI installs everything the suite needs, so
 /// a skip there would be a pass that tested nothing. Elsewhere the part is
