@@ -305,7 +305,7 @@ fn git_repository_as_the_context() {
         return;
     };
     if !have("git") {
-        loud("git missing: build_inputs::git_repository_as_the_context SKIPPED");
+        missing_prerequisite("git missing: build_inputs::git_repository_as_the_context");
         return;
     }
     // A repository served over git's dumb HTTP, as the ADD git case does.
@@ -715,7 +715,7 @@ fn push_sends_the_built_manifest() {
         return;
     };
     if !have("docker-registry") || !have("skopeo") {
-        loud("docker-registry or skopeo missing: build_inputs push test SKIPPED");
+        missing_prerequisite("docker-registry or skopeo missing: build_inputs push test");
         return;
     }
     let reg = support::Registry::start(support::Auth::None);
@@ -746,6 +746,18 @@ fn push_sends_the_built_manifest() {
     assert_eq!(m["image.name"], one.as_str());
     assert_eq!(support::skopeo_digest(&one), digest);
     assert!(log.contains(&format!("{one}@{digest}")), "{log}");
+    // One image, one digest: the build names the image by its ID, the
+    // store remembers the digest the registry knows, and it pulls.
+    let id = m["containerimage.config.digest"].as_str().unwrap();
+    assert!(log.contains(&format!("built {id}")), "{log}");
+    let listing = k.ok(&["images", "--digests"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("built/app") && l.contains(&digest)),
+        "{listing}"
+    );
+    k.ok(&["pull", &format!("{}/built/app@{digest}", reg.host())]);
     // The store keeps the built layer plain; the registry gets it gzipped.
     let raw = std::process::Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])

@@ -40,7 +40,7 @@ fn run_layer_directory_equals_the_unpacked_blob_as_root() {
 #[test]
 fn run_layer_directory_equals_the_unpacked_blob_rootless() {
     if !common::is_root() {
-        loud("build_layers rootless SKIPPED: needs root to act as kilntest");
+        missing_prerequisite("build_layers rootless needs root to act as kilntest");
         return;
     }
     layer_dir_equals_unpacked(Who::Kilntest);
@@ -288,7 +288,7 @@ fn prune_removes_the_unpacked_layers_nothing_uses_as_root() {
 #[test]
 fn prune_removes_the_unpacked_layers_nothing_uses_rootless() {
     if !common::is_root() {
-        loud("build_layers rootless SKIPPED: needs root to act as kilntest");
+        missing_prerequisite("build_layers rootless needs root to act as kilntest");
         return;
     }
     prune_removes_unused_layers(Who::Kilntest);

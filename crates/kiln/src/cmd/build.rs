@@ -241,6 +241,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let mut pushed = None;
     for p in &pushes {
         let top = p.run(&store, &desc)?;
+        for n in &names {
+            store.set_registry_digest(n, &top.digest)?;
+        }
         pushed.get_or_insert(top);
     }
     if let Some(p) = &a.iidfile {
@@ -258,9 +261,11 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     if quiet {
         outln!("{id}");
     } else {
+        // The image ID, as docker prints it; a push printed the digest the
+        // registry knows (the stored manifest's is neither).
         eprintln!(
             "built {} ({} steps run, {} cached){}",
-            desc.digest,
+            id,
             result.steps_run,
             result.steps_cached,
             names
