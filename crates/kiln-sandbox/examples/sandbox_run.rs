@@ -4,7 +4,7 @@
 //! ```text
 //! sandbox_run [--isolation auto|rootless|root|chroot] (--rootfs DIR |
 //!     --lower DIR... --upper DIR --work DIR) [--user U] [--hostname H]
-//!     [--network host|none] [--cwd DIR] [--env K=V]... [--bind SRC:DST[:ro]]...
+//!     [--network private|host|none] [--cwd DIR] [--env K=V]... [--bind SRC:DST[:ro]]...
 //!     [--cache SRC:DST]... [--tmpfs DST]... [--null-stdin] [--time] -- ARGV...
 //! sandbox_run --unshare -- ARGV...   # run ARGV on the host as userns root
 //! sandbox_run --info
@@ -62,6 +62,7 @@ fn real_main() -> Result<i32, Box<dyn std::error::Error>> {
             "--network" => {
                 spec.network = match need(&mut args, &a)?.as_str() {
                     "none" => Network::None,
+                    "private" => Network::Private,
                     "host" => Network::Host,
                     n => return Err(format!("unknown network {n}").into()),
                 }
