@@ -152,8 +152,16 @@ impl PrivateNet {
             let mut text = String::new();
             let _ = log.rewind();
             let _ = log.take(4096).read_to_string(&mut text);
+            // Without udev (minimal VMs, some containers) the tun device
+            // stays at the kernel's 0600, which only real root may open.
+            let hint = if text.contains("/dev/net/tun") {
+                "; a rootless slirp4netns needs /dev/net/tun readable and writable by \
+                 everyone (mode 0666, as udev makes it: chmod 0666 /dev/net/tun)"
+            } else {
+                ""
+            };
             return Err(Error::Network(format!(
-                "{} did not configure the private network: {why}{}",
+                "{} did not configure the private network: {why}{}{hint}",
                 slirp_bin.display(),
                 if text.trim().is_empty() {
                     String::new()
