@@ -221,3 +221,35 @@ both!(
         assert!(!s.contains(&server.marker), "{s}");
     }
 );
+
+/// Without slirp4netns the default network is a clear error naming what to
+/// install and the alternative, never the host's network in silence; the
+/// other modes do not need it.
+#[test]
+fn missing_slirp4netns_is_a_clear_error() {
+    let env = Env::new(Who::Caller).unwrap();
+    let root = env.busybox_rootfs("root");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(&env.bin)
+            .env("PATH", "/nonexistent")
+            .arg("--rootfs")
+            .arg(&root)
+            .args(extra)
+            .args(["--", "/bin/true"])
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("apt-get install slirp4netns"), "{err}");
+    assert!(err.contains("--network=host --allow network.host"), "{err}");
+    for mode in ["none", "host"] {
+        let o = run(&["--network", mode]);
+        assert!(
+            o.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
