@@ -72,7 +72,8 @@
 //! no fd has to survive into the sandbox. Relay and init die with their
 //! parent (`PR_SET_PDEATHSIG`); init's death kills the pid namespace; the
 //! mount namespace, and every mount in it, goes with the last process. Cost:
-//! ~4-15 ms per run (three forks, ~25 mount syscalls, one overlay mount).
+//! ~4-15 ms per run (three forks, ~25 mount syscalls, one overlay mount),
+//! plus ~15 ms once per [`Sandbox`] for the private network's slirp4netns.
 //! Forking a multi-threaded caller is fine: the children only allocate and
 //! make syscalls (glibc's fork keeps malloc usable), never take std's stdio
 //! locks or tracing.
@@ -81,7 +82,8 @@
 //! `cargo test -p kiln-sandbox` (plain `cargo test` builds the `sandbox_run`
 //! example the integration tests drive). As root, every scenario also runs
 //! as the unprivileged user `kilntest` (created, with subuid/subgid
-//! 200000:65536). Needs `busybox-static`, `uidmap`, `debootstrap` and the
+//! 200000:65536). Needs `busybox-static`, `uidmap`, `slirp4netns` (with
+//! `/dev/net/tun` at 0666 for kilntest), `iproute2`, `debootstrap` and the
 //! Debian mirror for the apt test (cached in /var/tmp/kiln-test-debian; skip
 //! it with `KILN_SKIP_DEBIAN=1`). `buildah`, if present, is timed for
 //! comparison.

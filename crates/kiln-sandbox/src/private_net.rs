@@ -12,7 +12,7 @@
 //! Starting it costs ~10 ms, as much as a whole RUN, so it is paid once per
 //! sandbox rather than once per run.
 //!
-//! Steps of [`PrivateNet::start`]: a forked *holder* unshares the network
+//! Steps of `PrivateNet::start`: a forked *holder* unshares the network
 //! namespace (and, when the sandbox makes its own single-ID user namespace,
 //! that too), brings `lo` up, makes link-local 169.254.0.0/16 unreachable
 //! (cloud metadata services live there and trust whoever asks), reports, and

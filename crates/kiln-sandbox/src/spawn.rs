@@ -1,7 +1,9 @@
 //! Process plumbing of one run. The caller P forks a *relay* C that unshares
 //! the namespaces (it must be a fresh single-threaded child: `unshare` of a
 //! user namespace is refused to threaded processes, and P's own namespaces
-//! must stay untouched); C forks *init* I, PID 1 of the new pid namespace,
+//! must stay untouched; for `Network::Private` it first `setns`es into the
+//! sandbox's private network namespace, see [`crate::private_net`]); C forks
+//! *init* I, PID 1 of the new pid namespace,
 //! which builds the filesystem (procfs can only be mounted from inside the
 //! pid namespace), then forks the *worker* W that becomes the command.
 //!
