@@ -253,3 +253,30 @@ fn missing_slirp4netns_is_a_clear_error() {
         );
     }
 }
+
+// A caller that never became root of a user namespace: each run makes its
+// own single-ID one, so the private network lives in a user namespace of
+// its own that the runs join.
+both!(private_network_without_userns_reexec, |env: &Env| {
+    let server = LoopbackServer::start();
+    let root = env.busybox_rootfs("root");
+    let o = env.run_in(
+        &root,
+        &["--no-userns-reexec", "--isolation", "rootless"],
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "id -u; cat /proc/net/dev; nc -w2 127.0.0.1 {} </dev/null; echo \"rc=$?\"; \
+                 echo inner-marker | nc -l -p 7777 & sleep 0.3; nc -w2 127.0.0.1 7777 </dev/null",
+                server.port
+            ),
+        ],
+    );
+    let s = stdout(&o);
+    assert!(o.status.success(), "{s}");
+    assert!(s.starts_with("0\n"), "{s}");
+    assert!(s.contains("tap0:") && s.contains("rc=1"), "{s}");
+    assert!(!s.contains(&server.marker), "{s}");
+    assert!(s.ends_with("inner-marker\n"), "{s}");
+});
