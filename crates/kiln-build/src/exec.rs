@@ -162,9 +162,12 @@ fn run_in(
     });
     // As `docker build`: a RUN reads nothing from kiln's own stdin.
     spec.null_stdin = true;
+    // The default is a network namespace of the build's own, as BuildKit's:
+    // the host's loopback services are not the RUN's.
     spec.network = match run.network {
+        Network::Default => kiln_sandbox::Network::Private,
         Network::None => kiln_sandbox::Network::None,
-        _ => kiln_sandbox::Network::Host,
+        Network::Host => kiln_sandbox::Network::Host,
     };
     // Keeps views, secret files and locks alive until the process is done.
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();

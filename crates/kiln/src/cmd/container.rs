@@ -26,8 +26,10 @@ pub struct RunArgs {
     /// The working directory (created if missing).
     #[arg(short, long)]
     workdir: Option<String>,
-    /// host (the default, as `docker build` has it) or none.
-    #[arg(long, default_value = "host")]
+    /// default (a network namespace of the container's own that reaches
+    /// the outside but not the host's loopback, like docker run's bridge),
+    /// host (the host's network itself) or none (only `lo`).
+    #[arg(long, default_value = "default")]
     network: String,
     /// type=bind|cache|tmpfs,target=PATH[,source=PATH][,readonly][,id=ID]
     #[arg(long = "mount", value_name = "SPEC")]
@@ -239,9 +241,10 @@ fn run_in(
         .unwrap_or_default();
     spec.hostname = a.hostname.clone();
     spec.network = match a.network.as_str() {
-        "host" | "default" => Network::Host,
+        "default" | "private" => Network::Private,
+        "host" => Network::Host,
         "none" => Network::None,
-        other => bail!("--network {other:?}: expected host or none"),
+        other => bail!("--network {other:?}: expected default, host or none"),
     };
     spec.mounts = a
         .mounts
