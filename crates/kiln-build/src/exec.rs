@@ -91,17 +91,8 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
                 None => {
                     // The context subtree the bind exposes.
                     let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
-                    for e in inputs.context.walk(&src).unwrap_or_default() {
-                        if e.meta.is_file() {
-                            k.str(
-                                &e.rel,
-                                &inputs.context.file_digest(&e.rel, &e.meta)?.to_string(),
-                            );
-                        } else {
-                            k.str(&e.rel, "");
-                        }
-                    }
-                    k.str("from-context", &src);
+                    let b = crate::bind::context_source(inputs.context, &src)?;
+                    crate::bind::key_context(&mut k, inputs.context, &b)?;
                 }
             }
             k.json("source", &mm.source);
@@ -194,7 +185,9 @@ fn run_in(
                     BuildError::Instruction("RUN --mount=type=bind needs a target".into())
                 })?;
                 let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
-                let source = match &m.from_ref {
+                // Resolved inside the stage or context by the sandbox, when
+                // mounting (see crate::bind).
+                let mount = match &m.from_ref {
                     Some(FromRef::Stage { index, .. }) => {
                         let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
                             BuildError::Instruction(format!(
@@ -202,17 +195,32 @@ fn run_in(
                             ))
                         })?;
                         let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
-                        let p = view.path().join(&src);
+                        let real = crate::bind::stage_source(&view, &src, m.from_ref.as_ref())?;
+                        let mount = MountSpec::BindInRoot {
+                            root: view.path().to_path_buf(),
+                            source: PathBuf::from(real),
+                            target: target.clone(),
+                            readonly: mm.readonly,
+                        };
                         keep.push(Box::new(view));
-                        p
+                        mount
                     }
-                    _ => inputs.context.host_path(&src)?,
+                    _ => {
+                        let b = crate::bind::context_source(inputs.context, &src)?;
+                        let (mount, copy) = crate::bind::context_mount(
+                            inputs.context,
+                            &b,
+                            target.clone(),
+                            mm.readonly,
+                            inputs.scratch,
+                        )?;
+                        if let Some(copy) = copy {
+                            keep.push(Box::new(copy));
+                        }
+                        mount
+                    }
                 };
-                spec.mounts.push(MountSpec::Bind {
-                    source,
-                    target: target.clone(),
-                    readonly: mm.readonly,
-                });
+                spec.mounts.push(mount);
                 targets.push(target);
             }
             MountType::Cache => {

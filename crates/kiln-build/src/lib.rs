@@ -9,12 +9,14 @@
 //! (`kiln-sandbox`), diff filesystems (`kiln-snapshot`) or talk to
 //! registries; it ties them together and writes the result to the store.
 
+mod bind;
 pub mod cache;
 pub mod context;
 pub mod copy;
 mod copy_step;
 pub mod exec;
 pub mod fs;
+pub mod inroot;
 pub mod key;
 pub mod named;
 pub mod output;

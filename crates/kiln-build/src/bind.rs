@@ -1,0 +1,177 @@
+//! `RUN --mount=type=bind`: what the sandbox is asked to mount, and what
+//! of it enters the RUN's cache key.
+//!
+//! The source is a path inside the context or a stage, and it stays
+//! there: it is handed to the sandbox as a root and a path that the
+//! sandbox resolves in that root when mounting
+//! ([`kiln_sandbox::MountSpec::BindInRoot`]), so a symlink at the source
+//! or in the middle of it (relative, absolute, or swapped in after kiln
+//! looked) binds a path of the context or stage, never one of the host.
+//!
+//! `.dockerignore` holds: BuildKit never sends an ignored file, so a RUN
+//! cannot see it. When something below a context source is ignored, the
+//! bind shows a copy of the source without it instead (hard links where
+//! the store's file system allows, else copies), made on a cache miss
+//! only; the key never includes ignored files.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use kiln_sandbox::MountSpec;
+
+use crate::BuildError;
+use crate::context::{BindSource, Context, ContextEntry};
+use crate::inroot::Root;
+use crate::key::KeyHasher;
+
+/// The context source of a bind, or a clear error when it is missing.
+pub fn context_source(ctx: &Context, src: &str) -> Result<BindSource, BuildError> {
+    ctx.bind_source(src)?.ok_or_else(|| {
+        BuildError::Instruction(format!(
+            "RUN --mount=type=bind: source {:?} is not in the build context",
+            if src.is_empty() { "." } else { src }
+        ))
+    })
+}
+
+/// The real path of a stage's source, or a clear error when it is
+/// missing (the sandbox resolves it again, in the same root, to mount it).
+pub fn stage_source(
+    view: &crate::fs::View,
+    src: &str,
+    from: Option<&kiln_dockerfile::instructions::FromRef>,
+) -> Result<String, BuildError> {
+    let tree =
+        Root::open(view.path()).map_err(|e| BuildError::Io(format!("a view of a stage: {e}")))?;
+    let shown = format!("/{src}");
+    let stage = match from {
+        Some(kiln_dockerfile::instructions::FromRef::Stage {
+            name: Some(name), ..
+        }) => format!("stage {name:?}"),
+        Some(kiln_dockerfile::instructions::FromRef::Stage { index, .. }) => {
+            format!("stage {index}")
+        }
+        _ => String::from("the stage"),
+    };
+    tree.real(src)
+        .map_err(|e| BuildError::Instruction(format!("RUN --mount=type=bind: {shown}: {e}")))?
+        .ok_or_else(|| {
+            BuildError::Instruction(format!(
+                "RUN --mount=type=bind: source {shown:?} is not in {stage}"
+            ))
+        })
+}
+
+/// Adds what a bind of the context shows to a RUN's key: every visible
+/// entry's path, mode, and content (a file's digest, a symlink's target).
+pub fn key_context(k: &mut KeyHasher, ctx: &Context, b: &BindSource) -> Result<(), BuildError> {
+    k.str("from-context", &b.real);
+    let top = ContextEntry {
+        rel: b.real.clone(),
+        meta: b.meta.clone(),
+    };
+    for e in std::iter::once(&top).chain(&b.entries) {
+        let content = if e.meta.is_file() {
+            ctx.file_digest(&e.rel, &e.meta)?.to_string()
+        } else if e.meta.file_type().is_symlink() {
+            let target = ctx
+                .tree()?
+                .read_link(&e.rel)
+                .map_err(|err| BuildError::Context(format!("{}: {err}", e.rel)))?;
+            format!("link:{}", target.to_string_lossy())
+        } else {
+            String::new()
+        };
+        k.str(&e.rel, &content).json("mode", &e.meta.mode());
+    }
+    Ok(())
+}
+
+/// The mount of a context source. A filtered copy, when one is needed,
+/// is made under `scratch` and must live until the RUN is done.
+pub fn context_mount(
+    ctx: &Context,
+    b: &BindSource,
+    target: PathBuf,
+    readonly: bool,
+    scratch: &Path,
+) -> Result<(MountSpec, Option<tempfile::TempDir>), BuildError> {
+    let tree = ctx.tree()?;
+    if !b.filtered {
+        let mount = MountSpec::BindInRoot {
+            root: tree.path().to_path_buf(),
+            source: PathBuf::from(&b.real),
+            target,
+            readonly,
+        };
+        return Ok((mount, None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("bind-")
+        .tempdir_in(scratch)
+        .map_err(|e| BuildError::Io(format!("bind mount scratch: {e}")))?;
+    let top = dir.path().join("src");
+    filtered_copy(tree, b, &top)?;
+    let mount = MountSpec::Bind {
+        source: top,
+        target,
+        readonly,
+    };
+    Ok((mount, Some(dir)))
+}
+
+/// Makes `top` a copy of the directory `b` without its ignored entries:
+/// directories made, regular files hard-linked (or copied), symlinks
+/// recreated, with modes, owners and times kept; other kinds left out.
+fn filtered_copy(tree: &Root, b: &BindSource, top: &Path) -> Result<(), BuildError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| BuildError::Io(format!("bind mount {what}: {e}"))
+    };
+    fs::create_dir(top).map_err(io(&b.real))?;
+    let prefix = if b.real.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", b.real)
+    };
+    let mut dirs = vec![(top.to_path_buf(), b.meta.clone())];
+    for e in &b.entries {
+        let under = e.rel.strip_prefix(&prefix).unwrap_or(&e.rel);
+        let dest = top.join(under);
+        let ft = e.meta.file_type();
+        if ft.is_dir() {
+            fs::create_dir(&dest).map_err(io(&e.rel))?;
+            dirs.push((dest, e.meta.clone()));
+        } else if ft.is_file() {
+            if tree.link_to(&e.rel, &dest).is_err() {
+                let mut from = tree.open_file(&e.rel).map_err(io(&e.rel))?;
+                let mut to = fs::File::create_new(&dest).map_err(io(&e.rel))?;
+                std::io::copy(&mut from, &mut to).map_err(io(&e.rel))?;
+                keep_meta(&to, &e.meta);
+            }
+        } else if ft.is_symlink() {
+            let target = tree.read_link(&e.rel).map_err(io(&e.rel))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(io(&e.rel))?;
+            let _ = std::os::unix::fs::lchown(&dest, Some(e.meta.uid()), Some(e.meta.gid()));
+        }
+    }
+    // Deepest first, so that setting a directory's time is not undone by
+    // making its children.
+    for (d, meta) in dirs.iter().rev() {
+        if let Ok(f) = fs::File::open(d) {
+            keep_meta(&f, meta);
+        }
+    }
+    Ok(())
+}
+
+/// Best effort: the mode, owner and times of the original.
+fn keep_meta(f: &fs::File, meta: &fs::Metadata) {
+    // chown first: it clears set-user-ID bits that chmod then restores.
+    let _ = std::os::unix::fs::fchown(f, Some(meta.uid()), Some(meta.gid()));
+    let _ = f.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777));
+    if let (Ok(a), Ok(m)) = (meta.accessed(), meta.modified()) {
+        let _ = f.set_times(fs::FileTimes::new().set_accessed(a).set_modified(m));
+    }
+}
