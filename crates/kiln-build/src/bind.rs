@@ -139,6 +139,24 @@ fn filtered_copy(tree: &Root, b: &BindSource, top: &Path) -> Result<(), BuildErr
     for e in &b.entries {
         let under = e.rel.strip_prefix(&prefix).unwrap_or(&e.rel);
         let dest = top.join(under);
+        // The ignored directories above a re-included entry are not
+        // listed, yet hold it: made as they are in the context.
+        let mut missing = Vec::new();
+        for (a, d) in Path::new(&e.rel)
+            .ancestors()
+            .skip(1)
+            .zip(dest.ancestors().skip(1))
+        {
+            if d == top || fs::symlink_metadata(d).is_ok() {
+                break;
+            }
+            missing.push((a.to_string_lossy().into_owned(), d.to_path_buf()));
+        }
+        for (rel, d) in missing.into_iter().rev() {
+            let meta = tree.lstat(&rel).map_err(io(&rel))?;
+            fs::create_dir(&d).map_err(io(&rel))?;
+            dirs.push((d, meta));
+        }
         let ft = e.meta.file_type();
         if ft.is_dir() {
             fs::create_dir(&dest).map_err(io(&e.rel))?;

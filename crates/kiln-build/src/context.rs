@@ -194,7 +194,9 @@ impl Context {
         self.check_present(rel)?;
         let clean = clean_rel(rel)?;
         let tree = self.tree()?;
-        let hidden = |r: &str, _: bool| self.is_ignored(r);
+        // An ignored directory is still there when something below it is
+        // re-included (`!dir/keep`), holding just that.
+        let hidden = |r: &str, _: bool| self.is_ignored(r) && !self.ignore.may_reinclude_under(r);
         let Some(real) = crate::inroot::expand(tree, &clean, true, &hidden)
             .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?
             .into_iter()
@@ -205,7 +207,11 @@ impl Context {
         let meta = tree
             .lstat(&real)
             .map_err(|e| BuildError::Context(format!("{real}: {e}")))?;
-        let mut filtered = false;
+        let ignored = self.is_ignored(&real) || self.is_ignored(&clean);
+        if ignored && !meta.is_dir() {
+            return Ok(None);
+        }
+        let mut filtered = ignored;
         let entries = if meta.is_dir() {
             walk_sorted(tree, &real, true, |r, m| {
                 let ignored = self.is_ignored(r);
