@@ -187,7 +187,8 @@ impl Root {
             let Ok(name) = e.file_name().into_string() else {
                 continue;
             };
-            let Ok(meta) = fs::symlink_metadata(at.join(&name)) else {
+            // fstatat on the listing's own fd, not following symlinks.
+            let Ok(meta) = e.metadata() else {
                 continue;
             };
             out.push((name, meta));

@@ -298,7 +298,7 @@ fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> 
             let fd = open_in_root(tree_fd.as_fd(), &rel).map_err(|e| {
                 Error::path(
                     "openat2 (in the bind's root)",
-                    &format!("{} in {}", source.display(), tree.display()),
+                    format!("{} in {}", source.display(), tree.display()),
                     e,
                 )
             })?;
