@@ -27,12 +27,22 @@ use crate::key::KeyHasher;
 
 /// The context source of a bind, or a clear error when it is missing.
 pub fn context_source(ctx: &Context, src: &str) -> Result<BindSource, BuildError> {
-    ctx.bind_source(src)?.ok_or_else(|| {
-        BuildError::Instruction(format!(
-            "RUN --mount=type=bind: source {:?} is not in the build context",
+    let Some(b) = ctx.bind_source(src)? else {
+        let why = ctx
+            .tree()?
+            .escaping_link(src)
+            .map(|l| {
+                format!(
+                    " ({l:?} is a symlink that points outside it; symlinks are followed inside it)"
+                )
+            })
+            .unwrap_or_default();
+        return Err(BuildError::Instruction(format!(
+            "RUN --mount=type=bind: source {:?} is not in the build context{why}",
             if src.is_empty() { "." } else { src }
-        ))
-    })
+        )));
+    };
+    Ok(b)
 }
 
 /// The real path of a stage's source, or a clear error when it is

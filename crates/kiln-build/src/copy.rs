@@ -242,8 +242,21 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             CopyFrom::Tree { .. } => tree_resolve(&tree, pattern)?,
         };
         if matches.is_empty() {
+            // In a stage an absolute symlink means the stage's own path;
+            // in a context it was most likely meant as the host's.
+            let why = clean_rel(pattern)
+                .ok()
+                .filter(|c| matches!(from, CopyFrom::Context(_)) && !c.contains(['*', '?', '[']))
+                .and_then(|c| tree.escaping_link(&c))
+                .map(|l| {
+                    format!(
+                        " ({l:?} is a symlink that points outside the build context; \
+                         symlinks are followed inside it)"
+                    )
+                })
+                .unwrap_or_default();
             return Err(BuildError::Instruction(format!(
-                "{}: {pattern:?}: no such file or directory",
+                "{}: {pattern:?}: no such file or directory{why}",
                 spec.instruction
             )));
         }

@@ -213,6 +213,37 @@ impl Root {
     }
 }
 
+impl Root {
+    /// For an error message: the first symlink along the path `clean`
+    /// names (no wildcards) whose target would leave the tree on the host
+    /// (absolute, or climbing above the top), as it is named.
+    pub fn escaping_link(&self, clean: &str) -> Option<String> {
+        let comps: Vec<&str> = clean.split('/').filter(|c| !c.is_empty()).collect();
+        for i in 1..=comps.len() {
+            let named = comps[..i].join("/");
+            let real = self.real_nofollow(&named).ok()??;
+            if !self.lstat(&real).ok()?.file_type().is_symlink() {
+                continue;
+            }
+            let target = self.read_link(&real).ok()?;
+            let mut depth = real.matches('/').count() as i64;
+            let mut climbs = target.is_absolute();
+            for c in target.components() {
+                match c {
+                    std::path::Component::ParentDir => depth -= 1,
+                    std::path::Component::Normal(_) => depth += 1,
+                    _ => {}
+                }
+                climbs |= depth < 0;
+            }
+            if climbs {
+                return Some(named);
+            }
+        }
+        None
+    }
+}
+
 /// A regular file of a tree, opened in the tree (see [`Root::open_file`])
 /// only when first read: a layer of a COPY names thousands of files, and
 /// reading through the tree means a directory swapped for a symlink after
@@ -381,6 +412,16 @@ mod tests {
         let mut s = String::new();
         io::Read::read_to_string(&mut r.open_file("etc/shadow").unwrap(), &mut s).unwrap();
         assert_eq!(s, "inside");
+    }
+
+    #[test]
+    fn links_out_of_the_tree_are_named() {
+        let (_t, r) = tree();
+        assert_eq!(r.escaping_link("abs/shadow").as_deref(), Some("abs"));
+        assert_eq!(r.escaping_link("d/up/x").as_deref(), Some("d/up"));
+        assert_eq!(r.escaping_link("d/shadow").as_deref(), Some("d/shadow"));
+        assert_eq!(r.escaping_link("d/rel/f"), None);
+        assert_eq!(r.escaping_link("etc/shadow"), None);
     }
 
     #[test]
