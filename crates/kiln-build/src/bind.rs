@@ -48,6 +48,7 @@ pub fn context_source(ctx: &Context, src: &str) -> Result<BindSource, BuildError
 /// The real path of a stage's source, or a clear error when it is
 /// missing (the sandbox resolves it again, in the same root, to mount it).
 pub fn stage_source(
+    kind: &str,
     view: &crate::fs::View,
     src: &str,
     from: Option<&kiln_dockerfile::instructions::FromRef>,
@@ -65,10 +66,10 @@ pub fn stage_source(
         _ => String::from("the stage"),
     };
     tree.real(src)
-        .map_err(|e| BuildError::Instruction(format!("RUN --mount=type=bind: {shown}: {e}")))?
+        .map_err(|e| BuildError::Instruction(format!("RUN --mount=type={kind}: {shown}: {e}")))?
         .ok_or_else(|| {
             BuildError::Instruction(format!(
-                "RUN --mount=type=bind: source {shown:?} is not in {stage}"
+                "RUN --mount=type={kind}: source {shown:?} is not in {stage}"
             ))
         })
 }
@@ -122,7 +123,7 @@ pub fn context_mount(
         .tempdir_in(scratch)
         .map_err(|e| BuildError::Io(format!("bind mount scratch: {e}")))?;
     let top = dir.path().join("src");
-    filtered_copy(tree, b, &top)?;
+    copy_tree(tree, &b.real, &b.meta, &b.entries, &top, true)?;
     let mount = MountSpec::Bind {
         source: top,
         target,
@@ -131,22 +132,61 @@ pub fn context_mount(
     Ok((mount, Some(dir)))
 }
 
-/// Makes `top` a copy of the directory `b` without its ignored entries:
-/// directories made, regular files hard-linked (or copied), symlinks
-/// recreated, with modes, owners and times kept; other kinds left out.
-fn filtered_copy(tree: &Root, b: &BindSource, top: &Path) -> Result<(), BuildError> {
+/// The first contents of a cache mount `from` a stage: a copy of the
+/// stage's directory `real` (a real path of `tree`), made beside `data`
+/// and renamed into place, so a cache is never seen half made.
+pub fn seed_cache(tree: &Root, real: &str, data: &Path) -> Result<(), BuildError> {
+    let meta = tree
+        .lstat(real)
+        .map_err(|e| BuildError::Io(format!("cache mount source /{real}: {e}")))?;
+    if !meta.is_dir() {
+        return Err(BuildError::Instruction(format!(
+            "RUN --mount=type=cache: source /{real} is not a directory"
+        )));
+    }
+    let entries = crate::context::walk_sorted(tree, real, true, |_, m| (true, m.is_dir()))?;
+    let parent = data.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix("seed-")
+        .tempdir_in(parent)
+        .map_err(|e| BuildError::Io(format!("cache mount: {e}")))?;
+    let top = tmp.path().join("data");
+    // Copies, not links: the RUN writes to its cache.
+    copy_tree(tree, real, &meta, &entries, &top, false)?;
+    if fs::rename(&top, data).is_err() && !data.is_dir() {
+        return Err(BuildError::Io(format!(
+            "cache mount: could not move {} into place",
+            top.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Makes `top` a copy of the directory `real` of `tree` holding `entries`
+/// (real paths below it, sorted; anything left out of them is left out):
+/// directories made, regular files hard-linked when `link` (else, or when
+/// linking fails, copied), symlinks recreated, with modes, owners and
+/// times kept; other kinds left out.
+fn copy_tree(
+    tree: &Root,
+    real: &str,
+    meta: &fs::Metadata,
+    entries: &[ContextEntry],
+    top: &Path,
+    link: bool,
+) -> Result<(), BuildError> {
     let io = |what: &str| {
         let what = what.to_string();
-        move |e: std::io::Error| BuildError::Io(format!("bind mount {what}: {e}"))
+        move |e: std::io::Error| BuildError::Io(format!("copying {what}: {e}"))
     };
-    fs::create_dir(top).map_err(io(&b.real))?;
-    let prefix = if b.real.is_empty() {
+    fs::create_dir(top).map_err(io(real))?;
+    let prefix = if real.is_empty() {
         String::new()
     } else {
-        format!("{}/", b.real)
+        format!("{real}/")
     };
-    let mut dirs = vec![(top.to_path_buf(), b.meta.clone())];
-    for e in &b.entries {
+    let mut dirs = vec![(top.to_path_buf(), meta.clone())];
+    for e in entries {
         let under = e.rel.strip_prefix(&prefix).unwrap_or(&e.rel);
         let dest = top.join(under);
         // The ignored directories above a re-included entry are not
@@ -172,7 +212,7 @@ fn filtered_copy(tree: &Root, b: &BindSource, top: &Path) -> Result<(), BuildErr
             fs::create_dir(&dest).map_err(io(&e.rel))?;
             dirs.push((dest, e.meta.clone()));
         } else if ft.is_file() {
-            if tree.link_to(&e.rel, &dest).is_err() {
+            if !link || tree.link_to(&e.rel, &dest).is_err() {
                 let mut from = tree.open_file(&e.rel).map_err(io(&e.rel))?;
                 let mut to = fs::File::create_new(&dest).map_err(io(&e.rel))?;
                 std::io::copy(&mut from, &mut to).map_err(io(&e.rel))?;

@@ -75,6 +75,13 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
             "mount-more",
             &(format!("{:?}", mm.sharing), &mm.env, &mm.required, &mm.size),
         );
+        if let (MountType::Cache, Some(FromRef::Stage { index, .. })) = (&mm.kind, &m.from_ref) {
+            let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
+                BuildError::Instruction(format!("RUN --mount: stage {index} is not built"))
+            })?;
+            k.str("cache-from-stage", &fs.key().to_string())
+                .json("source", &mm.source);
+        }
         if matches!(mm.kind, MountType::Bind) {
             match &m.from_ref {
                 Some(FromRef::Stage { index, .. }) => {
@@ -195,7 +202,8 @@ fn run_in(
                             ))
                         })?;
                         let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
-                        let real = crate::bind::stage_source(&view, &src, m.from_ref.as_ref())?;
+                        let real =
+                            crate::bind::stage_source("bind", &view, &src, m.from_ref.as_ref())?;
                         let mount = MountSpec::BindInRoot {
                             root: view.path().to_path_buf(),
                             source: PathBuf::from(real),
@@ -231,11 +239,51 @@ fn run_in(
                     .id
                     .clone()
                     .unwrap_or_else(|| target.display().to_string());
+                // `from`: the cache starts as a copy of the stage's
+                // `source`, one cache per (id, stage, source) as BuildKit
+                // keeps one per id and base.
+                let seed = match &m.from_ref {
+                    None => None,
+                    Some(FromRef::Stage { index, .. }) => {
+                        let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
+                            BuildError::Instruction(format!(
+                                "RUN --mount: stage {index} is not built"
+                            ))
+                        })?;
+                        let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
+                        Some((fs, src))
+                    }
+                    Some(other) => {
+                        return Err(BuildError::Instruction(format!(
+                            "RUN --mount=type=cache from {other:?} is not supported yet"
+                        )));
+                    }
+                };
+                let name = match &seed {
+                    None => id.clone(),
+                    Some((fs, src)) => format!("{id}\0{}\0{src}", fs.key()),
+                };
                 let dir = inputs.store.dir(&format!(
                     "cache-mounts/{}",
-                    Digest::sha256_of(id.as_bytes()).hex()
+                    Digest::sha256_of(name.as_bytes()).hex()
                 ))?;
                 let data = dir.join("data");
+                if let Some((fs, src)) = &seed
+                    && !data.exists()
+                {
+                    let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
+                    let real = crate::bind::stage_source("cache", &view, src, m.from_ref.as_ref())?;
+                    let tree = crate::inroot::Root::open(view.path())
+                        .map_err(|e| BuildError::Io(format!("a view of a stage: {e}")))?;
+                    crate::bind::seed_cache(&tree, &real, &data)?;
+                    // Mode and owner only when asked: else the stage's.
+                    if let Some(mode) = mm.mode {
+                        let _ = fs::set_permissions(&data, fs::Permissions::from_mode(mode));
+                    }
+                    if mm.uid.is_some() || mm.gid.is_some() {
+                        let _ = std::os::unix::fs::chown(&data, mm.uid, mm.gid);
+                    }
+                }
                 if !data.exists() {
                     fs::create_dir_all(&data)
                         .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;

@@ -55,12 +55,13 @@ const NO_SHADOW: Outcome = Outcome::Builds {
 };
 
 /// The stage every `from=s` variant reads: symlinks to the host's canary
-/// directory, absolute, through `/`, and one swapped in for a directory
-/// by a later step.
+/// directory, absolute, through `/`, one swapped in for a directory by a
+/// later step, and a directory to seed a cache mount with.
 const STAGE: &str = "FROM kiln-test/busybox:1 AS s
 RUN ln -s HOST /evil && ln -s / /rootlink && ln -s HOST/shadow /evilfile
 RUN mkdir /d && echo ok > /d/f
 RUN rm -rf /d && ln -s HOST /d
+RUN mkdir /seed && echo seeded > /seed/f && ln -s HOST /seed/link
 ";
 
 const VARIANTS: &[Variant] = &[
@@ -173,6 +174,28 @@ const VARIANTS: &[Variant] = &[
         name: "stage-bind-file-link",
         body: "RUN --mount=type=bind,from=s,source=/evilfile,target=/m cat /m",
         outcome: Outcome::Refused("\"/evilfile\" is not in stage \"s\""),
+    },
+    // ---- cache mounts from a stage
+    Variant {
+        name: "stage-cache-abs-dir",
+        body: "RUN --mount=type=cache,from=s,source=/evil,target=/c cat /c/shadow",
+        outcome: Outcome::Refused("\"/evil\" is not in stage \"s\""),
+    },
+    Variant {
+        name: "stage-cache-swapped",
+        body: "RUN --mount=type=cache,from=s,source=/d,target=/c cat /c/shadow",
+        outcome: Outcome::Refused("\"/d\" is not in stage \"s\""),
+    },
+    Variant {
+        // Seeded with a copy of the stage's directory; its symlink is
+        // copied as a symlink, which points into the container's root.
+        name: "stage-cache-seeded",
+        body: "RUN --mount=type=cache,from=s,source=/seed,target=/c \
+               (cat /c/f; ls /c; cat /c/link/shadow 2>/dev/null) > /out || true",
+        outcome: Outcome::Builds {
+            without: &[],
+            with: &["seeded", "link"],
+        },
     },
     // ---- COPY --from a stage
     Variant {
