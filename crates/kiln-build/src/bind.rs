@@ -10,9 +10,9 @@
 //!
 //! `.dockerignore` holds: BuildKit never sends an ignored file, so a RUN
 //! cannot see it. When something below a context source is ignored, the
-//! bind shows a copy of the source without it instead (hard links where
-//! the store's file system allows, else copies), made on a cache miss
-//! only; the key never includes ignored files.
+//! bind shows a copy of the source without it instead, made in the store's
+//! scratch on a cache miss only (see [`copy_tree`]); the key never
+//! includes ignored files.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -123,7 +123,7 @@ pub fn context_mount(
         .tempdir_in(scratch)
         .map_err(|e| BuildError::Io(format!("bind mount scratch: {e}")))?;
     let top = dir.path().join("src");
-    copy_tree(tree, &b.real, &b.meta, &b.entries, &top, true)?;
+    copy_tree(tree, &b.real, &b.meta, &b.entries, &top)?;
     let mount = MountSpec::Bind {
         source: top,
         target,
@@ -151,8 +151,7 @@ pub fn seed_cache(tree: &Root, real: &str, data: &Path) -> Result<(), BuildError
         .tempdir_in(parent)
         .map_err(|e| BuildError::Io(format!("cache mount: {e}")))?;
     let top = tmp.path().join("data");
-    // Copies, not links: the RUN writes to its cache.
-    copy_tree(tree, real, &meta, &entries, &top, false)?;
+    copy_tree(tree, real, &meta, &entries, &top)?;
     if fs::rename(&top, data).is_err() && !data.is_dir() {
         return Err(BuildError::Io(format!(
             "cache mount: could not move {} into place",
@@ -164,16 +163,17 @@ pub fn seed_cache(tree: &Root, real: &str, data: &Path) -> Result<(), BuildError
 
 /// Makes `top` a copy of the directory `real` of `tree` holding `entries`
 /// (real paths below it, sorted; anything left out of them is left out):
-/// directories made, regular files hard-linked when `link` (else, or when
-/// linking fails, copied), symlinks recreated, with modes, owners and
-/// times kept; other kinds left out.
+/// directories made, regular files copied (`copy_file_range`, so a reflink
+/// where the file system can), symlinks recreated, with modes, owners and
+/// times kept; other kinds left out. Not hard links: a link would change
+/// the context files' ctime (and so make the next build hash them again)
+/// and a cache's files are written by the RUN.
 fn copy_tree(
     tree: &Root,
     real: &str,
     meta: &fs::Metadata,
     entries: &[ContextEntry],
     top: &Path,
-    link: bool,
 ) -> Result<(), BuildError> {
     let io = |what: &str| {
         let what = what.to_string();
@@ -212,12 +212,10 @@ fn copy_tree(
             fs::create_dir(&dest).map_err(io(&e.rel))?;
             dirs.push((dest, e.meta.clone()));
         } else if ft.is_file() {
-            if !link || tree.link_to(&e.rel, &dest).is_err() {
-                let mut from = tree.open_file(&e.rel).map_err(io(&e.rel))?;
-                let mut to = fs::File::create_new(&dest).map_err(io(&e.rel))?;
-                std::io::copy(&mut from, &mut to).map_err(io(&e.rel))?;
-                keep_meta(&to, &e.meta);
-            }
+            let mut from = tree.open_file(&e.rel).map_err(io(&e.rel))?;
+            let mut to = fs::File::create_new(&dest).map_err(io(&e.rel))?;
+            std::io::copy(&mut from, &mut to).map_err(io(&e.rel))?;
+            keep_meta(&to, &e.meta);
         } else if ft.is_symlink() {
             let target = tree.read_link(&e.rel).map_err(io(&e.rel))?;
             std::os::unix::fs::symlink(&target, &dest).map_err(io(&e.rel))?;

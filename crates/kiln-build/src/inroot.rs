@@ -196,21 +196,6 @@ impl Root {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
-
-    /// Hard-links the regular file at the real path `rel` to `dest` (a
-    /// path of kiln's own); never follows a symlink, even one swapped in.
-    pub fn link_to(&self, rel: &str, dest: &Path) -> io::Result<()> {
-        let (parent, name) = split(rel);
-        let dir = self.dir(parent)?;
-        rustix::fs::linkat(
-            &dir,
-            name,
-            rustix::fs::CWD,
-            dest,
-            rustix::fs::AtFlags::empty(),
-        )
-        .map_err(errno)
-    }
 }
 
 impl Root {
@@ -252,6 +237,7 @@ pub struct LazyFile {
     tree: Arc<Root>,
     rel: String,
     file: Option<fs::File>,
+    done: bool,
 }
 
 impl LazyFile {
@@ -260,12 +246,16 @@ impl LazyFile {
             tree,
             rel,
             file: None,
+            done: false,
         }
     }
 }
 
 impl io::Read for LazyFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
         let file = match &mut self.file {
             Some(f) => f,
             None => {
@@ -276,7 +266,13 @@ impl io::Read for LazyFile {
                 self.file.insert(f)
             }
         };
-        file.read(buf)
+        let n = file.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // Closed at the end: a layer's entries may outlive their reads.
+            self.file = None;
+            self.done = true;
+        }
+        Ok(n)
     }
 }
 

@@ -376,3 +376,67 @@ fn sources_stay_in_their_root_as_kilntest() {
     }
     run_variants(Who::Kilntest);
 }
+
+/// What a bind of the context keys on is what it shows: changing an
+/// ignored file re-runs nothing, changing a shown one (content, mode, a
+/// symlink's target) re-runs the RUN; and the build leaves the context's
+/// files as they were (no link, no change of ctime).
+#[test]
+fn a_context_bind_is_keyed_by_what_it_shows() {
+    if !kiln_build_available() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "build_confinement: no `kiln build` under CI"
+        );
+        loud("build_confinement SKIPPED: no `kiln build`");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let tmp = scratch("kiln-bt-confine-key-");
+    let k = KilnBuild::new(&tmp.path().join("store"), Who::Caller);
+    import_bases(&k, false);
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("src")).unwrap();
+    fs::write(ctx.join("src/main.c"), "int main;").unwrap();
+    fs::write(ctx.join("src/util.c"), "int util;").unwrap();
+    fs::write(ctx.join("src/notes.log"), "one").unwrap();
+    symlink("main.c", ctx.join("src/link")).unwrap();
+    fs::write(ctx.join(".dockerignore"), "**/*.log\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/busybox:1\n\
+         RUN --mount=type=bind,source=src,target=/src ls -l /src > /listing\n",
+    )
+    .unwrap();
+    let ran = |what: &str| -> bool {
+        let (out, _, log) = kiln_build(&k, &ctx, &["-t", "confine/key"]);
+        assert!(out.status.success(), "{what}:\n{log}");
+        let steps = exec_steps(&log);
+        let run = steps
+            .iter()
+            .find(|s| s.title.contains("RUN"))
+            .unwrap_or_else(|| panic!("no RUN step:\n{log}"));
+        !run.cached
+    };
+    assert!(ran("cold"));
+    let stamp = |m: fs::Metadata| (m.ctime(), m.ctime_nsec(), m.nlink());
+    let util = stamp(fs::symlink_metadata(ctx.join("src/util.c")).unwrap());
+    assert!(!ran("no change"));
+    fs::write(ctx.join("src/notes.log"), "two").unwrap();
+    assert!(!ran("an ignored file changed"));
+    fs::set_permissions(ctx.join("src/main.c"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(ran("a mode changed"));
+    fs::remove_file(ctx.join("src/link")).unwrap();
+    symlink("other", ctx.join("src/link")).unwrap();
+    assert!(ran("a symlink's target changed"));
+    fs::write(ctx.join("src/main.c"), "int main(void);").unwrap();
+    assert!(ran("a shown file changed"));
+    let dir = tmp.path().join("rootfs");
+    k.rootfs("confine/key", &dir);
+    let listing = fs::read_to_string(dir.join("listing")).unwrap();
+    assert!(listing.contains("main.c"), "{listing}");
+    assert!(!listing.contains("notes.log"), "{listing}");
+    // Four builds bound it (three with a filtered copy): untouched.
+    let after = stamp(fs::symlink_metadata(ctx.join("src/util.c")).unwrap());
+    assert_eq!(util, after, "the build changed a context file's inode");
+}
