@@ -436,7 +436,7 @@ fn a_context_bind_is_keyed_by_what_it_shows() {
     let listing = fs::read_to_string(dir.join("listing")).unwrap();
     assert!(listing.contains("main.c"), "{listing}");
     assert!(!listing.contains("notes.log"), "{listing}");
-    // Four builds bound it (three with a filtered copy): untouched.
+    // Four builds made a filtered copy of it, two more bound it: untouched.
     let after = stamp(fs::symlink_metadata(ctx.join("src/util.c")).unwrap());
     assert_eq!(util, after, "the build changed a context file's inode");
 }
