@@ -1,5 +1,6 @@
 //! `RUN --mount=type=bind`: what the sandbox is asked to mount, and what
-//! of it enters the RUN's cache key.
+//! of it enters the RUN's cache key; and the first contents of a cache
+//! mount `from` a stage.
 //!
 //! The source is a path inside the context or a stage, and it stays
 //! there: it is handed to the sandbox as a root and a path that the
