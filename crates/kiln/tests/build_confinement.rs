@@ -149,6 +149,17 @@ const VARIANTS: &[Variant] = &[
         body: "COPY up/shadow /out",
         outcome: Outcome::Refused("symlink that points outside the build context"),
     },
+    // ---- COPY from a named context (the context again, as `nc`)
+    Variant {
+        name: "named-copy-middle",
+        body: "COPY --from=nc abs/shadow /out",
+        outcome: Outcome::Refused("no such file or directory"),
+    },
+    Variant {
+        name: "named-copy-relative-climb",
+        body: "COPY --from=nc up/shadow /out",
+        outcome: Outcome::Refused("no such file or directory"),
+    },
     // ---- bind mounts of a stage
     Variant {
         name: "stage-bind-abs-dir",
@@ -301,7 +312,16 @@ fn run_variants(who: Who) {
         );
         fs::write(&df, text).unwrap();
         let tag = format!("confine/{}", v.name);
-        let (out, _, log) = kiln_build(&k, &ctx, &["-f", df.to_str().unwrap(), "-t", &tag]);
+        let named = format!("nc={}", ctx.display());
+        let flags = [
+            "-f",
+            df.to_str().unwrap(),
+            "-t",
+            &tag,
+            "--build-context",
+            &named,
+        ];
+        let (out, _, log) = kiln_build(&k, &ctx, &flags);
         let mut p = Vec::new();
         if log.contains(&secret) {
             p.push(format!(
