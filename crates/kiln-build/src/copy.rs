@@ -47,6 +47,8 @@ pub struct CopySpec<'a> {
     pub checksum: Option<&'a str>,
     /// ADD --keep-git-dir.
     pub keep_git_dir: bool,
+    /// Whether ADD may reach the build host's own network.
+    pub host_network: crate::host_net::HostNetwork,
     /// Stamps for directories the copy creates.
     pub now: i64,
     /// The metadata of a directory that already exists below the new
@@ -188,26 +190,32 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             }
             let tmp = tempfile::tempdir().map_err(|e| BuildError::Io(e.to_string()))?;
             if crate::remote::is_git(pattern) {
-                let (repo, commit) = crate::remote::clone_git(
+                let checkout = crate::git::clone_git(
                     pattern,
                     tmp.path(),
                     spec.keep_git_dir,
                     spec.checksum,
+                    spec.host_network,
                 )?;
-                key.str("git", pattern).str("commit", &commit);
+                key.str("git", pattern).str("commit", &checkout.commit);
                 let base = PathBuf::from(&dest);
-                for e in tree_walk(&open_tree(&repo)?, "") {
+                for e in tree_walk(&open_tree(&checkout.dir)?, "") {
                     picked.push(Picked {
                         own_owner: false,
                         dest: base.join(&e.rel),
-                        host: repo.join(&e.rel),
+                        host: checkout.dir.join(&e.rel),
                         in_tree: None,
                         meta: e.meta,
                         digest: None,
                     });
                 }
             } else {
-                let f = crate::remote::fetch_url(pattern, tmp.path(), spec.checksum)?;
+                let f = crate::remote::fetch_url(
+                    pattern,
+                    tmp.path(),
+                    spec.checksum,
+                    spec.host_network,
+                )?;
                 key.str("url", pattern);
                 let target = if dest.ends_with('/') || multi {
                     PathBuf::from(&dest).join(&f.name)

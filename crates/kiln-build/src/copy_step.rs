@@ -120,6 +120,7 @@ fn copy_layer(
         remote: a.remote,
         checksum: a.checksum,
         keep_git_dir: a.keep_git_dir,
+        host_network: shared.opts.entitlements.host_network(),
         now: shared.now,
         existing_dir: &existing_dir,
     };

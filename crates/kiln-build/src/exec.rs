@@ -7,7 +7,6 @@
 //! RUN's output, see [`crate::output`]).
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -167,19 +166,9 @@ fn run_in(
     };
     // Keeps views, secret files and locks alive until the process is done.
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
-    // Secrets and scripts live outside the store (in shared memory when
-    // there is some), so a killed build cannot leave them where a layer,
-    // a cache entry or a backup of the store would pick them up.
-    let shm = Path::new("/dev/shm");
-    let private_parent = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let private = tempfile::Builder::new()
-        .prefix("kiln-run-")
-        .tempdir_in(private_parent)
-        .map_err(|e| BuildError::Io(format!("scratch dir: {e}")))?;
+    // Secrets and scripts live outside the store, in a directory a killed
+    // build's successor removes (see `run_private`).
+    let private = crate::run_private::RunPrivate::create(inputs.store)?;
     let mut targets = Vec::new();
     // The values to mask in the RUN's output.
     let mut secret_values = Vec::new();
@@ -357,18 +346,11 @@ fn run_in(
                 if mm.env.is_none() || mm.target.is_some() {
                     let target =
                         target.unwrap_or_else(|| PathBuf::from(format!("/run/secrets/{id}")));
-                    let file = private.path().join(format!("secret-{i}"));
-                    let mut f = fs::OpenOptions::new()
-                        .create_new(true)
-                        .write(true)
-                        .open(&file)
-                        .map_err(|e| BuildError::Io(e.to_string()))?;
-                    f.write_all(&value)
-                        .map_err(|e| BuildError::Io(e.to_string()))?;
-                    let _ = fs::set_permissions(
-                        &file,
-                        fs::Permissions::from_mode(mm.mode.unwrap_or(0o400)),
-                    );
+                    let file = private.write_file(
+                        &format!("secret-{i}"),
+                        &value,
+                        mm.mode.unwrap_or(0o400),
+                    )?;
                     let _ = std::os::unix::fs::chown(
                         &file,
                         Some(mm.uid.unwrap_or(0)),
@@ -407,9 +389,7 @@ fn run_in(
         }
     }
     if let Some(script) = &run.script_file {
-        let file = private.path().join("script");
-        fs::write(&file, &script.content).map_err(|e| BuildError::Io(e.to_string()))?;
-        let _ = fs::set_permissions(&file, fs::Permissions::from_mode(0o755));
+        let file = private.write_file("script", script.content.as_bytes(), 0o755)?;
         spec.mounts.push(MountSpec::Bind {
             source: file,
             target: PathBuf::from(&script.path),

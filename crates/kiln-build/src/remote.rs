@@ -1,37 +1,33 @@
 //! ADD's remote sources: a URL, fetched once per build into a scratch
 //! file (mode 0600, mtime from Last-Modified, as Docker does), or a git
-//! repository (`…/repo.git#ref`, `git@host:repo`), cloned with the `git`
-//! command. `--checksum` is verified before anything is used.
+//! repository (`…/repo.git#ref`, `git@host:repo`), cloned by
+//! [`crate::git`]. `--checksum` is verified before anything is used.
+//! Neither reaches the build host's own network unless allowed (see
+//! [`crate::host_net`]).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln_image::{Digest, Hasher};
 
 use crate::BuildError;
+use crate::host_net::{GuardedClient, HostNetwork, error_chain};
 
-/// Whether an ADD source names a git repository.
+/// Whether an ADD source names a git repository: a git or ssh URL,
+/// `git@host:…`, or an http(s) (or `file://`, which is refused) URL whose
+/// path ends in `.git`. A path such as `vendor/lib.git` is a file or
+/// directory of the context, never a repository on the host.
 pub fn is_git(source: &str) -> bool {
     let base = source.split('#').next().unwrap_or(source);
-    source.starts_with("git@") || source.starts_with("git://") || base.ends_with(".git")
+    source.starts_with("git@")
+        || source.starts_with("git://")
+        || source.starts_with("ssh://")
+        || ((is_url(base) || base.starts_with("file://")) && base.ends_with(".git"))
 }
 
 pub fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
-}
-
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
-fn loopback(url: &str) -> bool {
-    let h = host_of(url);
-    h == "localhost" || h == "::1" || h.starts_with("127.")
 }
 
 /// A downloaded file: where it is, its name from the URL, its digest.
@@ -42,27 +38,35 @@ pub struct Fetched {
 }
 
 /// Downloads `url` into `dir`, verifying `checksum` (`sha256:…`) if given.
-pub fn fetch_url(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Fetched, BuildError> {
-    fetch_url_for("ADD", url, dir, checksum)
+pub fn fetch_url(
+    url: &str,
+    dir: &Path,
+    checksum: Option<&str>,
+    access: HostNetwork,
+) -> Result<Fetched, BuildError> {
+    fetch_url_for("ADD", url, dir, checksum, access)
 }
 
 /// [`fetch_url`] for `what` (an instruction, or the build context), which
-/// errors name.
+/// errors name. With [`HostNetwork::Refused`], no connection is opened to
+/// the build host's own network, however the URL or a redirect names it.
 pub fn fetch_url_for(
     what: &str,
     url: &str,
     dir: &Path,
     checksum: Option<&str>,
+    access: HostNetwork,
 ) -> Result<Fetched, BuildError> {
     let err = |m: String| BuildError::Instruction(format!("{what} {url}: {m}"));
-    let mut builder =
-        reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600));
-    if loopback(url) {
-        // A proxy cannot reach the builder's own loopback.
-        builder = builder.no_proxy();
-    }
-    let client = builder.build().map_err(|e| err(e.to_string()))?;
-    let mut resp = client.get(url).send().map_err(|e| err(e.to_string()))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| err(format!("not a valid URL: {e}")))?;
+    let guarded = GuardedClient::new(access, &parsed).map_err(err)?;
+    guarded.check(&parsed).map_err(|e| err(e.to_string()))?;
+    let mut resp = guarded.client.get(parsed).send().map_err(|e| {
+        err(match guarded.refusal() {
+            Some(r) => r.to_string(),
+            None => error_chain(&e),
+        })
+    })?;
     if !resp.status().is_success() {
         return Err(err(format!("HTTP {}", resp.status())));
     }
@@ -120,83 +124,6 @@ pub fn fetch_url_for(
     Ok(Fetched { path, name, digest })
 }
 
-/// Clones `source` (`URL#ref`) into `dir/repo`; returns the checkout and
-/// the commit it is at.
-pub fn clone_git(
-    source: &str,
-    dir: &Path,
-    keep_git_dir: bool,
-    checksum: Option<&str>,
-) -> Result<(PathBuf, String), BuildError> {
-    clone_git_for("ADD", source, dir, keep_git_dir, checksum)
-}
-
-/// [`clone_git`] for `what` (an instruction, or the build context), which
-/// errors name. A `#ref:subdir` fragment's subdir is left to the caller.
-pub fn clone_git_for(
-    what: &str,
-    source: &str,
-    dir: &Path,
-    keep_git_dir: bool,
-    checksum: Option<&str>,
-) -> Result<(PathBuf, String), BuildError> {
-    let err = |m: String| BuildError::Instruction(format!("{what} {source}: {m}"));
-    let (url, reference) = match source.split_once('#') {
-        Some((u, r)) => (u, r.split(':').next().unwrap_or(r)),
-        None => (source, ""),
-    };
-    let repo = dir.join("repo");
-    let git = |args: &[&str], cwd: Option<&Path>| -> Result<String, BuildError> {
-        let mut c = Command::new("git");
-        c.args(["-c", "advice.detachedHead=false"]).args(args);
-        if let Some(d) = cwd {
-            c.current_dir(d);
-        }
-        if loopback(url) {
-            c.env("NO_PROXY", "*").env("no_proxy", "*");
-        }
-        c.env("GIT_TERMINAL_PROMPT", "0");
-        let out = c.output().map_err(|e| err(format!("running git: {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "git {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let repo_s = repo.to_string_lossy().into_owned();
-    let mut args = vec!["clone", "--quiet"];
-    if !reference.is_empty() && reference.len() != 40 {
-        args.extend(["--branch", reference]);
-    }
-    // A shallow clone is cheaper, but dumb HTTP servers cannot serve one:
-    // try it first, then fall back to a full clone.
-    let mut shallow = args.clone();
-    shallow.extend(["--depth", "1", "--", url, &repo_s]);
-    if git(&shallow, None).is_err() {
-        let _ = fs::remove_dir_all(&repo);
-        args.extend(["--", url, &repo_s]);
-        git(&args, None)?;
-    }
-    if reference.len() == 40 {
-        git(&["checkout", "--quiet", reference], Some(&repo))?;
-    }
-    let commit = git(&["rev-parse", "HEAD"], Some(&repo))?;
-    if let Some(want) = checksum
-        && !commit.starts_with(want.trim_start_matches("sha1:"))
-    {
-        return Err(err(format!(
-            "checksum mismatch: expected commit {want}, got {commit}"
-        )));
-    }
-    if !keep_git_dir {
-        fs::remove_dir_all(repo.join(".git")).map_err(|e| err(e.to_string()))?;
-    }
-    Ok((repo, commit))
-}
-
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 fn parse_http_date(s: &str) -> Option<i64> {
     let parts: Vec<&str> = s.split_whitespace().collect();
@@ -228,6 +155,11 @@ mod tests {
         assert!(is_git("https://example.com/repo.git#v1"));
         assert!(is_git("git@github.com:org/repo.git"));
         assert!(!is_git("https://example.com/file.txt"));
+        assert!(is_git("ssh://git@example.com/org/repo"));
+        assert!(is_git("file:///srv/repo.git"));
+        // A context path is copied, never cloned from the host.
+        assert!(!is_git("vendor/lib.git"));
+        assert!(!is_git("/srv/repo.git#main"));
         assert!(is_url("http://127.0.0.1:8080/x"));
         assert_eq!(
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),

@@ -64,6 +64,8 @@ pub struct BuildOptions {
     pub context_kind: ContextKind,
     /// `--network`: the network of a RUN without its own `--network`.
     pub network: Network,
+    /// `--allow`: what the Dockerfile may ask for beyond the sandbox.
+    pub entitlements: crate::Entitlements,
     /// Brings a base image for a platform into the store when the store
     /// lacks it (or always, with `pull`): the CLI's registry client.
     pub fetch_base: Option<FetchBase>,
@@ -180,6 +182,13 @@ pub fn build(
     // Resolve once to learn the base images, then again with their configs
     // so that their ENV is in scope and their ONBUILD triggers run.
     let first = kiln_dockerfile::resolve(&df, &ropts)?;
+    // What the Dockerfile asks for is checked before anything is pulled
+    // or run, and again with the base images' ONBUILD triggers.
+    let check = |stages: &[Stage]| {
+        opts.entitlements
+            .check(stages, &opts.dockerfile_name, &opts.dockerfile)
+    };
+    check(&first.stages)?;
     // Base images, keyed by reference and platform (stages may differ in
     // `FROM --platform`).
     let mut images = BTreeMap::new();
@@ -218,6 +227,7 @@ pub fn build(
         images.insert(format!("{key}|{platform}"), img);
     }
     let build = kiln_dockerfile::resolve(&df, &ropts)?;
+    check(&build.stages)?;
     let mut warnings: Vec<String> = build.warnings.iter().map(|w| w.to_string()).collect();
     warnings.extend(platform_warnings);
     let ignore = kiln_dockerfile::ignore::Matcher::new(opts.dockerignore.as_deref().unwrap_or(""))
@@ -234,6 +244,10 @@ pub fn build(
              (send a tar on standard input to give it one)",
         );
     }
+    // What killed builds of this store left in shared memory (their secrets)
+    // goes now; a problem with the directory itself is reported by the
+    // first RUN that needs it.
+    let _ = crate::run_private::sweep(store);
     let now = opts.source_date_epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

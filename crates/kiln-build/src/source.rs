@@ -10,7 +10,10 @@
 //!   `git@host:…`), cloned with ADD's git code;
 //! - an `http(s)://` URL of a tarball (or of a bare Dockerfile).
 //!
-//! For the last three, `-f` names a file inside the context. Tars are
+//! For the last three, `-f` names a file inside the context. A remote
+//! context may reach the build host's own network only where its URL
+//! names it (the user typed that) or with `--allow network.host`: a
+//! redirect or a git server elsewhere cannot lead there. Tars are
 //! unpacked by kiln-image's extractor, which resolves every path inside
 //! its target, into a temporary directory under the store that goes away
 //! with the [`Inputs`]. Files read here (the Dockerfile, `.dockerignore`)
@@ -23,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::BuildError;
 use crate::context::clean_rel;
+use crate::host_net::{HostNetwork, names_host_network};
 
 /// What the CONTEXT argument names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,12 +90,21 @@ pub struct Inputs {
 /// Reads the context and the Dockerfile. `file` is `-f` (`-` for standard
 /// input); `stdin` is read only when `-f -` or CONTEXT is `-`. Fetched
 /// and unpacked contexts go to a temporary directory in `scratch`.
+/// `host_network` is what `--allow` says of the build host's network.
 pub fn load(
     context: &ContextArg,
     file: Option<&str>,
     stdin: &mut dyn Read,
     scratch: &Path,
+    host_network: HostNetwork,
 ) -> Result<Inputs, BuildError> {
+    let access = |url: &str| {
+        if host_network == HostNetwork::Allowed || names_host_network(url) {
+            HostNetwork::Allowed
+        } else {
+            HostNetwork::Refused
+        }
+    };
     let usage = |m: &str| Err(BuildError::Usage(m.to_string()));
     if file == Some("-") && *context == ContextArg::Stdin {
         return usage(
@@ -156,7 +169,8 @@ pub fn load(
         }
         ContextArg::Url(url) => {
             let tmp = temp()?;
-            let f = crate::remote::fetch_url_for("build context", url, tmp.path(), None)?;
+            let f =
+                crate::remote::fetch_url_for("build context", url, tmp.path(), None, access(url))?;
             let dir = tmp.path().join("context");
             fs::create_dir(&dir).map_err(|e| BuildError::Io(e.to_string()))?;
             let mut r = fs::File::open(&f.path).map_err(|e| BuildError::Io(e.to_string()))?;
@@ -171,7 +185,15 @@ pub fn load(
         }
         ContextArg::Git(url) => {
             let tmp = temp()?;
-            let dir = git_checkout(url, tmp.path())?;
+            let dir = crate::git::clone_git_for(
+                "build context",
+                url,
+                tmp.path(),
+                false,
+                None,
+                access(url.split('#').next().unwrap_or(url)),
+            )?
+            .dir;
             (dir, ContextKind::Temporary, tmp, None)
         }
     };
@@ -283,28 +305,6 @@ fn unpack_or_read(r: &mut dyn Read, dir: &Path, what: &str) -> Result<Option<Str
     kiln_image::layer::extract_tar(tar, dir, &opts)
         .map_err(|e| BuildError::Context(format!("{what}: unpacking the context tar: {e}")))?;
     Ok(None)
-}
-
-/// Clones `URL[#ref[:subdir]]` into `scratch` and returns the context
-/// directory: the checkout, or `subdir` inside it.
-fn git_checkout(url: &str, scratch: &Path) -> Result<PathBuf, BuildError> {
-    let subdir = url
-        .split_once('#')
-        .and_then(|(_, frag)| frag.split_once(':'))
-        .map(|(_, sub)| sub);
-    let (repo, _commit) = crate::remote::clone_git_for("build context", url, scratch, false, None)?;
-    let Some(sub) = subdir.filter(|s| !clean_rel(s).unwrap_or_default().is_empty()) else {
-        return Ok(repo);
-    };
-    let root = fs::canonicalize(&repo).map_err(|e| BuildError::Context(e.to_string()))?;
-    let dir = fs::canonicalize(root.join(clean_rel(sub)?))
-        .map_err(|e| BuildError::Context(format!("{url}: subdirectory {sub:?}: {e}")))?;
-    if !dir.starts_with(&root) || !dir.is_dir() {
-        return Err(BuildError::Context(format!(
-            "{url}: subdirectory {sub:?} is not a directory inside the repository"
-        )));
-    }
-    Ok(dir)
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ fn camel_to_kebab(s: &str) -> String {
 }
 
 /// All findings of a parse or resolve: errors first matter, warnings ride
-/// along. Returned as the `Err` of [`crate::parse`] / [`crate::resolve`]
+/// along. Returned as the `Err` of [`crate::parse()`] / [`crate::resolve`]
 /// when at least one error exists.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, thiserror::Error)]
 pub struct Diagnostics {

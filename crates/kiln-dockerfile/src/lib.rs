@@ -23,7 +23,7 @@
 //!
 //! # Public API
 //!
-//! * [`parse`]`(name, text) -> Result<Dockerfile, Diagnostics>`: the file
+//! * [`parse()`]`(name, text) -> Result<Dockerfile, Diagnostics>`: the file
 //!   as written: [`parse::Directives`] (`syntax`, `escape`, `check`) and
 //!   [`parse::Instruction`]s with keyword, flags, arguments split per
 //!   instruction syntax ([`parse::Args`]), heredocs and byte spans. No

@@ -434,15 +434,15 @@ impl Read for VerifyingReader<'_> {
             h.update(&buf[..n]);
         }
         self.seen += n as u64;
-        if n == 0 || self.seen == self.want.size {
-            if let Some(h) = self.hasher.take() {
-                let got = h.finish();
-                if got != self.want.digest || self.seen != self.want.size {
-                    return Err(io::Error::other(format!(
-                        "blob {} arrived as {got} ({} bytes)",
-                        self.want.digest, self.seen
-                    )));
-                }
+        if (n == 0 || self.seen == self.want.size)
+            && let Some(h) = self.hasher.take()
+        {
+            let got = h.finish();
+            if got != self.want.digest || self.seen != self.want.size {
+                return Err(io::Error::other(format!(
+                    "blob {} arrived as {got} ({} bytes)",
+                    self.want.digest, self.seen
+                )));
             }
         }
         Ok(n)

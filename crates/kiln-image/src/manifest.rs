@@ -214,6 +214,9 @@ impl Index {
 }
 
 /// What the first bytes of a manifest-ish document say it is.
+// One is parsed per image reference and matched on at once: boxing the
+// larger variant would cost an allocation and buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyManifest {
     Manifest(Manifest),

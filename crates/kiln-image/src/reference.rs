@@ -61,14 +61,14 @@ impl Reference {
             None => (rest, None),
         };
         if let Some(t) = tag {
-            validate_tag(t).map_err(|r| err(r))?;
+            validate_tag(t).map_err(err)?;
         }
         let (registry, repository) = split_domain(name);
         validate_domain(&registry).map_err(|r| err(&r))?;
         if repository.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(err("repository name must be lowercase"));
         }
-        validate_repository(&repository).map_err(|r| err(r))?;
+        validate_repository(&repository).map_err(err)?;
         if registry.len() + 1 + repository.len() > NAME_MAX {
             return Err(err("repository name is longer than 255 characters"));
         }

@@ -17,6 +17,12 @@
 //! store: each holds a shared lock on `gc.lock` while it lives, `prune` takes
 //! it exclusively, and updates of `index.json` are serialized by `index.lock`.
 //!
+//! The root and every component directory ([`Store::dir`]) are private to
+//! their owner (0700), as containers/storage keeps its own: unpacked layers,
+//! containers and cache mounts hold what images and RUN steps put there,
+//! device nodes and set-id files included, and no other local user may reach
+//! them.
+//!
 //! It knows nothing of tar or compression; the layer codec streams into a
 //! [`BlobWriter`].
 
@@ -100,13 +106,29 @@ fn rustix_is_root() -> bool {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn temp_name() -> String {
+/// A name no other live process or thread of this machine is using now:
+/// pid, a process-wide counter and the clock's nanoseconds. For temp files
+/// and directories that are renamed into place or removed.
+pub fn temp_name() -> String {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Makes a directory 0700 unless it already is (one stat when it is).
+pub fn make_private(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(io_err("stat", dir))?;
+    if !meta.is_dir() {
+        return Err(io_err("open", dir)(io::Error::other("not a directory")));
+    }
+    if meta.permissions().mode() & 0o7777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod", dir))?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
@@ -134,10 +156,15 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
+        fs::create_dir_all(&root).map_err(io_err("create", &root))?;
+        // Best effort: a store put in a directory the caller does not own
+        // keeps its mode, and its component directories stay private anyway.
+        let _ = make_private(&root);
         for d in ["blobs/sha256", "tmp", "roots"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err("create", &p))?;
         }
+        make_private(&root.join("tmp"))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -168,6 +195,11 @@ impl Store {
     pub fn dir(&self, name: &str) -> Result<PathBuf> {
         let p = self.root.join(name);
         fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+        let mut dir = self.root.clone();
+        for part in Path::new(name).components() {
+            dir.push(part);
+            make_private(&dir)?;
+        }
         Ok(p)
     }
 

@@ -4,7 +4,7 @@
 //!
 //! It knows the shape of a request (method, path, scopes, body) but not the
 //! meaning of the endpoints; `manifest`, `blob`, `mount` and `catalog` build
-//! on [`Client::send`]. The public API is blocking (it owns a small tokio
+//! on `Client::send`. The public API is blocking (it owns a small tokio
 //! runtime), because the image copy machinery is thread-based.
 
 use std::collections::HashMap;

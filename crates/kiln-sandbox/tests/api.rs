@@ -13,7 +13,7 @@ use kiln_sandbox::{Error, Isolation, Rootfs, RunSpec, Sandbox, exit_code};
 
 fn rootfs() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
     if !is_root() {
-        eprintln!("skipping: in-process API tests need root");
+        missing_prerequisite("in-process API tests need root");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

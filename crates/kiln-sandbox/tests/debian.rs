@@ -64,10 +64,10 @@ fn debian_tar() -> Option<PathBuf> {
         return Some(tar);
     }
     if !is_root() {
-        eprintln!(
-            "no {} and not root: cannot debootstrap; skipping",
+        missing_prerequisite(&format!(
+            "no {} and not root: cannot debootstrap",
             tar.display()
-        );
+        ));
         return None;
     }
     std::fs::create_dir_all(CACHE_DIR).unwrap();

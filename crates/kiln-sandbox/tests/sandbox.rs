@@ -602,7 +602,7 @@ both!(long_lower_stack, |env: &Env| {
 #[test]
 fn auto_falls_back_to_chroot_without_namespaces() {
     if !is_root() {
-        eprintln!("skipping: needs root to drop CAP_SYS_ADMIN with setpriv");
+        missing_prerequisite("dropping CAP_SYS_ADMIN with setpriv needs root");
         return;
     }
     let env = Env::new(Who::Caller).unwrap();

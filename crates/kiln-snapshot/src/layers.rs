@@ -3,9 +3,8 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use kiln_image::layer::{Entry, ExtractOptions, OverlayFormat, extract};
+use kiln_image::layer::{Entry, ExtractError, ExtractOptions, OverlayFormat, extract};
 use kiln_image::{Descriptor, Digest, Store};
 
 use crate::copy::copy_layers;
@@ -28,15 +27,8 @@ pub struct Snapshots {
     dir: PathBuf,
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
 pub(crate) fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}{}-{n}-{t:x}", std::process::id())
+    format!("{prefix}{}", kiln_image::store::temp_name())
 }
 
 fn create_dir(p: &Path) -> Result<()> {
@@ -97,8 +89,12 @@ impl Snapshots {
         }
         let tmp = self.dir.join("layers").join(unique(".tmp-"));
         create_dir(&tmp)?;
+        // Keyed by diff ID, so shared by every image that names it: what is
+        // unpacked must be what the name says, or one image's config could
+        // plant its files under another's layer.
         let opts = ExtractOptions {
             overlay_whiteouts: Some(OverlayFormat::User),
+            expect_diff_id: Some(diff_id.clone()),
             ..ExtractOptions::default()
         };
         let unpacked = store
@@ -188,7 +184,11 @@ impl Snapshots {
         for (blob, diff_id) in layers.iter().rev() {
             match self.layer_dir(store, blob, diff_id) {
                 Ok(d) => dirs.push(d),
-                Err(Error::Extract { .. }) => return self.unpack_into(store, layers, rootfs),
+                Err(Error::Extract { source, .. })
+                    if !matches!(source, ExtractError::DiffIdMismatch { .. }) =>
+                {
+                    return self.unpack_into(store, layers, rootfs);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -205,10 +205,14 @@ impl Snapshots {
     ) -> Result<StatIndex> {
         for (blob, diff_id) in layers {
             let f = store.open_blob(&blob.digest).map_err(Error::from)?;
+            let opts = ExtractOptions {
+                expect_diff_id: Some(diff_id.clone()),
+                ..ExtractOptions::default()
+            };
             extract(
                 std::io::BufReader::with_capacity(256 * 1024, f),
                 rootfs,
-                &ExtractOptions::default(),
+                &opts,
             )
             .map_err(|source| Error::Extract {
                 diff_id: diff_id.to_string(),

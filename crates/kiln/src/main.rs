@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// Before `cmd`: its macros are in scope for what follows.
+#[macro_use]
+mod stdout;
 mod cmd;
 
 #[derive(Parser)]
@@ -75,6 +78,16 @@ fn private_mount_namespace() -> rustix::io::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The store is chosen once, as the caller: after the switch below the
+    // process is uid 0 of a user namespace and would pick root's store. The
+    // re-executed process inherits the choice through KILN_ROOT, and so does
+    // every library that asks for the default store root.
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(kiln_image::store::default_root);
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("KILN_ROOT", &root) };
     if matches!(
         cli.command,
         Command::Run(_) | Command::Build(_) | Command::Export(_) | Command::Prune(_)
@@ -94,17 +107,11 @@ fn main() -> ExitCode {
             eprintln!("kiln: a private mount namespace: {e}");
         }
     }
-    if let Some(root) = &cli.root {
-        // SAFETY: no other thread exists yet. Every library that asks for
-        // the default store root then sees the one given here.
-        unsafe { std::env::set_var("KILN_ROOT", root) };
-    }
-    let root = cli.root.unwrap_or_else(kiln_image::store::default_root);
     let result = match cli.command {
         Command::Info => {
             // Probed from the caller's own view (no re-exec for `info`).
-            println!("{}", kiln_sandbox::info::probe());
-            println!("store:               {}", root.display());
+            outln!("{}", kiln_sandbox::info::probe());
+            outln!("store:               {}", root.display());
             Ok(())
         }
         Command::Import(a) => cmd::archive::import(&root, a),

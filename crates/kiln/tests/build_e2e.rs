@@ -39,7 +39,7 @@ fn buildah_usable() -> bool {
         return false;
     }
     if !have("buildah") || !common::is_root() {
-        loud("buildah missing or not root: no conformance check");
+        missing_prerequisite("buildah missing or not root: no conformance check");
         return false;
     }
     true
@@ -163,12 +163,11 @@ fn dockerfile_suite() {
         b
     });
     let kiln = kiln_build_available().then_some(&k);
-    let docker = Docker::from_env().map(|d| {
+    let docker = Docker::from_env().inspect(|d| {
         d.take_from_kiln(&k, BUSYBOX_IMAGE, tmp.path());
         if debian {
             d.take_from_kiln(&k, DEBIAN_IMAGE, tmp.path());
         }
-        d
     });
     let exc = exceptions();
     let used = std::sync::Mutex::new(Vec::new());
@@ -198,14 +197,13 @@ fn dockerfile_suite() {
                             p.join("\n  ")
                         )
                     }
-                    if buildah.is_some() && c.buildah_skip.is_none() {
-                        if let Ok(bb) =
-                            buildah_build_case(buildah.as_ref().unwrap(), c, &ctx, &work)
-                        {
-                            let d = conformance_diff(&c.name, &b, &bb, &exc, &mut Vec::new());
-                            if !d.is_empty() {
-                                eprintln!("docker vs buildah {}:\n  {}", c.name, d.join("\n  "));
-                            }
+                    if let Some(bh) = buildah.as_ref()
+                        && c.buildah_skip.is_none()
+                        && let Ok(bb) = buildah_build_case(bh, c, &ctx, &work)
+                    {
+                        let d = conformance_diff(&c.name, &b, &bb, &exc, &mut Vec::new());
+                        if !d.is_empty() {
+                            eprintln!("docker vs buildah {}:\n  {}", c.name, d.join("\n  "));
                         }
                     }
                 }

@@ -660,7 +660,19 @@ fn network_flag_is_the_run_default() {
          RUN --network=host tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /host.txt\n",
     )
     .unwrap();
-    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "net:none", "--network", "none"]);
+    // RUN --network=host is the Dockerfile's to ask, the user's to allow.
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &[
+            "-t",
+            "net:none",
+            "--network",
+            "none",
+            "--allow",
+            "network.host",
+        ],
+    );
     assert!(out.status.success(), "{log}");
     assert_eq!(
         file_of(&k, "net:none", "/net.txt", tmp.path()).as_deref(),
@@ -672,7 +684,7 @@ fn network_flag_is_the_run_default() {
 
     // The network is part of the RUN's cache key: without --network none
     // the first RUN runs again, on the host's network.
-    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "net:default"]);
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "net:default", "--allow", "network.host"]);
     assert!(out.status.success(), "{log}");
     let steps = exec_steps(&log);
     let first = steps
@@ -687,7 +699,11 @@ fn network_flag_is_the_run_default() {
         file_of(&k, "net:default", "/net.txt", tmp.path()).as_deref(),
         Some("lo\n")
     );
-    let (out, _, _) = kiln_build(&k, &ctx, &["--network", "bridge"]);
+    let (out, _, _) = kiln_build(
+        &k,
+        &ctx,
+        &["--network", "bridge", "--allow", "network.host"],
+    );
     assert!(!out.status.success());
 }
 

@@ -245,7 +245,7 @@ fn tty_view_on_a_terminal_body() {
         return;
     };
     if !have("script") {
-        loud("build_progress::tty_view_on_a_terminal SKIPPED: no `script` (util-linux)");
+        missing_prerequisite("build_progress::tty_view_on_a_terminal: no `script` (util-linux)");
         return;
     }
     let ctx = tmp.path().join("ctx");

@@ -38,7 +38,7 @@ fn rootless_suite() {
         return;
     }
     if !common::is_root() {
-        loud("build_rootless SKIPPED: needs root to act as kilntest");
+        missing_prerequisite("build_rootless needs root to act as kilntest");
         return;
     }
     let all = Case::all();
@@ -197,7 +197,7 @@ fn forget_file_contents(b: &mut Built) {
 #[test]
 fn owner_outside_subuid_range() {
     if !kiln_build_available() || !common::is_root() {
-        loud("owner_outside_subuid_range SKIPPED: needs `kiln build` and root");
+        missing_prerequisite("owner_outside_subuid_range needs `kiln build` and root");
         return;
     }
     let tmp = scratch("kiln-bt-rootless-ids-");

@@ -291,3 +291,39 @@ fn podman_loads_and_runs_the_docker_archive() {
         "true",
     ]);
 }
+
+/// `kiln images | head -1`: the reader closes the pipe early, and kiln must
+/// end quietly (as docker does, with SIGPIPE's status), never panic. The
+/// reader here is gone before kiln starts, so every write meets the closed
+/// pipe, whatever the timing.
+#[test]
+fn a_closed_pipe_ends_listings_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let kiln = busybox_image(tmp.path());
+    for args in [
+        &["images"][..],
+        &["history", "kiln-test/busybox:1"],
+        &["inspect", "kiln-test/busybox:1"],
+        &["images", "--digests"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(&kiln.bin)
+            .arg("--root")
+            .arg(&kiln.root)
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "kiln {args:?}: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "kiln {args:?}: {:?} (signal {:?}), stderr {err}",
+            out.status,
+            out.status.signal()
+        );
+    }
+}

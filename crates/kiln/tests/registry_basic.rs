@@ -440,7 +440,7 @@ fn login_prompts_on_a_terminal_without_echoing_the_password() {
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
     if !support::have("script") {
-        eprintln!("no `script` (util-linux): skipped");
+        support::missing_prerequisite("no `script` (util-linux)");
         return;
     }
     let reg = Registry::start(Auth::Htpasswd {

@@ -22,7 +22,7 @@ use serde_json::Value;
 /// of the rootfs first, imported as `base`). Returns the scratch dir too.
 fn store(who: Who, extra: impl FnOnce(&Path)) -> Option<(tempfile::TempDir, KilnBuild)> {
     if who == Who::Kilntest && !is_root() {
-        eprintln!("skipping the kilntest variant: not root");
+        missing_prerequisite("the kilntest variant needs a root caller");
         return None;
     }
     let d = scratch("kiln-run-test-");

@@ -45,6 +45,7 @@ use super::error::show;
 use super::extract_nodes::replace_existing;
 use super::read::open_layer;
 use super::safe_path::{Root, clean_entry_name, split_parent};
+use crate::digest::{Digest, HashingReader};
 use crate::media::Compression;
 
 /// Which xattr namespace overlayfs whiteouts use.
@@ -80,6 +81,11 @@ pub struct ExtractOptions {
     /// Largest entry size accepted (default 1 TiB): bigger claims are
     /// rejected before any data is read.
     pub max_entry_size: u64,
+    /// The diff ID the layer claims to have ([`extract`] only). The whole
+    /// uncompressed stream is hashed while it is unpacked and a different
+    /// digest is an error: an image config's diff IDs are the image's word,
+    /// and a directory keyed by one must hold what it names.
+    pub expect_diff_id: Option<Digest>,
 }
 
 impl Default for ExtractOptions {
@@ -90,6 +96,7 @@ impl Default for ExtractOptions {
             overlay_whiteouts: None,
             xattrs: true,
             max_entry_size: 1 << 40,
+            expect_diff_id: None,
         }
     }
 }
@@ -138,13 +145,15 @@ pub enum ExtractError {
         #[source]
         source: io::Error,
     },
+    #[error("layer content is {actual}, not the diff ID {expected} the image config claims")]
+    DiffIdMismatch { expected: Digest, actual: Digest },
 }
 
 impl ExtractError {
     /// The tar entry the error is about (for `Archive`, the last good one).
     pub fn entry(&self) -> Option<&str> {
         match self {
-            ExtractError::Target { .. } => None,
+            ExtractError::Target { .. } | ExtractError::DiffIdMismatch { .. } => None,
             ExtractError::Rejected { entry, .. }
             | ExtractError::Truncated { entry, .. }
             | ExtractError::Io { entry, .. } => Some(entry),
@@ -185,7 +194,26 @@ pub fn extract<R: Read>(
         after: "(start of archive)".into(),
         source,
     })?;
-    let mut rep = extract_tar(rd, target, opts)?;
+    let mut rep = match &opts.expect_diff_id {
+        None => extract_tar(rd, target, opts)?,
+        Some(expected) => {
+            let mut hashed = HashingReader::new(rd, expected.hasher());
+            let rep = extract_tar(&mut hashed, target, opts)?;
+            // tar stops at its end marker; the diff ID covers the padding too.
+            io::copy(&mut hashed, &mut io::sink()).map_err(|source| ExtractError::Archive {
+                after: "(end of archive)".into(),
+                source,
+            })?;
+            let (_, actual, _) = hashed.finish();
+            if actual != *expected {
+                return Err(ExtractError::DiffIdMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            rep
+        }
+    };
     rep.compression = Some(c);
     Ok(rep)
 }

@@ -121,7 +121,7 @@ pub fn import(root: &Path, a: ImportArgs) -> anyhow::Result<()> {
     }
     let raw = image.write(&store)?;
     store.tag(&name, &raw.descriptor())?;
-    println!("{}", image.id());
+    outln!("{}", image.id());
     Ok(())
 }
 
@@ -235,8 +235,8 @@ fn load_one(
         store.tag(extra, &top.descriptor())?;
     }
     match name {
-        Some(n) => println!("Loaded image: {}", n.familiar()),
-        None => println!("Loaded image: {}", top.digest),
+        Some(n) => outln!("Loaded image: {}", n.familiar()),
+        None => outln!("Loaded image: {}", top.digest),
     }
     Ok(())
 }

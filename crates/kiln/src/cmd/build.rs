@@ -5,12 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use kiln_build::export::{self, Output, Push};
 use kiln_build::{BuildOptions, Progress, ProgressMode, SecretSource};
-use kiln_image::archive::{ArchiveKind, ArchiveSink};
-use kiln_image::layer::LayerOptions;
 use kiln_image::media::Compression;
-use kiln_image::store_io::StoreSource;
-use kiln_image::transport::{self, CopyOptions};
 use kiln_image::{Platform, Reference};
 
 use super::open_store;
@@ -47,6 +44,12 @@ pub struct BuildArgs {
     /// Default network for RUN (default, none or host).
     #[arg(long)]
     network: Option<String>,
+    /// Let the Dockerfile use an entitlement: network.host (RUN
+    /// --network=host, ADD from this host's own network) or
+    /// security.insecure (RUN --security=insecure). Repeatable, or
+    /// comma-separated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
     /// NAME=PATH, NAME=docker-image://REF (an image in the store) or
@@ -94,107 +97,29 @@ fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-struct Output {
-    kind: String,
-    dest: Option<PathBuf>,
-    names: Vec<String>,
-    /// `compression=`; unset, what leaves the machine is gzip.
-    compression: Option<Compression>,
-    rewrite_timestamp: bool,
-    /// Push to the registry (`type=registry`, or `push=true`).
-    push: bool,
-    /// `registry.insecure=true`: plain HTTP or unverified TLS is fine.
-    insecure: bool,
-}
-
-impl Output {
-    /// Whether the image goes anywhere but the local store (a directory
-    /// or tar of files does not: its layers are unpacked).
-    fn leaves(&self) -> bool {
-        self.push || matches!(self.kind.as_str(), "oci" | "docker")
-    }
-
-    fn compression(&self) -> Compression {
-        self.compression.unwrap_or(Compression::Gzip)
-    }
-}
-
-fn parse_output(spec: &str) -> anyhow::Result<Output> {
-    let mut out = Output {
-        kind: "image".into(),
-        dest: None,
-        names: Vec::new(),
-        compression: None,
-        rewrite_timestamp: false,
-        push: false,
-        insecure: false,
-    };
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or(("type", part));
-        match k {
-            "type" => out.kind = v.to_string(),
-            "dest" => out.dest = Some(PathBuf::from(v)),
-            "name" => out.names.extend(v.split(';').map(str::to_string)),
-            "compression" => {
-                out.compression = Some(match v {
-                    "gzip" => Compression::Gzip,
-                    "zstd" => Compression::Zstd,
-                    "uncompressed" => Compression::None,
-                    _ => bail!("--output compression={v}: expected gzip, zstd or uncompressed"),
-                })
-            }
-            "rewrite-timestamp" => out.rewrite_timestamp = v == "true",
-            "push" => out.push = v == "true",
-            "registry.insecure" => out.insecure = v == "true",
-            "oci-mediatypes" | "compression-level" | "force-compression" => {}
-            _ => bail!("--output {spec:?}: unknown key {k:?}"),
-        }
-    }
-    match out.kind.as_str() {
-        // As buildx: type=registry is type=image,push=true.
-        "registry" => {
-            out.kind = "image".into();
-            out.push = true;
-        }
-        "image" | "oci" | "docker" | "tar" | "local" => {}
-        other => {
-            bail!("--output type={other}: expected image, registry, oci, docker, tar or local")
-        }
-    }
-    if out.push && out.kind != "image" {
-        bail!(
-            "--output type={}: push=true needs type=image or type=registry",
-            out.kind
-        );
-    }
-    Ok(out)
-}
-
 pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let mut outputs = a
         .output
         .iter()
-        .map(|o| parse_output(o))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|o| Output::parse(o))
+        .collect::<Result<Vec<_>, _>>()?;
     if a.push {
-        outputs.push(parse_output("type=registry")?);
+        outputs.push(Output::parse("type=registry")?);
     }
     // Checked before building: a push without a name fails at once.
     let pushes = outputs
         .iter()
         .filter(|o| o.push)
-        .map(|o| {
-            super::build_registry::Push::plan(&o.names, &a.tags, o.insecure)
-                .map(|p| (p, o.compression()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|o| Push::plan(o, &a.tags))
+        .collect::<Result<Vec<_>, _>>()?;
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,
         Some("none") => kiln_dockerfile::instructions::Network::None,
         Some("host") => kiln_dockerfile::instructions::Network::Host,
         Some(n) => bail!("--network {n}: expected default, none or host"),
     };
+    let entitlements = kiln_build::Entitlements::parse(&a.allow)?;
     // The context (and the Dockerfile in it) may come from standard
     // input, a git repository or a URL; it lives until the build is done.
     let inputs = kiln_build::source::load(
@@ -202,6 +127,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         a.file.as_deref(),
         &mut std::io::stdin().lock(),
         &store.dir("tmp")?,
+        entitlements.host_network(),
     )?;
     let mut build_args = kv(&a.build_args, "--build-arg")?;
     let env_epoch = std::env::var("SOURCE_DATE_EPOCH")
@@ -262,7 +188,8 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         context_dir: inputs.context_dir.clone(),
         context_kind: inputs.kind,
         network,
-        fetch_base: Some(super::build_registry::base_fetcher()?),
+        entitlements,
+        fetch_base: Some(export::base_fetcher()?),
         pull: a.pull,
         dockerignore: inputs.dockerignore.clone(),
         build_args,
@@ -307,14 +234,13 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         store.tag(n, &desc)?;
     }
     for o in &outputs {
-        write_output(&store, &result, o, &names)?;
+        export::export(&store, &result, o, &names)?;
     }
     // What a registry gets has compressed layers, so a different manifest
     // digest than the store's (as after `docker push`); buildx reports it.
     let mut pushed = None;
-    for (p, compression) in &pushes {
-        let top = kiln_image::compressed::compressed_top(&store, &desc, *compression)?;
-        p.run(&store, &top)?;
+    for p in &pushes {
+        let top = p.run(&store, &desc)?;
         pushed.get_or_insert(top);
     }
     if let Some(p) = &a.iidfile {
@@ -330,7 +256,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if quiet {
-        println!("{id}");
+        outln!("{id}");
     } else {
         eprintln!(
             "built {} ({} steps run, {} cached){}",
@@ -342,7 +268,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
                 .map(|n| format!(" {}", n.familiar()))
                 .collect::<String>()
         );
-        println!("{id}");
+        outln!("{id}");
     }
     Ok(())
 }
@@ -359,74 +285,4 @@ fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
         "auto" => ProgressMode::Plain,
         other => bail!("--progress {other:?}: expected auto, tty, plain or quiet"),
     })
-}
-
-fn write_output(
-    store: &kiln_image::Store,
-    result: &kiln_build::BuildResult,
-    o: &Output,
-    names: &[Reference],
-) -> anyhow::Result<()> {
-    let top = result.manifest.descriptor();
-    let top = if matches!(o.kind.as_str(), "oci" | "docker") {
-        kiln_image::compressed::compressed_top(store, &top, o.compression())?
-    } else {
-        top
-    };
-    let src = StoreSource::from_descriptor(store, top);
-    let dest = || {
-        o.dest
-            .clone()
-            .with_context(|| format!("--output type={} needs dest=", o.kind))
-    };
-    match o.kind.as_str() {
-        "image" => {}
-        "oci" => {
-            let sink = ArchiveSink::create(
-                &dest()?,
-                ArchiveKind::Oci {
-                    tag: names.first().and_then(|n| n.tag().map(str::to_string)),
-                    image_name: names.first().map(|n| n.to_string()),
-                },
-            )?;
-            transport::copy(&src, &sink, &CopyOptions::default())?;
-        }
-        "docker" => {
-            let sink = ArchiveSink::create(
-                &dest()?,
-                ArchiveKind::Docker {
-                    repo_tags: names.iter().map(|n| n.familiar()).collect(),
-                },
-            )?;
-            transport::copy(&src, &sink, &CopyOptions::default())?;
-        }
-        "tar" | "local" => {
-            let layers = result
-                .image
-                .layers
-                .iter()
-                .map(|l| store.open_blob(&l.digest))
-                .collect::<Result<Vec<_>, _>>()?;
-            let dest = dest()?;
-            if o.kind == "tar" {
-                let f = std::io::BufWriter::new(std::fs::File::create(&dest)?);
-                let opts = LayerOptions {
-                    compression: Compression::None,
-                    ..LayerOptions::default()
-                };
-                kiln_image::layer::flatten(layers, &store.dir("tmp")?, &opts, f)?;
-            } else {
-                std::fs::create_dir_all(&dest)?;
-                for l in layers {
-                    kiln_image::layer::extract(
-                        std::io::BufReader::new(l),
-                        &dest,
-                        &Default::default(),
-                    )?;
-                }
-            }
-        }
-        _ => unreachable!("validated in parse_output"),
-    }
-    Ok(())
 }

@@ -161,6 +161,8 @@ impl Timings {
 pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
     let mut t = Timings::new();
     let store = open_store(root)?;
+    // Secrets a killed build of this store left in shared memory go now.
+    let _ = kiln_build::run_private::sweep(&store);
     let platform = Platform::host();
     let (image, _) = Image::load(&store, &a.image, &platform)?;
     let mode = pick_mode(&store, a.snapshotter.as_deref())?;

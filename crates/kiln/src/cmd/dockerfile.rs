@@ -170,7 +170,7 @@ fn print(c: &Common) -> anyhow::Result<i32> {
                 directives: &df.directives,
                 build: &r,
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(0)
         }
         Err(e) => {

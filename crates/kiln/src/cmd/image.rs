@@ -38,7 +38,7 @@ pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
     }
     if a.quiet {
         for (_, _, id, _, _) in &rows {
-            println!("{}", id.short());
+            outln!("{}", id.short());
         }
         return Ok(());
     }
@@ -48,19 +48,28 @@ pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
                 "name": name.to_string(), "id": id.to_string(), "digest": desc.digest.to_string(),
                 "size": size, "created": created,
             });
-            println!("{v}");
+            outln!("{v}");
         }
         return Ok(());
     }
     if a.digests {
-        println!(
+        outln!(
             "{:<40} {:<16} {:<71} {:<12} {:<20} {:>10}",
-            "REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"
+            "REPOSITORY",
+            "TAG",
+            "DIGEST",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE"
         );
     } else {
-        println!(
+        outln!(
             "{:<40} {:<16} {:<12} {:<20} {:>10}",
-            "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE"
         );
     }
     for (name, desc, id, size, created) in rows {
@@ -70,14 +79,14 @@ pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
             .map_or(familiar.as_str(), |(r, _)| r);
         let tag = name.tag().unwrap_or("<none>");
         if a.digests {
-            println!(
+            outln!(
                 "{repo:<40} {tag:<16} {:<71} {:<12} {created:<20} {:>10}",
                 desc.digest.to_string(),
                 id.short(),
                 human_size(size)
             );
         } else {
-            println!(
+            outln!(
                 "{repo:<40} {tag:<16} {:<12} {created:<20} {:>10}",
                 id.short(),
                 human_size(size)
@@ -130,7 +139,7 @@ pub fn inspect(root: &Path, a: InspectArgs) -> anyhow::Result<()> {
     if let AnyManifest::Index(index) = top {
         out["Index"] = serde_json::to_value(index)?;
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
@@ -145,9 +154,11 @@ pub struct HistoryArgs {
 pub fn history(root: &Path, a: HistoryArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let (img, _) = Image::load(&store, &a.name, &Platform::host())?;
-    println!(
+    outln!(
         "{:<20} {:<48} {:>10}  COMMENT",
-        "CREATED", "CREATED BY", "SIZE"
+        "CREATED",
+        "CREATED BY",
+        "SIZE"
     );
     let mut layers = img.layers.iter();
     // Sizes pair with non-empty history entries in order; print newest first.
@@ -171,7 +182,7 @@ pub fn history(root: &Path, a: HistoryArgs) -> anyhow::Result<()> {
         ));
     }
     for r in rows.iter().rev() {
-        println!("{r}");
+        outln!("{r}");
     }
     Ok(())
 }
@@ -201,7 +212,7 @@ pub fn rmi(root: &Path, a: RmiArgs) -> anyhow::Result<()> {
     for name in &a.names {
         let r = Reference::parse(name).with_context(|| format!("rmi {name}"))?;
         store.untag(&r)?;
-        println!("Untagged: {}", r.familiar());
+        outln!("Untagged: {}", r.familiar());
     }
     Ok(())
 }
@@ -229,6 +240,7 @@ pub fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<()> {
     let snaps = kiln_snapshot::Snapshots::open(&store)?;
     let forget = if a.build_cache { BUILD_CACHE } else { &[] };
     let mut dirs = Ok(0);
+    let mut secrets = Ok(Vec::new());
     let r = store.prune_with(forget, |store, keep| {
         // A layer directory stays while its layer does: as a blob (plain
         // layers are their own diff ID) or in a config that stays.
@@ -237,12 +249,18 @@ pub fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<()> {
             diff_ids.extend(config_diff_ids(store, d));
         }
         dirs = snaps.prune(&diff_ids);
+        secrets = kiln_build::run_private::sweep(store);
         Ok(())
     })?;
     let dirs = dirs.context("removing unpacked layers")?;
-    println!(
-        "Removed {} blobs ({} bytes), {} unpacked layers and {} temp files",
-        r.blobs, r.bytes, dirs, r.temp_files
+    let secrets = secrets.context("removing secrets of killed builds")?;
+    outln!(
+        "Removed {} blobs ({} bytes), {} unpacked layers, {} temp files and {} secret directories of killed builds",
+        r.blobs,
+        r.bytes,
+        dirs,
+        r.temp_files,
+        secrets.len()
     );
     Ok(())
 }
@@ -272,11 +290,17 @@ fn config_diff_ids(store: &kiln_image::Store, d: &kiln_image::Digest) -> Vec<kil
 
 pub fn check(root: &Path) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let r = store.check()?;
+    let mut r = store.check()?;
+    for dir in kiln_build::run_private::leftovers(&store)? {
+        r.problems.push(format!(
+            "{}: secrets of a killed build (the next build or `kiln prune` removes them)",
+            dir.display()
+        ));
+    }
     for p in &r.problems {
         eprintln!("problem: {p}");
     }
-    println!(
+    outln!(
         "{} blobs, {} images, {} temp files, {} problems",
         r.blobs,
         r.images,

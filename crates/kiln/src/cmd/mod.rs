@@ -2,7 +2,6 @@
 
 pub mod archive;
 pub mod build;
-mod build_registry;
 pub mod change;
 pub mod container;
 pub mod dockerfile;

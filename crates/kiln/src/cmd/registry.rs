@@ -247,7 +247,7 @@ fn pull(a: PullArgs) -> Result<()> {
     };
     let d = run().with_context(|| format!("pull {r}"))?;
     report(&a.net, &client, "pull", started);
-    println!("{d}");
+    outln!("{d}");
     Ok(())
 }
 
@@ -265,7 +265,7 @@ fn push(a: PushArgs) -> Result<()> {
     };
     let d = run().with_context(|| format!("push {} to {dest}", a.name))?;
     report(&a.net, &client, "push", started);
-    println!("{d}");
+    outln!("{d}");
     Ok(())
 }
 
@@ -282,7 +282,7 @@ fn copy_cmd(a: CopyArgs) -> Result<()> {
     };
     let d = run().with_context(|| format!("copy {} to {}", a.source, a.destination))?;
     report(&a.net, &client, "copy", started);
-    println!("{d}");
+    outln!("{d}");
     Ok(())
 }
 
@@ -336,7 +336,7 @@ fn login(a: LoginArgs) -> Result<()> {
     CredentialFiles::from_env()
         .store(&registry, &creds)
         .with_context(|| format!("login {registry}: save the credentials"))?;
-    println!("Login Succeeded");
+    outln!("Login Succeeded");
     Ok(())
 }
 
@@ -346,7 +346,7 @@ fn logout(a: LogoutArgs) -> Result<()> {
         .erase(&registry)
         .with_context(|| format!("logout {registry}"))?
     {
-        println!("Removed login credentials for {registry}");
+        outln!("Removed login credentials for {registry}");
         Ok(())
     } else {
         bail!("logout {registry}: not logged in")
@@ -397,7 +397,7 @@ fn digest(a: InspectArgs) -> Result<()> {
         .head_manifest(&r)
         .with_context(|| format!("digest {r}"))?
         .with_context(|| format!("digest {r}: not found"))?;
-    println!("{}", d.digest);
+    outln!("{}", d.digest);
     Ok(())
 }
 

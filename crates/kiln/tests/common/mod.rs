@@ -5,6 +5,8 @@
 
 /// `kiln build` test support (fixtures, buildah peer, conformance).
 pub mod build;
+/// Host canaries for the remote-source safety tests.
+pub mod canary;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
