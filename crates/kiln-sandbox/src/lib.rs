@@ -41,8 +41,10 @@
 //!   the upper dir. With a `Dir` rootfs missing mount points are created in
 //!   the dir (it is modified in place anyway).
 //! - [`MountSpec`]s: read-only binds, read-write binds whose writes are
-//!   discarded, persistent caches, tmpfs. Targets are resolved inside the
-//!   root (`openat2(RESOLVE_IN_ROOT)`) and mounted through the fd.
+//!   discarded, persistent caches, tmpfs. A bind's source in a tree kiln
+//!   does not trust is given as a root and a path resolved inside it when
+//!   mounting ([`MountSpec::BindInRoot`]). Targets are resolved inside
+//!   the rootfs (`openat2(RESOLVE_IN_ROOT)`) and mounted through the fd.
 //! - process: argv, env (+ PATH, HOME, HOSTNAME defaults), working directory
 //!   created if missing, umask 0022, user from the rootfs's /etc/passwd and
 //!   /etc/group with supplementary groups, Docker's default capabilities
@@ -171,6 +173,20 @@ pub enum MountSpec {
     /// Bind a host file or directory. Read-write binds get an overlay (dirs)
     /// or a copy (files): the container's writes are discarded.
     Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+    /// Bind `source` as found inside the directory `root`, for trees that
+    /// may be hostile (a build context, a stage's filesystem): `source` is
+    /// resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+    /// against an fd of `root` at mount time, and that very fd is what gets
+    /// mounted, so a symlink anywhere in it (relative, absolute, swapped in
+    /// after the caller looked) is followed inside `root`, never out of it.
+    /// `root` itself is trusted (opened by path). Read-only and read-write
+    /// as for [`MountSpec::Bind`].
+    BindInRoot {
+        root: PathBuf,
         source: PathBuf,
         target: PathBuf,
         readonly: bool,
@@ -520,6 +536,9 @@ fn normalize(spec: &RunSpec) -> Result<RunSpec> {
         match m {
             MountSpec::Bind { source, .. } | MountSpec::Cache { source, .. } => {
                 *source = abs(source)?;
+            }
+            MountSpec::BindInRoot { root, .. } => {
+                *root = abs(root)?;
             }
             MountSpec::Tmpfs { .. } => {}
         }

@@ -277,6 +277,7 @@ fn run_in(
 fn mount_target(m: &MountSpec) -> PathBuf {
     match m {
         MountSpec::Bind { target, .. }
+        | MountSpec::BindInRoot { target, .. }
         | MountSpec::Cache { target, .. }
         | MountSpec::Tmpfs { target, .. } => target.clone(),
     }
