@@ -211,16 +211,16 @@ pub(crate) const PROXY_VARS: &[&str] = &[
 fn proxy_hosts() -> Vec<String> {
     PROXY_VARS
         .iter()
-    .filter_map(|v| std::env::var(v).ok())
-    .filter_map(|p| {
-        let p = if p.contains("://") {
-            p
-        } else {
-            format!("http://{p}")
-        };
-        Url::parse(&p).ok()?.host_str().map(str::to_ascii_lowercase)
-    })
-    .collect()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter_map(|p| {
+            let p = if p.contains("://") {
+                p
+            } else {
+                format!("http://{p}")
+            };
+            Url::parse(&p).ok()?.host_str().map(str::to_ascii_lowercase)
+        })
+        .collect()
 }
 
 /// reqwest's DNS hook: resolves with the system resolver and refuses a
