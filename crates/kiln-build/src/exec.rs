@@ -40,13 +40,17 @@ pub struct RunInputs<'a> {
     pub stage_fs: &'a dyn Fn(usize) -> Option<StageFs>,
     pub context: &'a crate::context::Context,
     pub scratch: &'a Path,
+    /// The platform the RUN executes for: the same command on the same
+    /// layers makes another layer on another architecture.
+    pub platform: String,
 }
 
 /// The cache key of a RUN: its command, environment, user, working
 /// directory, mounts, and the content of the filesystem it runs on.
 pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> {
     let mut k = KeyHasher::new("run");
-    k.str("fs", &inputs.base.key().to_string());
+    k.str("fs", &inputs.base.key().to_string())
+        .str("platform", &inputs.platform);
     k.json("argv", &run.argv)
         .json("env", &inputs.env)
         .str("user", &inputs.user);

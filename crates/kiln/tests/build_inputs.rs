@@ -518,6 +518,96 @@ fn oci_layout_as_a_named_context() {
     assert!(log.contains("nosuchtag"), "{log}");
 }
 
+/// Platforms that do not fit are errors that name what there is, or, where
+/// no platform was asked for, an honest warning; a list of platforms is not
+/// read as one.
+#[test]
+fn platform_mismatches_are_named() {
+    let Some((tmp, k)) = setup("platform_mismatches_are_named") else {
+        return;
+    };
+    if !host_is_amd64() {
+        loud("not an amd64 host: build_inputs platform mismatch test SKIPPED");
+        return;
+    }
+    let layout = tmp.path().join("multi");
+    multi_arch_layout(&k, &layout);
+    let multi = format!("oci:{}:multi", layout.display());
+    // Only the arm64 image into the store.
+    k.ok(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        &multi,
+        "kiln-test/arm:1",
+    ]);
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("f.txt"), "data\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/arm:1\nCOPY f.txt /f.txt\n",
+    )
+    .unwrap();
+
+    // A list of platforms: a clear "not yet", nothing built or tagged.
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &["-t", "plat:list", "--platform", "linux/amd64,linux/arm64"],
+    );
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("not supported yet"), "{log}");
+    assert!(!k.ok(&["images"]).contains("plat"), "a failed build tagged");
+
+    // Asked for amd64, the base has arm64 only: an error naming both.
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "plat:amd", "--platform", "linux/amd64"]);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("linux/arm64") && log.contains("linux/amd64"),
+        "{log}"
+    );
+
+    // Nothing asked for: a warning, and the result says what it is.
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "plat:implicit"]);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("no --platform was asked for"), "{log}");
+    let config = k.config_blob("plat:implicit");
+    assert_eq!(config["architecture"], "arm64", "{config}");
+
+    // Copying (as pulling) one image for a platform it is not for fails,
+    // naming its platform; an index without the platform lists its own.
+    let out = k.output(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        BUSYBOX_IMAGE,
+        &format!("oci:{}:x", tmp.path().join("x").display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("linux/amd64 only, not the requested linux/arm64"),
+        "{err}"
+    );
+    let out = k.output(&[
+        "copy",
+        "--platform",
+        "linux/s390x",
+        &multi,
+        "kiln-test/s390x:1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("linux/amd64, linux/arm64/v8"), "{err}");
+    // Without --platform the host's is assumed, and a copy still works.
+    k.ok(&[
+        "copy",
+        BUSYBOX_IMAGE,
+        &format!("oci:{}:y", tmp.path().join("y").display()),
+    ]);
+}
+
 #[test]
 fn foreign_platform_picks_its_manifest_and_refuses_to_run() {
     let Some((tmp, k)) = setup("foreign_platform_picks_its_manifest_and_refuses_to_run") else {

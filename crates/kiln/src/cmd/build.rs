@@ -171,7 +171,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         named_contexts.insert(name.to_string(), kiln_build::NamedContext::parse(value)?);
     }
     let platform = match &a.platform {
-        Some(p) => Platform::parse(p)?,
+        Some(p) => one_platform(p)?,
         None => Platform::host(),
     };
     // The store keeps plain layers (see kiln_image::compressed); outputs
@@ -188,6 +188,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         context_dir: inputs.context_dir.clone(),
         context_kind: inputs.kind,
         network,
+        platform_requested: a.platform.is_some(),
         entitlements,
         fetch_base: Some(export::base_fetcher()?),
         pull: a.pull,
@@ -290,4 +291,26 @@ fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
         "auto" => ProgressMode::Plain,
         other => bail!("--progress {other:?}: expected auto, tty, plain or quiet"),
     })
+}
+
+/// `--platform`: buildx takes a list, one image per platform in an index;
+/// kiln builds one platform per build so far, and says so rather than read
+/// the list as one platform.
+fn one_platform(spec: &str) -> anyhow::Result<Platform> {
+    let mut list: Vec<Platform> = Vec::new();
+    for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let p = Platform::parse(p)?;
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    match list.len() {
+        0 => bail!("--platform {spec:?}: expected os/arch[/variant]"),
+        1 => Ok(list.remove(0)),
+        _ => bail!(
+            "--platform {spec}: building several platforms into one index is not supported yet; \
+             build each with its own --platform (e.g. --platform {})",
+            list[0]
+        ),
+    }
 }

@@ -128,6 +128,7 @@ impl CopyOpts {
         Ok(CopyOptions {
             jobs: self.jobs.max(1),
             platform,
+            require_platform: self.platform.is_some(),
         })
     }
 
