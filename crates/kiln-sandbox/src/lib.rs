@@ -193,6 +193,14 @@ pub enum MountSpec {
     },
     /// A persistent cache: the host directory is bound read-write.
     Cache { source: PathBuf, target: PathBuf },
+    /// A host file or directory bound as it is, as `docker run -v` does:
+    /// read-write, the container's writes reach the host. For the caller's
+    /// own paths only (`kiln run`); a build's binds are [`MountSpec::Bind`].
+    Volume {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
     /// A tmpfs; `mode` defaults to 01777, `size` (bytes) to the kernel's.
     Tmpfs {
         target: PathBuf,
@@ -534,7 +542,9 @@ fn normalize(spec: &RunSpec) -> Result<RunSpec> {
     };
     for m in &mut s.mounts {
         match m {
-            MountSpec::Bind { source, .. } | MountSpec::Cache { source, .. } => {
+            MountSpec::Bind { source, .. }
+            | MountSpec::Cache { source, .. }
+            | MountSpec::Volume { source, .. } => {
                 *source = abs(source)?;
             }
             MountSpec::BindInRoot { root, .. } => {

@@ -304,6 +304,24 @@ fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> 
             })?;
             bind(root, scratch, i, fd, target, *readonly)
         }
+        MountSpec::Volume {
+            source,
+            target,
+            readonly,
+        } => {
+            let kind = match std::fs::metadata(source).map_err(at("stat", source))? {
+                m if m.is_dir() => Kind::Dir,
+                _ => Kind::File,
+            };
+            let tree = clone_tree(CWD, source, true)?;
+            let mut attrs = MountAttrFlags::MOUNT_ATTR_NODEV;
+            if *readonly {
+                attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+            }
+            set_attrs(tree.as_fd(), attrs, true)?;
+            let fd = ensure_in_root(root, target, kind)?;
+            attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
+        }
         MountSpec::Cache { source, target } => {
             let tree = clone_tree(CWD, source, true)?;
             set_attrs(tree.as_fd(), MountAttrFlags::MOUNT_ATTR_NODEV, true)?;
