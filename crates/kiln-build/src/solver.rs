@@ -252,6 +252,13 @@ pub fn build(
     let build = kiln_dockerfile::resolve(&df, &ropts)?;
     check(&build.stages)?;
     let mut warnings: Vec<String> = build.warnings.iter().map(|w| w.to_string()).collect();
+    if !build.unused_build_args.is_empty() {
+        // docker's words.
+        warnings.push(format!(
+            "One or more build-args [{}] were not consumed",
+            build.unused_build_args.join(" ")
+        ));
+    }
     warnings.extend(platform_warnings);
     let ignore = kiln_dockerfile::ignore::Matcher::new(opts.dockerignore.as_deref().unwrap_or(""))
         .map_err(|e| BuildError::Context(format!(".dockerignore: {e}")))?;

@@ -76,8 +76,30 @@ fn private_mount_namespace() -> rustix::io::Result<()> {
     )
 }
 
+/// clap's error, without its tip to pass an unknown flag as a value with
+/// `-- --flag`: for a mistyped flag that is never what the user meant.
+fn usage_error(e: clap::Error) -> ExitCode {
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.contains("use '-- ")) {
+        if line.trim().is_empty() && (out.is_empty() || out.ends_with("\n\n")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    eprint!("{out}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     // The store is chosen once, as the caller: after the switch below the
     // process is uid 0 of a user namespace and would pick root's store. The
     // re-executed process inherits the choice through KILN_ROOT, and so does
