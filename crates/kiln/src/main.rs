@@ -48,7 +48,7 @@ enum Command {
     /// Remove image names.
     Rmi(cmd::image::RmiArgs),
     /// Build an image from a Dockerfile.
-    Build(cmd::build::BuildArgs),
+    Build(Box<cmd::build::BuildArgs>),
     /// Run a command in a throwaway container of an image.
     Run(cmd::container::RunArgs),
     /// Remove content no image or cache entry uses.
@@ -146,7 +146,7 @@ fn main() -> ExitCode {
         Command::Tag(a) => cmd::image::tag(&root, a),
         Command::Rmi(a) => cmd::image::rmi(&root, a),
         Command::Run(a) => cmd::container::run(&root, a),
-        Command::Build(a) => cmd::build::build(&root, a),
+        Command::Build(a) => cmd::build::build(&root, *a),
         Command::Prune(a) => cmd::image::prune(&root, a),
         Command::Check => cmd::image::check(&root),
         Command::Registry(c) => cmd::registry::run(c),
