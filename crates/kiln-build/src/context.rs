@@ -166,22 +166,24 @@ impl Context {
     /// Symlinks are followed inside the context (the last one too, as
     /// BuildKit copies what a named symlink points to); the entries name
     /// real paths.
-    pub fn resolve_source(&self, pattern: &str) -> Result<Vec<ContextEntry>, BuildError> {
+    /// Each comes with the path as named (a symlink's own name, which the
+    /// copy keeps) beside its real entry.
+    pub fn resolve_source(&self, pattern: &str) -> Result<Vec<(String, ContextEntry)>, BuildError> {
         self.check_present(pattern)?;
         let clean = clean_rel(pattern)?;
         let tree = self.tree()?;
         let hidden = |rel: &str, last: bool| {
             self.is_ignored(rel) && (last || !self.ignore.may_reinclude_under(rel))
         };
-        let found = crate::inroot::expand(tree, &clean, true, &hidden)
+        let found = crate::inroot::expand_named(tree, &clean, true, &hidden)
             .map_err(|e| BuildError::Context(format!("{pattern}: {e}")))?;
         found
             .into_iter()
-            .map(|rel| {
+            .map(|(named, rel)| {
                 let meta = tree
                     .lstat(&rel)
                     .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
-                Ok(ContextEntry { rel, meta })
+                Ok((named, ContextEntry { rel, meta }))
             })
             .collect()
     }

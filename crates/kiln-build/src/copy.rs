@@ -107,17 +107,17 @@ fn abs_dest(dest: &str, workdir: &str) -> String {
 /// The real paths a source pattern names in a plain tree (a stage's or a
 /// named context's): nothing is ignored; symlinks in the middle are
 /// followed inside the tree, a last one is copied as a symlink.
-fn tree_resolve(tree: &Root, pattern: &str) -> Result<Vec<ContextEntry>, BuildError> {
+fn tree_resolve(tree: &Root, pattern: &str) -> Result<Vec<(String, ContextEntry)>, BuildError> {
     let clean = clean_rel(pattern)?;
-    let found = crate::inroot::expand(tree, &clean, false, &|_, _| false)
+    let found = crate::inroot::expand_named(tree, &clean, false, &|_, _| false)
         .map_err(|e| BuildError::Context(format!("{pattern}: {e}")))?;
     found
         .into_iter()
-        .map(|rel| {
+        .map(|(named, rel)| {
             let meta = tree
                 .lstat(&rel)
                 .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
-            Ok(ContextEntry { rel, meta })
+            Ok((named, ContextEntry { rel, meta }))
         })
         .collect()
 }
@@ -272,20 +272,22 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             dest.ends_with('/') || multi || matches.len() > 1 || pattern.contains(['*', '?', '[']);
         // Real paths below the tree's top: no symlink in them.
         let host_root = tree.path().to_path_buf();
-        for m in matches {
+        for (named, m) in matches {
             let base = PathBuf::from(&dest);
-            let name = m.rel.rsplit('/').next().unwrap_or(&m.rel).to_string();
+            // A symlink named as the source keeps its own name: its target
+            // gives only the content (as BuildKit).
+            let name = named.rsplit('/').next().unwrap_or(&named).to_string();
             // With --parents, the path is kept from the `/./` pivot on (or
             // whole without one).
             let kept = match pattern.split_once("/./") {
                 Some((before, _)) => {
                     let prefix = clean_rel(before)?;
-                    m.rel
+                    named
                         .strip_prefix(&format!("{prefix}/"))
-                        .unwrap_or(&m.rel)
+                        .unwrap_or(&named)
                         .to_string()
                 }
-                None => m.rel.clone(),
+                None => named.clone(),
             };
             let target = if spec.parents {
                 base.join(&kept)

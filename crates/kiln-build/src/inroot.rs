@@ -286,17 +286,32 @@ pub fn missing(e: &io::Error) -> bool {
 /// path is hidden (e.g. excluded by `.dockerignore`).
 pub type Hidden<'a> = &'a dyn Fn(&str, bool) -> bool;
 
-/// The real paths a COPY source names in `root`: `clean` is a cleaned
-/// relative path whose components may hold wildcards (Go's
-/// `filepath.Match`, see [`crate::context::glob_match`]). Symlinks in the
-/// middle are followed inside the tree; the last one too when
-/// `follow_last`. `hidden` paths (as named, and as resolved) are left out.
+/// The real paths a COPY source names in `root` (see [`expand_named`]).
 pub fn expand(
     root: &Root,
     clean: &str,
     follow_last: bool,
     hidden: Hidden<'_>,
 ) -> io::Result<Vec<String>> {
+    Ok(expand_named(root, clean, follow_last, hidden)?
+        .into_iter()
+        .map(|(_, real)| real)
+        .collect())
+}
+
+/// The paths a COPY source names in `root`, each as named (what a copy
+/// calls it: a symlink keeps its own name, as BuildKit's COPY does) and
+/// as it really is (where its content is): `clean` is a cleaned
+/// relative path whose components may hold wildcards (Go's
+/// `filepath.Match`, see [`crate::context::glob_match`]). Symlinks in the
+/// middle are followed inside the tree; the last one too when
+/// `follow_last`. `hidden` paths (as named, and as resolved) are left out.
+pub fn expand_named(
+    root: &Root,
+    clean: &str,
+    follow_last: bool,
+    hidden: Hidden<'_>,
+) -> io::Result<Vec<(String, String)>> {
     let resolve_last = |rel: &str| -> io::Result<Option<String>> {
         let real = if follow_last {
             root.real(rel)?
@@ -306,14 +321,20 @@ pub fn expand(
         Ok(real.filter(|r| !hidden(r, true)))
     };
     if clean.is_empty() {
-        return Ok(vec![String::new()]);
+        return Ok(vec![(String::new(), String::new())]);
     }
     if !clean.contains(['*', '?', '[']) {
         if hidden(clean, true) {
             return Ok(Vec::new());
         }
-        return Ok(resolve_last(clean)?.into_iter().collect());
+        return Ok(resolve_last(clean)?
+            .map(|real| (clean.to_string(), real))
+            .into_iter()
+            .collect());
     }
+    // Directories walked so far, as real paths (the names of the middle
+    // components do not reach the copy), then the matches, as named.
+    let mut found: Vec<(String, String)> = Vec::new();
     let comps: Vec<&str> = clean.split('/').collect();
     let mut frontier = vec![String::new()];
     for (i, comp) in comps.iter().enumerate() {
@@ -339,7 +360,9 @@ pub fn expand(
                     continue;
                 }
                 if last {
-                    next.extend(resolve_last(&rel)?);
+                    if let Some(real) = resolve_last(&rel)? {
+                        found.push((rel, real));
+                    }
                 } else if let Some(real) = root.real(&rel)?
                     && !hidden(&real, false)
                     && root.lstat(&real).is_ok_and(|m| m.is_dir())
@@ -351,8 +374,8 @@ pub fn expand(
         frontier = next;
     }
     let mut seen = std::collections::HashSet::new();
-    frontier.retain(|r| seen.insert(r.clone()));
-    Ok(frontier)
+    found.retain(|(_, real)| seen.insert(real.clone()));
+    Ok(found)
 }
 
 #[cfg(test)]
