@@ -20,10 +20,8 @@ use crate::step_layer::{Entries, MadeLayer, append, cached_layer};
 /// user's primary group; the user alone if it is not listed.
 pub(crate) fn primary_group(user: &str, passwd: Option<&[u8]>) -> String {
     let text = String::from_utf8_lossy(passwd.unwrap_or_default());
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 3 && (f[0] == user || f[2] == user))
-        .map_or_else(|| user.to_string(), |f| format!("{}:{}", f[2], f[3]))
+    kiln_sandbox::user::find_user(&text, user)
+        .map_or_else(|| user.to_string(), |(uid, gid)| format!("{uid}:{gid}"))
 }
 
 fn chown_ids(

@@ -123,33 +123,30 @@ pub fn resolve_chown(
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let find = |db: Option<&[u8]>, name: &str, field: usize| -> Option<(u64, u64)> {
-        let text = String::from_utf8_lossy(db?);
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&name) && f.len() > field)
-                .then(|| (f[2].parse().ok(), f.get(3).and_then(|g| g.parse().ok())))
-                .and_then(|(a, b)| Some((a?, b.unwrap_or(0))))
-        })
-    };
+    let passwd = String::from_utf8_lossy(passwd.unwrap_or_default());
+    let group = String::from_utf8_lossy(group.unwrap_or_default());
     let uid = match user.parse::<u64>() {
         Ok(n) => n,
-        Err(_) => find(passwd, user, 3).map(|(uid, _)| uid).ok_or_else(|| {
-            BuildError::Instruction(format!(
-                "--chown: no user {user:?} in the image's /etc/passwd"
-            ))
-        })?,
+        Err(_) => kiln_sandbox::user::find_user(&passwd, user)
+            .map(|(uid, _)| u64::from(uid))
+            .ok_or_else(|| {
+                BuildError::Instruction(format!(
+                    "--chown: no user {user:?} in the image's /etc/passwd"
+                ))
+            })?,
     };
     // Docker: a user without a group means the group with the user's ID.
     let gid = match grp {
         None => uid,
         Some(g) => match g.parse::<u64>() {
             Ok(n) => n,
-            Err(_) => find(group, g, 2).map(|(gid, _)| gid).ok_or_else(|| {
-                BuildError::Instruction(format!(
-                    "--chown: no group {g:?} in the image's /etc/group"
-                ))
-            })?,
+            Err(_) => kiln_sandbox::user::find_group(&group, g)
+                .map(u64::from)
+                .ok_or_else(|| {
+                    BuildError::Instruction(format!(
+                        "--chown: no group {g:?} in the image's /etc/group"
+                    ))
+                })?,
         },
     };
     Ok((uid, gid))

@@ -67,6 +67,21 @@ fn group_entries(db: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
+/// A user of `passwd` by name, or by number when `user` is one: its uid
+/// and primary gid. The one parser of passwd: `COPY --chown`, `WORKDIR`'s
+/// owner and a process's identity all use it.
+pub fn find_user(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    let by_id = user.parse::<u32>().ok();
+    passwd_entries(passwd)
+        .find(|e| e.name == user || Some(e.uid) == by_id)
+        .map(|e| (e.uid, e.gid))
+}
+
+/// A group of `group` by name: its gid.
+pub fn find_group(group: &str, name: &str) -> Option<u32> {
+    group_entries(group).find(|e| e.name == name).map(|e| e.gid)
+}
+
 /// Resolve `spec` (empty means root). `passwd`/`group` are the file contents
 /// (empty when the file is missing). Numeric IDs not in the files are allowed,
 /// as in Docker (gid defaults to 0 then); names must exist.
@@ -94,12 +109,8 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String
     let gid = match group_part {
         Some(g) if !g.is_empty() => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => {
-                group_entries(group)
-                    .find(|e| e.name == g)
-                    .ok_or_else(|| format!("no group {g:?} in the rootfs /etc/group"))?
-                    .gid
-            }
+            Err(_) => find_group(group, g)
+                .ok_or_else(|| format!("no group {g:?} in the rootfs /etc/group"))?,
         },
         _ => entry.as_ref().map_or(0, |e| e.gid),
     };
