@@ -612,3 +612,54 @@ fn flatten_is_the_exported_filesystem() {
     assert_eq!(with_layer[0]["created_by"], "kiln flatten");
     assert_eq!(after["config"], before["config"]);
 }
+
+#[test]
+fn append_and_flatten_as_kilntest() {
+    use common::build::{BUSYBOX_IMAGE, KilnBuild, Who, give_to_kilntest, import_bases, scratch};
+    if !is_root() {
+        missing_prerequisite("root, to run kiln as the kilntest user");
+        return;
+    }
+    let tmp = scratch("kiln-surgery-");
+    let root = tmp.path().join("store");
+    let k = KilnBuild::new(&root, Who::Kilntest);
+    import_bases(&k, false);
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(files.join("sub")).unwrap();
+    std::fs::write(files.join("sub/hello"), "hello\n").unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    give_to_kilntest(&files);
+    give_to_kilntest(&out);
+
+    let appended = k.ok(&[
+        "append",
+        BUSYBOX_IMAGE,
+        "-t",
+        "surgery/app:1",
+        "--dir",
+        files.to_str().unwrap(),
+        "--prefix",
+        "/app",
+    ]);
+    k.ok(&["flatten", "surgery/app:1", "-t", "surgery/flat:1"]);
+    let export = out.join("export.tar");
+    k.ok(&["export", "surgery/app:1", "-o", export.to_str().unwrap()]);
+
+    let inspect = json(&k.ok(&["inspect", "surgery/flat:1"]));
+    let layers = inspect["Manifest"]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    let digest = layers[0]["digest"].as_str().unwrap();
+    let blob = root.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let want = listing_of_tar(&export, &tmp.path().join("x-export"));
+    let got = listing_of_tar(&blob, &tmp.path().join("x-flat"));
+    assert_eq!(got, want);
+    // The appended files are root's in the image (as COPY makes them),
+    // whoever ran kiln.
+    let line = got
+        .iter()
+        .find(|l| l.starts_with("app/sub/hello "))
+        .unwrap_or_else(|| panic!("no app/sub/hello in {got:#?}"));
+    assert!(line.contains(" 0:0 "), "{line}");
+    assert!(!appended.trim().is_empty());
+}
