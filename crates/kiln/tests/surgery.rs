@@ -245,6 +245,24 @@ fn mutate_and_append_on_a_registry_move_no_base_layer() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(ok_epoch(h, &args).trim(), appended_digest);
 
+    // In place (no -t): the tag moves, every blob is found where it is.
+    let start = reg.log_text().len();
+    let all_layers = layer_digests(h, &again);
+    kiln_ok(
+        h,
+        &[
+            "mutate",
+            &format!("docker://{again}"),
+            "--label",
+            "in.place=1",
+        ],
+    );
+    let gets = blob_gets(&reg, start, &all_layers);
+    assert!(gets.is_empty(), "layers were downloaded: {gets:#?}");
+    let cfg = json(&kiln_ok(h, &["config", &format!("docker://{again}")]));
+    assert_eq!(cfg["config"]["Labels"]["in.place"], "1");
+    assert_eq!(layer_digests(h, &again), all_layers);
+
     // podman runs the result and sees the new entrypoint, env and files.
     if !is_root() || !have("podman") || !have("runc") {
         missing_prerequisite("podman and runc, run as root, to run the appended image");
@@ -476,6 +494,16 @@ fn bad_input_is_refused_and_nothing_is_tagged() {
     };
     assert_eq!(index.annotations["k"], "v");
     assert_eq!(index.manifests.len(), 2);
+
+    // An archive cannot be edited in place: writing it would start it anew.
+    let archive = h.join("img.tar");
+    let archive_loc = format!("oci-archive:{}:v1", archive.display());
+    kiln_ok(h, &["copy", "kiln:surgery/base:1", &archive_loc]);
+    let before = std::fs::read(&archive).unwrap();
+    let out = kiln(h, &["mutate", &archive_loc, "--env", "A=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read and written at once"));
+    assert_eq!(std::fs::read(&archive).unwrap(), before);
 
     // Bad flags fail before anything is written.
     for args in [

@@ -58,10 +58,22 @@ impl Surgery {
             (None, true) => bail!("say where the result goes with -t DEST"),
             (None, false) => image,
         };
+        let src_loc = Location::parse(image)?;
+        let dst_loc = Location::parse(dest)?;
+        if let (Some(a), Some(b)) = (archive_file(&src_loc), archive_file(&dst_loc))
+            && (a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok())
+        {
+            // Writing an archive starts it anew: it would be gone before
+            // its layers were read.
+            bail!(
+                "{} is read and written at once: write the result to another file with -t",
+                a.display()
+            );
+        }
         Ok(Surgery {
             client: t.net.client()?,
-            src_loc: Location::parse(image)?,
-            dst_loc: Location::parse(dest)?,
+            src_loc,
+            dst_loc,
             root: kiln_image::store::default_root(),
             started: Instant::now(),
         })
@@ -96,6 +108,14 @@ impl Surgery {
         }
         outln!("{}", top.digest);
         Ok(top.digest)
+    }
+}
+
+/// The file of an archive location.
+fn archive_file(loc: &Location) -> Option<&std::path::Path> {
+    match loc {
+        Location::OciArchive { file, .. } | Location::DockerArchive { file, .. } => Some(file),
+        _ => None,
     }
 }
 
