@@ -28,11 +28,12 @@ use crate::{AnyManifest, Digest};
 /// hostile source must not make us hold gigabytes.
 const MAX_CONFIG: u64 = 64 << 20;
 
-/// A blob the edit made.
-#[derive(Debug, Clone)]
-enum NewBlob {
+/// A blob the edit made, or one another image (a new base) has.
+#[derive(Clone)]
+enum NewBlob<'s> {
     Bytes(Vec<u8>),
     File(PathBuf),
+    From(&'s dyn ImageSource),
 }
 
 /// An image being edited, read from `src`.
@@ -41,7 +42,7 @@ pub struct Rewrite<'s> {
     pub image: Image,
     /// The manifest's annotations (kept from the original).
     pub annotations: BTreeMap<String, String>,
-    blobs: HashMap<Digest, NewBlob>,
+    blobs: HashMap<Digest, NewBlob<'s>>,
 }
 
 /// "linux/amd64, linux/arm64/v8": the platforms an index offers.
@@ -201,6 +202,67 @@ impl<'s> Rewrite<'s> {
         Ok(warnings)
     }
 
+    /// Puts the image on `new_base` instead of `old_base`, as `pack
+    /// rebase` does: the layers (and history entries) of the old base at
+    /// the bottom are replaced with the new base's; the image's own layers
+    /// and config stay. Refused unless the image starts with exactly the
+    /// old base's layers (by diff ID) and the new base is for the same
+    /// platform.
+    pub fn rebase(&mut self, old_base: &Rewrite<'_>, new_base: &Rewrite<'s>) -> Result<()> {
+        let old = &old_base.image.config;
+        let new = &new_base.image.config;
+        let mine = &self.image.config;
+        let n = old.rootfs.diff_ids.len();
+        if mine.rootfs.diff_ids.len() < n || mine.rootfs.diff_ids[..n] != old.rootfs.diff_ids[..] {
+            let at = mine
+                .rootfs
+                .diff_ids
+                .iter()
+                .zip(&old.rootfs.diff_ids)
+                .position(|(a, b)| a != b)
+                .unwrap_or(mine.rootfs.diff_ids.len());
+            return Err(TransportError::Invalid(format!(
+                "the image is not built on the old base: its layer {at} is not the old base's"
+            )));
+        }
+        if (&new.os, &new.architecture, &new.variant)
+            != (&mine.os, &mine.architecture, &mine.variant)
+        {
+            return Err(TransportError::Invalid(format!(
+                "the new base is for {}, the image for {}",
+                new.platform(),
+                mine.platform()
+            )));
+        }
+        // The old base's history entries are the first ones, as a build
+        // on it writes them; without that, history cannot be matched up.
+        let h = old.history.len();
+        if mine.history.len() < h
+            || mine.history[..h]
+                .iter()
+                .zip(&old.history)
+                .any(|(a, b)| a.created_by != b.created_by || a.empty_layer != b.empty_layer)
+        {
+            return Err(TransportError::Invalid(
+                "the image's history does not start with the old base's".into(),
+            ));
+        }
+        let mut history = new.history.clone();
+        history.extend_from_slice(&mine.history[h..]);
+        let mut diff_ids = new.rootfs.diff_ids.clone();
+        diff_ids.extend_from_slice(&mine.rootfs.diff_ids[n..]);
+        let mut layers = new_base.image.layers.clone();
+        layers.extend_from_slice(&self.image.layers[n..]);
+        for l in &new_base.image.layers {
+            self.blobs
+                .insert(l.digest.clone(), NewBlob::From(new_base.src));
+        }
+        self.image.config.history = history;
+        self.image.config.rootfs.diff_ids = diff_ids;
+        self.image.layers = layers;
+        Ok(())
+    }
+
     /// The edited image as a source: its top is the new manifest.
     pub fn finish(self) -> Result<RewriteSource<'s>> {
         let (config, top) = self.image.encode(&self.annotations)?;
@@ -240,7 +302,7 @@ pub fn annotate_index<'s>(
 pub struct RewriteSource<'s> {
     inner: &'s dyn ImageSource,
     top: RawManifest,
-    blobs: HashMap<Digest, NewBlob>,
+    blobs: HashMap<Digest, NewBlob<'s>>,
 }
 
 impl ImageSource for RewriteSource<'_> {
@@ -260,6 +322,7 @@ impl ImageSource for RewriteSource<'_> {
                 std::fs::File::open(p)
                     .map_err(TransportError::io(format!("open {}", p.display())))?,
             ))),
+            Some(NewBlob::From(other)) => other.blob(desc),
             None => self.inner.blob(desc),
         }
     }

@@ -63,6 +63,8 @@ enum Command {
     Append(cmd::append::AppendArgs),
     /// Squash an image's layers into one.
     Flatten(cmd::append::FlattenArgs),
+    /// Put an image on another base without a rebuild.
+    Rebase(cmd::surgery::RebaseArgs),
     #[command(flatten)]
     Registry(cmd::registry::RegistryCommand),
     /// Inspect Dockerfiles without building.
@@ -143,6 +145,7 @@ fn main() -> ExitCode {
         Command::Config(a) => cmd::surgery::config(a),
         Command::Append(a) => cmd::append::append(a),
         Command::Flatten(a) => cmd::append::flatten(a),
+        Command::Rebase(a) => cmd::surgery::rebase(a),
         Command::Registry(c) => cmd::registry::run(c),
         Command::Dockerfile(c) => match cmd::dockerfile::run(c) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),

@@ -691,3 +691,115 @@ fn append_and_flatten_as_kilntest() {
     assert!(line.contains(" 0:0 "), "{line}");
     assert!(!appended.trim().is_empty());
 }
+
+#[test]
+fn rebase_swaps_the_base_layers() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    busybox_base(h, "surgery/base:1");
+    std::fs::write(h.join("version"), "base 2\n").unwrap();
+    std::fs::write(h.join("run"), "app\n").unwrap();
+    let file = |src: &str, dest: &str| format!("{}:{dest}", h.join(src).display());
+    ok_epoch(
+        h,
+        &[
+            "append",
+            "surgery/base:1",
+            "-t",
+            "surgery/base:2",
+            "--file",
+            &file("version", "/etc/version"),
+        ],
+    );
+    kiln_ok(
+        h,
+        &[
+            "mutate",
+            "surgery/base:1",
+            "-t",
+            "surgery/pre:1",
+            "--env",
+            "APP=1",
+        ],
+    );
+    ok_epoch(
+        h,
+        &[
+            "append",
+            "surgery/pre:1",
+            "-t",
+            "surgery/app:1",
+            "--file",
+            &file("run", "/app/run"),
+        ],
+    );
+    kiln_ok(
+        h,
+        &[
+            "rebase",
+            "surgery/app:1",
+            "--old-base",
+            "surgery/base:1",
+            "--new-base",
+            "surgery/base:2",
+            "-t",
+            "surgery/app:2",
+        ],
+    );
+    let cfg = |n: &str| json(&kiln_ok(h, &["config", n]));
+    let (base2, app1, app2) = (
+        cfg("surgery/base:2"),
+        cfg("surgery/app:1"),
+        cfg("surgery/app:2"),
+    );
+    let ids = |c: &serde_json::Value| c["rootfs"]["diff_ids"].as_array().unwrap().clone();
+    let mut want = ids(&base2);
+    want.push(ids(&app1).last().unwrap().clone());
+    assert_eq!(ids(&app2), want);
+    assert_eq!(app2["config"], app1["config"]);
+    let hist = app2["history"].as_array().unwrap();
+    assert_eq!(hist.len(), base2["history"].as_array().unwrap().len() + 1);
+    assert!(
+        hist.last().unwrap()["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("/app/run")
+    );
+    let export = h.join("app2.tar");
+    kiln_ok(
+        h,
+        &["export", "surgery/app:2", "-o", export.to_str().unwrap()],
+    );
+    let listing = common::run("tar", &["-tf", export.to_str().unwrap()]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "etc/version"),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "app/run"),
+        "{listing}"
+    );
+
+    // An image not built on the old base is refused, and nothing tagged.
+    let out = kiln(
+        h,
+        &[
+            "rebase",
+            "surgery/app:1",
+            "--old-base",
+            "surgery/base:2",
+            "--new-base",
+            "surgery/base:1",
+            "-t",
+            "surgery/bad:1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not built on the old base"), "{err}");
+    assert!(!kiln(h, &["inspect", "surgery/bad:1"]).status.success());
+}

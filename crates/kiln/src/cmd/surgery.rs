@@ -1,4 +1,4 @@
-//! Image surgery without a rebuild: `kiln mutate` and `kiln config` here,
+//! Image surgery without a rebuild: `kiln mutate`, `rebase` and `config` here,
 //! `kiln append` and `kiln flatten` in `append.rs`. Each reads an image
 //! from any location (`transport.rs`), edits it with
 //! `kiln_image::rewrite` (layers stay descriptors) and copies the result
@@ -357,5 +357,46 @@ pub fn config(a: ConfigArgs) -> Result<()> {
     };
     let bytes = run().with_context(|| format!("config {}", a.image))?;
     std::io::stdout().write_all(&bytes)?;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RebaseArgs {
+    /// The image: a store NAME or any location (see -t)
+    pub image: String,
+    /// The base the image was built on (its bottom layers)
+    #[arg(long, value_name = "IMAGE")]
+    pub old_base: String,
+    /// The base to put it on instead
+    #[arg(long, value_name = "IMAGE")]
+    pub new_base: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Swaps an image's base layers for another base's, like `pack rebase`.
+pub fn rebase(a: RebaseArgs) -> Result<()> {
+    let s = Surgery::new(&a.image, &a.target, false)?;
+    let run = || -> Result<Digest> {
+        let env = s.env();
+        let platform = platform_of(&a.target)?;
+        let open = |what: &str, name: &str| -> Result<Box<dyn ImageSource + '_>> {
+            let loc = Location::parse(name).with_context(|| format!("--{what}"))?;
+            open_source_to(&loc, &env, &s.dst_loc).with_context(|| format!("--{what} {name}"))
+        };
+        let old_src = open("old-base", &a.old_base)?;
+        let new_src = open("new-base", &a.new_base)?;
+        let src = s.source(&env)?;
+        let load = |src, what: &str| {
+            Rewrite::load(src, platform.as_ref()).with_context(|| what.to_string())
+        };
+        let old = load(old_src.as_ref(), &format!("--old-base {}", a.old_base))?;
+        let new = load(new_src.as_ref(), &format!("--new-base {}", a.new_base))?;
+        let mut rw = load(src.as_ref(), &a.image)?;
+        rw.rebase(&old, &new)?;
+        let result = rw.finish()?;
+        s.write(&env, &result, &a.target)
+    };
+    run().with_context(|| format!("rebase {}", a.image))?;
     Ok(())
 }
