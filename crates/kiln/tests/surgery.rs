@@ -784,6 +784,48 @@ fn rebase_swaps_the_base_layers() {
         "{listing}"
     );
 
+    // On a registry, each in its own repository: the new base's layers are
+    // mounted from its repository, and no layer at all is downloaded.
+    let reg = Registry::start(Auth::None);
+    let at = |repo: &str| format!("docker://{}/{repo}", reg.host());
+    for (name, repo) in [
+        ("surgery/base:1", "os/base:1"),
+        ("surgery/base:2", "os2/base:2"),
+        ("surgery/app:1", "team/app:1"),
+    ] {
+        kiln_ok(h, &["copy", name, &at(repo)]);
+    }
+    let start = reg.log_text().len();
+    let mut layers = layer_digests(h, &at("os2/base:2")[9..]);
+    layers.extend(layer_digests(h, &at("team/app:1")[9..]));
+    let pushed = kiln_ok(
+        h,
+        &[
+            "rebase",
+            &at("team/app:1"),
+            "--old-base",
+            &at("os/base:1"),
+            "--new-base",
+            &at("os2/base:2"),
+            "-t",
+            &at("team/app:2"),
+        ],
+    );
+    let gets = blob_gets(&reg, start, &layers);
+    assert!(gets.is_empty(), "layers were downloaded: {gets:#?}");
+    assert!(
+        reg.log_text()[start..]
+            .lines()
+            .any(|l| l.contains("mount=") && l.contains("from=os2") && l.contains("\" 201 ")),
+        "the new base was not mounted"
+    );
+    assert_eq!(
+        support::skopeo_digest(&at("team/app:2")[9..]),
+        pushed.trim()
+    );
+    let remote = json(&kiln_ok(h, &["config", &at("team/app:2")]));
+    assert_eq!(remote, app2);
+
     // An image not built on the old base is refused, and nothing tagged.
     let out = kiln(
         h,

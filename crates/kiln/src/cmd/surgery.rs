@@ -19,7 +19,7 @@ use kiln_image::{Digest, Platform};
 use kiln_registry::Client;
 
 use super::registry::NetOpts;
-use super::transport::{Env, Location, open_sink, open_source_to};
+use super::transport::{Env, Location, open_sink_mounting, open_source_to};
 
 /// Where the edited image goes, and how it is read and written.
 #[derive(Debug, Args)]
@@ -46,6 +46,8 @@ pub struct Surgery {
     pub src_loc: Location,
     pub dst_loc: Location,
     pub root: PathBuf,
+    /// More locations a registry destination may mount blobs from.
+    pub also_mount: Vec<Location>,
     started: Instant,
 }
 
@@ -75,6 +77,7 @@ impl Surgery {
             src_loc,
             dst_loc,
             root: kiln_image::store::default_root(),
+            also_mount: Vec::new(),
             started: Instant::now(),
         })
     }
@@ -89,7 +92,7 @@ impl Surgery {
 
     /// Copies the edited image to the destination; prints its digest.
     pub fn write(&self, env: &Env, result: &RewriteSource, t: &Target) -> Result<Digest> {
-        let sink = open_sink(&self.dst_loc, env, Some(&self.src_loc))?;
+        let sink = open_sink_mounting(&self.dst_loc, env, Some(&self.src_loc), &self.also_mount)?;
         let opts = CopyOptions {
             jobs: t.jobs.max(1),
             platform: None,
@@ -376,7 +379,8 @@ pub struct RebaseArgs {
 
 /// Swaps an image's base layers for another base's, like `pack rebase`.
 pub fn rebase(a: RebaseArgs) -> Result<()> {
-    let s = Surgery::new(&a.image, &a.target, false)?;
+    let mut s = Surgery::new(&a.image, &a.target, false)?;
+    s.also_mount.push(Location::parse(&a.new_base)?);
     let run = || -> Result<Digest> {
         let env = s.env();
         let platform = platform_of(&a.target)?;
