@@ -407,6 +407,15 @@ fn bad_input_is_refused_and_nothing_is_tagged() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("read and written at once"));
     assert_eq!(std::fs::read(&archive).unwrap(), before);
 
+    // Without -t the tag moves; an image named by ID has no tag to move.
+    let id = json(&kiln_ok(h, &["inspect", "surgery/base:1"]))["Id"]
+        .as_str()
+        .unwrap()[7..19]
+        .to_string();
+    let out = kiln(h, &["mutate", &id, "--env", "A=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tag to move"));
+
     // Bad flags fail before anything is written.
     for args in [
         &[

@@ -58,7 +58,12 @@ impl Surgery {
         let dest = match (&t.dest, dest_required) {
             (Some(d), _) => d.as_str(),
             (None, true) => bail!("say where the result goes with -t DEST"),
-            (None, false) => image,
+            (None, false) => {
+                if names_no_tag(image) {
+                    bail!("{image} is not a tag to move: say where the result goes with -t DEST");
+                }
+                image
+            }
         };
         let src_loc = Location::parse(image)?;
         let dst_loc = Location::parse(dest)?;
@@ -112,6 +117,18 @@ impl Surgery {
         outln!("{}", top.digest);
         Ok(top.digest)
     }
+}
+
+/// Whether `image` names an image by ID or digest, so that writing the
+/// result "back" to it cannot mean moving a tag.
+fn names_no_tag(image: &str) -> bool {
+    let hex = image.strip_prefix("sha256:").unwrap_or(image);
+    let is_id = hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    let pinned = match Location::parse(image) {
+        Ok(Location::Docker(r)) => r.digest().is_some(),
+        _ => image.contains('@'),
+    };
+    is_id || pinned
 }
 
 /// The file of an archive location.
