@@ -1,7 +1,8 @@
 //! The registry commands: `pull`, `push`, `copy`, `login`, `logout`, and
 //! crane-style inspection (`manifest`, `digest`, `tags`, `catalog`;
-//! `config` reads any location and is in `surgery.rs`). Each is an `Args` struct and a `run` function; errors say
-//! which command and reference failed, then what the registry said.
+//! `config` reads any location and is in `surgery.rs`). Each is an `Args`
+//! struct and a `run` function; errors say which command and reference
+//! failed, then what the registry said.
 //!
 //! The protocol lives in kiln-registry; moving images is
 //! `kiln_image::transport::copy` between the locations of `transport.rs`.
