@@ -120,29 +120,29 @@ fn layer_specs(m: &ArgMatches, f: &AppendFlags) -> Result<Vec<LayerSpec>, String
         let (src, dest) = s
             .split_once(':')
             .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-            .ok_or_else(|| format!("--file {s:?}: expected SRC:DEST\n"))?;
+            .ok_or_else(|| format!("--file {s:?}: expected SRC:DEST"))?;
         at.push((i, spec(LayerSource::File(src.into(), dest.into()))));
     }
     if at.is_empty() {
-        return Err("give at least one --tar, --dir or --file\n".into());
+        return Err("give at least one --tar, --dir or --file".into());
     }
     at.sort_by_key(|(i, _)| *i);
     let owner_of = |flag: &str, i: usize| -> Result<usize, String> {
         at.iter()
             .rposition(|(j, _)| *j < i)
-            .ok_or_else(|| format!("--{flag} must follow the --tar, --dir or --file it is for\n"))
+            .ok_or_else(|| format!("--{flag} must follow the --tar, --dir or --file it is for"))
     };
     let mut specs: Vec<LayerSpec> = at.iter().map(|(_, s)| s.clone()).collect();
     for (i, p) in indices(m, "prefix").into_iter().zip(&f.prefix) {
         let k = owner_of("prefix", i)?;
         if !matches!(specs[k].source, LayerSource::Dir(_)) {
-            return Err("--prefix is for a --dir\n".into());
+            return Err("--prefix is for a --dir".into());
         }
         specs[k].prefix = Some(p.clone());
     }
     for (i, o) in indices(m, "chown").into_iter().zip(&f.chown) {
         let k = owner_of("chown", i)?;
-        let bad = || format!("--chown {o:?}: expected numeric UID:GID\n");
+        let bad = || format!("--chown {o:?}: expected numeric UID:GID");
         let (u, g) = o.split_once(':').ok_or_else(bad)?;
         specs[k].owner = Some((u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?));
     }
@@ -151,13 +151,13 @@ fn layer_specs(m: &ArgMatches, f: &AppendFlags) -> Result<Vec<LayerSpec>, String
         let mode = u32::from_str_radix(o, 8)
             .ok()
             .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| format!("--chmod {o:?}: expected an octal mode\n"))?;
+            .ok_or_else(|| format!("--chmod {o:?}: expected an octal mode"))?;
         specs[k].mode = Some(mode);
     }
     for s in &specs {
         if matches!(s.source, LayerSource::Tar(_)) && (s.owner.is_some() || s.mode.is_some()) {
             return Err(
-                "--chown and --chmod are for --dir and --file: a --tar is added as it is\n".into(),
+                "--chown and --chmod are for --dir and --file: a --tar is added as it is".into(),
             );
         }
     }
