@@ -3,20 +3,24 @@
 //! unchanged context costs a stat per file and no reads.
 //!
 //! Source paths are cleaned and confined: `..` cannot climb out, and a
-//! symlink inside the context is never followed out of it.
+//! symlink inside the context is followed inside it, never out of it
+//! (see [`crate::inroot`]). An ignored path is not in the context at all,
+//! as BuildKit never sends it: COPY does not find it, and a RUN's bind
+//! mount of the context does not show it (see [`Context::bind_source`]).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kiln_dockerfile::ignore::Matcher;
 use kiln_image::{Digest, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::BuildError;
+use crate::inroot::Root;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stamp {
@@ -47,6 +51,8 @@ pub struct ContextEntry {
 
 pub struct Context {
     root: PathBuf,
+    /// The context held open; an error if it could not be opened.
+    tree: Result<Arc<Root>, std::io::Error>,
     ignore: Matcher,
     index_path: Option<PathBuf>,
     known: Mutex<BTreeMap<String, (Stamp, Digest)>>,
@@ -72,8 +78,10 @@ impl Context {
             .and_then(|p| fs::read(p).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let tree = Root::open(&root).map(Arc::new);
         Ok(Context {
             root,
+            tree,
             ignore,
             index_path,
             known: Mutex::new(known),
@@ -109,24 +117,11 @@ impl Context {
         }
     }
 
-    /// The host path of a cleaned relative path, refusing any whose parent
-    /// resolves outside the context (through `..` or a symlink).
-    pub fn host_path(&self, rel: &str) -> Result<PathBuf, BuildError> {
-        self.check_present(rel)?;
-        let clean = clean_rel(rel)?;
-        if clean.is_empty() {
-            return Ok(self.root.clone());
-        }
-        let p = self.root.join(&clean);
-        if let Some(parent) = p.parent()
-            && let Ok(real) = fs::canonicalize(parent)
-            && !real.starts_with(&self.root)
-        {
-            return Err(BuildError::Context(format!(
-                "{rel:?} points outside the build context"
-            )));
-        }
-        Ok(p)
+    /// The tree of the context, for lookups that stay inside it.
+    pub fn tree(&self) -> Result<&Arc<Root>, BuildError> {
+        self.tree
+            .as_ref()
+            .map_err(|e| BuildError::Context(format!("{}: {e}", self.root.display())))
     }
 
     pub fn is_ignored(&self, rel: &str) -> bool {
@@ -142,8 +137,10 @@ impl Context {
         {
             return Ok(d.clone());
         }
-        let p = self.host_path(rel)?;
-        let mut f = fs::File::open(&p).map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
+        let mut f = self
+            .tree()?
+            .open_file(rel)
+            .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
         let mut h = Hasher::sha256();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -166,139 +163,120 @@ impl Context {
 
     /// The context paths a COPY source names: a path or a wildcard
     /// pattern (`*`, `?`, `[...]` per path component), minus ignored ones.
+    /// Symlinks are followed inside the context (the last one too, as
+    /// BuildKit copies what a named symlink points to); the entries name
+    /// real paths.
     pub fn resolve_source(&self, pattern: &str) -> Result<Vec<ContextEntry>, BuildError> {
         self.check_present(pattern)?;
         let clean = clean_rel(pattern)?;
-        let has_glob = clean.contains(['*', '?', '[']);
-        let mut out = Vec::new();
-        if !has_glob {
-            let p = self.host_path(&clean)?;
-            if let Ok(meta) = fs::symlink_metadata(&p)
-                && !self.is_ignored(&clean)
-            {
-                out.push(self.follow(ContextEntry { rel: clean, meta })?);
-            }
-            return Ok(out);
-        }
-        let comps: Vec<&str> = clean.split('/').collect();
-        let mut frontier = vec![String::new()];
-        for (i, comp) in comps.iter().enumerate() {
-            let last = i + 1 == comps.len();
-            let mut next = Vec::new();
-            for base in &frontier {
-                let dir = if base.is_empty() {
-                    self.root.clone()
-                } else {
-                    self.host_path(base)?
-                };
-                let Ok(rd) = fs::read_dir(&dir) else { continue };
-                let mut names: Vec<String> = rd
-                    .flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect();
-                names.sort();
-                for name in names {
-                    if !glob_match(comp, &name) {
-                        continue;
-                    }
-                    let rel = if base.is_empty() {
-                        name
-                    } else {
-                        format!("{base}/{name}")
-                    };
-                    if self.is_ignored(&rel) && !self.ignore.may_reinclude_under(&rel) {
-                        continue;
-                    }
-                    let is_dir =
-                        fs::symlink_metadata(self.root.join(&rel)).is_ok_and(|m| m.is_dir());
-                    if last || is_dir {
-                        next.push(rel);
-                    }
-                }
-            }
-            frontier = next;
-        }
-        for rel in frontier {
-            if self.is_ignored(&rel) {
-                continue;
-            }
-            let meta = fs::symlink_metadata(self.host_path(&rel)?)
-                .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
-            out.push(self.follow(ContextEntry { rel, meta })?);
-        }
-        Ok(out)
+        let tree = self.tree()?;
+        let hidden = |rel: &str, last: bool| {
+            self.is_ignored(rel) && (last || !self.ignore.may_reinclude_under(rel))
+        };
+        let found = crate::inroot::expand(tree, &clean, true, &hidden)
+            .map_err(|e| BuildError::Context(format!("{pattern}: {e}")))?;
+        found
+            .into_iter()
+            .map(|rel| {
+                let meta = tree
+                    .lstat(&rel)
+                    .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
+                Ok(ContextEntry { rel, meta })
+            })
+            .collect()
     }
 
-    /// A source named directly that is a symlink is copied as what it
-    /// points to, as BuildKit does, provided that stays in the context.
-    fn follow(&self, e: ContextEntry) -> Result<ContextEntry, BuildError> {
-        if !e.meta.file_type().is_symlink() {
-            return Ok(e);
+    /// What a bind mount of the context path `rel` shows: its real path
+    /// and metadata, everything below it that is not ignored, and whether
+    /// something below it is (then the bind must not expose the directory
+    /// as it is on disk). `None` when nothing (visible) is there.
+    pub fn bind_source(&self, rel: &str) -> Result<Option<BindSource>, BuildError> {
+        self.check_present(rel)?;
+        let clean = clean_rel(rel)?;
+        let tree = self.tree()?;
+        // An ignored directory is still there when something below it is
+        // re-included (`!dir/keep`), holding just that.
+        let hidden = |r: &str, _: bool| self.is_ignored(r) && !self.ignore.may_reinclude_under(r);
+        let Some(real) = crate::inroot::expand(tree, &clean, true, &hidden)
+            .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let meta = tree
+            .lstat(&real)
+            .map_err(|e| BuildError::Context(format!("{real}: {e}")))?;
+        let ignored = self.is_ignored(&real) || self.is_ignored(&clean);
+        if ignored && !meta.is_dir() {
+            return Ok(None);
         }
-        let real = fs::canonicalize(self.root.join(&e.rel))
-            .map_err(|err| BuildError::Context(format!("{}: {err}", e.rel)))?;
-        let rel = real
-            .strip_prefix(&self.root)
-            .map_err(|_| {
-                BuildError::Context(format!("{:?} points outside the build context", e.rel))
+        let mut filtered = ignored;
+        let entries = if meta.is_dir() {
+            walk_sorted(tree, &real, true, |r, m| {
+                let ignored = self.is_ignored(r);
+                filtered |= ignored;
+                let descend = m.is_dir() && (!ignored || self.ignore.may_reinclude_under(r));
+                (!ignored, descend)
             })?
-            .to_string_lossy()
-            .into_owned();
-        let meta = fs::symlink_metadata(&real)
-            .map_err(|err| BuildError::Context(format!("{rel}: {err}")))?;
-        Ok(ContextEntry { rel, meta })
+        } else {
+            Vec::new()
+        };
+        Ok(Some(BindSource {
+            real,
+            meta,
+            entries,
+            filtered,
+        }))
     }
 
-    /// Everything under a context directory, sorted, ignored paths left out.
+    /// Everything under a context directory (a real path), sorted, ignored
+    /// paths left out.
     pub fn walk(&self, dir_rel: &str) -> Result<Vec<ContextEntry>, BuildError> {
         self.check_present(dir_rel)?;
-        walk_sorted(
-            dir_rel,
-            |d| {
-                let host = if d.is_empty() {
-                    self.root.clone()
-                } else {
-                    self.host_path(d)?
-                };
-                fs::read_dir(&host)
-                    .map(Some)
-                    .map_err(|e| BuildError::Context(format!("{d}: {e}")))
-            },
-            |rel, meta| {
-                let ignored = self.is_ignored(rel);
-                let descend = meta.is_dir() && (!ignored || self.ignore.may_reinclude_under(rel));
-                (!ignored, descend)
-            },
-        )
+        walk_sorted(self.tree()?, dir_rel, true, |rel, meta| {
+            let ignored = self.is_ignored(rel);
+            let descend = meta.is_dir() && (!ignored || self.ignore.may_reinclude_under(rel));
+            (!ignored, descend)
+        })
     }
 }
 
-/// Every entry below `start` in a tree, sorted by relative path. `read_dir`
-/// opens a directory by its relative path (`None` skips it); `visit` says
-/// of each entry whether to list it and whether to descend into it. Names
-/// that are not UTF-8 and entries gone before their stat are left out.
+/// What [`Context::bind_source`] found.
+pub struct BindSource {
+    /// The real path (no symlink in it), relative to the context.
+    pub real: String,
+    pub meta: fs::Metadata,
+    /// Below `real`, ignored paths left out.
+    pub entries: Vec<ContextEntry>,
+    /// Something below `real` is ignored.
+    pub filtered: bool,
+}
+
+/// Every entry below the real directory `start` of a tree, sorted by
+/// relative path, listed through directory fds (see [`Root::list`]).
+/// `visit` says of each entry whether to list it and whether to descend
+/// into it. A directory that cannot be listed is an error when `strict`,
+/// else skipped.
 pub(crate) fn walk_sorted(
+    tree: &Root,
     start: &str,
-    mut read_dir: impl FnMut(&str) -> Result<Option<fs::ReadDir>, BuildError>,
+    strict: bool,
     mut visit: impl FnMut(&str, &fs::Metadata) -> (bool, bool),
 ) -> Result<Vec<ContextEntry>, BuildError> {
     let mut out = Vec::new();
     let mut todo = vec![start.to_string()];
     while let Some(d) = todo.pop() {
-        let Some(rd) = read_dir(&d)? else {
-            continue;
+        let list = match tree.list(&d) {
+            Ok(l) => l,
+            Err(e) if strict => return Err(BuildError::Context(format!("{d}: {e}"))),
+            Err(_) => continue,
         };
-        for e in rd.flatten() {
-            let Ok(name) = e.file_name().into_string() else {
-                continue;
-            };
+        for (name, meta) in list {
             let rel = if d.is_empty() {
                 name
             } else {
                 format!("{d}/{name}")
-            };
-            let Ok(meta) = fs::symlink_metadata(e.path()) else {
-                continue;
             };
             let (list, descend) = visit(&rel, &meta);
             if descend {

@@ -7,14 +7,16 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_dockerfile::ignore::Matcher;
 use kiln_dockerfile::instructions::{Chmod, Source};
 use kiln_image::Digest;
-use kiln_image::layer::Entry;
+use kiln_image::layer::{Entry, EntryKind, FileSource};
 
 use crate::BuildError;
-use crate::context::{Context, ContextEntry, clean_rel, glob_match};
+use crate::context::{Context, ContextEntry, clean_rel};
+use crate::inroot::{LazyFile, Root};
 use crate::key::KeyHasher;
 
 /// Where COPY reads from.
@@ -68,8 +70,21 @@ struct Picked {
     /// Keep the file's own owner (files unpacked from an ADDed archive).
     own_owner: bool,
     host: PathBuf,
+    /// A file of the context or a stage: read through its tree, by its
+    /// real path, when the layer is written (see [`crate::inroot`]).
+    in_tree: Option<(Arc<Root>, String)>,
     meta: fs::Metadata,
     digest: Option<Digest>,
+}
+
+impl Picked {
+    /// The target of a symlink, read through its tree when it has one.
+    fn link(&self) -> std::io::Result<PathBuf> {
+        match &self.in_tree {
+            Some((tree, real)) => tree.read_link(real),
+            None => fs::read_link(&self.host),
+        }
+    }
 }
 
 /// The absolute destination, cleaned of `.` and `..` (which cannot climb
@@ -89,78 +104,40 @@ fn abs_dest(dest: &str, workdir: &str) -> String {
     }
 }
 
-fn tree_resolve(root: &Path, pattern: &str) -> Result<Vec<ContextEntry>, BuildError> {
+/// The real paths a source pattern names in a plain tree (a stage's or a
+/// named context's): nothing is ignored; symlinks in the middle are
+/// followed inside the tree, a last one is copied as a symlink.
+fn tree_resolve(tree: &Root, pattern: &str) -> Result<Vec<ContextEntry>, BuildError> {
     let clean = clean_rel(pattern)?;
-    let mut frontier = vec![String::new()];
-    let comps: Vec<&str> = if clean.is_empty() {
-        vec![]
-    } else {
-        clean.split('/').collect()
-    };
-    for (i, comp) in comps.iter().enumerate() {
-        let last = i + 1 == comps.len();
-        let mut next = Vec::new();
-        for base in &frontier {
-            let dir = root.join(base);
-            if !comp.contains(['*', '?', '[']) {
-                let rel = if base.is_empty() {
-                    comp.to_string()
-                } else {
-                    format!("{base}/{comp}")
-                };
-                if fs::symlink_metadata(root.join(&rel)).is_ok() {
-                    next.push(rel);
-                }
-                continue;
-            }
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            let mut names: Vec<String> = rd
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect();
-            names.sort();
-            for n in names {
-                if glob_match(comp, &n) {
-                    let rel = if base.is_empty() {
-                        n
-                    } else {
-                        format!("{base}/{n}")
-                    };
-                    if last || fs::symlink_metadata(root.join(&rel)).is_ok_and(|m| m.is_dir()) {
-                        next.push(rel);
-                    }
-                }
-            }
-        }
-        frontier = next;
-    }
-    frontier
+    let found = crate::inroot::expand(tree, &clean, false, &|_, _| false)
+        .map_err(|e| BuildError::Context(format!("{pattern}: {e}")))?;
+    found
         .into_iter()
         .map(|rel| {
-            let meta = fs::symlink_metadata(root.join(&rel))
+            let meta = tree
+                .lstat(&rel)
                 .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
             Ok(ContextEntry { rel, meta })
         })
         .collect()
 }
 
-/// Everything below `dir_rel` in a plain tree (a stage's or a fetched
-/// one): nothing is ignored, unreadable directories are skipped.
-fn tree_walk(root: &Path, dir_rel: &str) -> Vec<ContextEntry> {
-    crate::context::walk_sorted(
-        dir_rel,
-        |d| Ok(fs::read_dir(root.join(d)).ok()),
-        |_, meta| (true, meta.is_dir()),
-    )
-    .unwrap_or_default()
+/// Everything below the real directory `dir_rel` of a plain tree (a
+/// stage's or a fetched one): nothing is ignored, unreadable directories
+/// are skipped.
+fn tree_walk(tree: &Root, dir_rel: &str) -> Vec<ContextEntry> {
+    crate::context::walk_sorted(tree, dir_rel, false, |_, meta| (true, meta.is_dir()))
+        .unwrap_or_default()
+}
+
+/// Opens a tree kiln reads from.
+fn open_tree(path: &Path) -> Result<Root, BuildError> {
+    Root::open(path).map_err(|e| BuildError::Io(format!("{}: {e}", path.display())))
 }
 
 /// Whether ADD unpacks the file: a tar, plain or compressed (judged by
 /// the tar header magic inside, so a gzipped text file is copied as is).
-fn is_archive(path: &Path) -> bool {
-    let Ok(f) = fs::File::open(path) else {
-        return false;
-    };
+fn is_archive(f: fs::File) -> bool {
     let Ok((_, mut r)) = kiln_image::layer::open_layer(f) else {
         return false;
     };
@@ -194,6 +171,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
         key.str("from", &k.to_string());
     }
     let mut heredocs = Vec::new();
+    let mut stage_tree: Option<Arc<Root>> = None;
     for source in spec.sources {
         let pattern = match source {
             Source::Heredoc(h) => {
@@ -221,11 +199,12 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                 )?;
                 key.str("git", pattern).str("commit", &checkout.commit);
                 let base = PathBuf::from(&dest);
-                for e in tree_walk(&checkout.dir, "") {
+                for e in tree_walk(&open_tree(&checkout.dir)?, "") {
                     picked.push(Picked {
                         own_owner: false,
                         dest: base.join(&e.rel),
                         host: checkout.dir.join(&e.rel),
+                        in_tree: None,
                         meta: e.meta,
                         digest: None,
                     });
@@ -249,6 +228,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                     own_owner: false,
                     dest: target,
                     host: f.path,
+                    in_tree: None,
                     meta,
                     digest: Some(f.digest),
                 });
@@ -257,23 +237,42 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             continue;
         }
         key.str("source", pattern);
+        // Opened once, at the first local source.
+        let tree: Arc<Root> = match from {
+            CopyFrom::Context(ctx) => ctx.tree()?.clone(),
+            CopyFrom::Tree { root, .. } => match &stage_tree {
+                Some(t) => t.clone(),
+                None => stage_tree.insert(Arc::new(open_tree(root)?)).clone(),
+            },
+        };
         let matches = match from {
             CopyFrom::Context(ctx) => ctx.resolve_source(pattern)?,
-            CopyFrom::Tree { root, .. } => tree_resolve(root, pattern)?,
+            CopyFrom::Tree { .. } => tree_resolve(&tree, pattern)?,
         };
         if matches.is_empty() {
+            // In a stage an absolute symlink means the stage's own path;
+            // in a context it was most likely meant as the host's.
+            let why = clean_rel(pattern)
+                .ok()
+                .filter(|c| matches!(from, CopyFrom::Context(_)) && !c.contains(['*', '?', '[']))
+                .and_then(|c| tree.escaping_link(&c))
+                .map(|l| {
+                    format!(
+                        " ({l:?} is a symlink that points outside the build context; \
+                         symlinks are followed inside it)"
+                    )
+                })
+                .unwrap_or_default();
             return Err(BuildError::Instruction(format!(
-                "{}: {pattern:?}: no such file or directory",
+                "{}: {pattern:?}: no such file or directory{why}",
                 spec.instruction
             )));
         }
         let dest_is_dir =
             dest.ends_with('/') || multi || matches.len() > 1 || pattern.contains(['*', '?', '[']);
+        // Real paths below the tree's top: no symlink in them.
+        let host_root = tree.path().to_path_buf();
         for m in matches {
-            let host_root = match from {
-                CopyFrom::Context(ctx) => ctx.root().to_path_buf(),
-                CopyFrom::Tree { root, .. } => root.to_path_buf(),
-            };
             let base = PathBuf::from(&dest);
             let name = m.rel.rsplit('/').next().unwrap_or(&m.rel).to_string();
             // With --parents, the path is kept from the `/./` pivot on (or
@@ -297,11 +296,13 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             } else {
                 base.clone()
             };
-            let host = host_root.join(&m.rel);
-            if m.meta.is_file() && spec.unpack_archives && is_archive(&host) {
+            let open = || {
+                tree.open_file(&m.rel)
+                    .map_err(|e| BuildError::Context(format!("{}: {e}", m.rel)))
+            };
+            if m.meta.is_file() && spec.unpack_archives && is_archive(open()?) {
                 let tmp = tempfile::tempdir().map_err(|e| BuildError::Io(e.to_string()))?;
-                let f = fs::File::open(&host)
-                    .map_err(|e| BuildError::Context(format!("{}: {e}", m.rel)))?;
+                let f = open()?;
                 kiln_image::layer::extract(
                     f,
                     tmp.path(),
@@ -316,11 +317,12 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                 if let CopyFrom::Context(ctx) = from {
                     key.str("archive", &ctx.file_digest(&m.rel, &m.meta)?.to_string());
                 }
-                for e in tree_walk(tmp.path(), "") {
+                for e in tree_walk(&open_tree(tmp.path())?, "") {
                     picked.push(Picked {
                         own_owner: true,
                         dest: base.join(&e.rel),
                         host: tmp.path().join(&e.rel),
+                        in_tree: None,
                         meta: e.meta,
                         digest: None,
                     });
@@ -331,7 +333,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             let children = if m.meta.is_dir() {
                 match from {
                     CopyFrom::Context(ctx) => ctx.walk(&m.rel)?,
-                    CopyFrom::Tree { root, .. } => tree_walk(root, &m.rel),
+                    CopyFrom::Tree { .. } => tree_walk(&tree, &m.rel),
                 }
             } else {
                 Vec::new()
@@ -354,6 +356,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                     own_owner: false,
                     dest,
                     host: host_root.join(rel_ctx),
+                    in_tree: Some((tree.clone(), rel_ctx.to_string())),
                     meta,
                     digest,
                 });
@@ -377,10 +380,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
         if let Some(d) = &p.digest {
             key.str("digest", &d.to_string());
         } else if p.meta.file_type().is_symlink() {
-            key.str(
-                "link",
-                &fs::read_link(&p.host).unwrap_or_default().to_string_lossy(),
-            );
+            key.str("link", &p.link().unwrap_or_default().to_string_lossy());
         }
     }
     let mut entries = Vec::new();
@@ -404,11 +404,22 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
         let e = if p.meta.is_dir() {
             Entry::dir(&rel)
         } else if p.meta.file_type().is_symlink() {
-            let target = fs::read_link(&p.host)
+            let target = p
+                .link()
                 .map_err(|e| BuildError::Context(format!("{}: {e}", p.host.display())))?;
             Entry::symlink(&rel, target)
         } else if p.meta.is_file() {
-            Entry::file_host(&rel, &p.host, p.meta.len())
+            match p.in_tree {
+                Some((tree, real)) => Entry::new(
+                    &rel,
+                    EntryKind::File {
+                        source: FileSource::Reader(Box::new(LazyFile::new(tree, real))),
+                        size: p.meta.len(),
+                    },
+                    0o644,
+                ),
+                None => Entry::file_host(&rel, &p.host, p.meta.len()),
+            }
         } else {
             continue;
         };

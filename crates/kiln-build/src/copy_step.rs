@@ -135,6 +135,7 @@ fn copy_layer(
             shared.opts,
             reference,
             &platform_of(image),
+            shared.opts.platform_requested,
         )?)),
         Some(FromRef::Context { name }) => match shared.opts.named_contexts.get(name) {
             Some(NamedContext::Dir(dir)) => {

@@ -40,13 +40,17 @@ pub struct RunInputs<'a> {
     pub stage_fs: &'a dyn Fn(usize) -> Option<StageFs>,
     pub context: &'a crate::context::Context,
     pub scratch: &'a Path,
+    /// The platform the RUN executes for: the same command on the same
+    /// layers makes another layer on another architecture.
+    pub platform: String,
 }
 
 /// The cache key of a RUN: its command, environment, user, working
 /// directory, mounts, and the content of the filesystem it runs on.
 pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> {
     let mut k = KeyHasher::new("run");
-    k.str("fs", &inputs.base.key().to_string());
+    k.str("fs", &inputs.base.key().to_string())
+        .str("platform", &inputs.platform);
     k.json("argv", &run.argv)
         .json("env", &inputs.env)
         .str("user", &inputs.user);
@@ -74,6 +78,13 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
             "mount-more",
             &(format!("{:?}", mm.sharing), &mm.env, &mm.required, &mm.size),
         );
+        if let (MountType::Cache, Some(FromRef::Stage { index, .. })) = (&mm.kind, &m.from_ref) {
+            let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
+                BuildError::Instruction(format!("RUN --mount: stage {index} is not built"))
+            })?;
+            k.str("cache-from-stage", &fs.key().to_string())
+                .json("source", &mm.source);
+        }
         if matches!(mm.kind, MountType::Bind) {
             match &m.from_ref {
                 Some(FromRef::Stage { index, .. }) => {
@@ -90,17 +101,8 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
                 None => {
                     // The context subtree the bind exposes.
                     let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
-                    for e in inputs.context.walk(&src).unwrap_or_default() {
-                        if e.meta.is_file() {
-                            k.str(
-                                &e.rel,
-                                &inputs.context.file_digest(&e.rel, &e.meta)?.to_string(),
-                            );
-                        } else {
-                            k.str(&e.rel, "");
-                        }
-                    }
-                    k.str("from-context", &src);
+                    let b = crate::bind::context_source(inputs.context, &src)?;
+                    crate::bind::key_context(&mut k, inputs.context, &b)?;
                 }
             }
             k.json("source", &mm.source);
@@ -162,9 +164,12 @@ fn run_in(
     });
     // As `docker build`: a RUN reads nothing from kiln's own stdin.
     spec.null_stdin = true;
+    // The default is a network namespace of the build's own, as BuildKit's:
+    // the host's loopback services are not the RUN's.
     spec.network = match run.network {
+        Network::Default => kiln_sandbox::Network::Private,
         Network::None => kiln_sandbox::Network::None,
-        _ => kiln_sandbox::Network::Host,
+        Network::Host => kiln_sandbox::Network::Host,
     };
     // Keeps views, secret files and locks alive until the process is done.
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
@@ -183,7 +188,9 @@ fn run_in(
                     BuildError::Instruction("RUN --mount=type=bind needs a target".into())
                 })?;
                 let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
-                let source = match &m.from_ref {
+                // Resolved inside the stage or context by the sandbox, when
+                // mounting (see crate::bind).
+                let mount = match &m.from_ref {
                     Some(FromRef::Stage { index, .. }) => {
                         let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
                             BuildError::Instruction(format!(
@@ -191,17 +198,33 @@ fn run_in(
                             ))
                         })?;
                         let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
-                        let p = view.path().join(&src);
+                        let real =
+                            crate::bind::stage_source("bind", &view, &src, m.from_ref.as_ref())?;
+                        let mount = MountSpec::BindInRoot {
+                            root: view.path().to_path_buf(),
+                            source: PathBuf::from(real),
+                            target: target.clone(),
+                            readonly: mm.readonly,
+                        };
                         keep.push(Box::new(view));
-                        p
+                        mount
                     }
-                    _ => inputs.context.host_path(&src)?,
+                    _ => {
+                        let b = crate::bind::context_source(inputs.context, &src)?;
+                        let (mount, copy) = crate::bind::context_mount(
+                            inputs.context,
+                            &b,
+                            target.clone(),
+                            mm.readonly,
+                            inputs.scratch,
+                        )?;
+                        if let Some(copy) = copy {
+                            keep.push(Box::new(copy));
+                        }
+                        mount
+                    }
                 };
-                spec.mounts.push(MountSpec::Bind {
-                    source,
-                    target: target.clone(),
-                    readonly: mm.readonly,
-                });
+                spec.mounts.push(mount);
                 targets.push(target);
             }
             MountType::Cache => {
@@ -212,11 +235,51 @@ fn run_in(
                     .id
                     .clone()
                     .unwrap_or_else(|| target.display().to_string());
+                // `from`: the cache starts as a copy of the stage's
+                // `source`, one cache per (id, stage, source) as BuildKit
+                // keeps one per id and base.
+                let seed = match &m.from_ref {
+                    None => None,
+                    Some(FromRef::Stage { index, .. }) => {
+                        let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
+                            BuildError::Instruction(format!(
+                                "RUN --mount: stage {index} is not built"
+                            ))
+                        })?;
+                        let src = crate::context::clean_rel(mm.source.as_deref().unwrap_or(""))?;
+                        Some((fs, src))
+                    }
+                    Some(other) => {
+                        return Err(BuildError::Instruction(format!(
+                            "RUN --mount=type=cache from {other:?} is not supported yet"
+                        )));
+                    }
+                };
+                let name = match &seed {
+                    None => id.clone(),
+                    Some((fs, src)) => format!("{id}\0{}\0{src}", fs.key()),
+                };
                 let dir = inputs.store.dir(&format!(
                     "cache-mounts/{}",
-                    Digest::sha256_of(id.as_bytes()).hex()
+                    Digest::sha256_of(name.as_bytes()).hex()
                 ))?;
                 let data = dir.join("data");
+                if let Some((fs, src)) = &seed
+                    && !data.exists()
+                {
+                    let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
+                    let real = crate::bind::stage_source("cache", &view, src, m.from_ref.as_ref())?;
+                    let tree = crate::inroot::Root::open(view.path())
+                        .map_err(|e| BuildError::Io(format!("a view of a stage: {e}")))?;
+                    crate::bind::seed_cache(&tree, &real, &data)?;
+                    // Mode and owner only when asked: else the stage's.
+                    if let Some(mode) = mm.mode {
+                        let _ = fs::set_permissions(&data, fs::Permissions::from_mode(mode));
+                    }
+                    if mm.uid.is_some() || mm.gid.is_some() {
+                        let _ = std::os::unix::fs::chown(&data, mm.uid, mm.gid);
+                    }
+                }
                 if !data.exists() {
                     fs::create_dir_all(&data)
                         .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::archive::{ArchiveKind, ArchiveSink};
 use kiln_image::layer::LayerOptions;
-use kiln_image::media::Compression;
+use kiln_image::media::{Compression, Format};
 use kiln_image::store_io::{StoreSink, StoreSource};
 use kiln_image::transport::{self, CopyOptions};
 use kiln_image::{Descriptor, Image, Platform, Reference, Store};
@@ -52,6 +52,9 @@ pub struct Output {
     pub push: bool,
     /// `registry.insecure=true`: plain HTTP or unverified TLS is fine.
     pub insecure: bool,
+    /// `oci-mediatypes=`: unset, OCI types for `type=oci` and Docker's
+    /// for `type=docker`, as BuildKit.
+    pub oci_mediatypes: Option<bool>,
 }
 
 impl Output {
@@ -68,6 +71,7 @@ impl Output {
             rewrite_timestamp: false,
             push: false,
             insecure: false,
+            oci_mediatypes: None,
         };
         for part in spec.split(',') {
             let (k, v) = part.split_once('=').unwrap_or(("type", part));
@@ -90,7 +94,8 @@ impl Output {
                 "rewrite-timestamp" => out.rewrite_timestamp = v == "true",
                 "push" => out.push = v == "true",
                 "registry.insecure" => out.insecure = v == "true",
-                "oci-mediatypes" | "compression-level" | "force-compression" => {}
+                "oci-mediatypes" => out.oci_mediatypes = Some(v == "true"),
+                "compression-level" | "force-compression" => {}
                 _ => return Err(usage(format!("unknown key {k:?}"))),
             }
         }
@@ -159,13 +164,13 @@ pub fn export(
                 tag: names.first().and_then(|n| n.tag().map(str::to_string)),
                 image_name: names.first().map(|n| n.to_string()),
             };
-            write_archive(store, result, output, dest, kind)
+            write_archive(store, result, output, dest, kind, Format::Oci)
         }
         OutputKind::Docker { dest } => {
             let kind = ArchiveKind::Docker {
                 repo_tags: names.iter().map(|n| n.familiar()).collect(),
             };
-            write_archive(store, result, output, dest, kind)
+            write_archive(store, result, output, dest, kind, Format::Docker)
         }
         OutputKind::Tar { dest } => {
             let f = std::fs::File::create(dest).map_err(io_at("create", dest))?;
@@ -194,22 +199,46 @@ pub fn export(
     }
 }
 
+/// Writes the image as an archive with the media types of `default_format`
+/// (or `oci-mediatypes=`): the manifest is written anew for them, the
+/// config's bytes, and so the image ID, stay the same.
 fn write_archive(
     store: &Store,
     result: &BuildResult,
     output: &Output,
     dest: &Path,
     kind: ArchiveKind,
+    default_format: Format,
 ) -> Result<(), BuildError> {
-    let top = kiln_image::compressed::compressed_top(
-        store,
-        &result.manifest.descriptor(),
-        output.compression(),
-    )?;
+    let compression = output.compression();
+    let format = archive_format(output, default_format);
+    let image = Image {
+        format,
+        ..result.image.clone()
+    };
+    let manifest = image.write(store)?;
+    let top = kiln_image::compressed::compressed_top(store, &manifest.descriptor(), compression)?;
     let src = StoreSource::from_descriptor(store, top);
     let sink = ArchiveSink::create(dest, kind)?;
     transport::copy(&src, &sink, &CopyOptions::default())?;
     Ok(())
+}
+
+/// Docker has no zstd layer type that its own tools read: as BuildKit, a
+/// zstd archive turns to OCI media types, and says so.
+fn archive_format(output: &Output, default_format: Format) -> Format {
+    let format = match output.oci_mediatypes {
+        Some(true) => Format::Oci,
+        Some(false) => Format::Docker,
+        None => default_format,
+    };
+    if format == Format::Docker && output.compression() == Compression::Zstd {
+        eprintln!(
+            "warning: --output compression=zstd: using OCI media types (Docker's have no zstd layer)"
+        );
+        return Format::Oci;
+    }
+    format
 }
 
 fn layer_blobs(store: &Store, image: &Image) -> Result<Vec<std::fs::File>, BuildError> {
@@ -349,6 +378,25 @@ mod tests {
         assert!(Output::parse("type=nope").is_err());
         assert!(Output::parse("type=oci,dest=x,colour=blue").is_err());
         assert!(!Output::parse("type=local,dest=d").unwrap().leaves());
+    }
+
+    #[test]
+    fn archives_take_their_exporters_media_types() {
+        let fmt = |spec: &str, default| archive_format(&Output::parse(spec).unwrap(), default);
+        assert_eq!(fmt("type=oci,dest=x", Format::Oci), Format::Oci);
+        assert_eq!(fmt("type=docker,dest=x", Format::Docker), Format::Docker);
+        assert_eq!(
+            fmt("type=docker,dest=x,oci-mediatypes=true", Format::Docker),
+            Format::Oci
+        );
+        assert_eq!(
+            fmt("type=oci,dest=x,oci-mediatypes=false", Format::Oci),
+            Format::Docker
+        );
+        assert_eq!(
+            fmt("type=docker,dest=x,compression=zstd", Format::Docker),
+            Format::Oci
+        );
     }
 
     #[test]

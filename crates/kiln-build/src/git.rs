@@ -26,16 +26,11 @@ use crate::host_net::{CheckError, HostNetwork, check_host, local_kind, proxy_con
 /// The transports git may use.
 const ALLOWED_PROTOCOLS: &str = "https:http:git:ssh";
 
-/// Environment variables passed on to git: where programs are, and the
-/// user's proxies and certificate authorities.
+/// Environment variables passed on to git besides the proxies
+/// ([`crate::host_net::PROXY_VARS`]): where programs are, the proxy
+/// exceptions and the user's certificate authorities.
 const PASSED_ENV: &[&str] = &[
     "PATH",
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
     "no_proxy",
     "NO_PROXY",
     "SSL_CERT_FILE",
@@ -194,7 +189,7 @@ impl Git<'_> {
     fn run(&self, args: &[&str], cwd: Option<&Path>) -> Result<String, BuildError> {
         let mut c = Command::new("git");
         c.env_clear();
-        for v in PASSED_ENV {
+        for v in PASSED_ENV.iter().chain(crate::host_net::PROXY_VARS) {
             if let Some(x) = std::env::var_os(v) {
                 c.env(v, x);
             }

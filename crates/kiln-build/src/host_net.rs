@@ -196,28 +196,31 @@ pub fn proxy_configured() -> bool {
     !proxy_hosts().is_empty()
 }
 
+/// The variables that name the user's proxies.
+pub(crate) const PROXY_VARS: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
 /// The hosts of the proxies the environment configures: the user's own,
 /// which may be on this host (a proxy's name goes through the DNS hook).
 fn proxy_hosts() -> Vec<String> {
-    [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ]
-    .iter()
-    .filter_map(|v| std::env::var(v).ok())
-    .filter_map(|p| {
-        let p = if p.contains("://") {
-            p
-        } else {
-            format!("http://{p}")
-        };
-        Url::parse(&p).ok()?.host_str().map(str::to_ascii_lowercase)
-    })
-    .collect()
+    PROXY_VARS
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter_map(|p| {
+            let p = if p.contains("://") {
+                p
+            } else {
+                format!("http://{p}")
+            };
+            Url::parse(&p).ok()?.host_str().map(str::to_ascii_lowercase)
+        })
+        .collect()
 }
 
 /// reqwest's DNS hook: resolves with the system resolver and refuses a

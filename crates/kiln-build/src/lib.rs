@@ -9,6 +9,7 @@
 //! (`kiln-sandbox`), diff filesystems (`kiln-snapshot`) or talk to
 //! registries; it ties them together and writes the result to the store.
 
+mod bind;
 pub mod cache;
 pub mod context;
 pub mod copy;
@@ -19,6 +20,7 @@ pub mod export;
 pub mod fs;
 pub mod git;
 pub mod host_net;
+pub mod inroot;
 pub mod key;
 pub mod named;
 pub mod output;

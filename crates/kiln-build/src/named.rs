@@ -75,7 +75,10 @@ impl NamedContext {
     ) -> Result<Option<Image>, BuildError> {
         match self {
             NamedContext::Dir(_) => Ok(None),
-            NamedContext::Image(r) => crate::solver::load_image(store, opts, r, platform).map(Some),
+            NamedContext::Image(r) => {
+                crate::solver::load_image(store, opts, r, platform, opts.platform_requested)
+                    .map(Some)
+            }
             NamedContext::Layout { dir, tag, digest } => {
                 load_layout(store, dir, tag.as_deref(), digest.as_ref(), platform).map(Some)
             }

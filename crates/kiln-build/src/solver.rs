@@ -63,6 +63,9 @@ pub struct BuildOptions {
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// Where `context_dir` came from (see [`crate::source`]).
     pub context_kind: ContextKind,
+    /// `--platform` was given: a base image for another platform is then an
+    /// error, where the host's platform, assumed, only gets a warning.
+    pub platform_requested: bool,
     /// `--network`: the network of a RUN without its own `--network`.
     pub network: Network,
     /// `--allow`: what the Dockerfile may ask for beyond the sandbox.
@@ -137,6 +140,7 @@ pub(crate) fn load_image(
     opts: &BuildOptions,
     reference: &str,
     platform: &Platform,
+    asked: bool,
 ) -> Result<Image, BuildError> {
     if let Some(fetch) = &opts.fetch_base {
         let stored = Image::load(store, reference, platform).ok();
@@ -144,7 +148,14 @@ pub(crate) fn load_image(
             img.config.os == platform.os && img.config.architecture == platform.architecture
         });
         if opts.pull || !fits {
-            fetch(store, reference, platform).map_err(|e| {
+            let fetched = fetch(store, reference, platform);
+            // A stored image for another platform, where none was asked for
+            // and none could be pulled, is used as it is (the caller warns),
+            // as docker does with a local one.
+            let fallback = !asked && stored.is_some();
+            if let Err(e) = fetched
+                && !fallback
+            {
                 let have = match &stored {
                     Some((img, _)) => format!(
                         "the store has it for {}/{} only",
@@ -152,10 +163,10 @@ pub(crate) fn load_image(
                     ),
                     None => "the store does not have it".to_string(),
                 };
-                BuildError::Instruction(format!(
+                return Err(BuildError::Instruction(format!(
                     "base image {reference} for {platform}: {have}, and pulling it failed: {e}"
-                ))
-            })?;
+                )));
+            }
         }
     }
     Image::load(store, reference, platform).map(|(img, _)| img).map_err(|e| {
@@ -198,7 +209,13 @@ pub fn build(
         let platform = stage_platform(stage, &opts.platform)?;
         let (key, img) = match &stage.base {
             Base::Image { reference } => {
-                let img = load_image(store, opts, reference, &platform)?;
+                let img = load_image(
+                    store,
+                    opts,
+                    reference,
+                    &platform,
+                    platform_asked(opts, stage),
+                )?;
                 ropts.images.insert(reference.clone(), image_info(&img));
                 (reference.clone(), img)
             }
@@ -218,18 +235,31 @@ pub fn build(
         };
         let c = &img.config;
         if c.os != platform.os || c.architecture != platform.architecture {
-            platform_warnings.push(format!(
-                "{}: the base image is for {}/{}, not the requested {platform}",
+            let what = format!(
+                "{}: the base image is for {}/{} only, not {platform}",
                 stage.original.trim(),
                 c.os,
                 c.architecture
-            ));
+            );
+            if platform_asked(opts, stage) {
+                return Err(BuildError::Instruction(what));
+            }
+            // As BuildKit's InvalidBaseImagePlatform: the stage keeps the
+            // image's own platform (see `build_stage`), and says so.
+            platform_warnings.push(format!("{what} (no --platform was asked for)"));
         }
         images.insert(format!("{key}|{platform}"), img);
     }
     let build = kiln_dockerfile::resolve(&df, &ropts)?;
     check(&build.stages)?;
     let mut warnings: Vec<String> = build.warnings.iter().map(|w| w.to_string()).collect();
+    if !build.unused_build_args.is_empty() {
+        // docker's words.
+        warnings.push(format!(
+            "One or more build-args [{}] were not consumed",
+            build.unused_build_args.join(" ")
+        ));
+    }
     warnings.extend(platform_warnings);
     let ignore = kiln_dockerfile::ignore::Matcher::new(opts.dockerignore.as_deref().unwrap_or(""))
         .map_err(|e| BuildError::Context(format!(".dockerignore: {e}")))?;
@@ -382,6 +412,12 @@ pub(crate) fn platform_of(image: &Image) -> Platform {
     }
 }
 
+/// Whether the stage's platform was asked for (`--platform`, or the
+/// stage's own `FROM --platform`) rather than assumed to be the host's.
+fn platform_asked(opts: &BuildOptions, stage: &Stage) -> bool {
+    opts.platform_requested || stage.platform.as_deref().is_some_and(|p| !p.is_empty())
+}
+
 fn stage_label(stage: &Stage) -> String {
     stage
         .name
@@ -419,10 +455,17 @@ fn build_stage(
             })?,
     };
     // As BuildKit: the stage's image is for the stage's platform, which
-    // is also what a RUN in it must be able to execute.
-    image.config.os = platform.os.clone();
-    image.config.architecture = platform.architecture.clone();
-    image.config.variant = platform.variant.clone();
+    // is also what a RUN in it must be able to execute. A base image for
+    // another platform, where none was asked for, keeps its own: labelling
+    // its files with the host's would be a lie (the build warned).
+    let foreign_base = matches!(stage.base, Base::Image { .. } | Base::Context { .. })
+        && !platform_asked(shared.opts, stage)
+        && (image.config.os != platform.os || image.config.architecture != platform.architecture);
+    if !foreign_base {
+        image.config.os = platform.os.clone();
+        image.config.architecture = platform.architecture.clone();
+        image.config.variant = platform.variant.clone();
+    }
     step.done();
     // BuildKit gives every Linux image a PATH when its base has none.
     if image.config.runtime().env_var("PATH").is_none() {
@@ -675,6 +718,7 @@ fn step_one(
                 stage_fs: &stage_fs,
                 context: &shared.context,
                 scratch: &shared.scratch,
+                platform: platform_of(&image).to_string(),
             };
             // `kiln build --network` is the default of a RUN without its own.
             let run = &if run.network == Network::Default {

@@ -89,7 +89,14 @@ impl Platform {
     /// Parses `os/arch[/variant]`, as `--platform` takes it.
     pub fn parse(s: &str) -> Result<Platform, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
-        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        // A list (`linux/amd64,linux/arm64`) is several platforms, not one
+        // with an architecture "amd64,linux".
+        let part_ok = |p: &&str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        };
+        if parts.len() < 2 || parts.len() > 3 || !parts.iter().all(part_ok) {
             return Err(PlatformError(s.into()));
         }
         let mut variant = parts.get(2).map(|v| v.to_string());
@@ -130,6 +137,21 @@ impl std::fmt::Display for Platform {
             write!(f, "/{v}")?;
         }
         Ok(())
+    }
+}
+
+/// The platforms of an index's entries, for error messages: `linux/amd64,
+/// linux/arm64/v8` (or `none`).
+pub fn platforms_of(index: &Index) -> String {
+    let list: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
+        .collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
     }
 }
 

@@ -57,7 +57,10 @@ impl Image {
         match AnyManifest::parse(None, &bytes)? {
             AnyManifest::Index(index) => {
                 let d = index.select(platform).ok_or_else(|| {
-                    TransportError::Invalid(format!("{digest} has no manifest for {platform}"))
+                    TransportError::Invalid(format!(
+                        "{digest} has no manifest for {platform} (it has {})",
+                        crate::manifest::platforms_of(&index)
+                    ))
                 })?;
                 Self::load_manifest(store, &d.digest, platform)
             }

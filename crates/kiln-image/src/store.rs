@@ -43,6 +43,10 @@ use crate::{Digest, Hasher, media};
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// When the name was last pointed at its manifest (RFC 3339).
 pub const TAGGED_AT: &str = "io.kiln.tagged";
+/// The digest a registry knows the name's image by, once it was pulled or
+/// pushed: after a push it differs from the stored manifest's (the layers
+/// went out compressed), and it is what `docker images --digests` shows.
+pub const REGISTRY_DIGEST: &str = "io.kiln.registry.digest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -328,10 +332,33 @@ impl Store {
         entry.annotations.insert(REF_NAME.into(), key.clone());
         entry.annotations.insert(TAGGED_AT.into(), now_rfc3339());
         self.update_index(|index| {
+            // The same image tagged again is still what the registry knows.
+            if let Some(old) = index
+                .manifests
+                .iter()
+                .find(|d| d.annotations.get(REF_NAME) == Some(&key) && d.digest == entry.digest)
+                && let Some(r) = old.annotations.get(REGISTRY_DIGEST)
+            {
+                entry.annotations.insert(REGISTRY_DIGEST.into(), r.clone());
+            }
             index
                 .manifests
                 .retain(|d| d.annotations.get(REF_NAME) != Some(&key));
             index.manifests.push(entry);
+        })
+    }
+
+    /// Records that a registry knows `name`'s image as `digest` (after a
+    /// pull or a push). Nothing happens when `name` is not in the store.
+    pub fn set_registry_digest(&self, name: &Reference, digest: &Digest) -> Result<()> {
+        let key = name.to_string();
+        self.update_index(|index| {
+            for d in &mut index.manifests {
+                if d.annotations.get(REF_NAME) == Some(&key) {
+                    d.annotations
+                        .insert(REGISTRY_DIGEST.into(), digest.to_string());
+                }
+            }
         })
     }
 

@@ -113,6 +113,9 @@ pub struct CopyOptions {
     pub jobs: usize,
     /// With an index at the top, copy only this platform's manifest.
     pub platform: Option<crate::Platform>,
+    /// The platform was asked for (`--platform`), not assumed (the host's):
+    /// a single image for another platform is then an error, not a copy.
+    pub require_platform: bool,
 }
 
 impl Default for CopyOptions {
@@ -120,6 +123,7 @@ impl Default for CopyOptions {
         CopyOptions {
             jobs: 4,
             platform: None,
+            require_platform: false,
         }
     }
 }
@@ -130,15 +134,60 @@ pub fn copy(src: &dyn ImageSource, dst: &dyn ImageSink, opts: &CopyOptions) -> R
     let top = match (top.parse()?, &opts.platform) {
         (AnyManifest::Index(index), Some(want)) => {
             let d = index.select(want).ok_or_else(|| {
-                TransportError::Invalid(format!("no manifest for platform {want} in the index"))
+                TransportError::Invalid(format!(
+                    "no manifest for platform {want} in the index (it has {})",
+                    crate::manifest::platforms_of(&index)
+                ))
             })?;
             src.manifest(&d.digest)?
+        }
+        (AnyManifest::Manifest(m), Some(want)) if opts.require_platform => {
+            check_platform(src, &m.config, want)?;
+            top
         }
         _ => top,
     };
     copy_manifest(src, dst, &top, true, opts)?;
     dst.finish()?;
     Ok(top)
+}
+
+/// A single image asked for by platform must be for that platform.
+fn check_platform(
+    src: &dyn ImageSource,
+    config: &Descriptor,
+    want: &crate::Platform,
+) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: Option<String>,
+    }
+    let mut bytes = Vec::new();
+    src.blob(config)?
+        .take(4 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(TransportError::io("reading the image config"))?;
+    let p: Probe = serde_json::from_slice(&bytes)
+        .map_err(|e| TransportError::Invalid(format!("image config: {e}")))?;
+    let has = crate::Platform {
+        os: p.os,
+        architecture: p.architecture,
+        variant: p.variant,
+        os_version: None,
+        os_features: Vec::new(),
+    };
+    if has.satisfies(want) {
+        Ok(())
+    } else {
+        Err(TransportError::Invalid(format!(
+            "the image is for {has} only, not the requested {want}"
+        )))
+    }
 }
 
 fn copy_manifest(

@@ -4,9 +4,10 @@
 //! ```text
 //! sandbox_run [--isolation auto|rootless|root|chroot] (--rootfs DIR |
 //!     --lower DIR... --upper DIR --work DIR) [--user U] [--hostname H]
-//!     [--network host|none] [--cwd DIR] [--env K=V]... [--bind SRC:DST[:ro]]...
+//!     [--network private|host|none] [--cwd DIR] [--env K=V]... [--bind SRC:DST[:ro]]...
 //!     [--cache SRC:DST]... [--tmpfs DST]... [--null-stdin] [--time] -- ARGV...
 //! sandbox_run --unshare -- ARGV...   # run ARGV on the host as userns root
+//! sandbox_run --no-userns-reexec ...  # no re-exec: each run makes its own userns
 //! sandbox_run --info
 //! ```
 //! Exits with the command's exit code (128+N for a signal).
@@ -23,7 +24,13 @@ fn main() {
         println!("{}", kiln_sandbox::info::probe());
         return;
     }
-    if let Err(e) = userns::ensure_root_in_userns() {
+    // `--no-userns-reexec`: stay as we are, so that an unprivileged caller
+    // gets the sandbox's own single-ID user namespace per run (what a
+    // library user that never calls ensure_root_in_userns gets).
+    let reexec = !std::env::args()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--no-userns-reexec");
+    if reexec && let Err(e) = userns::ensure_root_in_userns() {
         eprintln!("sandbox_run: {e}");
         std::process::exit(125);
     }
@@ -48,6 +55,7 @@ fn real_main() -> Result<i32, Box<dyn std::error::Error>> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--unshare" => unshare = true,
+            "--no-userns-reexec" => {}
             "--time" => time = true,
             "--null-stdin" => spec.null_stdin = true,
             "--isolation" => isolation = need(&mut args, &a)?.parse()?,
@@ -62,6 +70,7 @@ fn real_main() -> Result<i32, Box<dyn std::error::Error>> {
             "--network" => {
                 spec.network = match need(&mut args, &a)?.as_str() {
                     "none" => Network::None,
+                    "private" => Network::Private,
                     "host" => Network::Host,
                     n => return Err(format!("unknown network {n}").into()),
                 }

@@ -35,6 +35,9 @@ pub enum Error {
     /// The requested isolation cannot work on this host.
     #[error("isolation {mode} unavailable: {reason}")]
     Unsupported { mode: &'static str, reason: String },
+    /// The private network (its namespace or slirp4netns) could not be set up.
+    #[error("network: {0}")]
+    Network(String),
     /// Setting up the user namespace (newuidmap, re-exec) failed.
     #[error("user namespace: {0}")]
     Userns(String),

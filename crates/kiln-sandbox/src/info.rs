@@ -27,6 +27,33 @@ pub struct HostInfo {
     pub newuidmap: bool,
     /// What `Isolation::Auto` resolves to here.
     pub auto_isolation: Isolation,
+    /// The default network (`Network::Private`): the slirp4netns it uses,
+    /// or why it cannot work here.
+    pub private_network: Result<std::path::PathBuf, String>,
+}
+
+/// Whether the private network's helper is there and, rootless, can open
+/// the tun device (it must be 0666 as udev makes it).
+fn probe_private_network(euid: u32) -> Result<std::path::PathBuf, String> {
+    let slirp = crate::private_net::find_slirp4netns().ok_or_else(|| {
+        "slirp4netns not in PATH (install it, or use --network=host --allow network.host)"
+            .to_string()
+    })?;
+    let tun = std::path::Path::new("/dev/net/tun");
+    let rootless = euid != 0 || in_user_namespace();
+    if rootless
+        && rustix::fs::access(
+            tun,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+        )
+        .is_err()
+    {
+        return Err(format!(
+            "{} cannot be opened rootless (chmod 0666 /dev/net/tun, as udev does)",
+            tun.display()
+        ));
+    }
+    Ok(slirp)
 }
 
 /// Fork a child that runs `f` and exits 0 on success; the error text comes
@@ -140,6 +167,7 @@ pub fn probe() -> HostInfo {
         subgid,
         newuidmap: in_path("newuidmap") && in_path("newgidmap"),
         auto_isolation: crate::resolve_auto().0,
+        private_network: probe_private_network(rustix::process::geteuid().as_raw()),
     }
 }
 
@@ -167,6 +195,14 @@ impl fmt::Display for HostInfo {
         writeln!(f, "subuid ranges:       {}", ranges(&self.subuid))?;
         writeln!(f, "subgid ranges:       {}", ranges(&self.subgid))?;
         writeln!(f, "newuidmap/newgidmap: {}", self.newuidmap)?;
-        write!(f, "isolation (auto):    {}", self.auto_isolation)
+        writeln!(f, "isolation (auto):    {}", self.auto_isolation)?;
+        match &self.private_network {
+            Ok(slirp) => write!(
+                f,
+                "network (default):   private, via {} (host's loopback unreachable)",
+                slirp.display()
+            ),
+            Err(e) => write!(f, "network (default):   private: unavailable: {e}"),
+        }
     }
 }

@@ -24,8 +24,11 @@
 //!
 //! # What a run gets
 //! - namespaces: mount, pid (our own init is PID 1: it reaps and relays
-//!   signals), ipc, uts, and net for [`Network::None`] (loopback up); a user
-//!   namespace when the caller is unprivileged (prefer
+//!   signals), ipc, uts, and net: by default ([`Network::Private`]) the
+//!   sandbox's private network namespace, which reaches the outside through
+//!   `slirp4netns` but not the host's loopback ([`private_net`]); a fresh
+//!   one with only `lo` for [`Network::None`]; the host's for
+//!   [`Network::Host`]. A user namespace when the caller is unprivileged (prefer
 //!   [`userns::ensure_root_in_userns`], which maps the subuid ranges; without
 //!   it only the caller's own ID is mapped). `Isolation::Chroot` is the
 //!   fallback where namespaces are refused (e.g. a default Kubernetes pod);
@@ -38,8 +41,10 @@
 //!   the upper dir. With a `Dir` rootfs missing mount points are created in
 //!   the dir (it is modified in place anyway).
 //! - [`MountSpec`]s: read-only binds, read-write binds whose writes are
-//!   discarded, persistent caches, tmpfs. Targets are resolved inside the
-//!   root (`openat2(RESOLVE_IN_ROOT)`) and mounted through the fd.
+//!   discarded, persistent caches, tmpfs. A bind's source in a tree kiln
+//!   does not trust is given as a root and a path resolved inside it when
+//!   mounting ([`MountSpec::BindInRoot`]). Targets are resolved inside
+//!   the rootfs (`openat2(RESOLVE_IN_ROOT)`) and mounted through the fd.
 //! - process: argv, env (+ PATH, HOME, HOSTNAME defaults), working directory
 //!   created if missing, umask 0022, user from the rootfs's /etc/passwd and
 //!   /etc/group with supplementary groups, Docker's default capabilities
@@ -69,7 +74,8 @@
 //! no fd has to survive into the sandbox. Relay and init die with their
 //! parent (`PR_SET_PDEATHSIG`); init's death kills the pid namespace; the
 //! mount namespace, and every mount in it, goes with the last process. Cost:
-//! ~4-15 ms per run (three forks, ~25 mount syscalls, one overlay mount).
+//! ~4-15 ms per run (three forks, ~25 mount syscalls, one overlay mount),
+//! plus ~15 ms once per [`Sandbox`] for the private network's slirp4netns.
 //! Forking a multi-threaded caller is fine: the children only allocate and
 //! make syscalls (glibc's fork keeps malloc usable), never take std's stdio
 //! locks or tracing.
@@ -78,7 +84,8 @@
 //! `cargo test -p kiln-sandbox` (plain `cargo test` builds the `sandbox_run`
 //! example the integration tests drive). As root, every scenario also runs
 //! as the unprivileged user `kilntest` (created, with subuid/subgid
-//! 200000:65536). Needs `busybox-static`, `uidmap`, `debootstrap` and the
+//! 200000:65536). Needs `busybox-static`, `uidmap`, `slirp4netns` (with
+//! `/dev/net/tun` at 0666 for kilntest), `iproute2`, `debootstrap` and the
 //! Debian mirror for the apt test (cached in /var/tmp/kiln-test-debian; skip
 //! it with `KILN_SKIP_DEBIAN=1`). `buildah`, if present, is timed for
 //! comparison.
@@ -97,6 +104,7 @@ mod init;
 mod mountapi;
 pub mod mounts;
 pub mod net;
+pub mod private_net;
 mod resolve;
 mod spawn;
 pub mod user;
@@ -108,7 +116,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 pub use std::process::ExitStatus;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 pub use error::{Error, Result};
 pub use mounts::ETC_FILES;
@@ -134,11 +142,29 @@ pub enum Rootfs {
 /// Network of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
-    /// Share the host's network namespace (the default, like `docker build`).
+    /// The default, as BuildKit's: a network namespace of the sandbox's own
+    /// (its `lo` is not the host's) that reaches the outside world through
+    /// `slirp4netns` (which must be installed; a clear error says so when it
+    /// is not). The host's loopback and link-local 169.254.0.0/16 are out of
+    /// reach; DNS goes to the host's resolver. One namespace per
+    /// [`Sandbox`], shared by its private runs (see [`private_net`]).
     #[default]
+    Private,
+    /// Share the host's network namespace: the host's loopback services
+    /// are reachable. Callers should ask the user to opt in.
     Host,
     /// A new network namespace with only `lo`, up.
     None,
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Network::Private => "private",
+            Network::Host => "host",
+            Network::None => "none",
+        })
+    }
 }
 
 /// An extra mount (for `RUN --mount`).
@@ -151,8 +177,30 @@ pub enum MountSpec {
         target: PathBuf,
         readonly: bool,
     },
+    /// Bind `source` as found inside the directory `root`, for trees that
+    /// may be hostile (a build context, a stage's filesystem): `source` is
+    /// resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+    /// against an fd of `root` at mount time, and that very fd is what gets
+    /// mounted, so a symlink anywhere in it (relative, absolute, swapped in
+    /// after the caller looked) is followed inside `root`, never out of it.
+    /// `root` itself is trusted (opened by path). Read-only and read-write
+    /// as for [`MountSpec::Bind`].
+    BindInRoot {
+        root: PathBuf,
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
     /// A persistent cache: the host directory is bound read-write.
     Cache { source: PathBuf, target: PathBuf },
+    /// A host file or directory bound as it is, as `docker run -v` does:
+    /// read-write, the container's writes reach the host. For the caller's
+    /// own paths only (`kiln run`); a build's binds are [`MountSpec::Bind`].
+    Volume {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
     /// A tmpfs; `mode` defaults to 01777, `size` (bytes) to the kernel's.
     Tmpfs {
         target: PathBuf,
@@ -164,8 +212,10 @@ pub enum MountSpec {
 /// Where `/etc/hosts` or `/etc/resolv.conf` comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum EtcFile {
-    /// The host's file (hosts: plus a line for the sandbox hostname; with
-    /// `Network::None` a generated localhost-only file).
+    /// The host's file (hosts: plus a line for the sandbox hostname). With
+    /// a network of its own (`None`, `Private`) hosts is a generated
+    /// localhost-only file; `Private` gets the host's resolv.conf with
+    /// loopback nameservers replaced by slirp4netns's forwarder.
     #[default]
     Host,
     /// These contents.
@@ -198,7 +248,7 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// A spec with defaults: root, cwd `/`, hostname `kiln`, host network.
+    /// A spec with defaults: root, cwd `/`, hostname `kiln`, private network.
     pub fn new<I, S>(rootfs: Rootfs, argv: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -211,7 +261,7 @@ impl RunSpec {
             cwd: PathBuf::from("/"),
             user: String::new(),
             hostname: "kiln".into(),
-            network: Network::Host,
+            network: Network::Private,
             mounts: Vec::new(),
             hosts: EtcFile::Host,
             resolv_conf: EtcFile::Host,
@@ -304,6 +354,8 @@ pub struct Sandbox {
     mode: spawn::Mode,
     scratch: tempfile::TempDir,
     forward_signals: bool,
+    /// The private network, made on the first `Network::Private` run.
+    private_net: Mutex<Option<private_net::PrivateNet>>,
 }
 
 impl Sandbox {
@@ -350,6 +402,7 @@ impl Sandbox {
             mode,
             scratch,
             forward_signals: false,
+            private_net: Mutex::new(None),
         })
     }
 
@@ -394,7 +447,7 @@ impl Sandbox {
         let hosts = match &spec.hosts {
             EtcFile::Keep => None,
             EtcFile::Contents(c) => Some(c.clone().into_bytes()),
-            EtcFile::Host if spec.network == Network::None => Some(
+            EtcFile::Host if spec.network != Network::Host => Some(
                 format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{hostname_line}")
                     .into_bytes(),
             ),
@@ -411,7 +464,18 @@ impl Sandbox {
         let resolv_conf = match &spec.resolv_conf {
             EtcFile::Keep => None,
             EtcFile::Contents(c) => Some(c.clone().into_bytes()),
+            EtcFile::Host if spec.network == Network::Private => Some(
+                net::private_resolv_conf(
+                    &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                )
+                .into_bytes(),
+            ),
             EtcFile::Host => Some(std::fs::read("/etc/resolv.conf").unwrap_or_default()),
+        };
+        // The fds stay open while `self` lives, i.e. for the whole run.
+        let private_ns = match spec.network {
+            Network::Private => Some(self.private_namespaces()?),
+            _ => None,
         };
         let plan = spawn::Plan {
             spec,
@@ -426,8 +490,31 @@ impl Sandbox {
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
             io: [io.stdin, io.stdout, io.stderr].map(|f| f.map(|f| f.as_raw_fd())),
+            private_ns,
         };
         spawn::run(&plan, self.forward_signals)
+    }
+
+    /// The private network's namespace fds (net, and user when the runs
+    /// make their own user namespace), starting it on first use.
+    fn private_namespaces(&self) -> Result<spawn::PrivateNs> {
+        let mut guard = self
+            .private_net
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_none() {
+            let own_userns = self.mode == (spawn::Mode::Namespaces { new_userns: true });
+            *guard = Some(private_net::PrivateNet::start(
+                own_userns,
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )?);
+        }
+        let net = guard.as_ref().expect("set above");
+        Ok(spawn::PrivateNs {
+            net: net.netns.as_raw_fd(),
+            user: net.userns.as_ref().map(|u| u.as_raw_fd()),
+        })
     }
 }
 
@@ -455,8 +542,13 @@ fn normalize(spec: &RunSpec) -> Result<RunSpec> {
     };
     for m in &mut s.mounts {
         match m {
-            MountSpec::Bind { source, .. } | MountSpec::Cache { source, .. } => {
+            MountSpec::Bind { source, .. }
+            | MountSpec::Cache { source, .. }
+            | MountSpec::Volume { source, .. } => {
                 *source = abs(source)?;
+            }
+            MountSpec::BindInRoot { root, .. } => {
+                *root = abs(root)?;
             }
             MountSpec::Tmpfs { .. } => {}
         }

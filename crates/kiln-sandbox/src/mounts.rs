@@ -6,7 +6,8 @@
 //!   It holds `root/` (where the rootfs is mounted), `skel/` (a bottom overlay
 //!   layer with empty `proc dev sys etc/{hosts,resolv.conf,hostname}` mount
 //!   points), `files/` (this run's hosts/resolv.conf/hostname) and `binds/`
-//!   (throwaway uppers of read-write bind mounts).
+//!   (read-write bind mounts: the source attached at `src`, and the
+//!   throwaway upper over it).
 //! - the rootfs: `Rootfs::Dir` is bind-mounted, `Rootfs::Overlay` is mounted
 //!   with `userxattr` in every mode, so the differ always sees
 //!   `user.overlay.opaque` (see [`crate::OPAQUE_XATTR`]). The `skel` layer at
@@ -20,6 +21,10 @@
 //!   Mount-point directories created for user mounts live in the upper dir
 //!   (or the `Dir` rootfs) and are the differ's business; they are never
 //!   removed by path after the run (the BuildKit CVE-2024-23652 pattern).
+//! - a bind's source is opened once (`O_PATH`) and that fd is cloned and
+//!   mounted; a [`MountSpec::BindInRoot`] source is resolved inside its
+//!   root the same way as targets, so a build context or stage whose
+//!   symlinks point at `/etc` binds its own `/etc`, not the host's.
 //!
 //! - everything writable the container sees is `nodev` (rootfs, binds,
 //!   caches, tmpfs, /dev's tmpfs): kiln creates no devices cgroup, so
@@ -31,7 +36,7 @@
 //!
 //! Not done here: device nodes (see [`crate::dev`]), choosing the isolation.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{self as rfs, CWD, Mode, OFlags};
@@ -266,51 +271,56 @@ fn bind_sys(root: BorrowedFd<'_>) -> Result<()> {
 }
 
 fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> Result<()> {
-    let kind_of = |src: &Path| -> Result<Kind> {
-        let md = std::fs::metadata(src).map_err(at("stat", src))?;
-        Ok(if md.is_dir() { Kind::Dir } else { Kind::File })
-    };
     match m {
         MountSpec::Bind {
             source,
             target,
-            readonly: true,
+            readonly,
         } => {
-            let kind = kind_of(source)?;
-            let tree = clone_tree(CWD, source, true)?;
-            set_attrs(
-                tree.as_fd(),
-                MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
-                true,
-            )?;
-            let fd = ensure_in_root(root, target, kind)?;
-            attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
+            // A host path the caller chose: opened as it is, symlinks and all.
+            let fd = rfs::open(source, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                .map_err(at("open", source))?;
+            bind(root, scratch, i, fd, target, *readonly)
         }
-        MountSpec::Bind {
+        MountSpec::BindInRoot {
+            root: tree,
             source,
             target,
-            readonly: false,
+            readonly,
         } => {
-            // Writes are discarded: the container writes into an overlay
-            // whose upper dir lives on the scratch tmpfs, or into a copy.
-            let kind = kind_of(source)?;
-            let base = scratch.join("binds").join(i.to_string());
-            mkdir(&base, 0o700)?;
-            let fd = ensure_in_root(root, target, kind)?;
-            if kind == Kind::Dir {
-                let (upper, work, merged) = (base.join("u"), base.join("w"), base.join("m"));
-                for d in [&upper, &work, &merged] {
-                    mkdir(d, 0o755)?;
-                }
-                overlay(std::slice::from_ref(source), &upper, &work, &merged)?;
-                let tree = clone_tree(CWD, &merged, false)?;
-                attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
-            } else {
-                let copy = base.join("file");
-                std::fs::copy(source, &copy).map_err(at("copy", source))?;
-                let tree = clone_tree(CWD, &copy, false)?;
-                attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
+            let tree_fd = rfs::open(
+                tree,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(at("open", tree))?;
+            let rel = clean(source).join("/");
+            let fd = open_in_root(tree_fd.as_fd(), &rel).map_err(|e| {
+                Error::path(
+                    "openat2 (in the bind's root)",
+                    format!("{} in {}", source.display(), tree.display()),
+                    e,
+                )
+            })?;
+            bind(root, scratch, i, fd, target, *readonly)
+        }
+        MountSpec::Volume {
+            source,
+            target,
+            readonly,
+        } => {
+            let kind = match std::fs::metadata(source).map_err(at("stat", source))? {
+                m if m.is_dir() => Kind::Dir,
+                _ => Kind::File,
+            };
+            let tree = clone_tree(CWD, source, true)?;
+            let mut attrs = MountAttrFlags::MOUNT_ATTR_NODEV;
+            if *readonly {
+                attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
             }
+            set_attrs(tree.as_fd(), attrs, true)?;
+            let fd = ensure_in_root(root, target, kind)?;
+            attach(tree.as_fd(), fd.as_fd(), &target.display().to_string())
         }
         MountSpec::Cache { source, target } => {
             let tree = clone_tree(CWD, source, true)?;
@@ -333,5 +343,62 @@ fn user_mount(root: BorrowedFd<'_>, scratch: &Path, i: usize, m: &MountSpec) -> 
             let fd = ensure_in_root(root, target, Kind::Dir)?;
             attach(t.as_fd(), fd.as_fd(), &target.display().to_string())
         }
+    }
+}
+
+/// Bind the file or directory open as `source` (an `O_PATH` fd: what is
+/// mounted is what was resolved, never a path looked up again). Writes to
+/// a read-write bind are discarded: a directory gets an overlay whose upper
+/// dir lives on the scratch tmpfs, a file a copy there.
+fn bind(
+    root: BorrowedFd<'_>,
+    scratch: &Path,
+    i: usize,
+    source: OwnedFd,
+    target: &Path,
+    readonly: bool,
+) -> Result<()> {
+    let shown = target.display().to_string();
+    let is_dir = rfs::fstat(&source)
+        .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+        .map_err(|e| Error::path("fstat", &shown, e))?;
+    let kind = if is_dir { Kind::Dir } else { Kind::File };
+    let tree = clone_tree(source.as_fd(), Path::new(""), true)?;
+    if readonly {
+        set_attrs(
+            tree.as_fd(),
+            MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
+            true,
+        )?;
+        let fd = ensure_in_root(root, target, kind)?;
+        return attach(tree.as_fd(), fd.as_fd(), &shown);
+    }
+    // The source is first attached on the scratch tmpfs, where a path to
+    // it is ours: the overlay's lowerdir and the copy name that path.
+    let base = scratch.join("binds").join(i.to_string());
+    mkdir(&base, 0o700)?;
+    let src = base.join("src");
+    if is_dir {
+        mkdir(&src, 0o755)?;
+    } else {
+        write_file(&src, b"", 0o600)?;
+    }
+    let src_fd =
+        rfs::open(&src, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(at("open", &src))?;
+    attach(tree.as_fd(), src_fd.as_fd(), &src.display().to_string())?;
+    let fd = ensure_in_root(root, target, kind)?;
+    if is_dir {
+        let (upper, work, merged) = (base.join("u"), base.join("w"), base.join("m"));
+        for d in [&upper, &work, &merged] {
+            mkdir(d, 0o755)?;
+        }
+        overlay(std::slice::from_ref(&src), &upper, &work, &merged)?;
+        let tree = clone_tree(CWD, &merged, false)?;
+        attach(tree.as_fd(), fd.as_fd(), &shown)
+    } else {
+        let copy = base.join("file");
+        std::fs::copy(&src, &copy).map_err(at("copy", &src))?;
+        let tree = clone_tree(CWD, &copy, false)?;
+        attach(tree.as_fd(), fd.as_fd(), &shown)
     }
 }

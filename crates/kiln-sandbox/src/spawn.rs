@@ -1,7 +1,9 @@
 //! Process plumbing of one run. The caller P forks a *relay* C that unshares
 //! the namespaces (it must be a fresh single-threaded child: `unshare` of a
 //! user namespace is refused to threaded processes, and P's own namespaces
-//! must stay untouched); C forks *init* I, PID 1 of the new pid namespace,
+//! must stay untouched; for `Network::Private` it first `setns`es into the
+//! sandbox's private network namespace, see [`crate::private_net`]); C forks
+//! *init* I, PID 1 of the new pid namespace,
 //! which builds the filesystem (procfs can only be mounted from inside the
 //! pid namespace), then forks the *worker* W that becomes the command.
 //!
@@ -54,6 +56,27 @@ pub(crate) struct Plan<'a> {
     pub egid: u32,
     /// Raw fds to become 0, 1, 2 (borrowed by the caller for the whole run).
     pub io: [Option<i32>; 3],
+    /// `Network::Private`: the namespaces to join.
+    pub private_ns: Option<PrivateNs>,
+}
+
+/// Raw fds of the private network's namespaces (owned by the sandbox, open
+/// for the whole run; init closes them before the command exists).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PrivateNs {
+    pub net: i32,
+    /// Set when the runs would make their own user namespace: they join
+    /// this one, which owns the network namespace, instead.
+    pub user: Option<i32>,
+}
+
+/// `setns(fd, nstype)`.
+fn join(fd: i32, nstype: i32, what: &'static str) -> Result<()> {
+    // SAFETY: setns on an fd we were given; single-threaded child.
+    if unsafe { libc::setns(fd, nstype) } != 0 {
+        return Err(Error::sys(what, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 const MSG_LEN: usize = 3800;
@@ -328,8 +351,23 @@ pub(crate) fn run(plan: &Plan<'_>, forward: bool) -> Result<ExitStatus> {
 fn relay(plan: &Plan<'_>, report: &Report, parent: i32) -> Result<()> {
     die_with_parent(parent);
     let none = plan.spec.network == Network::None;
+    // Joined before anything is unshared: the private network namespace is
+    // owned by our user namespace (or the one it joins here).
+    let mut new_userns_needed = true;
+    if let Some(ns) = plan.private_ns {
+        if let Some(user) = ns.user {
+            join(user, libc::CLONE_NEWUSER, "setns(private user namespace)")?;
+            new_userns_needed = false;
+        }
+        join(
+            ns.net,
+            libc::CLONE_NEWNET,
+            "setns(private network namespace)",
+        )?;
+    }
     let (have_mntns, new_pidns) = match plan.mode {
         Mode::Namespaces { new_userns } => {
+            let new_userns = new_userns && new_userns_needed;
             let mut flags =
                 libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
             if none {

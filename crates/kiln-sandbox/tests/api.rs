@@ -139,3 +139,59 @@ fn output_to_caller_fds() {
     assert_eq!(out_t.join().unwrap(), "to-out\n0\n1\n2\n3\n");
     assert_eq!(err_t.join().unwrap(), "to-err\n");
 }
+
+/// A `BindInRoot` source is resolved inside its root: a symlink to a host
+/// directory (absolute, or climbing with `..`), at the source or in the
+/// middle of it, never binds the host's directory; one that stays inside
+/// the tree binds the tree's own path, read-only or read-write.
+#[test]
+fn bind_in_root_stays_in_its_root() {
+    use kiln_sandbox::MountSpec;
+    use std::os::unix::fs::symlink;
+    let Some((d, r)) = rootfs() else { return };
+    let host = d.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("canary"), "host-canary").unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/canary"), "tree-file").unwrap();
+    symlink(&host, tree.join("abs")).unwrap();
+    symlink("../host", tree.join("up")).unwrap();
+    symlink("/sub", tree.join("inside")).unwrap();
+    let sb = Sandbox::new(Isolation::Root).unwrap();
+    // The rootfs is a directory, changed in place: a file and a directory
+    // need mount points of their own.
+    let run = |source: &str, readonly: bool, cmd: &str| {
+        let mut spec = RunSpec::new(Rootfs::Dir(r.clone()), ["sh", "-c", cmd]);
+        let target = if source.ends_with("canary") {
+            "/f"
+        } else {
+            "/m"
+        };
+        spec.mounts.push(MountSpec::BindInRoot {
+            root: tree.clone(),
+            source: source.into(),
+            target: target.into(),
+            readonly,
+        });
+        sb.run(&spec)
+    };
+    for source in ["abs", "up", "abs/canary", "/abs/../abs/canary"] {
+        for readonly in [true, false] {
+            let e = run(source, readonly, "cat /m/canary /f; exit 0").unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("in the bind's root"), "{source}: {msg}");
+            assert!(!msg.contains("host-canary"), "{source}: {msg}");
+        }
+    }
+    for readonly in [true, false] {
+        let st = run("inside", readonly, "test \"$(cat /m/canary)\" = tree-file").unwrap();
+        assert!(st.success(), "inside (readonly {readonly})");
+        let st = run("inside/canary", readonly, "test \"$(cat /f)\" = tree-file").unwrap();
+        assert!(st.success(), "inside/canary (readonly {readonly})");
+    }
+    assert_eq!(
+        std::fs::read_to_string(tree.join("sub/canary")).unwrap(),
+        "tree-file"
+    );
+}

@@ -607,10 +607,24 @@ fn auto_falls_back_to_chroot_without_namespaces() {
     }
     let env = Env::new(Who::Caller).unwrap();
     let root = env.busybox_rootfs("root");
+    // No namespaces, so no private network: a clear error, never the host's
+    // network in its place.
+    let o = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin", "--"])
+        .arg(&env.bin)
+        .args(["--rootfs", root.to_str().unwrap(), "--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("--network=host"), "{err}");
+    // The host's network, asked for, works in chroot isolation.
     let o = std::process::Command::new("setpriv")
         .args(["--bounding-set", "-sys_admin", "--"])
         .arg(&env.bin)
         .args([
+            "--network",
+            "host",
             "--rootfs",
             root.to_str().unwrap(),
             "--",
@@ -631,6 +645,8 @@ fn auto_falls_back_to_chroot_without_namespaces() {
         .args(["--bounding-set", "-sys_admin", "--"])
         .arg(&env.bin)
         .args([
+            "--network",
+            "host",
             "--lower",
             root.to_str().unwrap(),
             "--upper",

@@ -48,7 +48,7 @@ enum Command {
     /// Remove image names.
     Rmi(cmd::image::RmiArgs),
     /// Build an image from a Dockerfile.
-    Build(cmd::build::BuildArgs),
+    Build(Box<cmd::build::BuildArgs>),
     /// Run a command in a throwaway container of an image.
     Run(cmd::container::RunArgs),
     /// Remove content no image or cache entry uses.
@@ -86,8 +86,30 @@ fn private_mount_namespace() -> rustix::io::Result<()> {
     )
 }
 
+/// clap's error, without its tip to pass an unknown flag as a value with
+/// `-- --flag`: for a mistyped flag that is never what the user meant.
+fn usage_error(e: clap::Error) -> ExitCode {
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.contains("use '-- ")) {
+        if line.trim().is_empty() && (out.is_empty() || out.ends_with("\n\n")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    eprint!("{out}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     // The store is chosen once, as the caller: after the switch below the
     // process is uid 0 of a user namespace and would pick root's store. The
     // re-executed process inherits the choice through KILN_ROOT, and so does
@@ -138,7 +160,7 @@ fn main() -> ExitCode {
         Command::Tag(a) => cmd::image::tag(&root, a),
         Command::Rmi(a) => cmd::image::rmi(&root, a),
         Command::Run(a) => cmd::container::run(&root, a),
-        Command::Build(a) => cmd::build::build(&root, a),
+        Command::Build(a) => cmd::build::build(&root, *a),
         Command::Prune(a) => cmd::image::prune(&root, a),
         Command::Check => cmd::image::check(&root),
         Command::Mutate(a) => cmd::surgery::mutate(a),

@@ -305,7 +305,7 @@ fn git_repository_as_the_context() {
         return;
     };
     if !have("git") {
-        loud("git missing: build_inputs::git_repository_as_the_context SKIPPED");
+        missing_prerequisite("git missing: build_inputs::git_repository_as_the_context");
         return;
     }
     // A repository served over git's dumb HTTP, as the ADD git case does.
@@ -518,6 +518,96 @@ fn oci_layout_as_a_named_context() {
     assert!(log.contains("nosuchtag"), "{log}");
 }
 
+/// Platforms that do not fit are errors that name what there is, or, where
+/// no platform was asked for, an honest warning; a list of platforms is not
+/// read as one.
+#[test]
+fn platform_mismatches_are_named() {
+    let Some((tmp, k)) = setup("platform_mismatches_are_named") else {
+        return;
+    };
+    if !host_is_amd64() {
+        loud("not an amd64 host: build_inputs platform mismatch test SKIPPED");
+        return;
+    }
+    let layout = tmp.path().join("multi");
+    multi_arch_layout(&k, &layout);
+    let multi = format!("oci:{}:multi", layout.display());
+    // Only the arm64 image into the store.
+    k.ok(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        &multi,
+        "kiln-test/arm:1",
+    ]);
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("f.txt"), "data\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/arm:1\nCOPY f.txt /f.txt\n",
+    )
+    .unwrap();
+
+    // A list of platforms: a clear "not yet", nothing built or tagged.
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &["-t", "plat:list", "--platform", "linux/amd64,linux/arm64"],
+    );
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("not supported yet"), "{log}");
+    assert!(!k.ok(&["images"]).contains("plat"), "a failed build tagged");
+
+    // Asked for amd64, the base has arm64 only: an error naming both.
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "plat:amd", "--platform", "linux/amd64"]);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("linux/arm64") && log.contains("linux/amd64"),
+        "{log}"
+    );
+
+    // Nothing asked for: a warning, and the result says what it is.
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "plat:implicit"]);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("no --platform was asked for"), "{log}");
+    let config = k.config_blob("plat:implicit");
+    assert_eq!(config["architecture"], "arm64", "{config}");
+
+    // Copying (as pulling) one image for a platform it is not for fails,
+    // naming its platform; an index without the platform lists its own.
+    let out = k.output(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        BUSYBOX_IMAGE,
+        &format!("oci:{}:x", tmp.path().join("x").display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("linux/amd64 only, not the requested linux/arm64"),
+        "{err}"
+    );
+    let out = k.output(&[
+        "copy",
+        "--platform",
+        "linux/s390x",
+        &multi,
+        "kiln-test/s390x:1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("linux/amd64, linux/arm64/v8"), "{err}");
+    // Without --platform the host's is assumed, and a copy still works.
+    k.ok(&[
+        "copy",
+        BUSYBOX_IMAGE,
+        &format!("oci:{}:y", tmp.path().join("y").display()),
+    ]);
+}
+
 #[test]
 fn foreign_platform_picks_its_manifest_and_refuses_to_run() {
     let Some((tmp, k)) = setup("foreign_platform_picks_its_manifest_and_refuses_to_run") else {
@@ -683,7 +773,8 @@ fn network_flag_is_the_run_default() {
     assert_ne!(host, "lo\n", "RUN --network=host was isolated");
 
     // The network is part of the RUN's cache key: without --network none
-    // the first RUN runs again, on the host's network.
+    // the first RUN runs again, on the build's private network (lo and
+    // slirp4netns's tap0, not the host's interfaces).
     let (out, _, log) = kiln_build(&k, &ctx, &["-t", "net:default", "--allow", "network.host"]);
     assert!(out.status.success(), "{log}");
     let steps = exec_steps(&log);
@@ -695,9 +786,9 @@ fn network_flag_is_the_run_default() {
         !first.cached,
         "the RUN was a cache hit across networks:\n{log}"
     );
-    assert_ne!(
+    assert_eq!(
         file_of(&k, "net:default", "/net.txt", tmp.path()).as_deref(),
-        Some("lo\n")
+        Some("lo\ntap0\n")
     );
     let (out, _, _) = kiln_build(
         &k,
@@ -715,7 +806,7 @@ fn push_sends_the_built_manifest() {
         return;
     };
     if !have("docker-registry") || !have("skopeo") {
-        loud("docker-registry or skopeo missing: build_inputs push test SKIPPED");
+        missing_prerequisite("docker-registry or skopeo missing: build_inputs push test");
         return;
     }
     let reg = support::Registry::start(support::Auth::None);
@@ -746,6 +837,18 @@ fn push_sends_the_built_manifest() {
     assert_eq!(m["image.name"], one.as_str());
     assert_eq!(support::skopeo_digest(&one), digest);
     assert!(log.contains(&format!("{one}@{digest}")), "{log}");
+    // One image, one digest: the build names the image by its ID, the
+    // store remembers the digest the registry knows, and it pulls.
+    let id = m["containerimage.config.digest"].as_str().unwrap();
+    assert!(log.contains(&format!("built {id}")), "{log}");
+    let listing = k.ok(&["images", "--digests"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("built/app") && l.contains(&digest)),
+        "{listing}"
+    );
+    k.ok(&["pull", &format!("{}/built/app@{digest}", reg.host())]);
     // The store keeps the built layer plain; the registry gets it gzipped.
     let raw = std::process::Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])

@@ -40,7 +40,7 @@ fn run_layer_directory_equals_the_unpacked_blob_as_root() {
 #[test]
 fn run_layer_directory_equals_the_unpacked_blob_rootless() {
     if !common::is_root() {
-        loud("build_layers rootless SKIPPED: needs root to act as kilntest");
+        missing_prerequisite("build_layers rootless needs root to act as kilntest");
         return;
     }
     layer_dir_equals_unpacked(Who::Kilntest);
@@ -288,7 +288,7 @@ fn prune_removes_the_unpacked_layers_nothing_uses_as_root() {
 #[test]
 fn prune_removes_the_unpacked_layers_nothing_uses_rootless() {
     if !common::is_root() {
-        loud("build_layers rootless SKIPPED: needs root to act as kilntest");
+        missing_prerequisite("build_layers rootless needs root to act as kilntest");
         return;
     }
     prune_removes_unused_layers(Who::Kilntest);
@@ -352,4 +352,95 @@ fn prune_removes_unused_layers(who: Who) {
     let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1"]);
     assert!(out.status.success(), "build after prune failed:\n{log}");
     assert!(exec_steps(&log).iter().all(|s| !s.cached), "{log}");
+}
+
+/// `-o type=oci` writes OCI media types and `type=docker` Docker's, as
+/// BuildKit's exporters do, whatever the store's manifest uses; Docker has
+/// no zstd layer type, so a zstd docker archive turns to OCI types. The
+/// config, and so the image ID, is the same in every archive.
+#[test]
+fn archives_use_their_exporters_media_types() {
+    let Some((tmp, ctx, k)) = setup(Who::Caller) else {
+        return;
+    };
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1"]);
+    assert!(out.status.success(), "kiln build failed:\n{log}");
+    let id = k.ok(&["inspect", "layers-test:1"]);
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let config_digest = id["Manifest"]["config"]["digest"].clone();
+    let cases = [
+        (
+            "type=oci",
+            "oci",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
+        (
+            "type=docker",
+            "docker",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ),
+        (
+            "type=docker,compression=zstd",
+            "dzstd",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+        (
+            "type=oci,oci-mediatypes=false",
+            "ocidocker",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ),
+    ];
+    for (spec, name, manifest_type, config_type, layer_type) in cases {
+        let tar = tmp.path().join(format!("{name}.tar"));
+        let dest = format!("{spec},dest={}", tar.display());
+        let (out, _, log) = kiln_build(&k, &ctx, &["-t", "layers-test:1", "-o", &dest]);
+        assert!(out.status.success(), "-o {spec}:\n{log}");
+        if spec.contains("zstd") {
+            assert!(
+                log.contains("using OCI media types"),
+                "-o {spec} says so:\n{log}"
+            );
+        }
+        let dir = tmp.path().join(name);
+        extract_tar(&tar, &dir);
+        let read = |digest: &serde_json::Value| -> serde_json::Value {
+            let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+            serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+        };
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let top = &index["manifests"][0];
+        assert_eq!(top["mediaType"], manifest_type, "-o {spec}: {index}");
+        let manifest = read(&top["digest"]);
+        assert_eq!(
+            manifest["mediaType"], manifest_type,
+            "-o {spec}: {manifest}"
+        );
+        assert_eq!(manifest["config"]["mediaType"], config_type, "-o {spec}");
+        assert_eq!(
+            manifest["config"]["digest"], config_digest,
+            "-o {spec}: the image ID"
+        );
+        // The built layer takes the output's compression; the base's layer
+        // keeps its own (gzip here) under the archive's family of types.
+        let layers = manifest["layers"].as_array().unwrap();
+        let (built, base) = layers.split_last().unwrap();
+        assert_eq!(built["mediaType"], layer_type, "-o {spec}: {built}");
+        let family = layer_type.rsplit_once(['.', '+']).unwrap().0;
+        for l in base {
+            let t = l["mediaType"].as_str().unwrap();
+            assert!(
+                t.starts_with(family) && t.ends_with("gzip"),
+                "-o {spec}: {l}"
+            );
+        }
+    }
 }

@@ -16,8 +16,18 @@ fn push_pull_copy_mount_and_inspect() {
     let img = TestImage::new(&[3 << 20, 20 << 20, 1000], 1);
     let name = format!("{}/app:1", reg.host());
     img.to_store(&h.join("store"), &name);
+    // As docker: no registry digest before the image was pushed or pulled.
+    let digests = |home: &std::path::Path| -> String {
+        kiln_ok(home, &["images", "--digests"])
+            .lines()
+            .find(|l| l.contains("/app "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(digests(h).contains("<none>"), "{}", digests(h));
 
     let out = kiln_ok(h, &["push", &name, "-v"]);
+    assert!(digests(h).contains(&img.digest().to_string()));
     assert_eq!(out.trim(), img.digest().to_string());
     // skopeo reads what kiln pushed, with the same digest.
     assert_eq!(skopeo_digest(&name), img.digest().to_string());
@@ -34,6 +44,7 @@ fn push_pull_copy_mount_and_inspect() {
     let store = kiln_image::Store::open(home2.path().join("store")).unwrap();
     assert_eq!(store.resolve(&name).unwrap().digest, img.digest());
     assert!(store.check().unwrap().problems.is_empty());
+    assert!(digests(home2.path()).contains(&img.digest().to_string()));
 
     // Copy to another repository: every blob is mounted, none uploaded.
     let other = format!("{}/other/app:2", reg.host());

@@ -381,3 +381,64 @@ both!(network_none_has_only_lo, |who| {
         .collect();
     assert_eq!(ifaces, ["lo"], "{dev}");
 });
+
+// As `docker run -v`: a bind is the host's path itself, so what the
+// container writes there stays on the host; read-only refuses writes.
+both!(bind_writes_reach_the_host, |who| {
+    let Some((d, k)) = store(who, |_| {}) else {
+        return;
+    };
+    let data = d.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("in.txt"), "from the host\n").unwrap();
+    if who == Who::Kilntest {
+        give_to_kilntest(&data);
+    }
+    let spec = format!("type=bind,source={},target=/data", data.display());
+    let out = run_ok(
+        &k,
+        &[
+            "--mount",
+            &spec,
+            "base",
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo mount > /data/out.txt",
+        ],
+    );
+    assert_eq!(out, "from the host\n");
+    assert_eq!(fs::read_to_string(data.join("out.txt")).unwrap(), "mount\n");
+    let vol = format!("{}:/v", data.display());
+    run_ok(
+        &k,
+        &["-v", &vol, "base", "sh", "-c", "echo volume > /v/vol.txt"],
+    );
+    assert_eq!(
+        fs::read_to_string(data.join("vol.txt")).unwrap(),
+        "volume\n"
+    );
+    // Read-only, both spellings: the write fails, the host file is intact.
+    let ro_mount = format!("{spec},readonly");
+    let ro_vol = format!("{vol}:ro");
+    for flags in [["--mount", ro_mount.as_str()], ["-v", ro_vol.as_str()]] {
+        let mut args = flags.to_vec();
+        args.extend([
+            "base",
+            "sh",
+            "-c",
+            "echo no > /data/out.txt || echo no > /v/vol.txt",
+        ]);
+        let out = run(&k, &args);
+        assert!(
+            !out.status.success(),
+            "{flags:?}: a read-only bind took a write"
+        );
+    }
+    assert_eq!(fs::read_to_string(data.join("out.txt")).unwrap(), "mount\n");
+    assert_eq!(
+        fs::read_to_string(data.join("vol.txt")).unwrap(),
+        "volume\n"
+    );
+    // What is not absolute is refused, not taken for a named volume.
+    assert!(!run(&k, &["-v", "data:/v", "base", "true"]).status.success());
+});

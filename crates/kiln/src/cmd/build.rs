@@ -21,10 +21,16 @@ pub struct BuildArgs {
     /// Name the image (repeatable).
     #[arg(short, long = "tag")]
     tags: Vec<String>,
+    /// Set a build-time variable that an ARG declares (K alone takes K's
+    /// value from the environment). Repeatable.
     #[arg(long = "build-arg", value_name = "K=V")]
     build_args: Vec<String>,
+    /// Build this stage (by name) and what it needs, not the last stage.
     #[arg(long)]
     target: Option<String>,
+    /// The platform to build for (os/arch[/variant]; default: the host's).
+    /// Base images are picked for it; a RUN for a foreign architecture
+    /// needs a binfmt_misc handler (kiln does not emulate).
     #[arg(long)]
     platform: Option<String>,
     /// id=ID,src=PATH or id=ID,env=VAR
@@ -33,9 +39,11 @@ pub struct BuildArgs {
     /// default or ID=SOCKET
     #[arg(long)]
     ssh: Vec<String>,
+    /// Run every step again instead of taking it from the cache.
     #[arg(long)]
     no_cache: bool,
-    #[arg(long = "no-cache-filter")]
+    /// Run the steps of these stages again (repeatable).
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
     no_cache_filter: Vec<String>,
     /// Pull base images from their registry even when the store has them
     /// (without it, only those the store lacks for the platform).
@@ -50,6 +58,7 @@ pub struct BuildArgs {
     /// comma-separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     allow: Vec<String>,
+    /// Set a label on the image (repeatable).
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
     /// NAME=PATH, NAME=docker-image://REF (an image in the store) or
@@ -59,11 +68,14 @@ pub struct BuildArgs {
     /// auto, tty, plain or quiet
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Print only the image ID on success (progress is suppressed).
     #[arg(short, long)]
     quiet: bool,
-    #[arg(long)]
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
-    #[arg(long)]
+    /// Write buildx's build metadata (digests, names) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
     /// type=image|oci|docker|tar|local|registry,dest=…,name=…,push=true,compression=gzip|zstd,rewrite-timestamp=true
     #[arg(short, long)]
@@ -71,8 +83,36 @@ pub struct BuildArgs {
     /// Push the image to its registry (-t names): `-o type=registry`.
     #[arg(long)]
     push: bool,
+    /// How RUN is isolated: auto (the strongest the host allows), rootless
+    /// (a user namespace of the caller's subordinate IDs), root
+    /// (namespaces as real root) or chroot.
     #[arg(long, default_value = "auto")]
     isolation: String,
+    /// Accepted for buildx scripts: the image is in the store either way.
+    #[arg(long)]
+    load: bool,
+    /// Accepted for docker build scripts: kiln leaves no intermediate
+    /// containers either way.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    rm: Option<bool>,
+    /// Accepted for docker build scripts, as --rm.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    force_rm: Option<bool>,
+    /// Provenance attestations: kiln writes none yet; anything but false
+    /// says so.
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    provenance: Option<String>,
+    /// SBOM attestations: kiln writes none yet; anything but false says so.
+    #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    sbom: Option<String>,
+    /// A build cache to import (buildx's syntax): not supported yet, so
+    /// ignored with a warning; the local cache is used.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// A build cache to export (buildx's syntax): not supported yet, so
+    /// ignored with a warning.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
     /// overlay or copy (default: overlay where the kernel allows it).
     #[arg(long)]
     snapshotter: Option<String>,
@@ -98,6 +138,13 @@ fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
+    // Names are checked before the build: a typo must not cost a build.
+    for t in &a.tags {
+        Reference::parse(t).with_context(|| format!("-t {t:?}"))?;
+    }
+    for w in accepted_but_unsupported(&a) {
+        eprintln!("warning: {w}");
+    }
     let store = open_store(root)?;
     let mut outputs = a
         .output
@@ -171,7 +218,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         named_contexts.insert(name.to_string(), kiln_build::NamedContext::parse(value)?);
     }
     let platform = match &a.platform {
-        Some(p) => Platform::parse(p)?,
+        Some(p) => one_platform(p)?,
         None => Platform::host(),
     };
     // The store keeps plain layers (see kiln_image::compressed); outputs
@@ -188,6 +235,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         context_dir: inputs.context_dir.clone(),
         context_kind: inputs.kind,
         network,
+        platform_requested: a.platform.is_some(),
         entitlements,
         fetch_base: Some(export::base_fetcher()?),
         pull: a.pull,
@@ -241,6 +289,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let mut pushed = None;
     for p in &pushes {
         let top = p.run(&store, &desc)?;
+        for n in &names {
+            store.set_registry_digest(n, &top.digest)?;
+        }
         pushed.get_or_insert(top);
     }
     if let Some(p) = &a.iidfile {
@@ -258,9 +309,11 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     if quiet {
         outln!("{id}");
     } else {
+        // The image ID, as docker prints it; a push printed the digest the
+        // registry knows (the stored manifest's is neither).
         eprintln!(
             "built {} ({} steps run, {} cached){}",
-            desc.digest,
+            id,
             result.steps_run,
             result.steps_cached,
             names
@@ -285,4 +338,51 @@ fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
         "auto" => ProgressMode::Plain,
         other => bail!("--progress {other:?}: expected auto, tty, plain or quiet"),
     })
+}
+
+/// `--platform`: buildx takes a list, one image per platform in an index;
+/// kiln builds one platform per build so far, and says so rather than read
+/// the list as one platform.
+fn one_platform(spec: &str) -> anyhow::Result<Platform> {
+    let mut list: Vec<Platform> = Vec::new();
+    for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let p = Platform::parse(p)?;
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    match list.len() {
+        0 => bail!("--platform {spec:?}: expected os/arch[/variant]"),
+        1 => Ok(list.remove(0)),
+        _ => bail!(
+            "--platform {spec}: building several platforms into one index is not supported yet; \
+             build each with its own --platform (e.g. --platform {})",
+            list[0]
+        ),
+    }
+}
+
+/// What buildx flags ask for that kiln does not do yet: said, never
+/// silently dropped (`--provenance=false` and `--sbom=false` ask for
+/// nothing).
+fn accepted_but_unsupported(a: &BuildArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    let wants = |v: &Option<String>| v.as_deref().is_some_and(|v| !matches!(v, "false" | "0"));
+    if wants(&a.provenance) {
+        out.push("--provenance: kiln writes no provenance attestations yet".to_string());
+    }
+    if wants(&a.sbom) {
+        out.push("--sbom: kiln writes no SBOM attestations yet".to_string());
+    }
+    for c in &a.cache_from {
+        out.push(format!(
+            "--cache-from {c}: registry and local cache import is not supported yet; ignored (the store's cache is used)"
+        ));
+    }
+    for c in &a.cache_to {
+        out.push(format!(
+            "--cache-to {c}: cache export is not supported yet; ignored"
+        ));
+    }
+    out
 }

@@ -26,12 +26,20 @@ pub struct RunArgs {
     /// The working directory (created if missing).
     #[arg(short, long)]
     workdir: Option<String>,
-    /// host (the default, as `docker build` has it) or none.
-    #[arg(long, default_value = "host")]
+    /// default (a network namespace of the container's own that reaches
+    /// the outside but not the host's loopback, like docker run's bridge),
+    /// host (the host's network itself) or none (only `lo`).
+    #[arg(long, default_value = "default")]
     network: String,
-    /// type=bind|cache|tmpfs,target=PATH[,source=PATH][,readonly][,id=ID]
+    /// type=bind|cache|tmpfs,target=PATH[,source=PATH][,readonly][,id=ID].
+    /// A bind is the host's path itself, as with docker run: writes reach
+    /// it unless it is readonly (a build's RUN --mount=type=bind discards
+    /// them, as BuildKit's)
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
+    /// HOST:CONTAINER[:ro|rw], as docker run -v: a host path bound as it is
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volumes: Vec<String>,
     /// Save the changes as a new image with this name.
     #[arg(long, value_name = "NAME")]
     commit: Option<String>,
@@ -92,6 +100,26 @@ pub fn rootfs_of(c: &Container) -> Rootfs {
     }
 }
 
+/// `-v HOST:CONTAINER[:ro|rw]`. A host path must be absolute, as docker
+/// requires of a bind (a bare name would be a named volume there).
+fn parse_volume(spec: &str) -> anyhow::Result<MountSpec> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, readonly) = match parts.as_slice() {
+        [s, t] => (*s, *t, false),
+        [s, t, "ro"] => (*s, *t, true),
+        [s, t, "rw"] => (*s, *t, false),
+        _ => bail!("-v {spec:?}: expected HOST:CONTAINER[:ro|rw]"),
+    };
+    if !source.starts_with('/') || !target.starts_with('/') {
+        bail!("-v {spec:?}: both paths must be absolute (named volumes are not supported)");
+    }
+    Ok(MountSpec::Volume {
+        source: PathBuf::from(source),
+        target: PathBuf::from(target),
+        readonly,
+    })
+}
+
 fn parse_mount(store: &Store, spec: &str) -> anyhow::Result<MountSpec> {
     let mut kind = "bind";
     let (mut source, mut target, mut readonly, mut id) = (None, None, false, None);
@@ -109,7 +137,8 @@ fn parse_mount(store: &Store, spec: &str) -> anyhow::Result<MountSpec> {
     }
     let target = target.with_context(|| format!("--mount {spec:?}: target is required"))?;
     Ok(match kind {
-        "bind" => MountSpec::Bind {
+        // As docker run: the container's writes reach the host directory.
+        "bind" => MountSpec::Volume {
             source: source.with_context(|| format!("--mount {spec:?}: source is required"))?,
             target,
             readonly,
@@ -239,14 +268,16 @@ fn run_in(
         .unwrap_or_default();
     spec.hostname = a.hostname.clone();
     spec.network = match a.network.as_str() {
-        "host" | "default" => Network::Host,
+        "default" | "private" => Network::Private,
+        "host" => Network::Host,
         "none" => Network::None,
-        other => bail!("--network {other:?}: expected host or none"),
+        other => bail!("--network {other:?}: expected default, host or none"),
     };
     spec.mounts = a
-        .mounts
+        .volumes
         .iter()
-        .map(|m| parse_mount(store, m))
+        .map(|v| parse_volume(v))
+        .chain(a.mounts.iter().map(|m| parse_mount(store, m)))
         .collect::<anyhow::Result<_>>()?;
     let mut sandbox = Sandbox::new(isolation)?;
     // SIGTERM or Ctrl-C to kiln reaches the command, as with docker run.
@@ -274,7 +305,9 @@ fn run_in(
 fn mount_target(m: &MountSpec) -> PathBuf {
     match m {
         MountSpec::Bind { target, .. }
+        | MountSpec::BindInRoot { target, .. }
         | MountSpec::Cache { target, .. }
+        | MountSpec::Volume { target, .. }
         | MountSpec::Tmpfs { target, .. } => target.clone(),
     }
 }

@@ -79,9 +79,13 @@ pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
             .map_or(familiar.as_str(), |(r, _)| r);
         let tag = name.tag().unwrap_or("<none>");
         if a.digests {
+            // As docker: the digest a registry knows, once pulled or pushed.
+            let digest = desc
+                .annotations
+                .get(kiln_image::store::REGISTRY_DIGEST)
+                .map_or("<none>", String::as_str);
             outln!(
-                "{repo:<40} {tag:<16} {:<71} {:<12} {created:<20} {:>10}",
-                desc.digest.to_string(),
+                "{repo:<40} {tag:<16} {digest:<71} {:<12} {created:<20} {:>10}",
                 id.short(),
                 human_size(size)
             );

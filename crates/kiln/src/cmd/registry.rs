@@ -126,6 +126,7 @@ impl CopyOpts {
         Ok(CopyOptions {
             jobs: self.jobs.max(1),
             platform,
+            require_platform: self.platform.is_some(),
         })
     }
 
@@ -241,6 +242,7 @@ fn pull(a: PullArgs) -> Result<()> {
         Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(false)?)?.digest)
     };
     let d = run().with_context(|| format!("pull {r}"))?;
+    store_of(&a.copy)?.set_registry_digest(&r, &d)?;
     report(&a.net, &client, "pull", started);
     outln!("{d}");
     Ok(())
@@ -259,6 +261,13 @@ fn push(a: PushArgs) -> Result<()> {
         Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(true)?)?.digest)
     };
     let d = run().with_context(|| format!("push {} to {dest}", a.name))?;
+    let store = store_of(&a.copy)?;
+    for name in [Reference::parse(&a.name).ok(), Some(dest.clone())]
+        .into_iter()
+        .flatten()
+    {
+        store.set_registry_digest(&name, &d)?;
+    }
     report(&a.net, &client, "push", started);
     outln!("{d}");
     Ok(())
@@ -279,6 +288,10 @@ fn copy_cmd(a: CopyArgs) -> Result<()> {
     report(&a.net, &client, "copy", started);
     outln!("{d}");
     Ok(())
+}
+
+fn store_of(copy: &CopyOpts) -> Result<kiln_image::Store> {
+    super::open_store(&copy.root())
 }
 
 /// `https://host/` and `host` name the same registry.

@@ -1,0 +1,130 @@
+//! The flags CI scripts pass to `docker build` and `buildx build`: accepted
+//! where docker ignores them too, said out loud where kiln does not do what
+//! they ask yet, and checked before the build where a typo would waste it.
+
+mod common;
+
+use std::fs;
+
+use common::build::*;
+
+fn setup() -> Option<(tempfile::TempDir, std::path::PathBuf, KilnBuild)> {
+    if !kiln_build_available() {
+        return None;
+    }
+    let tmp = scratch("kiln-bt-flags-");
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/busybox:1\nARG USED=1\nRUN echo $USED > /used\n",
+    )
+    .unwrap();
+    let k = KilnBuild::new(&tmp.path().join("store"), Who::Caller);
+    import_bases(&k, false);
+    Some((tmp, ctx, k))
+}
+
+#[test]
+fn buildx_flags_are_accepted_and_unsupported_ones_say_so() {
+    let Some((_tmp, ctx, k)) = setup() else {
+        return;
+    };
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &[
+            "-t",
+            "flags:1",
+            "--load",
+            "--rm",
+            "--force-rm=false",
+            "--provenance=false",
+            "--sbom=false",
+        ],
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(
+        !log.contains("attestations"),
+        "false asks for nothing:\n{log}"
+    );
+    assert!(k.ok(&["images"]).contains("flags"));
+
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &[
+            "--provenance=mode=max",
+            "--sbom=true",
+            "--cache-from",
+            "type=registry,ref=localhost:5000/cache",
+            "--cache-to",
+            "type=inline",
+        ],
+    );
+    assert!(out.status.success(), "{log}");
+    for said in [
+        "--provenance: kiln writes no provenance attestations yet",
+        "--sbom: kiln writes no SBOM attestations yet",
+        "--cache-from type=registry,ref=localhost:5000/cache: registry and local cache import is not supported yet",
+        "--cache-to type=inline: cache export is not supported yet",
+    ] {
+        assert!(log.contains(said), "missing {said:?}:\n{log}");
+    }
+}
+
+#[test]
+fn a_bad_tag_fails_before_the_build() {
+    let Some((_tmp, ctx, k)) = setup() else {
+        return;
+    };
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "Bad:Tag"]);
+    assert!(!out.status.success());
+    assert!(
+        log.contains("-t \"Bad:Tag\"") && log.contains("lowercase"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("RUN echo"),
+        "a step ran before the tag was checked:\n{log}"
+    );
+}
+
+#[test]
+fn an_unused_build_arg_gets_dockers_warning() {
+    let Some((_tmp, ctx, k)) = setup() else {
+        return;
+    };
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &["--build-arg", "USED=2", "--build-arg", "TYPO=3"],
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("One or more build-args [TYPO] were not consumed"),
+        "{log}"
+    );
+    assert!(!log.contains("[USED"), "{log}");
+}
+
+#[test]
+fn an_unknown_flag_is_not_offered_as_a_value() {
+    let Some((_tmp, ctx, k)) = setup() else {
+        return;
+    };
+    for args in [
+        vec!["build", "--squash-all", ctx.to_str().unwrap()],
+        vec!["build", ctx.to_str().unwrap(), "--zzz"],
+        vec!["images", "--zzz"],
+    ] {
+        let out = k.output(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("unexpected argument"), "{args:?}: {err}");
+        assert!(
+            !err.contains("'-- "),
+            "{args:?} suggests `-- --flag`: {err}"
+        );
+    }
+}
