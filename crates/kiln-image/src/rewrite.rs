@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{History, ImageConfig};
 use crate::layer::{LayerInfo, LayerOptions};
-use crate::manifest::{Descriptor, Index, Platform};
+use crate::manifest::{Descriptor, Index, Platform, platforms_of};
 use crate::mutate::{Image, NewLayer};
 use crate::transport::{ImageSource, RawManifest, Result, TransportError};
 use crate::{AnyManifest, Digest};
@@ -43,22 +43,6 @@ pub struct Rewrite<'s> {
     /// The manifest's annotations (kept from the original).
     pub annotations: BTreeMap<String, String>,
     blobs: HashMap<Digest, NewBlob<'s>>,
-}
-
-/// "linux/amd64, linux/arm64/v8": the platforms an index offers.
-pub fn platforms_of(index: &Index) -> String {
-    let names: Vec<String> = index
-        .manifests
-        .iter()
-        .filter_map(|d| d.platform.as_ref())
-        .filter(|p| p.os != "unknown")
-        .map(|p| p.to_string())
-        .collect();
-    if names.is_empty() {
-        "none named".into()
-    } else {
-        names.join(", ")
-    }
 }
 
 /// The config blob of the image `src` names, exactly as stored (checked
@@ -140,6 +124,16 @@ impl<'s> Rewrite<'s> {
                 "the config lists {} layers but the manifest {}",
                 config.rootfs.diff_ids.len(),
                 m.layers.len()
+            )));
+        }
+        if let Some(want) = platform
+            && !config.platform().satisfies(want)
+        {
+            // As for an index: a platform asked for is never silently
+            // another one.
+            return Err(TransportError::Invalid(format!(
+                "the image is for {}, not {want}",
+                config.platform()
             )));
         }
         let format = m.format();

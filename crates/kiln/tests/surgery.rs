@@ -407,6 +407,24 @@ fn bad_input_is_refused_and_nothing_is_tagged() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("read and written at once"));
     assert_eq!(std::fs::read(&archive).unwrap(), before);
 
+    // A platform asked for is never silently another one.
+    let out = kiln(
+        h,
+        &[
+            "mutate",
+            "surgery/base:1",
+            "-t",
+            "surgery/p:1",
+            "--platform",
+            "linux/s390x",
+            "--env",
+            "A=1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not linux/s390x"), "{err}");
+
     // Without -t the tag moves; an image named by ID has no tag to move.
     let id = json(&kiln_ok(h, &["inspect", "surgery/base:1"]))["Id"]
         .as_str()

@@ -100,7 +100,7 @@ impl Surgery {
         let sink = open_sink_mounting(&self.dst_loc, env, Some(&self.src_loc), &self.also_mount)?;
         let opts = CopyOptions {
             jobs: t.jobs.max(1),
-            platform: None,
+            ..CopyOptions::default()
         };
         let top = copy(result, sink.as_ref(), &opts)?;
         if t.net.verbose {
@@ -320,7 +320,7 @@ pub fn mutate(a: MutateArgs) -> Result<()> {
                         "{} is an index of several platforms ({}): choose one with --platform \
                          (only --annotation applies to the index itself)",
                         a.image,
-                        kiln_image::rewrite::platforms_of(&index)
+                        kiln_image::manifest::platforms_of(&index)
                     );
                 }
                 let result = annotate_index(src.as_ref(), &raw, index, &set, &remove)?;
