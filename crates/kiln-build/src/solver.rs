@@ -11,6 +11,7 @@ use std::sync::{Condvar, Mutex};
 use kiln_dockerfile::instructions::{Instr, Network, Resolved};
 use kiln_dockerfile::stage::{Base, ImageInfo, Stage};
 use kiln_dockerfile::{ResolveOptions, ResolvedBuild};
+use kiln_image::config_edit::{self, ConfigEdit};
 use kiln_image::layer::Entry;
 use kiln_image::media::Compression;
 use kiln_image::transport::RawManifest;
@@ -517,57 +518,55 @@ fn step_one(
         f(image.config.runtime_mut());
         image.with_empty_history(history(shared, created_by.clone(), None))
     };
+    // The instructions `kiln mutate` and `import --change` share go
+    // through the one pure config edit.
+    let edit = |image: Image, edits: Vec<ConfigEdit>| -> Image {
+        let mut image = image;
+        for e in &edits {
+            config_edit::apply(&mut image.config, e);
+        }
+        image.with_empty_history(history(shared, created_by.clone(), None))
+    };
     let image = match &r.instr {
-        Instr::Env { vars } => meta(image, &|rt| {
-            for v in vars {
-                rt.set_env(&v.key, &v.value);
-            }
-        }),
-        Instr::Label { labels } => meta(image, &|rt| {
-            let l = rt.labels.get_or_insert_with(Default::default);
-            for v in labels {
-                l.insert(v.key.clone(), v.value.clone());
-            }
-        }),
-        Instr::Expose { ports } => meta(image, &|rt| {
-            let p = rt.exposed_ports.get_or_insert_with(Default::default);
-            for port in ports {
-                let port = if port.contains('/') {
-                    port.clone()
-                } else {
-                    format!("{port}/tcp")
-                };
-                p.insert(port, serde_json::json!({}));
-            }
-        }),
-        Instr::Volume { paths } => meta(image, &|rt| {
-            let v = rt.volumes.get_or_insert_with(Default::default);
-            for p in paths {
-                v.insert(p.clone(), serde_json::json!({}));
-            }
-        }),
-        Instr::User { user } => meta(image, &|rt| rt.user = Some(user.clone())),
+        Instr::Env { vars } => edit(
+            image,
+            vars.iter()
+                .map(|v| ConfigEdit::Env(v.key.clone(), v.value.clone()))
+                .collect(),
+        ),
+        Instr::Label { labels } => edit(
+            image,
+            labels
+                .iter()
+                .map(|v| ConfigEdit::Label(v.key.clone(), v.value.clone()))
+                .collect(),
+        ),
+        Instr::Expose { ports } => edit(
+            image,
+            ports.iter().cloned().map(ConfigEdit::Expose).collect(),
+        ),
+        Instr::Volume { paths } => edit(
+            image,
+            paths.iter().cloned().map(ConfigEdit::Volume).collect(),
+        ),
+        Instr::User { user } => edit(image, vec![ConfigEdit::User(user.clone())]),
         Instr::Cmd { argv, .. } => {
             *cmd_set = true;
-            meta(image, &|rt| rt.cmd = Some(argv.clone()))
+            edit(image, vec![ConfigEdit::Cmd(argv.clone())])
         }
         Instr::Entrypoint { argv, .. } => {
-            let keep_cmd = *cmd_set;
-            meta(image, &|rt| {
-                rt.entrypoint = Some(argv.clone());
-                // As Docker: an ENTRYPOINT drops a CMD inherited from the base.
-                if !keep_cmd {
-                    rt.cmd = None;
-                }
-            })
+            // As Docker: an ENTRYPOINT drops a CMD inherited from the base
+            // (the edit does that), not one this stage set.
+            let kept = image.config.runtime().cmd.clone();
+            let mut image = edit(image, vec![ConfigEdit::Entrypoint(argv.clone())]);
+            if *cmd_set {
+                image.config.runtime_mut().cmd = kept;
+            }
+            image
         }
         Instr::Shell { shell } => meta(image, &|rt| rt.shell = Some(shell.clone())),
-        Instr::Stopsignal { signal } => meta(image, &|rt| rt.stop_signal = Some(signal.clone())),
-        Instr::Onbuild { expression } => meta(image, &|rt| {
-            rt.on_build
-                .get_or_insert_with(Vec::new)
-                .push(expression.clone())
-        }),
+        Instr::Stopsignal { signal } => edit(image, vec![ConfigEdit::StopSignal(signal.clone())]),
+        Instr::Onbuild { expression } => edit(image, vec![ConfigEdit::OnBuild(expression.clone())]),
         Instr::Healthcheck(h) => meta(image, &|rt| {
             rt.healthcheck = Some(kiln_image::config::Healthcheck {
                 test: Some(h.test.clone()),

@@ -3,6 +3,8 @@
 //! `kiln import --change`, `kiln build` and the crane-like commands all
 //! edit images through here.
 
+use std::collections::BTreeMap;
+
 use crate::config::{History, ImageConfig};
 use crate::manifest::{Descriptor, Manifest};
 use crate::media::{self, Format};
@@ -118,7 +120,18 @@ impl Image {
 
     /// Writes config and manifest into the store; returns the manifest.
     pub fn write(&self, store: &Store) -> Result<RawManifest> {
-        let config = store.put_json(self.format.config(), &self.config)?;
+        let (config, raw) = self.encode(&BTreeMap::new())?;
+        store.put_blob(&config)?;
+        store.put_blob(&raw.bytes)?;
+        Ok(raw)
+    }
+
+    /// The config blob and the manifest (with `annotations`) that say this
+    /// image, as bytes, written nowhere yet.
+    pub fn encode(&self, annotations: &BTreeMap<String, String>) -> Result<(Vec<u8>, RawManifest)> {
+        let (config, digest) = crate::canonical::to_vec_with_digest(&self.config)
+            .map_err(|e| TransportError::Invalid(format!("config does not serialize: {e}")))?;
+        let config_desc = Descriptor::new(self.format.config(), digest, config.len() as u64);
         let layers = self
             .layers
             .iter()
@@ -130,12 +143,11 @@ impl Image {
                 l
             })
             .collect();
-        let manifest = Manifest::new(self.format, config, layers);
+        let mut manifest = Manifest::new(self.format, config_desc, layers);
+        manifest.annotations = annotations.clone();
         let bytes = crate::canonical::to_vec(&manifest)
             .map_err(|e| TransportError::Invalid(format!("manifest does not serialize: {e}")))?;
-        let raw = RawManifest::new(self.format.manifest(), bytes);
-        store.put_blob(&raw.bytes)?;
-        Ok(raw)
+        Ok((config, RawManifest::new(self.format.manifest(), bytes)))
     }
 
     /// The image ID Docker shows: the config's digest.

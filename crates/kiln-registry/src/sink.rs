@@ -21,9 +21,10 @@ use crate::source::to_transport;
 pub struct RegistrySink {
     client: Client,
     reference: Reference,
-    /// A repository on the same registry that has the blobs (the source of
-    /// a registry-to-registry copy): blobs are mounted from it.
-    mount_from: Option<Reference>,
+    /// Repositories on the same registry that have the blobs (the source
+    /// of a registry-to-registry copy, the new base of a rebase): blobs
+    /// are mounted from them, tried in order.
+    mount_from: Vec<Reference>,
     /// Upload sessions a failed mount opened, to upload into.
     sessions: Mutex<HashMap<Digest, Url>>,
 }
@@ -33,17 +34,22 @@ impl RegistrySink {
         RegistrySink {
             client: client.clone(),
             reference,
-            mount_from: None,
+            mount_from: Vec::new(),
             sessions: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Mount blobs from `from` when it is on the same registry.
+    /// Mount blobs from `from` when it is on the same registry (after any
+    /// repository given before).
     pub fn mount_from(mut self, from: &Reference) -> RegistrySink {
         if from.registry() == self.reference.registry()
             && from.repository() != self.reference.repository()
+            && !self
+                .mount_from
+                .iter()
+                .any(|r| r.repository() == from.repository())
         {
-            self.mount_from = Some(from.clone());
+            self.mount_from.push(from.clone());
         }
         self
     }
@@ -58,23 +64,23 @@ impl ImageSink for RegistrySink {
             c.inner.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
-        let Some(from) = &self.mount_from else {
-            return Ok(false);
-        };
-        match c.mount_blob(&self.reference, from, &desc.digest) {
-            Mount::Mounted => Ok(true),
-            Mount::Upload(url) => {
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(desc.digest.clone(), url);
-                Ok(false)
-            }
-            Mount::Failed(why) => {
-                tracing::debug!("{why}; uploading instead");
-                Ok(false)
+        for from in &self.mount_from {
+            match c.mount_blob(&self.reference, from, &desc.digest) {
+                Mount::Mounted => return Ok(true),
+                Mount::Upload(url) => {
+                    // The registry opened an upload instead; the first
+                    // such session is the one uploaded into, if it comes
+                    // to that (the others expire unused).
+                    self.sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(desc.digest.clone())
+                        .or_insert(url);
+                }
+                Mount::Failed(why) => tracing::debug!("{why}"),
             }
         }
+        Ok(false)
     }
 
     fn put_blob(&self, desc: &Descriptor, data: &mut dyn Read) -> Result<()> {

@@ -55,6 +55,16 @@ enum Command {
     Prune(cmd::image::PruneArgs),
     /// Verify every blob and name in the store.
     Check,
+    /// Change an image's config or annotations without a build.
+    Mutate(cmd::surgery::MutateArgs),
+    /// Print an image's config blob.
+    Config(cmd::surgery::ConfigArgs),
+    /// Add layers (a tar, a directory, files) to an image without a build.
+    Append(cmd::append::AppendArgs),
+    /// Squash an image's layers into one.
+    Flatten(cmd::append::FlattenArgs),
+    /// Put an image on another base without a rebuild.
+    Rebase(cmd::surgery::RebaseArgs),
     #[command(flatten)]
     Registry(cmd::registry::RegistryCommand),
     /// Inspect Dockerfiles without building.
@@ -112,13 +122,17 @@ fn main() -> ExitCode {
     unsafe { std::env::set_var("KILN_ROOT", &root) };
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Build(_) | Command::Export(_) | Command::Prune(_)
+        Command::Run(_)
+            | Command::Build(_)
+            | Command::Export(_)
+            | Command::Prune(_)
+            | Command::Flatten(_)
     ) {
         // Before any thread exists: an unprivileged kiln becomes root of a
         // user namespace with its subordinate IDs, so unpacking, chown and
         // overlay all work as they do for root. Export is here too: it
         // unpacks layers, owners and all, to flatten them; and prune, which
-        // removes unpacked layers.
+        // removes unpacked layers; and flatten, which unpacks as export does.
         if let Err(e) = kiln_sandbox::userns::ensure_root_in_userns() {
             eprintln!("kiln: {e}");
             return ExitCode::FAILURE;
@@ -149,6 +163,11 @@ fn main() -> ExitCode {
         Command::Build(a) => cmd::build::build(&root, *a),
         Command::Prune(a) => cmd::image::prune(&root, a),
         Command::Check => cmd::image::check(&root),
+        Command::Mutate(a) => cmd::surgery::mutate(a),
+        Command::Config(a) => cmd::surgery::config(a),
+        Command::Append(a) => cmd::append::append(a),
+        Command::Flatten(a) => cmd::append::flatten(a),
+        Command::Rebase(a) => cmd::surgery::rebase(a),
         Command::Registry(c) => cmd::registry::run(c),
         Command::Dockerfile(c) => match cmd::dockerfile::run(c) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),

@@ -13,6 +13,7 @@
 //!
 //! The module does not know about the store, manifests or registries.
 
+mod checked_tar;
 mod compress;
 mod entry;
 mod error;
@@ -25,6 +26,7 @@ mod safe_path;
 mod tar_writer;
 mod walk;
 
+pub use checked_tar::write_tar_layer;
 pub use compress::{LayerInfo, LayerWriter, write_dir_layer, write_entries_layer};
 pub use entry::{Entry, EntryKind, FileSource, compare_tar_names, sort_entries};
 pub use error::LayerError;

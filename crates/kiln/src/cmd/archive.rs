@@ -17,7 +17,7 @@ use kiln_image::{Descriptor, History, Image, NewLayer, Platform, Reference, Stor
 
 use super::{created_now, open_store, source_date_epoch};
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LayerCompression {
     Gzip,
     Zstd,
@@ -116,9 +116,7 @@ pub fn import(root: &Path, a: ImportArgs) -> anyhow::Result<()> {
             },
         )
         .created_at(created);
-    for change in &a.changes {
-        super::change::apply(image.config.runtime_mut(), change)?;
-    }
+    super::change::apply(&mut image.config, &a.changes)?;
     let raw = image.write(&store)?;
     store.tag(&name, &raw.descriptor())?;
     outln!("{}", image.id());

@@ -1,5 +1,6 @@
 //! One module per group of commands.
 
+pub mod append;
 pub mod archive;
 pub mod build;
 pub mod change;
@@ -7,6 +8,7 @@ pub mod container;
 pub mod dockerfile;
 pub mod image;
 pub mod registry;
+pub mod surgery;
 pub mod transport;
 
 use std::path::Path;

@@ -1,7 +1,8 @@
 //! The registry commands: `pull`, `push`, `copy`, `login`, `logout`, and
-//! crane-style inspection (`manifest`, `config`, `digest`, `tags`,
-//! `catalog`). Each is an `Args` struct and a `run` function; errors say
-//! which command and reference failed, then what the registry said.
+//! crane-style inspection (`manifest`, `digest`, `tags`, `catalog`;
+//! `config` reads any location and is in `surgery.rs`). Each is an `Args`
+//! struct and a `run` function; errors say which command and reference
+//! failed, then what the registry said.
 //!
 //! The protocol lives in kiln-registry; moving images is
 //! `kiln_image::transport::copy` between the locations of `transport.rs`.
@@ -13,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use kiln_image::transport::{CopyOptions, copy};
-use kiln_image::{AnyManifest, Platform, Reference};
+use kiln_image::{Platform, Reference};
 use kiln_registry::{Client, ClientConfig, CredentialFiles, Credentials};
 
 use super::transport::{Env, Location, open_sink, open_source, open_source_to};
@@ -32,8 +33,6 @@ pub enum RegistryCommand {
     Logout(LogoutArgs),
     /// Print an image's manifest (or index) as the registry has it
     Manifest(InspectArgs),
-    /// Print an image's config blob
-    Config(InspectArgs),
     /// Print the digest of an image's manifest (or index)
     Digest(InspectArgs),
     /// List the tags of a repository
@@ -50,7 +49,6 @@ pub fn run(cmd: RegistryCommand) -> Result<()> {
         RegistryCommand::Login(a) => login(a),
         RegistryCommand::Logout(a) => logout(a),
         RegistryCommand::Manifest(a) => manifest(a),
-        RegistryCommand::Config(a) => config(a),
         RegistryCommand::Digest(a) => digest(a),
         RegistryCommand::Tags(a) => tags(a),
         RegistryCommand::Catalog(a) => catalog(a),
@@ -198,9 +196,6 @@ pub struct LogoutArgs {
 pub struct InspectArgs {
     /// The image (`registry/repo:tag` or `@sha256:...`)
     pub reference: String,
-    /// For `config`: the platform to pick from an index (default: the host's)
-    #[arg(long)]
-    pub platform: Option<String>,
     #[command(flatten)]
     pub net: NetOpts,
 }
@@ -374,31 +369,6 @@ fn manifest(a: InspectArgs) -> Result<()> {
         .get_manifest(&r)
         .with_context(|| format!("manifest {r}"))?;
     std::io::stdout().write_all(&raw.bytes)?;
-    Ok(())
-}
-
-fn config(a: InspectArgs) -> Result<()> {
-    let r = parse_ref(&a.reference)?;
-    let client = a.net.client()?;
-    let run = || -> Result<Vec<u8>> {
-        let mut raw = client.get_manifest(&r)?;
-        if let AnyManifest::Index(index) = raw.parse()? {
-            let want = match &a.platform {
-                Some(p) => Platform::parse(p)?,
-                None => Platform::host(),
-            };
-            let d = index
-                .select(&want)
-                .with_context(|| format!("no image for {want} in the index"))?;
-            raw = client.get_manifest(&r.with_digest(d.digest.clone()))?;
-        }
-        let AnyManifest::Manifest(m) = raw.parse()? else {
-            bail!("an index inside an index is not supported here");
-        };
-        Ok(client.read_blob(&r, &m.config, 64 << 20)?)
-    };
-    let bytes = run().with_context(|| format!("config {r}"))?;
-    std::io::stdout().write_all(&bytes)?;
     Ok(())
 }
 

@@ -150,6 +150,17 @@ pub fn open_sink<'e>(
     env: &'e Env,
     source: Option<&Location>,
 ) -> Result<Box<dyn ImageSink + 'e>> {
+    open_sink_mounting(loc, env, source, &[])
+}
+
+/// [`open_sink`], where a registry sink may also mount blobs from the
+/// registry locations in `more` (a rebase's new base).
+pub fn open_sink_mounting<'e>(
+    loc: &Location,
+    env: &'e Env,
+    source: Option<&Location>,
+    more: &[Location],
+) -> Result<Box<dyn ImageSink + 'e>> {
     let source_name = match source {
         Some(Location::Docker(r)) => Some(r.clone()),
         Some(Location::Store(n)) => Reference::parse(n).ok(),
@@ -158,8 +169,10 @@ pub fn open_sink<'e>(
     Ok(match loc {
         Location::Docker(r) => {
             let mut sink = RegistrySink::new(env.client, r.clone());
-            if let Some(Location::Docker(from)) = source {
-                sink = sink.mount_from(from);
+            for from in source.into_iter().chain(more) {
+                if let Location::Docker(from) = from {
+                    sink = sink.mount_from(from);
+                }
             }
             Box::new(sink)
         }
