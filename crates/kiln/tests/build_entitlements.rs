@@ -5,6 +5,7 @@
 //! and column of the RUN and the flag that allows it; the user's own
 //! `--network host` needs nothing. As root and as kilntest.
 
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -36,22 +37,6 @@ fn setup(name: &str, who: Who) -> Option<(tempfile::TempDir, KilnBuild)> {
     let k = KilnBuild::new(&tmp.path().join("store"), who);
     import_bases(&k, false);
     Some((tmp, k))
-}
-
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn as_root() {
-                ($body)(Who::Caller)
-            }
-            #[test]
-            fn as_kilntest() {
-                ($body)(Who::Kilntest)
-            }
-        }
-    };
 }
 
 both!(unallowed_runs_fail_before_any_step, |who| {

@@ -5,6 +5,7 @@
 //! `--allow network.host`. Host canaries as in `build_remote_safety.rs`;
 //! as root and as kilntest.
 
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -12,22 +13,6 @@ use std::path::Path;
 
 use common::build::*;
 use common::canary::*;
-
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn as_root() {
-                ($body)(Who::Caller)
-            }
-            #[test]
-            fn as_kilntest() {
-                ($body)(Who::Kilntest)
-            }
-        }
-    };
-}
 
 /// A bare repository under `served/repo.git` (dumb HTTP), with `file.txt`
 /// at the root and `sub/inner.txt`, tagged v1.

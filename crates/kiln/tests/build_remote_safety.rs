@@ -9,6 +9,7 @@
 //! nor the store, and the canary server was never connected to. Every
 //! scenario runs as root and as the unprivileged kilntest.
 
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -16,22 +17,6 @@ use std::sync::atomic::Ordering;
 
 use common::build::*;
 use common::canary::*;
-
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn as_root() {
-                ($body)(Who::Caller)
-            }
-            #[test]
-            fn as_kilntest() {
-                ($body)(Who::Kilntest)
-            }
-        }
-    };
-}
 
 // ------------------------------------------------------------ URLs
 

@@ -5,6 +5,7 @@
 //! as the caller (root in CI) and as the unprivileged `kilntest` (subuid
 //! 200000:65536) through `runuser`. `KILN_SKIP_DEBIAN=1` skips Debian.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -108,22 +109,6 @@ fn last_layer_entries(k: &KilnBuild, image: &str) -> BTreeSet<String> {
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-macro_rules! both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn as_root() {
-                ($body)(Who::Caller)
-            }
-            #[test]
-            fn as_kilntest() {
-                ($body)(Who::Kilntest)
-            }
-        }
-    };
 }
 
 fn basics(k: &KilnBuild, image: &str) {

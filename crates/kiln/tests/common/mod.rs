@@ -3,6 +3,25 @@
 //! way to run the kiln binary against it.
 #![allow(dead_code)]
 
+/// `both!(name, |who| { ... })`: the test `name::as_root` and
+/// `name::as_kilntest`, one body run as each user (`#[macro_use] mod common;`).
+#[allow(unused_macros)]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn as_root() {
+                ($body)(Who::Caller)
+            }
+            #[test]
+            fn as_kilntest() {
+                ($body)(Who::Kilntest)
+            }
+        }
+    };
+}
+
 /// `kiln build` test support (fixtures, buildah peer, conformance).
 pub mod build;
 /// Host canaries for the remote-source safety tests.
