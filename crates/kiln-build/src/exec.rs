@@ -43,6 +43,10 @@ pub struct RunInputs<'a> {
     /// The platform the RUN executes for: the same command on the same
     /// layers makes another layer on another architecture.
     pub platform: String,
+    /// `--add-host` lines for `/etc/hosts` (part of the key, as BuildKit's).
+    pub add_hosts: &'a [(String, std::net::IpAddr)],
+    /// `--shm-size`.
+    pub shm_size: Option<u64>,
 }
 
 /// The cache key of a RUN: its command, environment, user, working
@@ -51,6 +55,14 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
     let mut k = KeyHasher::new("run");
     k.str("fs", &inputs.base.key().to_string())
         .str("platform", &inputs.platform);
+    if !inputs.add_hosts.is_empty() {
+        let hosts: Vec<String> = inputs
+            .add_hosts
+            .iter()
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect();
+        k.json("add-hosts", &hosts);
+    }
     k.json("argv", &run.argv)
         .json("env", &inputs.env)
         .str("user", &inputs.user);
@@ -164,6 +176,8 @@ fn run_in(
     });
     // As `docker build`: a RUN reads nothing from kiln's own stdin.
     spec.null_stdin = true;
+    spec.extra_hosts = inputs.add_hosts.to_vec();
+    spec.shm_size = inputs.shm_size;
     // The default is a network namespace of the build's own, as BuildKit's:
     // the host's loopback services are not the RUN's.
     spec.network = match run.network {

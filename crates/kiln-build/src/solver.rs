@@ -66,6 +66,10 @@ pub struct BuildOptions {
     /// `--platform` was given: a base image for another platform is then an
     /// error, where the host's platform, assumed, only gets a warning.
     pub platform_requested: bool,
+    /// `--add-host NAME:IP`: lines every RUN's `/etc/hosts` gets.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--shm-size`: the size of every RUN's `/dev/shm`, in bytes.
+    pub shm_size: Option<u64>,
     /// `--network`: the network of a RUN without its own `--network`.
     pub network: Network,
     /// `--allow`: what the Dockerfile may ask for beyond the sandbox.
@@ -719,6 +723,8 @@ fn step_one(
                 context: &shared.context,
                 scratch: &shared.scratch,
                 platform: platform_of(&image).to_string(),
+                add_hosts: &shared.opts.add_hosts,
+                shm_size: shared.opts.shm_size,
             };
             // `kiln build --network` is the default of a RUN without its own.
             let run = &if run.network == Network::Default {

@@ -18,7 +18,7 @@ use crate::mounts::{Kind, attach, clone_tree, ensure_in_root, new_mount, open_in
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Build `/dev` inside `root` (an `O_PATH` fd of the container's root).
-pub(crate) fn setup(root: BorrowedFd<'_>) -> Result<()> {
+pub(crate) fn setup(root: BorrowedFd<'_>, shm_size: Option<u64>) -> Result<()> {
     let target = ensure_in_root(root, Path::new("dev"), Kind::Dir)?;
     let tmpfs = new_mount(
         "tmpfs",
@@ -81,9 +81,11 @@ pub(crate) fn setup(root: BorrowedFd<'_>) -> Result<()> {
     attach(pts.as_fd(), point.as_fd(), "/dev/pts")?;
 
     rfs::mkdirat(&dev, "shm", Mode::from_raw_mode(0o1777)).map_err(at("mkdir", "/dev/shm"))?;
+    // docker's default is 64 MiB; --shm-size changes it.
+    let size = shm_size.map_or_else(|| "65536k".to_string(), |b| b.to_string());
     let shm = new_mount(
         "tmpfs",
-        &[("mode", Some("1777")), ("size", Some("65536k"))],
+        &[("mode", Some("1777")), ("size", Some(size.as_str()))],
         MountAttrFlags::MOUNT_ATTR_NOSUID
             | MountAttrFlags::MOUNT_ATTR_NODEV
             | MountAttrFlags::MOUNT_ATTR_NOEXEC,

@@ -239,6 +239,11 @@ pub struct RunSpec {
     pub network: Network,
     pub mounts: Vec<MountSpec>,
     pub hosts: EtcFile,
+    /// `(name, address)` lines added to `/etc/hosts` (`--add-host`), unless
+    /// it is [`EtcFile::Keep`].
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// The size of `/dev/shm` in bytes (default 64 MiB, as docker).
+    pub shm_size: Option<u64>,
     pub resolv_conf: EtcFile,
     /// Set `PR_SET_NO_NEW_PRIVS` (off by default, like Docker).
     pub no_new_privileges: bool,
@@ -264,6 +269,8 @@ impl RunSpec {
             network: Network::Private,
             mounts: Vec::new(),
             hosts: EtcFile::Host,
+            extra_hosts: Vec::new(),
+            shm_size: None,
             resolv_conf: EtcFile::Host,
             no_new_privileges: false,
             null_stdin: false,
@@ -460,7 +467,13 @@ impl Sandbox {
                 h.extend_from_slice(hostname_line.as_bytes());
                 Some(h)
             }
-        };
+        }
+        .map(|mut h| {
+            for (name, addr) in &spec.extra_hosts {
+                h.extend_from_slice(format!("{addr}\t{name}\n").as_bytes());
+            }
+            h
+        });
         let resolv_conf = match &spec.resolv_conf {
             EtcFile::Keep => None,
             EtcFile::Contents(c) => Some(c.clone().into_bytes()),

@@ -151,7 +151,7 @@ pub(crate) fn setup(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool) -> Resul
     let root = root.as_fd();
 
     mount_proc(root, new_pidns)?;
-    crate::dev::setup(root)?;
+    crate::dev::setup(root, plan.spec.shm_size)?;
     // /sys: a read-only recursive bind of the host's (rootless cannot mount a
     // sysfs without its own network namespace). Best effort: builds rarely
     // need it, and some hosts lock it.

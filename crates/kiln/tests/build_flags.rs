@@ -128,3 +128,64 @@ fn an_unknown_flag_is_not_offered_as_a_value() {
         );
     }
 }
+
+#[test]
+fn add_host_and_shm_size_reach_every_run() {
+    let Some((tmp, ctx, k)) = setup() else {
+        return;
+    };
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/busybox:1\n\
+         RUN grep -E 'db|v6' /etc/hosts > /hosts && grep ' /dev/shm ' /proc/mounts > /shm\n",
+    )
+    .unwrap();
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &[
+            "-t",
+            "hosts:1",
+            "--add-host",
+            "db:10.1.2.3",
+            "--add-host",
+            "v6=[::1]",
+            "--shm-size",
+            "8m",
+        ],
+    );
+    assert!(out.status.success(), "{log}");
+    let dir = tmp.path().join("rootfs");
+    k.rootfs("hosts:1", &dir);
+    let hosts = fs::read_to_string(dir.join("hosts")).unwrap();
+    assert!(hosts.contains("10.1.2.3\tdb"), "{hosts}");
+    assert!(hosts.contains("::1\tv6"), "{hosts}");
+    let shm = fs::read_to_string(dir.join("shm")).unwrap();
+    assert!(shm.contains("size=8192k"), "{shm}");
+    // The hosts are part of the RUN's key, as BuildKit's: another address
+    // runs it again.
+    let (out, _, log) = kiln_build(
+        &k,
+        &ctx,
+        &[
+            "--add-host",
+            "db:10.9.9.9",
+            "--add-host",
+            "v6:[::1]",
+            "--shm-size",
+            "8m",
+        ],
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(exec_steps(&log).iter().any(|s| !s.cached), "{log}");
+    // Bad values fail before the build.
+    for bad in [
+        ["--add-host", "nohost"],
+        ["--add-host", "db:not-an-ip"],
+        ["--shm-size", "lots"],
+    ] {
+        let (out, _, log) = kiln_build(&k, &ctx, &bad);
+        assert!(!out.status.success(), "{bad:?}: {log}");
+        assert!(log.contains(bad[0]), "{bad:?}: {log}");
+    }
+}

@@ -52,6 +52,13 @@ pub struct BuildArgs {
     /// Default network for RUN (default, none or host).
     #[arg(long)]
     network: Option<String>,
+    /// Add NAME:IP to every RUN's /etc/hosts (repeatable; also NAME=IP).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_hosts: Vec<String>,
+    /// The size of every RUN's /dev/shm: bytes, or with a unit (k, m, g;
+    /// default 64m, as docker).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
     /// Let the Dockerfile use an entitlement: network.host (RUN
     /// --network=host, ADD from this host's own network) or
     /// security.insecure (RUN --security=insecure). Repeatable, or
@@ -236,6 +243,12 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         context_kind: inputs.kind,
         network,
         platform_requested: a.platform.is_some(),
+        add_hosts: a
+            .add_hosts
+            .iter()
+            .map(|h| parse_add_host(h))
+            .collect::<anyhow::Result<_>>()?,
+        shm_size: a.shm_size.as_deref().map(parse_size).transpose()?,
         entitlements,
         fetch_base: Some(export::base_fetcher()?),
         pull: a.pull,
@@ -385,4 +398,44 @@ fn accepted_but_unsupported(a: &BuildArgs) -> Vec<String> {
         ));
     }
     out
+}
+
+/// `--add-host NAME:IP` (or `NAME=IP`; an IPv6 address may be bracketed),
+/// as docker.
+fn parse_add_host(spec: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
+    let (name, addr) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .with_context(|| format!("--add-host {spec:?}: expected NAME:IP"))?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let ip = addr
+        .parse()
+        .with_context(|| format!("--add-host {spec:?}: {addr:?} is not an IP address"))?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        bail!("--add-host {spec:?}: expected NAME:IP");
+    }
+    Ok((name.to_string(), ip))
+}
+
+/// docker's sizes: bytes, or a number with b, k, m or g (powers of 1024).
+fn parse_size(spec: &str) -> anyhow::Result<u64> {
+    let s = spec.trim().to_ascii_lowercase();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s.as_str(), ""),
+    };
+    let mult: u64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => bail!("--shm-size {spec:?}: expected a size such as 64m"),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--shm-size {spec:?}: expected a size such as 64m"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => bail!("--shm-size {spec:?}: expected a size above zero"),
+        Some(b) => Ok(b),
+    }
 }
