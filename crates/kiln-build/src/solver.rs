@@ -416,6 +416,25 @@ pub(crate) fn platform_of(image: &Image) -> Platform {
     }
 }
 
+/// A stage's FROM as progress shows it: what it builds on, its arguments
+/// expanded (BuildKit prints the resolved reference, not `FROM $BASE`).
+fn from_line(shared: &Shared<'_>, stage: &Stage) -> String {
+    let base = match &stage.base {
+        Base::Scratch => "scratch".to_string(),
+        Base::Image { reference } => reference.clone(),
+        Base::Stage { index } => shared
+            .build
+            .stages
+            .get(*index)
+            .map_or_else(|| format!("stage-{index}"), stage_label),
+        Base::Context { name } => name.clone(),
+    };
+    match stage.platform.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => format!("FROM --platform={p} {base}"),
+        None => format!("FROM {base}"),
+    }
+}
+
 /// Whether the stage's platform was asked for (`--platform`, or the
 /// stage's own `FROM --platform`) rather than assumed to be the host's.
 fn platform_asked(opts: &BuildOptions, stage: &Stage) -> bool {
@@ -440,7 +459,7 @@ fn build_stage(
     let total = stage.instructions.len() + 1;
     let step = shared
         .progress
-        .start(&format!("[{label} 1/{total}] {}", stage.original));
+        .start(&format!("[{label} 1/{total}] {}", from_line(shared, stage)));
     let platform = stage_platform(stage, &shared.opts.platform)?;
     let mut image = match &stage.base {
         Base::Scratch => Image::scratch(&platform),

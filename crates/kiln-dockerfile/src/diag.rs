@@ -126,6 +126,28 @@ impl Diag {
         }
     }
 
+    /// The line the finding points at, with a caret under its span, as
+    /// plain text (`  3 | RUNN echo hi` / `    | ^^^^`): what a log shows
+    /// without miette's rendering.
+    pub fn excerpt(&self) -> String {
+        let text = &self.src.text;
+        let start = self.span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line = &text[line_start..line_end];
+        let number = self.line.to_string();
+        let pad = " ".repeat(number.len());
+        let indent: String = text[line_start..start]
+            .chars()
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let width = text[start..self.span.end.clamp(start, line_end)]
+            .chars()
+            .count()
+            .max(1);
+        format!(" {number} | {line}\n {pad} | {indent}{}", "^".repeat(width))
+    }
+
     /// An error finding.
     pub fn error(code: &str, message: impl Into<String>, source: &Source, span: Span) -> Self {
         Self::new(Severity::Error, code, message, source, span)
@@ -248,7 +270,10 @@ impl fmt::Display for Diagnostics {
                 writeln!(f)?;
             }
             first = false;
-            write!(f, "{d}")?;
+            write!(f, "{d}\n{}", d.excerpt())?;
+            if let Some(help) = &d.help {
+                write!(f, "\n help: {help}")?;
+            }
         }
         if first {
             write!(f, "no errors")?;

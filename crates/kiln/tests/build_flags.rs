@@ -189,3 +189,58 @@ fn add_host_and_shm_size_reach_every_run() {
         assert!(log.contains(bad[0]), "{bad:?}: {log}");
     }
 }
+
+/// What a log shows: the FROM a stage builds on, its arguments expanded; a
+/// Dockerfile error with its line, a caret and the closest instruction; and
+/// no escape sequence when the stream is not a terminal.
+#[test]
+fn logs_name_what_they_mean_in_plain_text() {
+    let Some((_tmp, ctx, k)) = setup() else {
+        return;
+    };
+    fs::write(
+        ctx.join("Dockerfile"),
+        "ARG BASE=kiln-test/busybox:1\nFROM $BASE AS base\nRUN true\nFROM base\nRUN true\n",
+    )
+    .unwrap();
+    let (out, _, log) = kiln_build(&k, &ctx, &[]);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("[base 1/2] FROM kiln-test/busybox:1\n"),
+        "{log}"
+    );
+    assert!(log.contains("[stage-1 1/2] FROM base\n"), "{log}");
+    assert!(!log.contains("$BASE"), "{log}");
+
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/busybox:1\nRUNN echo hi\n",
+    )
+    .unwrap();
+    let (out, _, log) = kiln_build(&k, &ctx, &[]);
+    assert!(!out.status.success());
+    assert!(
+        log.contains("Dockerfile:2:1: unknown instruction: RUNN"),
+        "{log}"
+    );
+    assert!(log.contains(" 2 | RUNN echo hi\n   | ^^^^"), "{log}");
+    assert!(log.contains("did you mean RUN?"), "{log}");
+    let df = ctx.join("Dockerfile");
+    fs::write(&df, "from kiln-test/busybox:1\nMAINTAINER me\nRUN true\n").unwrap();
+    for args in [
+        vec!["dockerfile", "check", "-f", df.to_str().unwrap()],
+        vec!["build", "--progress", "plain", ctx.to_str().unwrap()],
+    ] {
+        let out = k.output(&args);
+        let all = [out.stdout, out.stderr].concat();
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            text.contains("MAINTAINER") || text.contains("Maintainer"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            !all.contains(&0x1b),
+            "{args:?} wrote an escape sequence into a pipe: {text}"
+        );
+    }
+}

@@ -102,7 +102,9 @@ fn render(diags: &[Diag]) {
     } else {
         miette::GraphicalTheme::unicode_nocolor()
     };
-    let handler = miette::GraphicalReportHandler::new_themed(theme);
+    // OSC 8 links are escape sequences too: only for a terminal.
+    let handler = miette::GraphicalReportHandler::new_themed(theme)
+        .with_links(std::io::stderr().is_terminal());
     for d in diags {
         let mut out = String::new();
         if handler.render_report(&mut out, d).is_err() {
