@@ -123,11 +123,11 @@ fn tree_resolve(tree: &Root, pattern: &str) -> Result<Vec<(String, ContextEntry)
 }
 
 /// Everything below the real directory `dir_rel` of a plain tree (a
-/// stage's or a fetched one): nothing is ignored, unreadable directories
-/// are skipped.
-fn tree_walk(tree: &Root, dir_rel: &str) -> Vec<ContextEntry> {
-    crate::context::walk_sorted(tree, dir_rel, false, |_, meta| (true, meta.is_dir()))
-        .unwrap_or_default()
+/// stage's or a fetched one): nothing is ignored, and a directory that
+/// cannot be read is an error (skipping it would copy less than asked and
+/// key the copy by less than it holds).
+fn tree_walk(tree: &Root, dir_rel: &str) -> Result<Vec<ContextEntry>, BuildError> {
+    crate::context::walk_sorted(tree, dir_rel, true, |_, meta| (true, meta.is_dir()))
 }
 
 /// Opens a tree kiln reads from.
@@ -199,7 +199,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                 )?;
                 key.str("git", pattern).str("commit", &checkout.commit);
                 let base = PathBuf::from(&dest);
-                for e in tree_walk(&open_tree(&checkout.dir)?, "") {
+                for e in tree_walk(&open_tree(&checkout.dir)?, "")? {
                     picked.push(Picked {
                         own_owner: false,
                         dest: base.join(&e.rel),
@@ -319,7 +319,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                 if let CopyFrom::Context(ctx) = from {
                     key.str("archive", &ctx.file_digest(&m.rel, &m.meta)?.to_string());
                 }
-                for e in tree_walk(&open_tree(tmp.path())?, "") {
+                for e in tree_walk(&open_tree(tmp.path())?, "")? {
                     picked.push(Picked {
                         own_owner: true,
                         dest: base.join(&e.rel),
@@ -335,7 +335,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             let children = if m.meta.is_dir() {
                 match from {
                     CopyFrom::Context(ctx) => ctx.walk(&m.rel)?,
-                    CopyFrom::Tree { .. } => tree_walk(&tree, &m.rel),
+                    CopyFrom::Tree { .. } => tree_walk(&tree, &m.rel)?,
                 }
             } else {
                 Vec::new()
@@ -382,7 +382,10 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
         if let Some(d) = &p.digest {
             key.str("digest", &d.to_string());
         } else if p.meta.file_type().is_symlink() {
-            key.str("link", &p.link().unwrap_or_default().to_string_lossy());
+            let target = p.link().map_err(|e| {
+                BuildError::Context(format!("reading the link {}: {e}", p.host.display()))
+            })?;
+            key.str("link", &target.to_string_lossy());
         }
     }
     let mut entries = Vec::new();

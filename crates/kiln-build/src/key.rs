@@ -29,7 +29,9 @@ impl KeyHasher {
     }
 
     pub fn json<T: serde::Serialize>(&mut self, name: &str, value: &T) -> &mut Self {
-        let bytes = kiln_image::canonical::to_vec(value).unwrap_or_default();
+        // Key values are strings, numbers, lists and options of them, which
+        // always serialize; an empty field instead would be a wrong hit.
+        let bytes = kiln_image::canonical::to_vec(value).expect("key values serialize");
         self.field(name, &bytes)
     }
 
