@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,14 +86,7 @@ fn times_of(st: &Statx) -> Timestamps {
     }
 }
 
-fn is_opaque(dir: impl AsFd) -> bool {
-    ["user.overlay.opaque", "trusted.overlay.opaque"]
-        .iter()
-        .any(|name| {
-            let mut buf = [0u8; 4];
-            matches!(rustix::fs::fgetxattr(&dir, *name, &mut buf), Ok(1) if buf[0] == b'y')
-        })
-}
+use kiln_image::layer::overlay::is_opaque_fd as is_opaque;
 
 /// Copies the merged view of `layers` (top first) into the empty directory
 /// `dest` and returns the stat index of the copy.

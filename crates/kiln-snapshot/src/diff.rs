@@ -34,18 +34,10 @@ pub(crate) const SANDBOX_STUBS: &[&str] = &[
     "etc/hostname",
 ];
 
-const OPAQUE_XATTRS: &[&str] = &["user.overlay.opaque", "trusted.overlay.opaque"];
-
-fn is_opaque(path: &Path) -> bool {
-    OPAQUE_XATTRS.iter().any(|name| {
-        let mut buf = [0u8; 4];
-        matches!(rustix::fs::lgetxattr(path, *name, &mut buf), Ok(1) if buf[0] == b'y')
-    })
-}
+use kiln_image::layer::overlay::is_opaque;
 
 fn is_whiteout(path: &Path) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    std::fs::symlink_metadata(path).is_ok_and(|m| kiln_image::layer::overlay::is_whiteout(&m))
 }
 
 fn rel(p: &Path) -> PathBuf {

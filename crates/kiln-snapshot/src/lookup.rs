@@ -4,21 +4,9 @@
 //! `/etc/passwd` for `--chown` and to see which directories already exist.
 
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-fn is_whiteout(m: &fs::Metadata) -> bool {
-    m.file_type().is_char_device() && m.rdev() == 0
-}
-
-fn is_opaque(p: &Path) -> bool {
-    ["user.overlay.opaque", "trusted.overlay.opaque"]
-        .iter()
-        .any(|name| {
-            let mut buf = [0u8; 4];
-            matches!(rustix::fs::lgetxattr(p, *name, &mut buf), Ok(1) if buf[0] == b'y')
-        })
-}
+use kiln_image::layer::overlay::{is_opaque, is_whiteout};
 
 /// The host path of the version of `path` (absolute or relative to the
 /// image root) that the merged view would show, or `None`. Symlinks along

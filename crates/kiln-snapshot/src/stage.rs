@@ -152,8 +152,7 @@ impl Snapshots {
         // the entries after it.
         for (e, dest) in made_dirs.iter().rev() {
             if opaque.contains(clean(&e.path)) {
-                rustix::fs::setxattr(dest, "user.overlay.opaque", b"y", XattrFlags::empty())
-                    .map_err(sys("setxattr", dest))?;
+                kiln_image::layer::overlay::mark_opaque(dest).map_err(sys("setxattr", dest))?;
             }
             set_meta(dest, e, true)?;
         }

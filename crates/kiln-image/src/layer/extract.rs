@@ -60,8 +60,8 @@ pub enum OverlayFormat {
 impl OverlayFormat {
     pub(crate) fn opaque_xattr(self) -> &'static str {
         match self {
-            OverlayFormat::Trusted => "trusted.overlay.opaque",
-            OverlayFormat::User => "user.overlay.opaque",
+            OverlayFormat::Trusted => super::overlay::TRUSTED_OPAQUE_XATTR,
+            OverlayFormat::User => super::overlay::USER_OPAQUE_XATTR,
         }
     }
 }

@@ -21,6 +21,7 @@ mod extract;
 mod extract_nodes;
 mod flatten;
 mod gzip_parallel;
+pub mod overlay;
 mod read;
 mod safe_path;
 mod tar_writer;
