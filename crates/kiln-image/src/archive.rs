@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -347,19 +347,52 @@ pub enum ArchiveKind {
     Docker { repo_tags: Vec<String> },
 }
 
-/// Writes an OCI or Docker archive. Blobs are written as they arrive, so the
-/// copy must hand them over one at a time (see [`ImageSink::max_jobs`]).
+/// Writes an OCI or Docker archive, to a file (renamed into place when
+/// complete) or to a stream such as standard output. Blobs are written as
+/// they arrive, so the copy must hand them over one at a time (see
+/// [`ImageSink::max_jobs`]).
+///
+/// One archive can hold several images, as `docker save a b` writes: made
+/// with [`ArchiveSink::several`], each copy's `finish` only records its
+/// image (named by the last [`ArchiveSink::name_next`]), blobs the images
+/// share are written once, and [`ArchiveSink::close`] writes the index.
 pub struct ArchiveSink {
-    dest: PathBuf,
-    temp: PathBuf,
-    kind: ArchiveKind,
+    dest: Option<PathBuf>,
+    temp: Option<PathBuf>,
+    what: String,
+    several: bool,
+    kind: Mutex<ArchiveKind>,
     state: Mutex<SinkState>,
 }
 
+/// Where the tar bytes go.
+enum Out {
+    File(io::BufWriter<File>),
+    Stream(io::BufWriter<Box<dyn Write + Send>>),
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::File(f) => f.write(buf),
+            Out::Stream(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::File(f) => f.flush(),
+            Out::Stream(s) => s.flush(),
+        }
+    }
+}
+
 struct SinkState {
-    tar: Option<tar::Builder<io::BufWriter<File>>>,
+    tar: Option<tar::Builder<Out>>,
     written: std::collections::BTreeSet<Digest>,
     top: Option<RawManifest>,
+    /// Images complete so far, with the names each is to carry.
+    done: Vec<(RawManifest, ArchiveKind)>,
 }
 
 fn header(size: u64, dir: bool) -> tar::Header {
@@ -378,6 +411,7 @@ fn header(size: u64, dir: bool) -> tar::Header {
 }
 
 impl ArchiveSink {
+    /// An archive of one image at `dest`, which appears only once complete.
     pub fn create(dest: &Path, kind: ArchiveKind) -> Result<ArchiveSink> {
         let temp = dest.with_file_name(format!(
             ".{}.tmp-{}",
@@ -388,21 +422,51 @@ impl ArchiveSink {
         ));
         let f = File::create(&temp)
             .map_err(TransportError::io(format!("create {}", temp.display())))?;
-        let mut tar = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, f));
+        let out = Out::File(io::BufWriter::with_capacity(1 << 20, f));
+        let mut sink = ArchiveSink::start(out, kind, dest.display().to_string())?;
+        sink.dest = Some(dest.to_path_buf());
+        sink.temp = Some(temp);
+        Ok(sink)
+    }
+
+    /// An archive of one image written to `w` (standard output, say); a
+    /// failed copy leaves a truncated tar there, as any stream writer does.
+    pub fn to_writer(w: Box<dyn Write + Send>, kind: ArchiveKind) -> Result<ArchiveSink> {
+        let out = Out::Stream(io::BufWriter::with_capacity(1 << 20, w));
+        ArchiveSink::start(out, kind, "the output stream".into())
+    }
+
+    fn start(out: Out, kind: ArchiveKind, what: String) -> Result<ArchiveSink> {
+        let mut tar = tar::Builder::new(out);
         for d in ["blobs/", "blobs/sha256/"] {
             tar.append_data(&mut header(0, true), d, io::empty())
-                .map_err(TransportError::io("write archive"))?;
+                .map_err(TransportError::io(format!("write {what}")))?;
         }
         Ok(ArchiveSink {
-            dest: dest.to_path_buf(),
-            temp,
-            kind,
+            dest: None,
+            temp: None,
+            what,
+            several: false,
+            kind: Mutex::new(kind),
             state: Mutex::new(SinkState {
                 tar: Some(tar),
                 written: Default::default(),
                 top: None,
+                done: Vec::new(),
             }),
         })
+    }
+
+    /// Makes the archive hold several images: each copy into it adds one,
+    /// and [`ArchiveSink::close`] completes it.
+    pub fn several(mut self) -> ArchiveSink {
+        self.several = true;
+        self
+    }
+
+    /// The names the image copied next is to carry (same kind of archive).
+    pub fn name_next(&self, kind: ArchiveKind) {
+        *self.kind.lock().expect("lock") = kind;
     }
 
     fn append(&self, st: &mut SinkState, name: &str, size: u64, data: &mut dyn Read) -> Result<()> {
@@ -411,10 +475,123 @@ impl ArchiveSink {
             .as_mut()
             .ok_or_else(|| TransportError::Invalid("archive already finished".into()))?;
         tar.append_data(&mut header(size, false), name, data)
-            .map_err(TransportError::io(format!(
-                "write {name} to {}",
-                self.dest.display()
-            )))
+            .map_err(TransportError::io(format!("write {name} to {}", self.what)))
+    }
+
+    /// Writes the index (and `manifest.json`) of every image copied in and
+    /// completes the archive.
+    pub fn close(&self) -> Result<()> {
+        let mut st = self.state.lock().expect("lock");
+        let done = std::mem::take(&mut st.done);
+        if done.is_empty() {
+            return Err(TransportError::Invalid("no image was written".into()));
+        }
+        let docker = matches!(done[0].1, ArchiveKind::Docker { .. });
+        let mut entries: Vec<Descriptor> = Vec::new();
+        let mut docker_entries: Vec<(Digest, DockerArchiveEntry)> = Vec::new();
+        for (top, kind) in &done {
+            match kind {
+                ArchiveKind::Docker { repo_tags } => {
+                    let crate::AnyManifest::Manifest(m) = top.parse()? else {
+                        return Err(TransportError::Invalid(
+                            "a docker archive holds one platform's image; choose one with --platform"
+                                .into(),
+                        ));
+                    };
+                    // The same image saved under two names is one entry
+                    // with both tags, as docker writes it.
+                    if let Some((_, e)) = docker_entries.iter_mut().find(|(d, _)| *d == top.digest)
+                    {
+                        let tags = e.repo_tags.get_or_insert_with(Vec::new);
+                        for t in repo_tags {
+                            if !tags.contains(t) {
+                                tags.push(t.clone());
+                            }
+                        }
+                        continue;
+                    }
+                    docker_entries.push((
+                        top.digest.clone(),
+                        DockerArchiveEntry {
+                            config: blob_rel_path(&m.config.digest),
+                            repo_tags: Some(repo_tags.clone()),
+                            layers: m.layers.iter().map(|l| blob_rel_path(&l.digest)).collect(),
+                        },
+                    ));
+                    let mut entry = top.descriptor();
+                    if let Some(first) = repo_tags.first().and_then(|t| Reference::parse(t).ok()) {
+                        entry
+                            .annotations
+                            .insert(IMAGE_NAME.into(), first.to_string());
+                        if let Some(t) = first.tag() {
+                            entry
+                                .annotations
+                                .insert(crate::store::REF_NAME.into(), t.to_string());
+                        }
+                    }
+                    entries.push(entry);
+                }
+                ArchiveKind::Oci { tag, image_name } => {
+                    if docker {
+                        return Err(TransportError::Invalid(
+                            "an archive is either a docker archive or an OCI archive".into(),
+                        ));
+                    }
+                    let mut entry = top.descriptor();
+                    if let Some(t) = tag {
+                        entry
+                            .annotations
+                            .insert(crate::store::REF_NAME.into(), t.clone());
+                    }
+                    if let Some(n) = image_name {
+                        entry.annotations.insert(IMAGE_NAME.into(), n.clone());
+                    }
+                    entries.push(entry);
+                }
+            }
+        }
+        if docker {
+            let manifest_json: Vec<DockerArchiveEntry> =
+                docker_entries.into_iter().map(|(_, e)| e).collect();
+            let bytes = serde_json::to_vec(&manifest_json).expect("serializes");
+            self.append(
+                &mut st,
+                "manifest.json",
+                bytes.len() as u64,
+                &mut bytes.as_slice(),
+            )?;
+        }
+        let index = Index::new(media::Format::Oci, entries);
+        let index_bytes = crate::canonical::to_vec(&index).expect("serializes");
+        self.append(
+            &mut st,
+            "index.json",
+            index_bytes.len() as u64,
+            &mut index_bytes.as_slice(),
+        )?;
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        self.append(&mut st, "oci-layout", layout.len() as u64, &mut &layout[..])?;
+        let tar = st.tar.take().expect("open until finish");
+        let out = tar
+            .into_inner()
+            .map_err(TransportError::io(format!("finish {}", self.what)))?;
+        match out {
+            Out::File(w) => {
+                let f = w.into_inner().map_err(|e| {
+                    TransportError::io(format!("finish {}", self.what))(e.into_error())
+                })?;
+                f.sync_all()
+                    .map_err(TransportError::io(format!("fsync {}", self.what)))?;
+                if let (Some(temp), Some(dest)) = (&self.temp, &self.dest) {
+                    fs::rename(temp, dest)
+                        .map_err(TransportError::io(format!("rename to {}", dest.display())))?;
+                }
+                Ok(())
+            }
+            Out::Stream(mut w) => w
+                .flush()
+                .map_err(TransportError::io(format!("finish {}", self.what))),
+        }
     }
 }
 
@@ -497,86 +674,31 @@ impl ImageSink for ArchiveSink {
     }
 
     fn finish(&self) -> Result<()> {
-        let mut st = self.state.lock().expect("lock");
-        let top = st
-            .top
-            .take()
-            .ok_or_else(|| TransportError::Invalid("no image was written".into()))?;
-        let mut entry = top.descriptor();
-        if let ArchiveKind::Docker { repo_tags } = &self.kind {
-            let crate::AnyManifest::Manifest(m) = top.parse()? else {
-                return Err(TransportError::Invalid(
-                    "a docker archive holds one platform's image; choose one with --platform"
-                        .into(),
-                ));
-            };
-            let manifest_json = vec![DockerArchiveEntry {
-                config: blob_rel_path(&m.config.digest),
-                repo_tags: Some(repo_tags.clone()),
-                layers: m.layers.iter().map(|l| blob_rel_path(&l.digest)).collect(),
-            }];
-            let bytes = serde_json::to_vec(&manifest_json).expect("serializes");
-            self.append(
-                &mut st,
-                "manifest.json",
-                bytes.len() as u64,
-                &mut bytes.as_slice(),
-            )?;
-            if let Some(first) = repo_tags.first().and_then(|t| Reference::parse(t).ok()) {
-                entry
-                    .annotations
-                    .insert(IMAGE_NAME.into(), first.to_string());
-                if let Some(t) = first.tag() {
-                    entry
-                        .annotations
-                        .insert(crate::store::REF_NAME.into(), t.to_string());
-                }
-            }
+        {
+            let mut st = self.state.lock().expect("lock");
+            let top = st
+                .top
+                .take()
+                .ok_or_else(|| TransportError::Invalid("no image was written".into()))?;
+            let kind = self.kind.lock().expect("lock").clone();
+            st.done.push((top, kind));
         }
-        if let ArchiveKind::Oci { tag, image_name } = &self.kind {
-            if let Some(t) = tag {
-                entry
-                    .annotations
-                    .insert(crate::store::REF_NAME.into(), t.clone());
-            }
-            if let Some(n) = image_name {
-                entry.annotations.insert(IMAGE_NAME.into(), n.clone());
-            }
+        if self.several {
+            return Ok(());
         }
-        let index = Index::new(media::Format::Oci, vec![entry]);
-        let index_bytes = crate::canonical::to_vec(&index).expect("serializes");
-        self.append(
-            &mut st,
-            "index.json",
-            index_bytes.len() as u64,
-            &mut index_bytes.as_slice(),
-        )?;
-        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-        self.append(&mut st, "oci-layout", layout.len() as u64, &mut &layout[..])?;
-        let tar = st.tar.take().expect("open until finish");
-        let w = tar
-            .into_inner()
-            .map_err(TransportError::io("finish archive"))?;
-        let f = w
-            .into_inner()
-            .map_err(|e| TransportError::io("finish archive")(e.into_error()))?;
-        f.sync_all().map_err(TransportError::io("fsync archive"))?;
-        fs::rename(&self.temp, &self.dest).map_err(TransportError::io(format!(
-            "rename to {}",
-            self.dest.display()
-        )))
+        self.close()
     }
 }
 
 impl Drop for ArchiveSink {
     fn drop(&mut self) {
-        if self
+        let unfinished = self
             .state
             .get_mut()
             .map(|s| s.tar.is_some())
-            .unwrap_or(true)
-        {
-            let _ = fs::remove_file(&self.temp);
+            .unwrap_or(true);
+        if unfinished && let Some(temp) = &self.temp {
+            let _ = fs::remove_file(temp);
         }
     }
 }

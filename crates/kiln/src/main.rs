@@ -70,6 +70,9 @@ enum Command {
     /// Inspect Dockerfiles without building.
     #[command(subcommand)]
     Dockerfile(cmd::dockerfile::DockerfileCmd),
+    /// The store as a whole: `system df`.
+    #[command(subcommand)]
+    System(cmd::system::SystemCmd),
     /// Show what this host supports: user namespaces, overlay, subuid ranges, isolation.
     Info,
 }
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
             | Command::Export(_)
             | Command::Prune(_)
             | Command::Flatten(_)
+            | Command::System(_)
     ) {
         // Before any thread exists: an unprivileged kiln becomes root of a
         // user namespace with its subordinate IDs, so unpacking, chown and
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
         Command::Flatten(a) => cmd::append::flatten(a),
         Command::Rebase(a) => cmd::surgery::rebase(a),
         Command::Registry(c) => cmd::registry::run(c),
+        Command::System(c) => cmd::system::run(&root, c),
         Command::Dockerfile(c) => match cmd::dockerfile::run(c) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),

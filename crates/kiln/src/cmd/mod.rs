@@ -6,9 +6,11 @@ pub mod build;
 pub mod change;
 pub mod container;
 pub mod dockerfile;
+pub mod format;
 pub mod image;
 pub mod registry;
 pub mod surgery;
+pub mod system;
 pub mod transport;
 
 use std::path::Path;
