@@ -38,7 +38,7 @@ enum Command {
     /// Write an image's flattened filesystem as a tar.
     Export(cmd::archive::ExportArgs),
     /// List images in the store.
-    Images(cmd::image::ImagesArgs),
+    Images(cmd::images::ImagesArgs),
     /// Print an image's manifest and config as JSON.
     Inspect(cmd::image::InspectArgs),
     /// Show an image's history.
@@ -158,7 +158,7 @@ fn main() -> ExitCode {
         Command::Save(a) => cmd::archive::save(&root, a),
         Command::Load(a) => cmd::archive::load(&root, a),
         Command::Export(a) => cmd::archive::export(&root, a),
-        Command::Images(a) => cmd::image::images(&root, a),
+        Command::Images(a) => cmd::images::images(&root, a),
         Command::Inspect(a) => cmd::image::inspect(&root, a),
         Command::History(a) => cmd::image::history(&root, a),
         Command::Tag(a) => cmd::image::tag(&root, a),

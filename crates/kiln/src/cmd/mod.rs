@@ -8,6 +8,7 @@ pub mod container;
 pub mod dockerfile;
 pub mod format;
 pub mod image;
+pub mod images;
 pub mod registry;
 pub mod surgery;
 pub mod system;
