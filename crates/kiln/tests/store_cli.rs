@@ -156,6 +156,25 @@ both!(save_load_and_export_use_standard_streams, |who| {
             .any(|n| n.trim_start_matches("./") == "bin/busybox"),
         "{names:?}"
     );
+    // A reader that goes away early (`| head -c 10`): the status a
+    // SIGPIPE gives, no error text, and nothing left in the store.
+    for args in [&["save", OTHER][..], &["export", OTHER][..]] {
+        let mut child = k
+            .cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 10];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {out:?}");
+        assert!(out.stderr.is_empty(), "{args:?}: {out:?}");
+        let left: Vec<_> = fs::read_dir(k.root.join("tmp")).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
     // An image that is not there: the error names the reference.
     let e = fails(&k.output(&["save", "nosuch"]));
     assert!(e.contains("docker.io/library/nosuch:latest"), "{e}");

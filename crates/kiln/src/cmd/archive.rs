@@ -153,7 +153,7 @@ pub fn stdout_for_archive(what: &str) -> anyhow::Result<Box<dyn Write + Send>> {
     if io::stdout().is_terminal() {
         bail!("refusing to write {what} to a terminal: use -o FILE or redirect standard output");
     }
-    Ok(Box::new(io::stdout()))
+    Ok(Box::new(crate::stdout::Stream))
 }
 
 /// The store's name for what the user typed, when it is one: an image ID
@@ -216,12 +216,14 @@ pub fn save(root: &Path, a: SaveArgs) -> anyhow::Result<()> {
         None => ArchiveSink::to_writer(stdout_for_archive("an archive")?, first)?,
     }
     .several();
-    for (n, src, name) in &images {
-        sink.name_next(kind_of(name));
-        transport::copy(src, &sink, &opts).with_context(|| format!("save {n} to {dest}"))?;
-    }
-    sink.close().with_context(|| format!("save to {dest}"))?;
-    Ok(())
+    let write = || -> anyhow::Result<()> {
+        for (n, src, name) in &images {
+            sink.name_next(kind_of(name));
+            transport::copy(src, &sink, &opts).with_context(|| format!("save {n} to {dest}"))?;
+        }
+        sink.close().with_context(|| format!("save to {dest}"))
+    };
+    crate::stdout::pipe_closed(write())
 }
 
 #[derive(Args)]
@@ -351,9 +353,13 @@ pub fn export(root: &Path, a: ExportArgs) -> anyhow::Result<()> {
     let ctx = || format!("export {}", a.name);
     let Some(output) = a.output.filter(|o| o.as_os_str() != "-") else {
         let out = io::BufWriter::new(stdout_for_archive("a filesystem tar")?);
-        let (mut out, _, warnings) =
-            layer::flatten(layers, &scratch, &opts, out).with_context(ctx)?;
-        out.flush().with_context(ctx)?;
+        let flattened = layer::flatten(layers, &scratch, &opts, out)
+            .map_err(anyhow::Error::from)
+            .and_then(|(mut out, _, warnings)| {
+                out.flush()?;
+                Ok(warnings)
+            });
+        let warnings = crate::stdout::pipe_closed(flattened.with_context(ctx))?;
         for w in warnings {
             eprintln!("warning: {}: {}", w.entry, w.message);
         }
