@@ -430,3 +430,42 @@ both!(prune_dry_run_removes_nothing_and_df_agrees, |who| {
         assert!(row[row.len() - 2].starts_with("0B"), "{kind}: {row:?}");
     }
 });
+
+both!(save_several_images_as_oci_archive_and_layout, |who| {
+    let (tmp, k) = setup(who);
+    // Same tag, two repositories: both stay, in the archive and the layout.
+    k.ok(&["tag", OTHER, "kiln-test/third:1"]);
+    let names = [BUSYBOX_IMAGE, "kiln-test/third:1"];
+    let out = k.output(&["save", "--format", "oci-archive", names[0], names[1]]);
+    common::assert_success(&out, "save --format oci-archive to stdout");
+    let k2 = KilnBuild::new(&tmp.path().join("store2"), who);
+    common::assert_success(&with_stdin(&k2, &["load"], &out.stdout), "load");
+    let want: Vec<String> = image_lines(&k)
+        .into_iter()
+        .filter(|l| names.iter().any(|n| l.starts_with(&format!("{n} "))))
+        .collect();
+    assert_eq!(want.len(), 2, "{want:?}");
+    assert_eq!(image_lines(&k2), want);
+
+    let layout = tmp.path().join("layout");
+    fs::create_dir(&layout).unwrap();
+    if who == Who::Kilntest {
+        give_to_kilntest(&layout);
+    }
+    let dir = layout.join("oci");
+    k.ok(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        dir.to_str().unwrap(),
+        names[0],
+        names[1],
+    ]);
+    let k3 = KilnBuild::new(&tmp.path().join("store3"), who);
+    k3.ok(&["load", "-i", dir.to_str().unwrap()]);
+    assert_eq!(image_lines(&k3), want);
+    // A layout is a directory: no standard output for it.
+    let e = fails(&k.output(&["save", "--format", "oci-dir", OTHER]));
+    assert!(e.contains("-o DIR"), "{e}");
+});
