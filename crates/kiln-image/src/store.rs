@@ -635,26 +635,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The blobs reachable from the GC roots of `owner` (a cache) alone.
-    pub fn rooted_by(&self, owner: &str) -> Result<BTreeSet<Digest>> {
-        let all = self.reachable(&[])?;
-        let without = self.reachable(&[owner])?;
-        Ok(all.difference(&without).cloned().collect())
-    }
-
-    /// Every blob reachable from the image names alone.
-    pub fn named_blobs(&self) -> Result<BTreeSet<Digest>> {
-        let owners: Vec<String> = match fs::read_dir(self.root.join("roots")) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
-        self.reachable(&owners)
-    }
-
     /// Verifies the store: every blob matches its digest, every name points
     /// at a manifest whose config and layers are present.
     pub fn check(&self) -> Result<CheckReport> {

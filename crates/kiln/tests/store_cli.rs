@@ -469,3 +469,49 @@ both!(save_several_images_as_oci_archive_and_layout, |who| {
     let e = fails(&k.output(&["save", "--format", "oci-dir", OTHER]));
     assert!(e.contains("-o DIR"), "{e}");
 });
+
+both!(df_counts_the_build_cache_and_prune_forgets_it, |who| {
+    if !kiln_build_available() {
+        return; // kiln_build_available said so, loudly (and fails under CI)
+    }
+    let (tmp, k) = setup(who);
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {BUSYBOX_IMAGE}\nRUN echo cached > /cached\n"),
+    )
+    .unwrap();
+    let (out, _, log) = kiln_build(&k, &ctx, &["-t", "kiln-test/built:1"]);
+    assert!(out.status.success(), "{log}");
+    let cache = df_row(&k, "Build Cache");
+    assert_ne!(cache[0], "0", "{cache:?}");
+    assert!(!cache[2].starts_with("0B"), "{cache:?}");
+    assert_eq!(
+        cache[2], cache[3],
+        "all of the cache is reclaimable: {cache:?}"
+    );
+
+    let blobs = blob_count(&k.root);
+    let dry = k.ok(&["prune", "--build-cache", "--dry-run"]);
+    assert!(dry.contains("would forget "), "{dry}");
+    assert_eq!(blob_count(&k.root), blobs, "--dry-run removed blobs");
+    assert_eq!(
+        df_row(&k, "Build Cache"),
+        cache,
+        "--dry-run forgot the cache"
+    );
+
+    k.ok(&["prune", "--build-cache"]);
+    let cache = df_row(&k, "Build Cache");
+    assert_eq!(cache[0], "0", "{cache:?}");
+    assert!(cache[2].starts_with("0B"), "{cache:?}");
+    // The built image stays.
+    assert!(
+        image_lines(&k)
+            .iter()
+            .any(|l| l.starts_with("kiln-test/built:1 ")),
+        "{:?}",
+        image_lines(&k)
+    );
+});

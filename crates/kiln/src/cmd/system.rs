@@ -44,34 +44,33 @@ fn df(root: &Path) -> anyhow::Result<()> {
             .map(|(_, n)| n)
             .sum()
     };
-    // Images: every blob a name reaches; `prune` reclaims the blobs
-    // nothing reaches (what removed names and killed writes left).
-    let named = store.named_blobs()?;
-    let (garbage, keep) = store.garbage(&[])?;
-    let images = Row {
-        kind: "Images",
-        total: store.images()?.len(),
-        active: store.images()?.len(),
-        size: size_of(&named) + garbage.bytes,
-        reclaimable: garbage.bytes,
-    };
     // The build cache: blobs only its entries reach, and its directories;
     // all of it goes with `prune --build-cache`.
-    let mut cache_blobs = BTreeSet::new();
-    let mut cache_dirs = 0;
-    for owner in BUILD_CACHE {
-        cache_blobs.extend(store.rooted_by(owner)?);
-        cache_dirs += dir_size(&store.root().join(owner));
-    }
-    let cache_only: BTreeSet<Digest> = cache_blobs.difference(&named).cloned().collect();
-    let entries = count_files(&store.root().join("roots").join("build-cache"));
+    let (garbage, keep) = store.garbage(&[])?;
+    let (_, keep_without_cache) = store.garbage(BUILD_CACHE)?;
+    let cache_only: BTreeSet<Digest> = keep.difference(&keep_without_cache).cloned().collect();
+    let cache_dirs: u64 = BUILD_CACHE
+        .iter()
+        .map(|owner| dir_size(&store.root().join(owner)))
+        .sum();
     let cache_size = size_of(&cache_only) + cache_dirs;
     let cache = Row {
         kind: "Build Cache",
-        total: entries,
+        total: count_files(&store.root().join("roots").join("build-cache")),
         active: 0,
         size: cache_size,
         reclaimable: cache_size,
+    };
+    // Images: every other blob; `prune` reclaims those nothing reaches
+    // (what removed names and killed writes left).
+    let names = store.images()?.len();
+    let all: u64 = blobs.iter().map(|(_, n)| n).sum();
+    let images = Row {
+        kind: "Images",
+        total: names,
+        active: names,
+        size: all - size_of(&cache_only),
+        reclaimable: garbage.bytes,
     };
     // Unpacked layers: the directories whose layer is still stored stay.
     let all_dirs = snaps.layer_dirs()?;
