@@ -285,9 +285,16 @@ impl ImageSink for LayoutSink {
         };
         match &self.tag {
             Some(t) => {
+                // An entry of the same tag is replaced, unless both carry
+                // full names that differ: `save a/b:1 x:1` into one layout
+                // keeps both (their tags are both `1`).
+                let other_image = |d: &Descriptor| {
+                    matches!((d.annotations.get(IMAGE_NAME), &self.image_name),
+                        (Some(theirs), Some(ours)) if theirs != ours)
+                };
                 index
                     .manifests
-                    .retain(|d| d.annotations.get(REF_NAME) != Some(t));
+                    .retain(|d| d.annotations.get(REF_NAME) != Some(t) || other_image(d));
                 top.annotations.insert(REF_NAME.into(), t.clone());
             }
             None => index.manifests.retain(|d| d.digest != top.digest),

@@ -58,7 +58,8 @@ pub enum StoreError {
     },
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),
-    #[error("image {0:?} is not in the store")]
+    /// The name as typed, quoted, and what it was looked up as.
+    #[error("image {0} is not in the store")]
     ImageNotFound(String),
     #[error("content does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
@@ -376,7 +377,7 @@ impl Store {
         if found {
             Ok(())
         } else {
-            Err(StoreError::ImageNotFound(name.familiar()))
+            Err(StoreError::ImageNotFound(format!("\"{name}\"")))
         }
     }
 
@@ -423,7 +424,12 @@ impl Store {
                 }
             }
         }
-        Err(StoreError::ImageNotFound(name.to_string()))
+        Err(StoreError::ImageNotFound(match Reference::parse(name) {
+            // What was typed and what it means: `busybox` is looked up as
+            // docker.io/library/busybox:latest, and the error says so.
+            Ok(r) if r.to_string() != name => format!("\"{name}\" ({r})"),
+            _ => format!("\"{name}\""),
+        }))
     }
 
     fn descriptor_of_manifest(&self, digest: &Digest) -> Result<Descriptor> {
@@ -485,8 +491,9 @@ impl Store {
         }
     }
 
-    /// Every blob reachable from a name or a GC root.
-    fn reachable(&self) -> Result<BTreeSet<Digest>> {
+    /// Every blob reachable from a name or a GC root, but the roots of the
+    /// owners in `forget`.
+    fn reachable(&self, forget: &[&str]) -> Result<BTreeSet<Digest>> {
         let mut todo: Vec<Digest> = self
             .read_index()?
             .manifests
@@ -495,6 +502,13 @@ impl Store {
             .collect();
         let roots = self.root.join("roots");
         for entry in walk_files(&roots)? {
+            let owner = entry
+                .strip_prefix(&roots)
+                .ok()
+                .and_then(|p| p.iter().next());
+            if owner.is_some_and(|o| forget.iter().any(|f| o == *f)) {
+                continue;
+            }
             let text = fs::read_to_string(&entry).map_err(io_err("read", &entry))?;
             todo.extend(text.lines().filter_map(|l| l.trim().parse::<Digest>().ok()));
         }
@@ -552,7 +566,7 @@ impl Store {
                 }
             }
         }
-        let keep = store.reachable()?;
+        let keep = store.reachable(&[])?;
         let mut report = PruneReport::default();
         for algo in ["sha256", "sha512"] {
             let dir = root.join("blobs").join(algo);
@@ -583,6 +597,42 @@ impl Store {
         }
         after(&store, &keep)?;
         Ok(report)
+    }
+
+    /// What [`Store::prune_with`] would remove, removing nothing: the blobs
+    /// no name (nor GC root, but those of `forget`) reaches, with the set
+    /// that stays, and the temp files. Other processes may add to the
+    /// store meanwhile; the answer is for this instant.
+    pub fn garbage(&self, forget: &[&str]) -> Result<(PruneReport, BTreeSet<Digest>)> {
+        let keep = self.reachable(forget)?;
+        let mut report = PruneReport::default();
+        for (d, size) in self.blobs()? {
+            if !keep.contains(&d) {
+                report.blobs += 1;
+                report.bytes += size;
+            }
+        }
+        let tmp = self.root.join("tmp");
+        report.temp_files = fs::read_dir(&tmp).map_err(io_err("read", &tmp))?.count();
+        Ok((report, keep))
+    }
+
+    /// Every blob in the store, with its size.
+    pub fn blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let mut out = Vec::new();
+        for algo in ["sha256", "sha512"] {
+            let dir = self.root.join("blobs").join(algo);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Ok(d) = format!("{algo}:{name}").parse::<Digest>() {
+                    out.push((d, e.metadata().map(|m| m.len()).unwrap_or(0)));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Verifies the store: every blob matches its digest, every name points

@@ -47,6 +47,38 @@ impl Snapshots {
         self.dir.join("layers")
     }
 
+    /// Every unpacked layer directory.
+    pub fn layer_dirs(&self) -> Result<Vec<PathBuf>> {
+        let layers = self.layers_dir();
+        let mut out: Vec<PathBuf> = fs::read_dir(&layers)
+            .map_err(io_err("read", &layers))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The layer directories [`Snapshots::prune`] would remove with `keep`
+    /// (containers aside), removing nothing.
+    pub fn unused_layers(&self, keep: &BTreeSet<Digest>) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .layer_dirs()?
+            .into_iter()
+            .filter(|p| !Self::kept(p, keep))
+            .collect())
+    }
+
+    fn kept(dir: &Path, keep: &BTreeSet<Digest>) -> bool {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("sha256:{name}")
+            .parse::<Digest>()
+            .is_ok_and(|d| keep.contains(&d))
+    }
+
     /// Removes the layer directories whose diff ID is not in `keep`, and
     /// what killed runs left (temp and staging directories, containers);
     /// returns how many directories went. Only while no other kiln process

@@ -38,7 +38,7 @@ enum Command {
     /// Write an image's flattened filesystem as a tar.
     Export(cmd::archive::ExportArgs),
     /// List images in the store.
-    Images(cmd::image::ImagesArgs),
+    Images(cmd::images::ImagesArgs),
     /// Print an image's manifest and config as JSON.
     Inspect(cmd::image::InspectArgs),
     /// Show an image's history.
@@ -70,6 +70,9 @@ enum Command {
     /// Inspect Dockerfiles without building.
     #[command(subcommand)]
     Dockerfile(cmd::dockerfile::DockerfileCmd),
+    /// The store as a whole: `system df`.
+    #[command(subcommand)]
+    System(cmd::system::SystemCmd),
     /// Show what this host supports: user namespaces, overlay, subuid ranges, isolation.
     Info,
 }
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
             | Command::Export(_)
             | Command::Prune(_)
             | Command::Flatten(_)
+            | Command::System(_)
     ) {
         // Before any thread exists: an unprivileged kiln becomes root of a
         // user namespace with its subordinate IDs, so unpacking, chown and
@@ -154,7 +158,7 @@ fn main() -> ExitCode {
         Command::Save(a) => cmd::archive::save(&root, a),
         Command::Load(a) => cmd::archive::load(&root, a),
         Command::Export(a) => cmd::archive::export(&root, a),
-        Command::Images(a) => cmd::image::images(&root, a),
+        Command::Images(a) => cmd::images::images(&root, a),
         Command::Inspect(a) => cmd::image::inspect(&root, a),
         Command::History(a) => cmd::image::history(&root, a),
         Command::Tag(a) => cmd::image::tag(&root, a),
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
         Command::Flatten(a) => cmd::append::flatten(a),
         Command::Rebase(a) => cmd::surgery::rebase(a),
         Command::Registry(c) => cmd::registry::run(c),
+        Command::System(c) => cmd::system::run(&root, c),
         Command::Dockerfile(c) => match cmd::dockerfile::run(c) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),

@@ -22,3 +22,33 @@ macro_rules! outln {
     () => { $crate::stdout::write(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::stdout::write(format_args!("{}\n", format_args!($($arg)*))) };
 }
+
+/// Standard output for bytes (an archive, a tar): what `outln!` is for
+/// lines. Its errors go back to the writer, so that temp files are
+/// cleaned up; then [`pipe_closed`] ends the process as SIGPIPE would.
+pub struct Stream;
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::stdout().lock().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stdout().lock().flush()
+    }
+}
+
+/// `r`, unless it failed because the reader of standard output went away
+/// (`kiln save x | head -c 1`): then the process ends quietly with 141, as
+/// `outln!` ends it.
+pub fn pipe_closed<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Err(e) = &r
+        && e.chain().any(|c| {
+            c.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        })
+    {
+        std::process::exit(141);
+    }
+    r
+}

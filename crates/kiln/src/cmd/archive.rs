@@ -2,10 +2,10 @@
 //! load, export.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use kiln_image::archive::{ArchiveKind, ArchiveSink, DockerArchiveSource, OciArchiveSource};
 use kiln_image::layer::{self, LayerOptions, LayerWriter};
@@ -132,11 +132,13 @@ pub enum SaveFormat {
 
 #[derive(Args)]
 pub struct SaveArgs {
-    /// The image to save.
-    name: String,
-    /// Where to write it.
+    /// The images to save (names or IDs), all into one archive.
+    #[arg(required = true, value_name = "IMAGE")]
+    names: Vec<String>,
+    /// Where to write it (default, or `-`: standard output, which must not
+    /// be a terminal).
     #[arg(short, long)]
-    output: PathBuf,
+    output: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "docker-archive")]
     format: SaveFormat,
     /// For an image with several platforms, the one to save in a
@@ -145,64 +147,143 @@ pub struct SaveArgs {
     platform: Option<String>,
 }
 
+/// Standard output for an archive, refused when it is a terminal (as
+/// docker refuses): tar bytes there are no use and can upset the terminal.
+pub fn stdout_for_archive(what: &str) -> anyhow::Result<Box<dyn Write + Send>> {
+    if io::stdout().is_terminal() {
+        bail!("refusing to write {what} to a terminal: use -o FILE or redirect standard output");
+    }
+    Ok(Box::new(crate::stdout::Stream))
+}
+
+/// The store's name for what the user typed, when it is one: an image ID
+/// or digest names no tag to record in the archive.
+fn stored_name(store: &Store, name: &str) -> anyhow::Result<Option<Reference>> {
+    let Ok(r) = Reference::parse(name) else {
+        return Ok(None);
+    };
+    Ok(store
+        .images()?
+        .into_iter()
+        .any(|(n, _)| n == r)
+        .then_some(r))
+}
+
 pub fn save(root: &Path, a: SaveArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let src = StoreSource::new(&store, &a.name)?;
-    let name = Reference::parse(&a.name).ok();
-    let tag = name.as_ref().and_then(|n| n.tag().map(str::to_string));
-    let full_name = name.as_ref().map(|n| n.to_string());
+    let output = a.output.filter(|o| o.as_os_str() != "-");
+    let dest = output.as_ref().map_or_else(
+        || "standard output".to_string(),
+        |o| o.display().to_string(),
+    );
     let mut opts = CopyOptions::default();
-    let ctx = || format!("save {} to {}", a.name, a.output.display());
-    match a.format {
-        SaveFormat::DockerArchive => {
-            opts.platform = Some(match &a.platform {
-                Some(p) => Platform::parse(p)?,
-                None => Platform::host(),
-            });
-            let tags = name.iter().map(|n| n.familiar()).collect();
-            let sink = ArchiveSink::create(&a.output, ArchiveKind::Docker { repo_tags: tags })?;
-            transport::copy(&src, &sink, &opts).with_context(ctx)?;
-        }
-        SaveFormat::OciArchive => {
-            let sink = ArchiveSink::create(
-                &a.output,
-                ArchiveKind::Oci {
-                    tag,
-                    image_name: full_name,
-                },
-            )?;
-            transport::copy(&src, &sink, &opts).with_context(ctx)?;
-        }
-        SaveFormat::OciDir => {
-            let sink = LayoutSink::create(&a.output, tag.as_deref())?.with_image_name(full_name);
-            transport::copy(&src, &sink, &opts).with_context(ctx)?;
-        }
+    if a.format == SaveFormat::DockerArchive {
+        opts.platform = Some(match &a.platform {
+            Some(p) => Platform::parse(p)?,
+            None => Platform::host(),
+        });
     }
-    Ok(())
+    // Resolve every name first: a typo fails before anything is written.
+    let mut images = Vec::new();
+    for n in &a.names {
+        let src = StoreSource::new(&store, n).with_context(|| format!("save {n}"))?;
+        images.push((n, src, stored_name(&store, n)?));
+    }
+    let kind_of = |name: &Option<Reference>| match a.format {
+        SaveFormat::DockerArchive => ArchiveKind::Docker {
+            repo_tags: name.iter().map(|n| n.familiar()).collect(),
+        },
+        _ => ArchiveKind::Oci {
+            tag: name.as_ref().and_then(|n| n.tag().map(str::to_string)),
+            image_name: name.as_ref().map(|n| n.to_string()),
+        },
+    };
+    if a.format == SaveFormat::OciDir {
+        let Some(dir) = &output else {
+            bail!("an OCI layout is a directory: --format oci-dir needs -o DIR");
+        };
+        for (n, src, name) in &images {
+            let tag = name.as_ref().and_then(|r| r.tag());
+            let sink =
+                LayoutSink::create(dir, tag)?.with_image_name(name.as_ref().map(|r| r.to_string()));
+            transport::copy(src, &sink, &opts).with_context(|| format!("save {n} to {dest}"))?;
+        }
+        return Ok(());
+    }
+    let first = kind_of(&images[0].2);
+    let sink = match &output {
+        Some(o) => ArchiveSink::create(o, first)?,
+        None => ArchiveSink::to_writer(stdout_for_archive("an archive")?, first)?,
+    }
+    .several();
+    let write = || -> anyhow::Result<()> {
+        for (n, src, name) in &images {
+            sink.name_next(kind_of(name));
+            transport::copy(src, &sink, &opts).with_context(|| format!("save {n} to {dest}"))?;
+        }
+        sink.close().with_context(|| format!("save to {dest}"))
+    };
+    crate::stdout::pipe_closed(write())
 }
 
 #[derive(Args)]
 pub struct LoadArgs {
-    /// A docker-archive, OCI archive or OCI layout directory.
+    /// A docker-archive, OCI archive or OCI layout directory (default, or
+    /// `-`: an archive on standard input).
     #[arg(short, long)]
-    input: PathBuf,
+    input: Option<PathBuf>,
+}
+
+/// A file in the store's temp directory, removed when dropped.
+struct SpooledInput(PathBuf);
+
+impl Drop for SpooledInput {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 pub fn load(root: &Path, a: LoadArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let ctx = || format!("load {}", a.input.display());
-    if a.input.is_dir() {
-        for (desc, name) in LayoutSource::entries(&a.input).with_context(ctx)? {
-            let src = LayoutSource::from_descriptor(&a.input, desc);
+    // An archive is read by offset, member by member: one on standard
+    // input is spooled to the store's temp directory first (prune cannot
+    // remove it while this process holds the store).
+    let mut _spool = None;
+    let input = match a.input.filter(|i| i.as_os_str() != "-") {
+        Some(i) => i,
+        None => {
+            if io::stdin().is_terminal() {
+                bail!("load: no archive on standard input: use -i FILE or redirect standard input");
+            }
+            let path = store
+                .dir("tmp")?
+                .join(format!("load-{}", kiln_image::store::temp_name()));
+            let spool = SpooledInput(path.clone());
+            let mut f =
+                File::create(&path).with_context(|| format!("create {}", path.display()))?;
+            io::copy(&mut io::stdin().lock(), &mut f).context("load: reading standard input")?;
+            _spool = Some(spool);
+            path
+        }
+    };
+    let shown = if _spool.is_some() {
+        "standard input".to_string()
+    } else {
+        input.display().to_string()
+    };
+    let ctx = || format!("load {shown}");
+    if input.is_dir() {
+        for (desc, name) in LayoutSource::entries(&input).with_context(ctx)? {
+            let src = LayoutSource::from_descriptor(&input, desc);
             load_one(&store, &src, name, &[])?;
         }
         return Ok(());
     }
-    match DockerArchiveSource::list(&a.input) {
+    match DockerArchiveSource::list(&input) {
         Ok(entries) => {
             for i in 0..entries.len() {
-                let src = DockerArchiveSource::open(&a.input, Some(&format!("@{i}")))
-                    .with_context(ctx)?;
+                let src =
+                    DockerArchiveSource::open(&input, Some(&format!("@{i}"))).with_context(ctx)?;
                 let tags: Vec<Reference> = src
                     .repo_tags()
                     .iter()
@@ -212,8 +293,8 @@ pub fn load(root: &Path, a: LoadArgs) -> anyhow::Result<()> {
             }
         }
         Err(_) => {
-            for (desc, name) in OciArchiveSource::entries(&a.input).with_context(ctx)? {
-                let src = OciArchiveSource::open_descriptor(&a.input, desc).with_context(ctx)?;
+            for (desc, name) in OciArchiveSource::entries(&input).with_context(ctx)? {
+                let src = OciArchiveSource::open_descriptor(&input, desc).with_context(ctx)?;
                 load_one(&store, &src, name, &[])?;
             }
         }
@@ -232,8 +313,14 @@ fn load_one(
     for extra in more.iter().skip(1) {
         store.tag(extra, &top.descriptor())?;
     }
+    // One line per name, as docker prints them.
     match name {
-        Some(n) => outln!("Loaded image: {}", n.familiar()),
+        Some(n) => {
+            outln!("Loaded image: {}", n.familiar());
+            for extra in more.iter().skip(1) {
+                outln!("Loaded image: {}", extra.familiar());
+            }
+        }
         None => outln!("Loaded image: {}", top.digest),
     }
     Ok(())
@@ -242,9 +329,10 @@ fn load_one(
 #[derive(Args)]
 pub struct ExportArgs {
     name: String,
-    /// The tar to write (`-` for standard output).
+    /// The tar to write (default, or `-`: standard output, which must not
+    /// be a terminal).
     #[arg(short, long)]
-    output: PathBuf,
+    output: Option<PathBuf>,
 }
 
 /// Writes the image's filesystem, with every layer applied, as one tar.
@@ -263,12 +351,21 @@ pub fn export(root: &Path, a: ExportArgs) -> anyhow::Result<()> {
         ..LayerOptions::default()
     };
     let ctx = || format!("export {}", a.name);
-    if a.output.as_os_str() == "-" {
-        let out = io::BufWriter::new(io::stdout().lock());
-        layer::flatten(layers, &scratch, &opts, out).with_context(ctx)?;
+    let Some(output) = a.output.filter(|o| o.as_os_str() != "-") else {
+        let out = io::BufWriter::new(stdout_for_archive("a filesystem tar")?);
+        let flattened = layer::flatten(layers, &scratch, &opts, out)
+            .map_err(anyhow::Error::from)
+            .and_then(|(mut out, _, warnings)| {
+                out.flush()?;
+                Ok(warnings)
+            });
+        let warnings = crate::stdout::pipe_closed(flattened.with_context(ctx))?;
+        for w in warnings {
+            eprintln!("warning: {}: {}", w.entry, w.message);
+        }
         return Ok(());
-    }
-    let tmp = a.output.with_extension("tmp-export");
+    };
+    let tmp = output.with_extension("tmp-export");
     let out = io::BufWriter::new(File::create(&tmp).with_context(ctx)?);
     match layer::flatten(layers, &scratch, &opts, out) {
         Ok((out, _, warnings)) => {
@@ -279,7 +376,7 @@ pub fn export(root: &Path, a: ExportArgs) -> anyhow::Result<()> {
             for w in warnings {
                 eprintln!("warning: {}: {}", w.entry, w.message);
             }
-            std::fs::rename(&tmp, &a.output).with_context(ctx)
+            std::fs::rename(&tmp, &output).with_context(ctx)
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

@@ -1,4 +1,5 @@
-//! Commands over named images: images, inspect, history, tag, rmi, prune, check.
+//! Commands over named images: inspect, history, tag, rmi, prune, check
+//! (`images` has a file of its own).
 
 use std::path::Path;
 
@@ -6,101 +7,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use kiln_image::{AnyManifest, Image, Platform, Reference};
 
+use super::format::Template;
 use super::open_store;
 
-#[derive(Args)]
-pub struct ImagesArgs {
-    /// Print image IDs only.
-    #[arg(short, long)]
-    quiet: bool,
-    /// Show manifest digests.
-    #[arg(long)]
-    digests: bool,
-    /// Print JSON, one object per image.
-    #[arg(long)]
-    json: bool,
-}
-
-pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let mut rows = Vec::new();
-    for (name, desc) in store.images()? {
-        let (id, size, created) =
-            match Image::load_manifest(&store, &desc.digest, &Platform::host()) {
-                Ok((img, _)) => (
-                    img.id(),
-                    img.layers.iter().map(|l| l.size).sum::<u64>(),
-                    img.config.created.clone().unwrap_or_default(),
-                ),
-                Err(_) => (desc.digest.clone(), desc.size, String::new()),
-            };
-        rows.push((name, desc, id, size, created));
-    }
-    if a.quiet {
-        for (_, _, id, _, _) in &rows {
-            outln!("{}", id.short());
-        }
-        return Ok(());
-    }
-    if a.json {
-        for (name, desc, id, size, created) in &rows {
-            let v = serde_json::json!({
-                "name": name.to_string(), "id": id.to_string(), "digest": desc.digest.to_string(),
-                "size": size, "created": created,
-            });
-            outln!("{v}");
-        }
-        return Ok(());
-    }
-    if a.digests {
-        outln!(
-            "{:<40} {:<16} {:<71} {:<12} {:<20} {:>10}",
-            "REPOSITORY",
-            "TAG",
-            "DIGEST",
-            "IMAGE ID",
-            "CREATED",
-            "SIZE"
-        );
-    } else {
-        outln!(
-            "{:<40} {:<16} {:<12} {:<20} {:>10}",
-            "REPOSITORY",
-            "TAG",
-            "IMAGE ID",
-            "CREATED",
-            "SIZE"
-        );
-    }
-    for (name, desc, id, size, created) in rows {
-        let familiar = name.familiar();
-        let repo = familiar
-            .rsplit_once(':')
-            .map_or(familiar.as_str(), |(r, _)| r);
-        let tag = name.tag().unwrap_or("<none>");
-        if a.digests {
-            // As docker: the digest a registry knows, once pulled or pushed.
-            let digest = desc
-                .annotations
-                .get(kiln_image::store::REGISTRY_DIGEST)
-                .map_or("<none>", String::as_str);
-            outln!(
-                "{repo:<40} {tag:<16} {digest:<71} {:<12} {created:<20} {:>10}",
-                id.short(),
-                human_size(size)
-            );
-        } else {
-            outln!(
-                "{repo:<40} {tag:<16} {:<12} {created:<20} {:>10}",
-                id.short(),
-                human_size(size)
-            );
-        }
-    }
-    Ok(())
-}
-
-fn human_size(n: u64) -> String {
+pub fn human_size(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -119,20 +29,130 @@ fn human_size(n: u64) -> String {
 pub struct InspectArgs {
     /// An image name, ID or digest.
     name: String,
+    /// A Go template over docker's fields (`{{.Id}}`, `{{.Config.Env}}`,
+    /// `{{json .RootFS}}`, `{{json .}}`); see docs/cli.md.
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+/// The fields of `inspect --format`: docker's, and kiln's Digest and Manifest.
+const INSPECT_FIELDS: &[&str] = &[
+    "Id",
+    "RepoTags",
+    "RepoDigests",
+    "Parent",
+    "Comment",
+    "Created",
+    "Author",
+    "Config",
+    "Architecture",
+    "Variant",
+    "Os",
+    "Size",
+    "RootFS",
+    "Metadata",
+    "Digest",
+    "Manifest",
+];
+
+/// The image as docker's `inspect` shows it, for `--format`: the runtime
+/// config under `Config`, the platform and rootfs at the top.
+fn docker_view(
+    img: &Image,
+    desc: &kiln_image::Descriptor,
+    names: &[(Reference, kiln_image::Descriptor)],
+    manifest: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let blob = serde_json::to_value(&img.config)?;
+    let text = |k: &str| {
+        blob.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut config = serde_json::Map::new();
+    let runtime = blob.get("config").and_then(|c| c.as_object());
+    for (key, empty) in [
+        ("User", serde_json::json!("")),
+        ("ExposedPorts", serde_json::json!({})),
+        ("Env", serde_json::json!([])),
+        ("Entrypoint", serde_json::json!([])),
+        ("Cmd", serde_json::json!([])),
+        ("Volumes", serde_json::json!({})),
+        ("WorkingDir", serde_json::json!("")),
+        ("Labels", serde_json::json!({})),
+        ("StopSignal", serde_json::json!("")),
+        ("OnBuild", serde_json::json!([])),
+        ("Shell", serde_json::json!([])),
+    ] {
+        let v = runtime.and_then(|r| r.get(key)).filter(|v| !v.is_null());
+        config.insert(key.into(), v.cloned().unwrap_or(empty));
+    }
+    if let Some(h) = runtime.and_then(|r| r.get("Healthcheck")) {
+        config.insert("Healthcheck".into(), h.clone());
+    }
+    let repo_tags: Vec<String> = names.iter().map(|(n, _)| n.familiar()).collect();
+    let repo_digests: Vec<String> = names
+        .iter()
+        .filter_map(|(n, d)| {
+            let r = d.annotations.get(kiln_image::store::REGISTRY_DIGEST)?;
+            Some(format!(
+                "{}@{r}",
+                Reference::parse(&n.name())
+                    .ok()?
+                    .familiar()
+                    .trim_end_matches(":latest")
+            ))
+        })
+        .collect();
+    let tagged = names
+        .iter()
+        .filter_map(|(_, d)| d.annotations.get(kiln_image::store::TAGGED_AT))
+        .max()
+        .cloned()
+        .unwrap_or_default();
+    let layers = blob["rootfs"]["diff_ids"].clone();
+    Ok(serde_json::json!({
+        "Id": img.id().to_string(),
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Parent": "",
+        "Comment": img.config.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
+        "Created": text("created"),
+        "Author": text("author"),
+        "Config": config,
+        "Architecture": text("architecture"),
+        "Variant": text("variant"),
+        "Os": text("os"),
+        "Size": img.layers.iter().map(|l| l.size).sum::<u64>(),
+        "RootFS": {"Type": "layers", "Layers": if layers.is_null() { serde_json::json!([]) } else { layers }},
+        "Metadata": {"LastTagTime": tagged},
+        "Digest": desc.digest.to_string(),
+        "Manifest": manifest,
+    }))
 }
 
 pub fn inspect(root: &Path, a: InspectArgs) -> anyhow::Result<()> {
+    let template = match &a.format {
+        Some(f) => Some(Template::parse(f, INSPECT_FIELDS)?),
+        None => None,
+    };
     let store = open_store(root)?;
     let desc = store.resolve(&a.name)?;
     let top = store.manifest_doc(&desc.digest)?;
     let (img, raw) = Image::load_manifest(&store, &desc.digest, &Platform::host())?;
-    let names: Vec<String> = store
+    let named: Vec<(Reference, kiln_image::Descriptor)> = store
         .images()?
         .into_iter()
         .filter(|(_, d)| d.digest == desc.digest)
-        .map(|(n, _)| n.to_string())
         .collect();
+    let names: Vec<String> = named.iter().map(|(n, _)| n.to_string()).collect();
     let manifest: serde_json::Value = serde_json::from_slice(&raw.bytes)?;
+    if let Some(t) = template {
+        let view = docker_view(&img, &desc, &named, &manifest)?;
+        outln!("{}", t.render(&view)?);
+        return Ok(());
+    }
     let mut out = serde_json::json!({
         "Id": img.id().to_string(),
         "Digest": desc.digest.to_string(),
@@ -209,14 +229,59 @@ pub fn tag(root: &Path, a: TagArgs) -> anyhow::Result<()> {
 pub struct RmiArgs {
     #[arg(required = true)]
     names: Vec<String>,
+    /// An image ID with several names loses them all, and a name that is
+    /// not there is no error (docker's `rmi -f`).
+    #[arg(short, long)]
+    force: bool,
 }
 
 pub fn rmi(root: &Path, a: RmiArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
+    let mut failed = 0;
     for name in &a.names {
-        let r = Reference::parse(name).with_context(|| format!("rmi {name}"))?;
+        if let Err(e) = rmi_one(&store, name, a.force) {
+            eprintln!("kiln: rmi {name}: {}", crate::error_text(&e));
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be removed", a.names.len());
+    }
+    Ok(())
+}
+
+/// Removes one name, or every name of one image ID.
+fn rmi_one(store: &kiln_image::Store, name: &str, force: bool) -> anyhow::Result<()> {
+    let images = store.images()?;
+    // A name in the store is removed as such, even if it looks like an ID.
+    if let Ok(r) = Reference::parse(name)
+        && images.iter().any(|(n, _)| *n == r)
+    {
         store.untag(&r)?;
         outln!("Untagged: {}", r.familiar());
+        return Ok(());
+    }
+    let desc = match store.resolve(name) {
+        Ok(d) => d,
+        Err(kiln_image::store::StoreError::ImageNotFound(_)) if force => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let names: Vec<&Reference> = images
+        .iter()
+        .filter(|(_, d)| d.digest == desc.digest)
+        .map(|(n, _)| n)
+        .collect();
+    if names.len() > 1 && !force {
+        let list: Vec<String> = names.iter().map(|n| n.familiar()).collect();
+        bail!(
+            "image {name} has {} names ({}): remove them one by one, or all with -f",
+            names.len(),
+            list.join(", ")
+        );
+    }
+    for n in names {
+        store.untag(n)?;
+        outln!("Untagged: {}", n.familiar());
     }
     Ok(())
 }
@@ -228,11 +293,14 @@ pub struct PruneArgs {
     /// the context hash index. The next build runs every step.
     #[arg(long)]
     build_cache: bool,
+    /// List what would be removed, and remove nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// What `--build-cache` forgets: the store directories (and GC roots) that
 /// only make builds faster.
-const BUILD_CACHE: &[&str] = &[
+pub const BUILD_CACHE: &[&str] = &[
     "build-cache",
     "cache-mounts",
     "compressed-layers",
@@ -243,16 +311,15 @@ pub fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let snaps = kiln_snapshot::Snapshots::open(&store)?;
     let forget = if a.build_cache { BUILD_CACHE } else { &[] };
+    if a.dry_run {
+        return prune_dry_run(&store, &snaps, forget);
+    }
     let mut dirs = Ok(0);
     let mut secrets = Ok(Vec::new());
     let r = store.prune_with(forget, |store, keep| {
         // A layer directory stays while its layer does: as a blob (plain
         // layers are their own diff ID) or in a config that stays.
-        let mut diff_ids = keep.clone();
-        for d in keep {
-            diff_ids.extend(config_diff_ids(store, d));
-        }
-        dirs = snaps.prune(&diff_ids);
+        dirs = snaps.prune(&kept_diff_ids(store, keep));
         secrets = kiln_build::run_private::sweep(store);
         Ok(())
     })?;
@@ -267,6 +334,52 @@ pub fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<()> {
         secrets.len()
     );
     Ok(())
+}
+
+/// What `prune` would remove, listed: each blob, each unpacked layer.
+fn prune_dry_run(
+    store: &kiln_image::Store,
+    snaps: &kiln_snapshot::Snapshots,
+    forget: &[&str],
+) -> anyhow::Result<()> {
+    let (report, keep) = store.garbage(forget)?;
+    for (d, size) in store.blobs()? {
+        if !keep.contains(&d) {
+            outln!("would remove blob {d} ({})", human_size(size));
+        }
+    }
+    let diff_ids = kept_diff_ids(store, &keep);
+    let dirs = snaps.unused_layers(&diff_ids)?;
+    for d in &dirs {
+        outln!("would remove unpacked layer {}", d.display());
+    }
+    for name in forget {
+        let dir = store.root().join(name);
+        if dir.exists() {
+            outln!("would forget {}", dir.display());
+        }
+    }
+    outln!(
+        "Would remove {} blobs ({} bytes), {} unpacked layers and {} temp files",
+        report.blobs,
+        report.bytes,
+        dirs.len(),
+        report.temp_files
+    );
+    Ok(())
+}
+
+/// The diff IDs whose unpacked layers stay: plain layers are their own
+/// diff ID, and configs that stay name theirs.
+pub fn kept_diff_ids(
+    store: &kiln_image::Store,
+    keep: &std::collections::BTreeSet<kiln_image::Digest>,
+) -> std::collections::BTreeSet<kiln_image::Digest> {
+    let mut diff_ids = keep.clone();
+    for d in keep {
+        diff_ids.extend(config_diff_ids(store, d));
+    }
+    diff_ids
 }
 
 /// The diff IDs of blob `d`, if it is an image config.

@@ -6,9 +6,12 @@ pub mod build;
 pub mod change;
 pub mod container;
 pub mod dockerfile;
+pub mod format;
 pub mod image;
+pub mod images;
 pub mod registry;
 pub mod surgery;
+pub mod system;
 pub mod transport;
 
 use std::path::Path;
