@@ -340,7 +340,7 @@ fn run_in(
     let status = if a.tty {
         super::tty::run_on_pty(&sandbox, &spec, a.interactive)?
     } else {
-        sandbox.run(&spec)
+        super::tty::run_off_terminal(&sandbox, &spec, a.interactive)?
     };
     let status = match status {
         Ok(status) => status,

@@ -5,6 +5,11 @@
 //! for the run (keys, Ctrl-C included, reach the command's terminal,
 //! which echoes and signals as a terminal does) and is restored after,
 //! however the run ends short of kiln being killed.
+//!
+//! Without `-t` the command gets no terminal either, as with docker (whose
+//! output goes through its daemon): where kiln's stdio is a terminal it
+//! gets a pipe kiln copies from (or, for `-i`, to) instead, so it can
+//! neither see a terminal nor act on the caller's (`TIOCSTI`, job control).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -56,7 +61,7 @@ pub fn run_on_pty(
     };
     let output = {
         let master = pty.master.try_clone().context("dup the pty")?;
-        std::thread::spawn(move || copy_out(master))
+        std::thread::spawn(move || copy_out(master, false))
     };
     if interactive {
         let master = pty.master.try_clone().context("dup the pty")?;
@@ -79,16 +84,88 @@ pub fn run_on_pty(
     // EIO, and the output thread ends.
     let Pty { master, slave } = pty;
     drop(slave);
-    let _ = output.join();
+    finish(sandbox, vec![output]);
     drop(master);
     drop(raw);
     Ok(status)
 }
 
-/// The terminal's output to kiln's stdout, unbuffered.
-fn copy_out(master: OwnedFd) {
+/// Runs `spec` with pipes in place of kiln's stdio where that is a
+/// terminal (stdin only with `interactive`; without, the spec's
+/// /dev/null stands).
+pub fn run_off_terminal(
+    sandbox: &Sandbox,
+    spec: &RunSpec,
+    interactive: bool,
+) -> Result<kiln_sandbox::Result<ExitStatus>> {
+    let pipe = || -> Result<(OwnedFd, OwnedFd)> {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("make a pipe")
+    };
+    let mut outputs = Vec::new();
+    let mut write_ends = [None, None];
+    for (i, tty) in [isatty(std::io::stdout()), isatty(std::io::stderr())]
+        .into_iter()
+        .enumerate()
+    {
+        if tty {
+            let (r, w) = pipe()?;
+            write_ends[i] = Some(w);
+            outputs.push(std::thread::spawn(move || copy_out(r, i == 1)));
+        }
+    }
+    let mut read_end = None;
+    if interactive && isatty(std::io::stdin()) {
+        let (r, w) = pipe()?;
+        read_end = Some(r);
+        // Not joined: it sits in read(stdin) until kiln exits.
+        std::thread::spawn(move || copy_stdin(w));
+    }
+    let status = sandbox.run_with_io(
+        spec,
+        RunIo {
+            stdin: read_end.as_ref().map(|f| f.as_fd()),
+            stdout: write_ends[0].as_ref().map(|f| f.as_fd()),
+            stderr: write_ends[1].as_ref().map(|f| f.as_fd()),
+        },
+    );
+    drop(write_ends);
+    finish(sandbox, outputs);
+    Ok(status)
+}
+
+/// Waits for the output copies to reach their end. With namespaces the
+/// command's every process is gone by now, so the ends come; chroot
+/// isolation has no pid namespace, and a process the command left in the
+/// background may hold the terminal or pipe open for as long as it lives:
+/// there kiln waits two seconds for the last output, then leaves.
+fn finish(sandbox: &Sandbox, threads: Vec<std::thread::JoinHandle<()>>) {
+    if sandbox.isolation() == kiln_sandbox::Isolation::Chroot {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        return;
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// kiln's stdin into a pipe, closed at its end.
+fn copy_stdin(pipe: OwnedFd) {
+    let mut pipe = std::fs::File::from(pipe);
+    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut pipe);
+}
+
+/// The terminal's (or a pipe's) output to kiln's stdout or stderr,
+/// unbuffered.
+fn copy_out(master: OwnedFd, to_stderr: bool) {
     let mut master = std::fs::File::from(master);
-    let mut out = std::io::stdout();
+    let mut out: Box<dyn Write> = if to_stderr {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
     let mut buf = [0u8; 8192];
     loop {
         match master.read(&mut buf) {
