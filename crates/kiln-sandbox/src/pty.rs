@@ -2,7 +2,7 @@
 //! relays it to its own terminal; the slave goes to the command as fds
 //! 0, 1, 2 ([`crate::RunIo`]) with [`crate::RunSpec::tty`] set.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::error::{Error, Result};
 
@@ -54,14 +54,20 @@ impl Pty {
     }
 
     /// Gives the pty the window size of the terminal `of` (when it is
-    /// one); the kernel tells the command with SIGWINCH.
+    /// one); the kernel tells the command with SIGWINCH when it changed.
     pub fn copy_size_from(&self, of: BorrowedFd<'_>) {
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(of.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
+        copy_size(of, self.master.as_fd());
+    }
+}
+
+/// [`Pty::copy_size_from`] with the master as a plain fd (e.g. a clone
+/// kept by a thread that follows the caller's terminal).
+pub fn copy_size(of: BorrowedFd<'_>, master: BorrowedFd<'_>) {
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(of.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
         }
     }
 }

@@ -8,7 +8,6 @@
 #[macro_use]
 mod common;
 #[path = "../../kiln-registry/tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::fs;
@@ -236,6 +235,9 @@ both!(tty_is_a_real_terminal_and_passes_the_exit_code, |who| {
     .unwrap();
     assert_eq!(code, Some(5), "{screen}");
     assert!(screen.contains("got-typed"), "{screen}");
+    // Ctrl-C on kiln's terminal is the command's terminal's: SIGINT, 130.
+    let (code, screen) = run_on_terminal(&k, "-it --entrypoint sleep base 30", "\\003").unwrap();
+    assert_eq!(code, Some(130), "{screen}");
     // Without -t the command has no terminal, even on kiln's.
     let (code, screen) =
         run_on_terminal(&k, "--entrypoint sh base -c 'test -t 1 || echo no-tty'", "").unwrap();
@@ -250,6 +252,27 @@ both!(tty_is_a_real_terminal_and_passes_the_exit_code, |who| {
     .unwrap();
     assert_eq!(code, Some(0), "{screen}");
     assert!(screen.contains("piped-typed"), "{screen}");
+    // The pty's size is the terminal's, and follows it when it changes.
+    let prefix = match who {
+        Who::Caller => String::new(),
+        Who::Kilntest => format!("runuser -u {TEST_USER} -- "),
+    };
+    let cmd = format!(
+        "stty rows 20 cols 70; {prefix}{} --root {} run -t --entrypoint sh base \
+         -c 'stty size; sleep 3; stty size' & sleep 1.5; stty rows 33 cols 99; wait",
+        k.bin.display(),
+        k.root.display()
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .env_remove("KILN_ROOT")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    let sizes: Vec<&str> = screen.lines().map(str::trim).collect();
+    assert_eq!(sizes, ["20 70", "33 99"], "{screen}{}", text(&out.stderr));
     // The caller's terminal is back in cooked mode afterwards: `stty`
     // after kiln, in the same terminal, shows echo and icanon on.
     let cmd = format!(

@@ -247,3 +247,49 @@ pub fn open_sink_mounting<'e>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_reference_with_a_registry_host_is_the_registry_for_copy() {
+        for registry in [
+            "reg.example.com/app:1",
+            "localhost:5000/app",
+            "localhost/app",
+            "127.0.0.1:5000/team/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(
+                matches!(Location::parse_for_copy(registry), Ok(Location::Docker(_))),
+                "{registry}"
+            );
+        }
+        for store in [
+            "app:1",
+            "team/app",
+            "kiln:reg.example.com/app:1",
+            "containers-storage:localhost/app",
+        ] {
+            assert!(
+                matches!(Location::parse_for_copy(store), Ok(Location::Store(_))),
+                "{store}"
+            );
+        }
+        for other in [
+            "oci:/tmp/x:1",
+            "oci-archive:./a.b/c.tar",
+            "docker-archive:d.e/f.tar",
+        ] {
+            assert!(
+                !matches!(Location::parse_for_copy(other), Ok(Location::Docker(_))),
+                "{other}"
+            );
+        }
+        // The store commands keep reading a bare name as the store's.
+        assert!(matches!(
+            Location::parse("reg.example.com/app:1"),
+            Ok(Location::Store(_))
+        ));
+    }
+}

@@ -4,7 +4,8 @@
 //! When kiln's stdin is a terminal and `-i` is given it goes to raw mode
 //! for the run (keys, Ctrl-C included, reach the command's terminal,
 //! which echoes and signals as a terminal does) and is restored after,
-//! however the run ends short of kiln being killed.
+//! however the run ends short of kiln being killed. The pty's window size
+//! follows kiln's terminal.
 //!
 //! Without `-t` the command gets no terminal either, as with docker (whose
 //! output goes through its daemon): where kiln's stdio is a terminal it
@@ -13,6 +14,8 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use kiln_sandbox::pty::Pty;
@@ -48,11 +51,26 @@ pub fn run_on_pty(
     interactive: bool,
 ) -> Result<kiln_sandbox::Result<ExitStatus>> {
     let pty = Pty::open().context("open a pseudo-terminal")?;
-    let stdout = std::io::stdout();
-    if isatty(&stdout) {
-        pty.copy_size_from(stdout.as_fd());
+    // The window size follows kiln's terminal, checked four times a
+    // second (kiln's SIGWINCH handler is the sandbox's signal relay).
+    let resizing = Arc::new(AtomicBool::new(true));
+    let terminal: Option<OwnedFd> = if isatty(std::io::stdout()) {
+        std::io::stdout().as_fd().try_clone_to_owned().ok()
     } else if isatty(std::io::stdin()) {
-        pty.copy_size_from(std::io::stdin().as_fd());
+        std::io::stdin().as_fd().try_clone_to_owned().ok()
+    } else {
+        None
+    };
+    if let Some(terminal) = terminal {
+        pty.copy_size_from(terminal.as_fd());
+        let master = pty.master.try_clone().context("dup the pty")?;
+        let on = resizing.clone();
+        std::thread::spawn(move || {
+            while on.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                kiln_sandbox::pty::copy_size(terminal.as_fd(), master.as_fd());
+            }
+        });
     }
     let raw = if interactive && isatty(std::io::stdin()) {
         Some(RawMode::enter()?)
@@ -82,6 +100,7 @@ pub fn run_on_pty(
     );
     // Ours was the last slave fd: the master now reads what is left, then
     // EIO, and the output thread ends.
+    resizing.store(false, Ordering::Relaxed);
     let Pty { master, slave } = pty;
     drop(slave);
     finish(sandbox, vec![output]);
