@@ -231,10 +231,12 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
     if let Some(name) = &a.name {
         super::run_opts::check_name(name)?;
     }
+    // Only a reference can be pulled: a missing image ID or digest is
+    // Image::load's "not found" below.
     let missing = matches!(
         store.resolve(&a.image),
         Err(kiln_image::store::StoreError::ImageNotFound(_))
-    );
+    ) && Reference::parse(&a.image).is_ok();
     match a.pull.as_str() {
         "missing" if missing => pull(&a.image, true)?,
         "always" => pull(&a.image, missing)?,
