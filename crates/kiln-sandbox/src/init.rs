@@ -32,6 +32,7 @@ struct Exec {
     candidates: Vec<CString>,
     no_new_privs: bool,
     null_stdin: bool,
+    tty: bool,
     last_cap: u32,
 }
 
@@ -198,6 +199,7 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
         candidates,
         no_new_privs: spec.no_new_privileges,
         null_stdin: spec.null_stdin,
+        tty: spec.tty,
         last_cap: plan.last_cap,
     })
 }
@@ -281,6 +283,11 @@ fn worker(x: &Exec) -> (&'static str, i32) {
     }
     // SAFETY: plain syscalls with valid C strings.
     unsafe {
+        // A session of its own with fd 0 (a pty's slave) as its
+        // controlling terminal, as a login shell would have.
+        if x.tty && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0) {
+            return ("make the terminal the controlling terminal", last_errno());
+        }
         if x.null_stdin {
             // The container's /dev/null (a bind of the host's null device).
             let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);

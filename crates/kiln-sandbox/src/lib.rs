@@ -92,7 +92,7 @@
 //!
 //! # Not here
 //! cgroups/resource limits, seccomp, image resolution, snapshots and diffs,
-//! TTY allocation.
+//! relaying between a [`pty::Pty`] and the caller's terminal.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -105,6 +105,7 @@ mod mountapi;
 pub mod mounts;
 pub mod net;
 pub mod private_net;
+pub mod pty;
 mod resolve;
 mod spawn;
 pub mod user;
@@ -250,6 +251,12 @@ pub struct RunSpec {
     /// Give the command `/dev/null` as stdin instead of ours (what `docker
     /// build` does for RUN; stdout and stderr are always inherited).
     pub null_stdin: bool,
+    /// fd 0 is a terminal (the slave of a [`pty::Pty`], handed as stdin,
+    /// stdout and stderr through [`RunIo`]): the command gets a session of
+    /// its own with it as its controlling terminal (`setsid` +
+    /// `TIOCSCTTY`), so job control, Ctrl-C and `isatty` work as on a
+    /// terminal, as with `docker run -t`.
+    pub tty: bool,
 }
 
 impl RunSpec {
@@ -274,6 +281,7 @@ impl RunSpec {
             resolv_conf: EtcFile::Host,
             no_new_privileges: false,
             null_stdin: false,
+            tty: false,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 // Before `cmd`: its macros are in scope for what follows.
 #[macro_use]
@@ -75,6 +75,8 @@ enum Command {
     System(cmd::system::SystemCmd),
     /// Show what this host supports: user namespaces, overlay, subuid ranges, isolation.
     Info,
+    /// Print a shell completion script (bash, zsh, fish).
+    Completion(cmd::completion::CompletionArgs),
 }
 
 fn private_mount_namespace() -> rustix::io::Result<()> {
@@ -154,6 +156,7 @@ fn main() -> ExitCode {
             outln!("store:               {}", root.display());
             Ok(())
         }
+        Command::Completion(a) => cmd::completion::completion(Cli::command(), a),
         Command::Import(a) => cmd::archive::import(&root, a),
         Command::Save(a) => cmd::archive::save(&root, a),
         Command::Load(a) => cmd::archive::load(&root, a),

@@ -1,5 +1,9 @@
 //! `kiln run`: a throwaway container of a stored image, and with `--commit`
 //! its changes saved as a new image (buildah's `run` and `commit` in one).
+//! An image the store lacks is pulled first, as `docker run` does. kiln
+//! keeps no containers (there is no daemon to own them): every container
+//! goes when its command ends, so `--rm` is the default and `--name` only
+//! names the run (in errors, and as the default hostname).
 
 use std::path::{Path, PathBuf};
 
@@ -13,13 +17,45 @@ use kiln_snapshot::{Container, Mode, Snapshots};
 use super::{created_now, open_store, source_date_epoch};
 
 #[derive(Args)]
+#[command(
+    after_help = "Differences from docker run: the container is always removed \
+when its command ends (kiln keeps no containers; --rm is accepted and changes nothing), \
+--name names the run in errors and is the default hostname (docker's is the container \
+ID), and there is no -d. A command that is not found exits 127, one that cannot be \
+executed 126, as with docker."
+)]
 pub struct RunArgs {
-    /// Remove the container afterwards (always done; accepted for docker's sake).
+    /// Remove the container afterwards: always done (kiln keeps no
+    /// containers); accepted for docker's sake.
     #[arg(long)]
     rm: bool,
-    /// Set an environment variable (`K=V`, or `K` to pass the host's value).
+    /// Keep standard input open for the command (without it the command
+    /// reads /dev/null, as with docker run).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the command a pseudo-terminal as stdin, stdout and stderr (with
+    /// -i, kiln's terminal is relayed to it in raw mode); its exit code is
+    /// kiln's.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable (`K=V`, or `K` to pass the caller's
+    /// value; left out when the caller has none).
     #[arg(short, long = "env", value_name = "K=V")]
     env: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines (docker's
+    /// rules: `#` comments, `KEY` alone takes the caller's value); -e wins.
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Replace the image's entrypoint with this executable (its CMD is
+    /// dropped too, as docker does); "" clears it.
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    entrypoint: Option<String>,
+    /// A name for the run: shown in errors and the default hostname.
+    #[arg(long)]
+    name: Option<String>,
+    /// missing (pull the image if the store lacks it), always or never.
+    #[arg(long, default_value = "missing", value_name = "POLICY")]
+    pull: String,
     /// The user to run as: name, uid, name:group or uid:gid.
     #[arg(short, long)]
     user: Option<String>,
@@ -49,9 +85,9 @@ pub struct RunArgs {
     /// overlay or copy (default: overlay where the kernel allows it).
     #[arg(long)]
     snapshotter: Option<String>,
-    /// The hostname inside.
-    #[arg(long, default_value = "kiln")]
-    hostname: String,
+    /// The hostname inside (default: --name, else kiln).
+    #[arg(long)]
+    hostname: Option<String>,
     image: String,
     /// The command (default: the image's entrypoint and command).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -192,6 +228,21 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     // Secrets a killed build of this store left in shared memory go now.
     let _ = kiln_build::run_private::sweep(&store);
+    if let Some(name) = &a.name {
+        super::run_opts::check_name(name)?;
+    }
+    // Only a reference can be pulled: a missing image ID or digest is
+    // Image::load's "not found" below.
+    let missing = matches!(
+        store.resolve(&a.image),
+        Err(kiln_image::store::StoreError::ImageNotFound(_))
+    ) && Reference::parse(&a.image).is_ok();
+    match a.pull.as_str() {
+        "missing" if missing => pull(&a.image, true)?,
+        "always" => pull(&a.image, missing)?,
+        "missing" | "never" => {}
+        other => bail!("--pull {other:?}: expected missing, always or never"),
+    }
     let platform = Platform::host();
     let (image, _) = Image::load(&store, &a.image, &platform)?;
     let mode = pick_mode(&store, a.snapshotter.as_deref())?;
@@ -214,6 +265,19 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
     std::process::exit(code);
 }
 
+/// Pulls `image` into the store (the global `--root` is `KILN_ROOT` by
+/// now), saying so on stderr as docker run does.
+fn pull(image: &str, missing: bool) -> anyhow::Result<()> {
+    let r = Reference::parse(image).with_context(|| format!("pull {image}"))?;
+    if missing {
+        eprintln!("Unable to find image '{}' locally", r.familiar());
+    }
+    let opts = super::registry::CopyOpts::default();
+    let d = super::registry::pull_to_store(&r, &opts, &super::registry::NetOpts::default())?;
+    eprintln!("Pulled {} ({d})", r.familiar());
+    Ok(())
+}
+
 fn run_in(
     store: &Store,
     image: &Image,
@@ -223,36 +287,25 @@ fn run_in(
     t: &mut Timings,
 ) -> anyhow::Result<i32> {
     let rt = image.config.runtime();
-    let argv: Vec<String> = if a.command.is_empty() {
-        rt.entrypoint
-            .iter()
-            .flatten()
-            .chain(rt.cmd.iter().flatten())
-            .cloned()
-            .collect()
-    } else {
-        rt.entrypoint
-            .iter()
-            .flatten()
-            .cloned()
-            .chain(a.command.iter().cloned())
-            .collect()
-    };
+    let argv = super::run_opts::argv(rt, a.entrypoint.as_deref(), &a.command);
     if argv.is_empty() {
         bail!("{} has no command; give one after the image name", a.image);
     }
     let mut spec = RunSpec::new(rootfs_of(container), argv);
     spec.env = rt.env.clone().unwrap_or_default();
-    for e in &a.env {
-        let kv = match e.split_once('=') {
-            Some(_) => e.clone(),
-            None => format!("{e}={}", std::env::var(e).unwrap_or_default()),
-        };
-        let key = kv.split('=').next().unwrap_or_default().to_string();
-        spec.env
-            .retain(|x| x.split('=').next() != Some(key.as_str()));
-        spec.env.push(kv);
+    if a.tty {
+        // As docker run -t: programs ask TERM what the terminal can do.
+        super::run_opts::set_env(&mut spec.env, "TERM=xterm".into());
     }
+    for f in &a.env_files {
+        for kv in super::run_opts::read_env_file(f)? {
+            super::run_opts::set_env(&mut spec.env, kv);
+        }
+    }
+    for kv in a.env.iter().filter_map(|e| super::run_opts::env_flag(e)) {
+        super::run_opts::set_env(&mut spec.env, kv);
+    }
+    spec.null_stdin = !a.interactive;
     if let Some(w) = a
         .workdir
         .as_deref()
@@ -266,7 +319,11 @@ fn run_in(
         .clone()
         .or_else(|| rt.user.clone())
         .unwrap_or_default();
-    spec.hostname = a.hostname.clone();
+    spec.hostname = a
+        .hostname
+        .clone()
+        .or_else(|| a.name.clone())
+        .unwrap_or_else(|| "kiln".into());
     spec.network = match a.network.as_str() {
         "default" | "private" => Network::Private,
         "host" => Network::Host,
@@ -282,9 +339,27 @@ fn run_in(
     let mut sandbox = Sandbox::new(isolation)?;
     // SIGTERM or Ctrl-C to kiln reaches the command, as with docker run.
     sandbox.forward_signals(true);
-    let status = sandbox
-        .run(&spec)
-        .with_context(|| format!("run in {}", a.image))?;
+    let status = if a.tty {
+        super::tty::run_on_pty(&sandbox, &spec, a.interactive)?
+    } else {
+        super::tty::run_off_terminal(&sandbox, &spec, a.interactive)?
+    };
+    let status = match status {
+        Ok(status) => status,
+        // As docker: the message, and 127 (not found) or 126 (not executable).
+        Err(kiln_sandbox::Error::Exec { argv0, source }) => {
+            let (code, message) = super::run_opts::exec_failure(&argv0, &source);
+            eprintln!("kiln: {message}");
+            return Ok(code);
+        }
+        Err(e) => {
+            let what = match &a.name {
+                Some(n) => format!("run {n} ({})", a.image),
+                None => format!("run in {}", a.image),
+            };
+            return Err(e).context(what);
+        }
+    };
     let code = exit_code(&status);
     t.mark("run");
     if let Some(name) = &a.commit {

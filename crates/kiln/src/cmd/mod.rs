@@ -4,15 +4,18 @@ pub mod append;
 pub mod archive;
 pub mod build;
 pub mod change;
+pub mod completion;
 pub mod container;
 pub mod dockerfile;
 pub mod format;
 pub mod image;
 pub mod images;
 pub mod registry;
+pub mod run_opts;
 pub mod surgery;
 pub mod system;
 pub mod transport;
+pub mod tty;
 
 use std::path::Path;
 

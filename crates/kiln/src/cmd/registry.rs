@@ -26,6 +26,7 @@ pub enum RegistryCommand {
     /// Push an image from the local store to a registry
     Push(PushArgs),
     /// Copy an image between registries, layouts, archives and the store
+    /// (a copy within the store is `kiln tag`)
     Copy(CopyArgs),
     /// Log in to a registry (checks the credentials, then saves them)
     Login(LoginArgs),
@@ -81,6 +82,20 @@ pub struct NetOpts {
     pub verbose: bool,
 }
 
+impl Default for NetOpts {
+    /// The flags' defaults: verified TLS, plain HTTP only to loopback.
+    fn default() -> NetOpts {
+        NetOpts {
+            tls_verify: true,
+            insecure: false,
+            insecure_registries: Vec::new(),
+            cert_dir: None,
+            chunk_mib: None,
+            verbose: false,
+        }
+    }
+}
+
 impl NetOpts {
     pub fn client_config(&self) -> Result<ClientConfig> {
         let mut c = ClientConfig::default();
@@ -111,6 +126,17 @@ pub struct CopyOpts {
     /// Blobs transferred at once
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
+}
+
+impl Default for CopyOpts {
+    /// The flags' defaults: the host's platform, 4 blobs at once.
+    fn default() -> CopyOpts {
+        CopyOpts {
+            platform: None,
+            all: false,
+            jobs: 4,
+        }
+    }
 }
 
 impl CopyOpts {
@@ -159,9 +185,16 @@ pub struct PushArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "A bare reference whose first part is a registry host \
+(a dot or a port in it, or localhost: reg.example.com/app:1, localhost:5000/app) \
+is the registry, as with crane copy; docker:// says so explicitly. Other bare \
+names (app:1, team/app) and kiln:NAME are the local store. A copy from the \
+store to the store makes no new content: `kiln tag SOURCE DEST` names it \
+directly (kiln copy still does it, e.g. to keep one --platform of an index).")]
 pub struct CopyArgs {
-    /// docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
-    /// docker-archive:FILE[:REF], kiln:NAME or a store NAME
+    /// docker://REF or REGISTRY/REPO[:TAG], oci:DIR[:TAG],
+    /// oci-archive:FILE[:TAG], docker-archive:FILE[:REF], kiln:NAME or a
+    /// store NAME
     pub source: String,
     /// Same forms as SOURCE
     pub destination: String,
@@ -232,20 +265,31 @@ fn parse_ref(s: &str) -> Result<Reference> {
 
 fn pull(a: PullArgs) -> Result<()> {
     let r = parse_ref(&a.reference)?;
+    let d = pull_to_store(&r, &a.copy, &a.net)?;
+    outln!("{d}");
+    Ok(())
+}
+
+/// Pulls `r` into the store, as `kiln pull` (and `kiln run` of an image
+/// the store lacks) does; returns the manifest digest.
+pub fn pull_to_store(
+    r: &Reference,
+    copy_opts: &CopyOpts,
+    net: &NetOpts,
+) -> Result<kiln_image::Digest> {
     let started = Instant::now();
-    let client = a.net.client()?;
-    let env = Env::new(&client, a.copy.root());
+    let client = net.client()?;
+    let env = Env::new(&client, copy_opts.root());
     let run = || -> Result<kiln_image::Digest> {
         let from = Location::Docker(r.clone());
         let src = open_source(&from, &env)?;
         let dst = open_sink(&Location::Store(r.to_string()), &env, Some(&from))?;
-        Ok(copy(src.as_ref(), dst.as_ref(), &a.copy.options(false)?)?.digest)
+        Ok(copy(src.as_ref(), dst.as_ref(), &copy_opts.options(false)?)?.digest)
     };
     let d = run().with_context(|| format!("pull {r}"))?;
-    store_of(&a.copy)?.set_registry_digest(&r, &d)?;
-    report(&a.net, &client, "pull", started);
-    outln!("{d}");
-    Ok(())
+    store_of(copy_opts)?.set_registry_digest(r, &d)?;
+    report(net, &client, "pull", started);
+    Ok(d)
 }
 
 fn push(a: PushArgs) -> Result<()> {
@@ -274,8 +318,8 @@ fn push(a: PushArgs) -> Result<()> {
 }
 
 fn copy_cmd(a: CopyArgs) -> Result<()> {
-    let src_loc = Location::parse(&a.source)?;
-    let dst_loc = Location::parse(&a.destination)?;
+    let src_loc = Location::parse_for_copy(&a.source)?;
+    let dst_loc = Location::parse_for_copy(&a.destination)?;
     let started = Instant::now();
     let client = a.net.client()?;
     let env = Env::new(&client, a.copy.root());

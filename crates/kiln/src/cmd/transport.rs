@@ -6,6 +6,10 @@
 //!   layouts and archives (kiln-image's transports);
 //! - `kiln:NAME`, `containers-storage:NAME`, or a plain `NAME`: the local store.
 //!
+//! `kiln copy` reads a bare reference as crane does instead
+//! ([`Location::parse_for_copy`]): one that names a registry host is the
+//! registry.
+//!
 //! It parses and opens; the copying is `kiln_image::transport::copy`.
 
 use std::path::PathBuf;
@@ -75,6 +79,46 @@ impl Location {
         }
         Ok(Location::Store(s.to_string()))
     }
+
+    /// [`Location::parse`] for `kiln copy`, where a bare reference that
+    /// names a registry (`reg.example.com/app:1`, `localhost:5000/app`,
+    /// `localhost/app`) is that registry, as `crane copy` reads it; other
+    /// bare names (`app:1`, `team/app`) stay the store's, and `kiln:NAME`
+    /// is always the store.
+    pub fn parse_for_copy(s: &str) -> Result<Location> {
+        if names_registry(s) {
+            return Ok(Location::Docker(
+                Reference::parse(s).with_context(|| format!("in {s:?}"))?,
+            ));
+        }
+        Location::parse(s)
+    }
+}
+
+/// Whether a bare reference starts with a registry host: a first
+/// component, before a `/`, with a dot or a port, or `localhost` (docker's
+/// rule for telling a host from a Docker Hub namespace). A transport
+/// prefix (`oci:DIR/x`, `kiln:reg/app`) is not a host and port.
+fn names_registry(s: &str) -> bool {
+    let Some((first, _)) = s.split_once('/') else {
+        return false;
+    };
+    if let Some((scheme, _)) = first.split_once(':') {
+        // `oci:dir/x`, `kiln:reg/app`: a transport, not host:port.
+        const TRANSPORTS: &[&str] = &[
+            "docker",
+            "oci",
+            "oci-archive",
+            "docker-archive",
+            "kiln",
+            "containers-storage",
+            "dir",
+        ];
+        if TRANSPORTS.contains(&scheme) {
+            return false;
+        }
+    }
+    first == "localhost" || first.contains('.') || first.contains(':')
 }
 
 /// What opening a location needs. The store is opened on first use and
@@ -202,4 +246,50 @@ pub fn open_sink_mounting<'e>(
             )?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_reference_with_a_registry_host_is_the_registry_for_copy() {
+        for registry in [
+            "reg.example.com/app:1",
+            "localhost:5000/app",
+            "localhost/app",
+            "127.0.0.1:5000/team/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(
+                matches!(Location::parse_for_copy(registry), Ok(Location::Docker(_))),
+                "{registry}"
+            );
+        }
+        for store in [
+            "app:1",
+            "team/app",
+            "kiln:reg.example.com/app:1",
+            "containers-storage:localhost/app",
+        ] {
+            assert!(
+                matches!(Location::parse_for_copy(store), Ok(Location::Store(_))),
+                "{store}"
+            );
+        }
+        for other in [
+            "oci:/tmp/x:1",
+            "oci-archive:./a.b/c.tar",
+            "docker-archive:d.e/f.tar",
+        ] {
+            assert!(
+                !matches!(Location::parse_for_copy(other), Ok(Location::Docker(_))),
+                "{other}"
+            );
+        }
+        // The store commands keep reading a bare name as the store's.
+        assert!(matches!(
+            Location::parse("reg.example.com/app:1"),
+            Ok(Location::Store(_))
+        ));
+    }
 }
