@@ -177,15 +177,7 @@ impl Context {
         };
         let found = crate::inroot::expand_named(tree, &clean, true, &hidden)
             .map_err(|e| BuildError::Context(format!("{pattern}: {e}")))?;
-        found
-            .into_iter()
-            .map(|(named, rel)| {
-                let meta = tree
-                    .lstat(&rel)
-                    .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
-                Ok((named, ContextEntry { rel, meta }))
-            })
-            .collect()
+        named_entries(tree, found)
     }
 
     /// What a bind mount of the context path `rel` shows: its real path
@@ -291,6 +283,22 @@ pub(crate) fn walk_sorted(
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
+}
+
+/// Matches of a source (as named, as real) with the real path's metadata.
+pub(crate) fn named_entries(
+    tree: &Root,
+    found: Vec<(String, String)>,
+) -> Result<Vec<(String, ContextEntry)>, BuildError> {
+    found
+        .into_iter()
+        .map(|(named, rel)| {
+            let meta = tree
+                .lstat(&rel)
+                .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
+            Ok((named, ContextEntry { rel, meta }))
+        })
+        .collect()
 }
 
 /// Cleans a context path: no leading `/`, no `.`, and `..` may not climb

@@ -111,15 +111,7 @@ fn tree_resolve(tree: &Root, pattern: &str) -> Result<Vec<(String, ContextEntry)
     let clean = clean_rel(pattern)?;
     let found = crate::inroot::expand_named(tree, &clean, false, &|_, _| false)
         .map_err(|e| BuildError::Context(format!("{pattern}: {e}")))?;
-    found
-        .into_iter()
-        .map(|(named, rel)| {
-            let meta = tree
-                .lstat(&rel)
-                .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
-            Ok((named, ContextEntry { rel, meta }))
-        })
-        .collect()
+    crate::context::named_entries(tree, found)
 }
 
 /// Everything below the real directory `dir_rel` of a plain tree (a

@@ -45,28 +45,34 @@ pub struct Rewrite<'s> {
     blobs: HashMap<Digest, NewBlob<'s>>,
 }
 
+/// The image of `index` for `platform`, an error naming the platforms the
+/// index has when it has none for it.
+fn child_for(
+    src: &dyn ImageSource,
+    index: &crate::Index,
+    platform: &Platform,
+) -> Result<crate::Manifest> {
+    let d = index.select(platform).ok_or_else(|| {
+        TransportError::Invalid(format!(
+            "the index has no image for {platform}; it has {}",
+            platforms_of(index)
+        ))
+    })?;
+    match src.manifest(&d.digest)?.parse()? {
+        AnyManifest::Manifest(m) => Ok(m),
+        AnyManifest::Index(_) => Err(TransportError::Invalid(format!(
+            "{} in the index is itself an index",
+            d.digest
+        ))),
+    }
+}
+
 /// The config blob of the image `src` names, exactly as stored (checked
 /// against its digest); an index is resolved to `platform`'s image.
 pub fn config_bytes(src: &dyn ImageSource, platform: &Platform) -> Result<Vec<u8>> {
     let m = match src.top()?.parse()? {
         AnyManifest::Manifest(m) => m,
-        AnyManifest::Index(index) => {
-            let d = index.select(platform).ok_or_else(|| {
-                TransportError::Invalid(format!(
-                    "the index has no image for {platform}; it has {}",
-                    platforms_of(&index)
-                ))
-            })?;
-            match src.manifest(&d.digest)?.parse()? {
-                AnyManifest::Manifest(m) => m,
-                AnyManifest::Index(_) => {
-                    return Err(TransportError::Invalid(format!(
-                        "{} in the index is itself an index",
-                        d.digest
-                    )));
-                }
-            }
-        }
+        AnyManifest::Index(index) => child_for(src, &index, platform)?,
     };
     read_verified(src, &m.config, MAX_CONFIG)
 }
@@ -97,23 +103,7 @@ impl<'s> Rewrite<'s> {
         let m = match (top.parse()?, platform) {
             (AnyManifest::Manifest(m), _) => m,
             (AnyManifest::Index(index), None) => return Ok(Top::Index(top, index)),
-            (AnyManifest::Index(index), Some(want)) => {
-                let d = index.select(want).ok_or_else(|| {
-                    TransportError::Invalid(format!(
-                        "the index has no image for {want}; it has {}",
-                        platforms_of(&index)
-                    ))
-                })?;
-                match src.manifest(&d.digest)?.parse()? {
-                    AnyManifest::Manifest(m) => m,
-                    AnyManifest::Index(_) => {
-                        return Err(TransportError::Invalid(format!(
-                            "{} in the index is itself an index",
-                            d.digest
-                        )));
-                    }
-                }
-            }
+            (AnyManifest::Index(index), Some(want)) => child_for(src, &index, want)?,
         };
         let bytes = read_verified(src, &m.config, MAX_CONFIG)?;
         let config: ImageConfig = serde_json::from_slice(&bytes).map_err(|e| {

@@ -103,10 +103,12 @@ fn df(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bytes of the regular files under `dir` (a file linked twice counts
-/// once per name, as `du --apparent-size -l` does); 0 if it is not there.
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
+/// The files under `dir` (not following links): how many entries that are
+/// not directories, and the bytes of the regular ones (a file linked twice
+/// counts once per name, as `du --apparent-size -l` does); zeros if it is
+/// not there.
+fn walk_counts(dir: &Path) -> (usize, u64) {
+    let (mut files, mut bytes) = (0, 0);
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         let Ok(entries) = fs::read_dir(&d) else {
@@ -115,28 +117,23 @@ fn dir_size(dir: &Path) -> u64 {
         for e in entries.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => todo.push(e.path()),
-                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
-                _ => {}
-            }
-        }
-    }
-    total
-}
-
-fn count_files(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => todo.push(e.path()),
-                Ok(_) => n += 1,
+                Ok(t) => {
+                    files += 1;
+                    if t.is_file() {
+                        bytes += e.metadata().map_or(0, |m| m.len());
+                    }
+                }
                 Err(_) => {}
             }
         }
     }
-    n
+    (files, bytes)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    walk_counts(dir).1
+}
+
+fn count_files(dir: &Path) -> usize {
+    walk_counts(dir).0
 }
