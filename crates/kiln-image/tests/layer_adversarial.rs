@@ -669,6 +669,7 @@ fn adversarial_corpus_never_escapes() {
 #[test]
 fn unprivileged_extraction_skips_devices() {
     if !util::is_root() || !util::have("setpriv") {
+        util::missing_prerequisite("this test needs root and setpriv");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

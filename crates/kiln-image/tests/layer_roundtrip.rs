@@ -262,6 +262,7 @@ fn opaque_marker_after_siblings_keeps_this_layers_entries() {
 fn overlay_whiteouts_are_converted() {
     use kiln_image::layer::OverlayFormat;
     if !is_root() {
+        missing_prerequisite("this layer test needs root (owners, devices)");
         return;
     }
     let tar = util::RawTar::default()
@@ -342,6 +343,7 @@ fn flatten_applies_whiteouts() {
 #[test]
 fn go_gzip_reads_our_layers() {
     if !have("skopeo") {
+        missing_prerequisite("skopeo is not installed");
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -512,6 +514,7 @@ fn sparse_files() {
 fn overlay_upper_dir_walks_into_whiteouts() {
     use kiln_image::layer::{EntryKind, OverlayFormat, WalkOptions, walk_dir};
     if !is_root() {
+        missing_prerequisite("this layer test needs root (owners, devices)");
         return;
     }
     let t = tempfile::tempdir().unwrap();

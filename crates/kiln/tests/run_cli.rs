@@ -43,6 +43,7 @@ fn debian_store(who: Who) -> Option<KilnBuild> {
         return None;
     }
     if who == Who::Kilntest && !is_root() {
+        missing_prerequisite("the kilntest variant needs a root caller");
         return None;
     }
     STORES[who as usize]
