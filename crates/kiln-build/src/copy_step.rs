@@ -6,15 +6,16 @@
 use std::path::Path;
 
 use kiln_dockerfile::instructions::FromRef;
-use kiln_image::Image;
 
 use crate::BuildError;
+use crate::base::load_image;
 use crate::context::Context;
 use crate::copy::{CopyFrom, CopySpec};
-use crate::fs::resolve_chown;
+use crate::fs::{StageFs, resolve_chown};
+use crate::graph::{CopyOp, Node};
 use crate::named::NamedContext;
-use crate::solver::{Shared, fs_of, load_image, platform_of, wait_for};
-use crate::step_layer::{Entries, MadeLayer, append, cached_layer};
+use crate::step_layer::{Entries, MadeLayer, cached_layer};
+use crate::worker::Worker;
 
 /// `user:gid` for a user named or numbered in /etc/passwd, with the
 /// user's primary group; the user alone if it is not listed.
@@ -25,8 +26,8 @@ pub(crate) fn primary_group(user: &str, passwd: Option<&[u8]>) -> String {
 }
 
 fn chown_ids(
-    shared: &Shared<'_>,
-    image: &Image,
+    worker: &Worker<'_>,
+    onto: Option<&StageFs>,
     chown: Option<&str>,
 ) -> Result<Option<(u64, u64)>, BuildError> {
     let Some(spec) = chown else { return Ok(None) };
@@ -34,121 +35,85 @@ fn chown_ids(
     if numeric {
         return resolve_chown(spec, None, None).map(Some);
     }
-    let fs = fs_of(image);
-    let passwd = fs.read_file(shared.store, &shared.snaps, "/etc/passwd")?;
-    let group = fs.read_file(shared.store, &shared.snaps, "/etc/group")?;
+    // The lowering makes the destination an input whenever a name is given.
+    let fs = onto.ok_or_else(|| {
+        BuildError::Instruction(format!("--chown={spec}: no filesystem to look the name up in"))
+    })?;
+    let passwd = fs.read_file(worker.store, &worker.snaps, "/etc/passwd")?;
+    let group = fs.read_file(worker.store, &worker.snaps, "/etc/group")?;
     resolve_chown(spec, passwd.as_deref(), group.as_deref()).map(Some)
 }
 
-pub(crate) struct CopyArgs<'a> {
-    pub(crate) instruction: &'a str,
-    pub(crate) sources: &'a [kiln_dockerfile::instructions::Source],
-    pub(crate) dest: &'a str,
-    pub(crate) from: Option<&'a FromRef>,
-    pub(crate) chown: Option<&'a str>,
-    pub(crate) chmod: Option<&'a kiln_dockerfile::instructions::Chmod>,
-    pub(crate) link: bool,
-    pub(crate) parents: bool,
-    pub(crate) exclude: &'a [String],
-    pub(crate) unpack: bool,
-    pub(crate) remote: bool,
-    pub(crate) checksum: Option<&'a str>,
-    pub(crate) keep_git_dir: bool,
-}
-
-/// COPY and ADD: one step that makes (or finds) the layer and records it.
+/// COPY and ADD: makes (or finds) the layer of `op` over `onto` (the
+/// destination filesystem; none for `--link`), copying from `from` (a
+/// stage's filesystem) or whatever else `op.from` names.
 pub(crate) fn copy_step(
-    shared: &Shared<'_>,
-    image: Image,
-    name: &str,
-    created_by: &str,
-    no_cache: bool,
-    a: CopyArgs<'_>,
-) -> Result<Image, BuildError> {
-    if let Some(FromRef::Stage { index, .. }) = a.from {
-        // The step starts when its source stage is there, so its time (and
-        // the TTY view) does not count the wait.
-        wait_for(shared, *index)?;
-    }
-    let step = shared.progress.start(name);
-    let owner = chown_ids(shared, &image, a.chown)?;
-    let made = copy_layer(shared, &image, a, owner, no_cache, step)?;
-    Ok(append(
-        shared,
-        image,
-        made,
-        format!("{created_by} # buildkit"),
-    ))
-}
-
-fn copy_layer(
-    shared: &Shared<'_>,
-    image: &Image,
-    a: CopyArgs<'_>,
-    owner: Option<(u64, u64)>,
-    no_cache: bool,
-    step: crate::progress::Step<'_>,
+    worker: &Worker<'_>,
+    op: &CopyOp,
+    onto: Option<&StageFs>,
+    from: Option<&StageFs>,
+    node: &Node,
 ) -> Result<MadeLayer, BuildError> {
-    let base = fs_of(image);
+    let step = worker.progress.start(&node.name);
+    let owner = chown_ids(worker, onto, op.chown.as_deref())?;
     let existing_dir = |p: &Path| -> Option<std::fs::Metadata> {
-        if a.link {
+        if op.link {
             return None;
         }
-        base.stat(shared.store, &shared.snaps, p)
+        onto?
+            .stat(worker.store, &worker.snaps, p)
             .ok()
             .flatten()
             .filter(|m| m.is_dir())
     };
-    let workdir = image
-        .config
-        .runtime()
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
     let spec = CopySpec {
-        instruction: a.instruction,
-        sources: a.sources,
-        dest: a.dest,
-        workdir: &workdir,
+        instruction: op.instruction,
+        sources: &op.sources,
+        dest: &op.dest,
+        workdir: &op.workdir,
         owner,
-        chmod: a.chmod,
-        parents: a.parents,
-        exclude: a.exclude,
-        unpack_archives: a.unpack,
-        remote: a.remote,
-        checksum: a.checksum,
-        keep_git_dir: a.keep_git_dir,
-        host_network: shared.opts.entitlements.host_network(),
-        now: shared.now,
+        chmod: op.chmod.as_ref(),
+        parents: op.parents,
+        exclude: &op.exclude,
+        unpack_archives: op.unpack,
+        remote: op.instruction == "ADD",
+        checksum: op.checksum.as_deref(),
+        keep_git_dir: op.keep_git_dir,
+        host_network: worker.opts.entitlements.host_network(),
+        now: worker.now,
         existing_dir: &existing_dir,
     };
     // A directory build context is read like the main context (digests
     // remembered, symlinks kept inside), with no .dockerignore.
     let mut named_dir = None;
-    let from_fs = match a.from {
+    let from_fs = match &op.from {
         None => None,
-        Some(FromRef::Stage { index, .. }) => Some(wait_for(shared, *index)?.1),
-        Some(FromRef::Image { reference }) => Some(fs_of(&load_image(
-            shared.store,
-            shared.opts,
-            reference,
-            &platform_of(image),
-            shared.opts.platform_requested,
-        )?)),
-        Some(FromRef::Context { name }) => match shared.opts.named_contexts.get(name) {
+        Some(FromRef::Stage { .. }) => Some(from.cloned().ok_or_else(|| {
+            BuildError::Instruction("--from: the stage's filesystem is not an input".into())
+        })?),
+        Some(FromRef::Image { reference }) => {
+            Some(StageFs::of(&load_image(
+                worker.store,
+                worker.opts,
+                reference,
+                &op.platform,
+                worker.opts.platform_requested,
+            )?))
+        }
+        Some(FromRef::Context { name }) => match worker.opts.named_contexts.get(name) {
             Some(NamedContext::Dir(dir)) => {
                 let ignore = kiln_dockerfile::ignore::Matcher::new("")
                     .map_err(|e| BuildError::Context(e.to_string()))?;
                 named_dir = Some(Context::new(
                     dir,
                     ignore,
-                    Some(&shared.store.dir("context-index")?),
+                    Some(&worker.store.dir("context-index")?),
                 )?);
                 None
             }
             Some(other) => {
-                let img = other.image(shared.store, shared.opts, &platform_of(image))?;
-                Some(fs_of(&img.ok_or_else(|| {
+                let img = other.image(worker.store, worker.opts, &op.platform)?;
+                Some(StageFs::of(&img.ok_or_else(|| {
                     BuildError::Instruction(format!("--from={name}: not an image"))
                 })?))
             }
@@ -166,11 +131,11 @@ fn copy_layer(
             (plan, None)
         }
         (None, None) => (
-            crate::copy::plan(&CopyFrom::Context(&shared.context), &spec)?,
+            crate::copy::plan(&CopyFrom::Context(&worker.context), &spec)?,
             None,
         ),
         (Some(fs), _) => {
-            let view = fs.view(shared.store, &shared.snaps, &shared.scratch)?;
+            let view = fs.view(worker.store, &worker.snaps, &worker.scratch)?;
             let plan = crate::copy::plan(
                 &CopyFrom::Tree {
                     root: view.path(),
@@ -186,7 +151,7 @@ fn copy_layer(
         key,
         scratch,
     } = plan;
-    let r = cached_layer(shared, &key, no_cache, step, |_| {
+    let r = cached_layer(worker, &key, node.no_cache, step, |_| {
         Ok(Entries::shared(entries))
     });
     drop(scratch);

@@ -19,6 +19,18 @@ pub struct StageFs {
 }
 
 impl StageFs {
+    /// An image's filesystem: its layers.
+    pub fn of(image: &kiln_image::Image) -> StageFs {
+        StageFs {
+            layers: image
+                .layers
+                .iter()
+                .cloned()
+                .zip(image.config.rootfs.diff_ids.iter().cloned())
+                .collect(),
+        }
+    }
+
     pub fn key(&self) -> Digest {
         let ids: Vec<Digest> = self.layers.iter().map(|(_, d)| d.clone()).collect();
         fs_key(&ids)

@@ -9,6 +9,7 @@
 //! (`kiln-sandbox`), diff filesystems (`kiln-snapshot`) or talk to
 //! registries; it ties them together and writes the result to the store.
 
+pub mod base;
 mod bind;
 pub mod cache;
 pub mod context;
@@ -19,20 +20,24 @@ pub mod exec;
 pub mod export;
 pub mod fs;
 pub mod git;
+pub mod graph;
 pub mod host_net;
 pub mod inroot;
 pub mod key;
 pub mod named;
+pub mod options;
 pub mod output;
 pub mod platform;
 mod precompress;
 pub mod progress;
 pub mod remote;
 pub mod run_private;
+pub mod sched;
 pub mod solver;
 pub mod source;
 mod step_layer;
 pub mod tty;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,7 +45,8 @@ use std::path::PathBuf;
 pub use entitlements::Entitlements;
 pub use named::NamedContext;
 pub use progress::{Progress, ProgressMode};
-pub use solver::{BuildOptions, BuildResult, FetchBase, build};
+pub use options::{BuildOptions, BuildResult, FetchBase};
+pub use solver::build;
 pub use source::ContextKind;
 
 /// Where a `--secret` comes from.

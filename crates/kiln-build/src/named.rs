@@ -76,7 +76,7 @@ impl NamedContext {
         match self {
             NamedContext::Dir(_) => Ok(None),
             NamedContext::Image(r) => {
-                crate::solver::load_image(store, opts, r, platform, opts.platform_requested)
+                crate::base::load_image(store, opts, r, platform, opts.platform_requested)
                     .map(Some)
             }
             NamedContext::Layout { dir, tag, digest } => {

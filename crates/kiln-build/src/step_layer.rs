@@ -1,45 +1,29 @@
-//! A step's layer through the cache, and its history entry: a layer is
-//! looked up by its key or made and recorded with the time it was made,
-//! and the image's times come from those records (so an unchanged rebuild
-//! writes the same config). It does not decide what goes into a layer:
-//! COPY, ADD and RUN hand it their entries.
+//! A step's layer through the cache: a layer is looked up by its key or
+//! made and recorded with the time it was made, and the image's times
+//! come from those records (so an unchanged rebuild writes the same
+//! config). It does not decide what goes into a layer: COPY, ADD, RUN and
+//! WORKDIR hand it their entries.
 
 use std::sync::atomic::Ordering;
 
 use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
 use kiln_image::media::Compression;
-use kiln_image::{Descriptor, Digest, History, Image, NewLayer};
+use kiln_image::{Descriptor, Digest, Image};
 
 use crate::BuildError;
 use crate::cache::CachedLayer;
 use crate::key::KeyHasher;
-use crate::solver::Shared;
-
-/// A history entry of this build. With SOURCE_DATE_EPOCH its time is that;
-/// otherwise a layer's is when the cache entry of the layer was made (`at`),
-/// and a metadata step's is left out until [`stamp_times`] fills it in.
-pub(crate) fn history(shared: &Shared<'_>, created_by: String, at: Option<i64>) -> History {
-    History {
-        created: shared
-            .opts
-            .source_date_epoch
-            .or(at)
-            .map(kiln_image::time::rfc3339),
-        created_by: Some(created_by),
-        comment: Some("buildkit.dockerfile.v0".into()),
-        ..History::default()
-    }
-}
+use crate::worker::Worker;
 
 /// How a step's layer is written: a plain tar, whatever the outputs want
 /// (they compress it on the way out, see `kiln_image::compressed`).
-pub(crate) fn layer_options(shared: &Shared<'_>) -> LayerOptions {
+pub(crate) fn layer_options(worker: &Worker<'_>) -> LayerOptions {
     LayerOptions {
         compression: Compression::None,
-        source_date_epoch: shared
+        source_date_epoch: worker
             .opts
             .rewrite_timestamp
-            .then_some(shared.opts.source_date_epoch)
+            .then_some(worker.opts.source_date_epoch)
             .flatten(),
         ..LayerOptions::default()
     }
@@ -75,7 +59,7 @@ impl Entries<()> {
 
 /// Looks `key` up, or makes the layer with `make` and records it.
 pub(crate) fn cached_layer<K>(
-    shared: &Shared<'_>,
+    worker: &Worker<'_>,
     key: &Digest,
     no_cache: bool,
     step: crate::progress::Step<'_>,
@@ -86,13 +70,13 @@ pub(crate) fn cached_layer<K>(
     // Layers are plain in the cache whatever the output wants ("v2"), so a
     // `--push` after a local build reuses it.
     k.str("layer", "plain-v2");
-    k.json("clamp", &layer_options(shared).source_date_epoch);
+    k.json("clamp", &layer_options(worker).source_date_epoch);
     let key = k.finish();
-    if !no_cache && let Some(hit) = shared.cache.get(&key) {
-        shared.cached.fetch_add(1, Ordering::Relaxed);
+    if !no_cache && let Some(hit) = worker.cache.get(&key) {
+        worker.cached.fetch_add(1, Ordering::Relaxed);
         step.cached();
         if let Some((blob, _)) = &hit.layer {
-            shared.precompress.layer(blob);
+            worker.precompress.layer(blob);
         }
         return Ok(MadeLayer {
             layer: hit.layer,
@@ -111,20 +95,20 @@ pub(crate) fn cached_layer<K>(
         }
     };
     let made_at = unix_now();
-    let opts = layer_options(shared);
+    let opts = layer_options(worker);
     // Clamped file times are in the tar only: such a layer is unpacked.
     let staged = (private && !entries.is_empty() && opts.source_date_epoch.is_none())
-        .then(|| shared.snaps.stage_private(&entries).ok())
+        .then(|| worker.snaps.stage_private(&entries).ok())
         .flatten();
     let layer = if entries.is_empty() {
         None
     } else {
-        let (blob, info) = write_entries_layer(entries, &opts, shared.store.blob_writer()?)?;
+        let (blob, info) = write_entries_layer(entries, &opts, worker.store.blob_writer()?)?;
         blob.commit(Some(&info.digest))?;
-        kiln_image::compressed::mark_built(shared.store, &info.digest)?;
+        kiln_image::compressed::mark_built(worker.store, &info.digest)?;
         let media_type = kiln_image::media::Format::Oci.layer(info.compression);
         let blob = Descriptor::new(media_type, info.digest, info.size);
-        shared.precompress.layer(&blob);
+        worker.precompress.layer(&blob);
         Some((blob, info.diff_id))
     };
     drop(keep_alive);
@@ -132,14 +116,14 @@ pub(crate) fn cached_layer<K>(
         // Failing, the layer is unpacked from its blob when needed.
         let _ = dir.commit(diff_id);
     }
-    shared.cache.put(
+    worker.cache.put(
         &key,
         &CachedLayer {
             layer: layer.clone(),
             created: made_at,
         },
     )?;
-    shared.run.fetch_add(1, Ordering::Relaxed);
+    worker.run.fetch_add(1, Ordering::Relaxed);
     step.done();
     Ok(MadeLayer { layer, made_at })
 }
@@ -149,20 +133,6 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// Appends a step's layer with its history entry, timed by the layer.
-pub(crate) fn append(
-    shared: &Shared<'_>,
-    image: Image,
-    made: MadeLayer,
-    created_by: String,
-) -> Image {
-    let h = history(shared, created_by, Some(made.made_at));
-    match made.layer {
-        Some((blob, diff_id)) => image.with_layer(NewLayer { blob, diff_id }, h),
-        None => image.with_empty_history(h),
-    }
 }
 
 /// Fills in the times BuildKit's exporter does, so that an unchanged

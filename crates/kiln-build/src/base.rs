@@ -1,0 +1,152 @@
+//! Base images: the images a build's stages start from, brought into the
+//! store (through the caller's fetcher) and checked against the platform
+//! each stage builds for, before anything is lowered or run.
+
+use std::collections::BTreeMap;
+
+use kiln_dockerfile::stage::{Base, ImageInfo, Stage};
+use kiln_image::{Image, Platform, Store};
+
+use crate::BuildError;
+use crate::options::BuildOptions;
+use crate::platform::stage_platform;
+
+/// Loaded base images by [`key`].
+pub type BaseImages = BTreeMap<String, Image>;
+
+/// The key of a stage's base image in [`BaseImages`].
+pub fn key(base: &str, platform: &Platform) -> String {
+    format!("{base}|{platform}")
+}
+
+/// A base image for `platform`, from the store, fetched first when the
+/// store has none for that platform (or always, with `--pull`).
+pub fn load_image(
+    store: &Store,
+    opts: &BuildOptions,
+    reference: &str,
+    platform: &Platform,
+    asked: bool,
+) -> Result<Image, BuildError> {
+    if let Some(fetch) = &opts.fetch_base {
+        let stored = Image::load(store, reference, platform).ok();
+        let fits = stored.as_ref().is_some_and(|(img, _)| {
+            img.config.os == platform.os && img.config.architecture == platform.architecture
+        });
+        if opts.pull || !fits {
+            let fetched = fetch(store, reference, platform);
+            // A stored image for another platform, where none was asked for
+            // and none could be pulled, is used as it is (the caller warns),
+            // as docker does with a local one.
+            let fallback = !asked && stored.is_some();
+            if let Err(e) = fetched
+                && !fallback
+            {
+                let have = match &stored {
+                    Some((img, _)) => format!(
+                        "the store has it for {}/{} only",
+                        img.config.os, img.config.architecture
+                    ),
+                    None => "the store does not have it".to_string(),
+                };
+                return Err(BuildError::Instruction(format!(
+                    "base image {reference} for {platform}: {have}, and pulling it failed: {e}"
+                )));
+            }
+        }
+    }
+    Image::load(store, reference, platform).map(|(img, _)| img).map_err(|e| {
+        BuildError::Instruction(format!(
+            "base image {reference}: {e} (kiln builds from images in its store: `kiln pull {reference}` or `kiln import`)"
+        ))
+    })
+}
+
+/// Whether the stage's platform was asked for (`--platform`, or the
+/// stage's own `FROM --platform`) rather than assumed to be the host's.
+pub fn platform_asked(opts: &BuildOptions, stage: &Stage) -> bool {
+    opts.platform_requested || stage.platform.as_deref().is_some_and(|p| !p.is_empty())
+}
+
+/// Loads the base image of every stage that starts from an image or an
+/// image-valued build context, and tells the frontend about their configs
+/// (`infos`, by reference) so that their ENV is in scope and their ONBUILD
+/// triggers run. Returns the images and the warnings about platforms.
+pub fn load_bases(
+    store: &Store,
+    opts: &BuildOptions,
+    stages: &[Stage],
+    infos: &mut BTreeMap<String, ImageInfo>,
+) -> Result<(BaseImages, Vec<String>), BuildError> {
+    let mut images = BaseImages::new();
+    let mut warnings = Vec::new();
+    for stage in stages {
+        let platform = stage_platform(stage, &opts.platform)?;
+        let (name, img) = match &stage.base {
+            Base::Image { reference } => {
+                let img = load_image(
+                    store,
+                    opts,
+                    reference,
+                    &platform,
+                    platform_asked(opts, stage),
+                )?;
+                infos.insert(reference.clone(), image_info(&img));
+                (reference.clone(), img)
+            }
+            Base::Context { name } => {
+                let img = match opts.named_contexts.get(name) {
+                    Some(c) => c.image(store, opts, &platform)?,
+                    None => None,
+                };
+                let img = img.ok_or_else(|| {
+                    BuildError::Instruction(format!(
+                        "FROM {name}: a directory build context cannot be a base image"
+                    ))
+                })?;
+                (context_name(name), img)
+            }
+            _ => continue,
+        };
+        let c = &img.config;
+        if c.os != platform.os || c.architecture != platform.architecture {
+            let what = format!(
+                "{}: the base image is for {}/{} only, not {platform}",
+                stage.original.trim(),
+                c.os,
+                c.architecture
+            );
+            if platform_asked(opts, stage) {
+                return Err(BuildError::Instruction(what));
+            }
+            // As BuildKit's InvalidBaseImagePlatform: the stage keeps the
+            // image's own platform (see the lowering), and says so.
+            warnings.push(format!("{what} (no --platform was asked for)"));
+        }
+        images.insert(key(&name, &platform), img);
+    }
+    Ok((images, warnings))
+}
+
+/// How a named build context that is an image is keyed in [`BaseImages`].
+pub fn context_name(name: &str) -> String {
+    format!("context:{name}")
+}
+
+fn image_info(img: &Image) -> ImageInfo {
+    let rt = img.config.runtime();
+    ImageInfo {
+        env: rt
+            .env
+            .iter()
+            .flatten()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
+        onbuild: rt.on_build.clone().unwrap_or_default(),
+        workdir: rt.working_dir.clone(),
+        shell: rt.shell.clone(),
+    }
+}

@@ -1,0 +1,75 @@
+//! What a build is asked to do ([`BuildOptions`]) and what it gives back
+//! ([`BuildResult`]): the seam between the CLI, which parses flags, and
+//! the engine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kiln_dockerfile::instructions::Network;
+use kiln_image::media::Compression;
+use kiln_image::transport::RawManifest;
+use kiln_image::{Image, Platform, Store};
+use kiln_sandbox::Isolation;
+use kiln_snapshot::Mode;
+
+use crate::named::NamedContext;
+use crate::source::ContextKind;
+use crate::{SecretSource, Vars};
+
+pub struct BuildOptions {
+    /// The Dockerfile's name (for messages) and text.
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub context_dir: PathBuf,
+    /// `.dockerignore` text, if the context has one.
+    pub dockerignore: Option<String>,
+    pub build_args: Vars,
+    pub target: Option<String>,
+    pub platform: Platform,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub ssh: BTreeMap<String, PathBuf>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub labels: Vars,
+    pub isolation: Isolation,
+    pub snapshotter: Mode,
+    pub source_date_epoch: Option<i64>,
+    /// Clamp file times in new layers to `source_date_epoch` too.
+    pub rewrite_timestamp: bool,
+    /// The compression the outputs will need: layers are compressed for
+    /// them in the background as they are made (`None`: the image stays
+    /// in the store, whose layers are plain tars either way).
+    pub compression: Compression,
+    /// `--build-context NAME=…`.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Where `context_dir` came from (see [`crate::source`]).
+    pub context_kind: ContextKind,
+    /// `--platform` was given: a base image for another platform is then an
+    /// error, where the host's platform, assumed, only gets a warning.
+    pub platform_requested: bool,
+    /// `--add-host NAME:IP`: lines every RUN's `/etc/hosts` gets.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--shm-size`: the size of every RUN's `/dev/shm`, in bytes.
+    pub shm_size: Option<u64>,
+    /// `--network`: the network of a RUN without its own `--network`.
+    pub network: Network,
+    /// `--allow`: what the Dockerfile may ask for beyond the sandbox.
+    pub entitlements: crate::Entitlements,
+    /// Brings a base image for a platform into the store when the store
+    /// lacks it (or always, with `pull`): the CLI's registry client.
+    pub fetch_base: Option<FetchBase>,
+    pub pull: bool,
+}
+
+/// Fetches `reference` for a platform into the store, tagged with that
+/// name. kiln-build does not talk to registries; its caller does.
+pub type FetchBase = Box<dyn Fn(&Store, &str, &Platform) -> Result<(), String> + Send + Sync>;
+
+pub struct BuildResult {
+    pub image: Image,
+    pub manifest: RawManifest,
+    pub steps_run: usize,
+    pub steps_cached: usize,
+    pub warnings: Vec<String>,
+}
+
