@@ -247,6 +247,51 @@ fn interval(root: &Path, name: &str) -> (f64, f64) {
 }
 
 #[test]
+fn a_link_copy_does_not_wait_for_the_run_before_it() {
+    guarded(
+        KNOWN_GAPS,
+        "a_link_copy_does_not_wait_for_the_run_before_it",
+        a_link_copy_does_not_wait_for_the_run_before_it_body,
+    );
+}
+
+/// `COPY --link` does not read the stage below it (BuildKit makes it on
+/// scratch and merges it), so it runs while a slow RUN before it in the
+/// same stage still does; the image still stacks them in order.
+fn a_link_copy_does_not_wait_for_the_run_before_it_body() {
+    let Some((tmp, k)) = setup("a_link_copy_does_not_wait_for_the_run_before_it") else {
+        return;
+    };
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/busybox:1 AS other\n\
+         RUN echo linked > /f\n\
+         FROM kiln-test/busybox:1\n\
+         RUN sleep 2 && echo slow > /slow\n\
+         COPY --link --from=other /f /f\n\
+         RUN cat /slow /f > /both\n",
+    )
+    .unwrap();
+    build(&k, &ctx, &[]);
+    let (_, log, steps) = build(&k, &ctx, &["--no-cache"]);
+    let done_at = |needle: &str| {
+        let id = &step(&steps, needle, &log).id;
+        log.lines()
+            .position(|l| l.starts_with(&format!("#{id} DONE")))
+            .unwrap_or_else(|| panic!("`{needle}` never finished:\n{log}"))
+    };
+    assert!(
+        done_at("COPY --link") < done_at("sleep 2"),
+        "the COPY --link waited for the RUN before it:\n{log}"
+    );
+    let out = tmp.path().join("out");
+    k.rootfs("cache-test:latest", &out);
+    assert_eq!(fs::read_to_string(out.join("both")).unwrap(), "slow\nlinked\n");
+}
+
+#[test]
 fn independent_stages_run_in_parallel() {
     guarded(
         KNOWN_GAPS,
