@@ -155,7 +155,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
     let mut key = KeyHasher::new("copy");
     key.str("dest", &dest)
         .json("owner", &spec.owner)
-        .json("chmod", &spec.chmod.map(|c| format!("{c:?}")));
+        .json("chmod", &spec.chmod);
     key.json("parents", &spec.parents)
         .json("exclude", &spec.exclude)
         .json("unpack", &spec.unpack_archives);

@@ -77,7 +77,7 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
         k.json(
             "mount",
             &(
-                format!("{:?}", mm.kind),
+                mm.kind,
                 &mm.target,
                 &mm.id,
                 &mm.readonly,
@@ -88,7 +88,7 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
         );
         k.json(
             "mount-more",
-            &(format!("{:?}", mm.sharing), &mm.env, &mm.required, &mm.size),
+            &(mm.sharing, &mm.env, &mm.required, &mm.size),
         );
         if let (MountType::Cache, Some(FromRef::Stage { index, .. })) = (&mm.kind, &m.from_ref) {
             let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
