@@ -37,7 +37,9 @@ fn chown_ids(
     }
     // The lowering makes the destination an input whenever a name is given.
     let fs = onto.ok_or_else(|| {
-        BuildError::Instruction(format!("--chown={spec}: no filesystem to look the name up in"))
+        BuildError::Instruction(format!(
+            "--chown={spec}: no filesystem to look the name up in"
+        ))
     })?;
     let passwd = fs.read_file(worker.store, &worker.snaps, "/etc/passwd")?;
     let group = fs.read_file(worker.store, &worker.snaps, "/etc/group")?;
@@ -91,15 +93,13 @@ pub(crate) fn copy_step(
         Some(FromRef::Stage { .. }) => Some(from.cloned().ok_or_else(|| {
             BuildError::Instruction("--from: the stage's filesystem is not an input".into())
         })?),
-        Some(FromRef::Image { reference }) => {
-            Some(StageFs::of(&load_image(
-                worker.store,
-                worker.opts,
-                reference,
-                &op.platform,
-                worker.opts.platform_requested,
-            )?))
-        }
+        Some(FromRef::Image { reference }) => Some(StageFs::of(&load_image(
+            worker.store,
+            worker.opts,
+            reference,
+            &op.platform,
+            worker.opts.platform_requested,
+        )?)),
         Some(FromRef::Context { name }) => match worker.opts.named_contexts.get(name) {
             Some(NamedContext::Dir(dir)) => {
                 let ignore = kiln_dockerfile::ignore::Matcher::new("")

@@ -86,10 +86,7 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
                 &mm.gid,
             ),
         );
-        k.json(
-            "mount-more",
-            &(mm.sharing, &mm.env, &mm.required, &mm.size),
-        );
+        k.json("mount-more", &(mm.sharing, &mm.env, &mm.required, &mm.size));
         if let (MountType::Cache, Some(FromRef::Stage { index, .. })) = (&mm.kind, &m.from_ref) {
             let fs = (inputs.stage_fs)(*index).ok_or_else(|| {
                 BuildError::Instruction(format!("RUN --mount: stage {index} is not built"))

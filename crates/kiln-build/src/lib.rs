@@ -27,6 +27,7 @@ pub mod key;
 pub mod named;
 pub mod options;
 pub mod output;
+pub mod plan;
 pub mod platform;
 mod precompress;
 pub mod progress;
@@ -44,8 +45,8 @@ use std::path::PathBuf;
 
 pub use entitlements::Entitlements;
 pub use named::NamedContext;
-pub use progress::{Progress, ProgressMode};
 pub use options::{BuildOptions, BuildResult, FetchBase};
+pub use progress::{Progress, ProgressMode};
 pub use solver::build;
 pub use source::ContextKind;
 

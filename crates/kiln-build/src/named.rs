@@ -76,8 +76,7 @@ impl NamedContext {
         match self {
             NamedContext::Dir(_) => Ok(None),
             NamedContext::Image(r) => {
-                crate::base::load_image(store, opts, r, platform, opts.platform_requested)
-                    .map(Some)
+                crate::base::load_image(store, opts, r, platform, opts.platform_requested).map(Some)
             }
             NamedContext::Layout { dir, tag, digest } => {
                 load_layout(store, dir, tag.as_deref(), digest.as_ref(), platform).map(Some)

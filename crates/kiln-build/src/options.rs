@@ -72,4 +72,3 @@ pub struct BuildResult {
     pub steps_cached: usize,
     pub warnings: Vec<String>,
 }
-

@@ -202,7 +202,11 @@ mod tests {
         let ran = Mutex::new(Vec::new());
         let err = run(&diamond(), &[3, 4], |n, _: &[&()], _| {
             ran.lock().unwrap().push(n);
-            if n == 1 { Err(format!("node {n} failed")) } else { Ok(()) }
+            if n == 1 {
+                Err(format!("node {n} failed"))
+            } else {
+                Ok(())
+            }
         })
         .unwrap_err();
         assert_eq!(err, "node 1 failed");

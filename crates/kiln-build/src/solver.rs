@@ -63,9 +63,10 @@ pub fn build(
     }
     warnings.extend(platform_warnings);
     let lowered = lower(&build, &bases, opts)?;
-    let plan = lowered.stages.get(&lowered.target).ok_or_else(|| {
-        BuildError::Instruction("the target stage was not lowered".into())
-    })?;
+    let plan = lowered
+        .stages
+        .get(&lowered.target)
+        .ok_or_else(|| BuildError::Instruction("the target stage was not lowered".into()))?;
     let worker = new_worker(store, opts, progress)?;
     let graph = &lowered.graph;
     let outputs = std::thread::scope(|s| {

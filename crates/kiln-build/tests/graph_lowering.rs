@@ -90,7 +90,9 @@ fn metadata_instructions_make_no_ops_and_layer_instructions_do() {
     let names: Vec<&str> = l.graph.nodes.iter().map(|n| op_name(&n.op)).collect();
     assert_eq!(
         names,
-        ["scratch", "copy", "scratch", "copy", "merge", "exec", "copy", "merge", "mkdir"]
+        [
+            "scratch", "copy", "scratch", "copy", "merge", "exec", "copy", "merge", "mkdir"
+        ]
     );
     let rt = target.image.config.runtime();
     assert_eq!(rt.env_var("K"), Some("V"));
@@ -138,10 +140,20 @@ fn ops_read_exactly_the_filesystems_they_need() {
 #[test]
 fn a_named_chown_makes_a_link_copy_read_the_stage_for_its_passwd() {
     let (l, _) = lowered("FROM scratch\nRUN true\nCOPY --link --chown=app one /one\n");
-    let copy = l.graph.nodes.iter().find(|n| n.name.contains("COPY")).unwrap();
+    let copy = l
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.name.contains("COPY"))
+        .unwrap();
     assert_eq!(copy.inputs.len(), 1, "reads the RUN's filesystem");
     let (l, _) = lowered("FROM scratch\nRUN true\nCOPY --link --chown=1:2 one /one\n");
-    let copy = l.graph.nodes.iter().find(|n| n.name.contains("COPY")).unwrap();
+    let copy = l
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.name.contains("COPY"))
+        .unwrap();
     assert!(copy.inputs.is_empty(), "a numeric owner needs no passwd");
 }
 
@@ -162,10 +174,38 @@ fn the_definition_is_stable_and_holds_no_host_path() {
         .collect();
     assert_eq!(
         ops,
-        ["source", "copy", "source", "copy", "merge", "exec", "copy", "merge", "mkdir"]
+        [
+            "source", "copy", "source", "copy", "merge", "exec", "copy", "merge", "mkdir"
+        ]
     );
     let exec = &def[5];
     assert_eq!(exec["platform"], "linux/amd64");
     assert_eq!(exec["workdir"], "/");
     assert_eq!(exec["inputs"], serde_json::json!([4, 3]));
+}
+
+#[test]
+fn the_stage_plan_has_a_job_per_named_stage_the_target_needs() {
+    let opts = options(
+        "FROM scratch AS deps\nCOPY a /a\n\
+         FROM deps\nCOPY b /b\n\
+         FROM scratch AS build\nCOPY --from=1 /b /b\n\
+         FROM scratch AS unused\nCOPY x /x\n\
+         FROM scratch AS final\nCOPY --from=build /b /b\n",
+    );
+    let jobs = kiln_build::plan::stage_jobs(&opts).unwrap();
+    let job = |target: Option<&str>, deps: &[&str]| kiln_build::plan::StageJob {
+        target: target.map(str::to_string),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+    };
+    // The unnamed stage 1 cannot be a target: `build` builds it along,
+    // and so depends on `deps` through it. `unused` is not needed.
+    assert_eq!(
+        jobs,
+        vec![
+            job(Some("deps"), &[]),
+            job(Some("build"), &["deps"]),
+            job(None, &["build"]),
+        ]
+    );
 }

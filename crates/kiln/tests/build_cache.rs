@@ -288,7 +288,10 @@ fn a_link_copy_does_not_wait_for_the_run_before_it_body() {
     );
     let out = tmp.path().join("out");
     k.rootfs("cache-test:latest", &out);
-    assert_eq!(fs::read_to_string(out.join("both")).unwrap(), "slow\nlinked\n");
+    assert_eq!(
+        fs::read_to_string(out.join("both")).unwrap(),
+        "slow\nlinked\n"
+    );
 }
 
 #[test]

@@ -96,9 +96,10 @@ fn lower_stage(
         })
     };
     let image_source = |graph: &mut Graph, name: &str| -> Result<(Image, NodeId), BuildError> {
-        let image = bases.get(&key(name, &platform)).cloned().ok_or_else(|| {
-            BuildError::Instruction(format!("base image {name} was not loaded"))
-        })?;
+        let image = bases
+            .get(&key(name, &platform))
+            .cloned()
+            .ok_or_else(|| BuildError::Instruction(format!("base image {name} was not loaded")))?;
         let op = Op::Source(SourceOp::Image {
             reference: name.to_string(),
             platform: platform.to_string(),
@@ -250,7 +251,12 @@ impl StageLowering<'_> {
         })
     }
 
-    fn instruction(&mut self, i: usize, r: &Resolved, cmd_set: &mut bool) -> Result<(), BuildError> {
+    fn instruction(
+        &mut self,
+        i: usize,
+        r: &Resolved,
+        cmd_set: &mut bool,
+    ) -> Result<(), BuildError> {
         let created_by = r.original.trim().to_string();
         match &r.instr {
             Instr::Env { vars } => {
@@ -268,11 +274,13 @@ impl StageLowering<'_> {
                 self.edit(created_by, &edits);
             }
             Instr::Expose { ports } => {
-                let edits: Vec<ConfigEdit> = ports.iter().cloned().map(ConfigEdit::Expose).collect();
+                let edits: Vec<ConfigEdit> =
+                    ports.iter().cloned().map(ConfigEdit::Expose).collect();
                 self.edit(created_by, &edits);
             }
             Instr::Volume { paths } => {
-                let edits: Vec<ConfigEdit> = paths.iter().cloned().map(ConfigEdit::Volume).collect();
+                let edits: Vec<ConfigEdit> =
+                    paths.iter().cloned().map(ConfigEdit::Volume).collect();
                 self.edit(created_by, &edits);
             }
             Instr::User { user } => self.edit(created_by, &[ConfigEdit::User(user.clone())]),
