@@ -11,6 +11,7 @@
 
 mod bind;
 pub mod cache;
+pub mod cache_session;
 pub mod context;
 pub mod copy;
 mod copy_step;
