@@ -6,8 +6,8 @@
 //! An imported cache is a key → entry map read from a cache manifest (see
 //! `kiln_build::export::cache`) plus the source its layer blobs come from.
 //! A hit fetches the layer blob into the store first ("fetch on hit"): the
-//! steps after it, and the output, find it there. The blob is checked
-//! against its digest while it is written, so a cache that lies about a
+//! steps after it, and the output, find it there. The blob is decompressed
+//! and checked against its diff ID while it is written, so a cache that lies about a
 //! blob puts nothing into the store; its first failure is warned about
 //! once, and the build goes on without that cache.
 //!
@@ -24,11 +24,19 @@ use kiln_image::{Descriptor, Digest, Store};
 
 use crate::cache::CachedLayer;
 
+/// One entry of an imported cache: as the store will keep it (a plain
+/// layer), and the blob to fetch for it (compressed or not).
+#[derive(Debug, Clone)]
+pub struct ImportedEntry {
+    pub entry: CachedLayer,
+    pub remote: Option<Descriptor>,
+}
+
 /// A cache read from elsewhere: its entries and where their blobs are.
 pub struct ImportedCache {
     /// What the user named (`registry.example/cache:main`), for messages.
     pub name: String,
-    pub entries: BTreeMap<Digest, CachedLayer>,
+    pub entries: BTreeMap<Digest, ImportedEntry>,
     source: Box<dyn ImageSource>,
     /// A failure of a required cache (`ignore-error=false`) fails the build
     /// after it; otherwise it is a warning.
@@ -40,7 +48,7 @@ pub struct ImportedCache {
 impl ImportedCache {
     pub fn new(
         name: String,
-        entries: BTreeMap<Digest, CachedLayer>,
+        entries: BTreeMap<Digest, ImportedEntry>,
         source: Box<dyn ImageSource>,
         required: bool,
     ) -> ImportedCache {
@@ -117,19 +125,19 @@ impl CacheSession {
             if cache.broken.load(Ordering::Relaxed) {
                 continue;
             }
-            let Some(entry) = cache.entries.get(key) else {
+            let Some(ImportedEntry { entry, remote }) = cache.entries.get(key) else {
                 continue;
             };
-            let Some((blob, _)) = &entry.layer else {
+            let (Some((blob, _)), Some(remote)) = (&entry.layer, remote) else {
                 return Some(entry.clone());
             };
             if store.has_blob(&blob.digest) {
                 return Some(entry.clone());
             }
-            match fetch(store, cache.source.as_ref(), blob) {
+            match fetch(store, cache.source.as_ref(), remote, blob) {
                 Ok(()) => {
                     self.layers.fetch_add(1, Ordering::Relaxed);
-                    self.bytes.fetch_add(blob.size, Ordering::Relaxed);
+                    self.bytes.fetch_add(remote.size, Ordering::Relaxed);
                     return Some(entry.clone());
                 }
                 Err(e) => {
@@ -137,7 +145,7 @@ impl CacheSession {
                     if !cache.broken.swap(true, Ordering::Relaxed) {
                         let msg = format!(
                             "--cache-from {}: layer {}: {e}; building without this cache",
-                            cache.name, blob.digest
+                            cache.name, remote.digest
                         );
                         let list = if cache.required {
                             &self.errors
@@ -153,27 +161,38 @@ impl CacheSession {
     }
 }
 
-/// Copies a layer blob into the store; the store's writer checks the digest
-/// and the size is checked here, so nothing else is ever committed.
-fn fetch(store: &Store, source: &dyn ImageSource, blob: &Descriptor) -> Result<(), String> {
+/// Fetches `remote` and stores it as the plain layer `plain`, decompressed
+/// on the way; the store's writer checks the plain digest (the diff ID)
+/// and the sizes are checked here, so nothing else is ever committed.
+fn fetch(
+    store: &Store,
+    source: &dyn ImageSource,
+    remote: &Descriptor,
+    plain: &Descriptor,
+) -> Result<(), String> {
     use std::io::Read;
-    let reader = source.blob(blob).map_err(|e| e.to_string())?;
-    let mut writer = store.blob_writer().map_err(|e| e.to_string())?;
+    let compression = kiln_image::media::layer_compression(&remote.media_type)
+        .ok_or_else(|| format!("{} is not a layer media type", remote.media_type))?;
+    let reader = source.blob(remote).map_err(|e| e.to_string())?;
     // One byte more than announced, to notice a blob that is longer.
-    let copied = std::io::copy(&mut reader.take(blob.size + 1), &mut writer)
+    let reader = std::io::BufReader::with_capacity(256 * 1024, reader.take(remote.size + 1));
+    let reader = kiln_image::layer::decompress(reader, compression)
         .map_err(|e| format!("reading it: {e}"))?;
-    if copied != blob.size {
+    let mut writer = store.blob_writer().map_err(|e| e.to_string())?;
+    let copied = std::io::copy(&mut reader.take(plain.size + 1), &mut writer)
+        .map_err(|e| format!("reading it: {e}"))?;
+    if copied != plain.size {
         return Err(format!(
-            "it has {copied} bytes where the cache says {}",
-            blob.size
+            "it unpacks to {copied} bytes where the cache says {}",
+            plain.size
         ));
     }
     writer
-        .commit(Some(&blob.digest))
+        .commit(Some(&plain.digest))
         .map_err(|e| e.to_string())?;
     // A cached layer is one kiln built: it leaves compressed, as it would
     // have from the store that made it.
-    kiln_image::compressed::mark_built(store, &blob.digest).map_err(|e| e.to_string())
+    kiln_image::compressed::mark_built(store, &plain.digest).map_err(|e| e.to_string())
 }
 
 /// Sessions by store root. A stopgap seam: the solver opens its

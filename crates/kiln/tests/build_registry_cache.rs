@@ -115,8 +115,10 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     let cache = format!("{}/cache/project:main", reg.host());
     let ctx_a = t.join("a/ctx");
     project(&ctx_a, "tool");
-    // Store A, as root, exports every step of every stage.
+    // Store A, as root, exports every step of every stage to the registry,
+    // and the output's steps to a directory.
     let a = store(t, "a", Who::Caller);
+    let min = t.join("min-layout");
     let (log, id_a) = build_ok(
         &a,
         &ctx_a,
@@ -125,9 +127,33 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
             "p:a",
             "--cache-to",
             &format!("type=registry,ref={cache},mode=max"),
+            "--cache-to",
+            &format!("type=local,dest={}", min.display()),
         ],
     );
-    assert!(log.contains("cache: exported"), "{log}");
+    // mode=max: the 7 steps of the three stages; mode=min (the default):
+    // the 4 of the output image.
+    assert!(
+        log.contains("cache: exported 7 entries (7 layers)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("cache: exported 4 entries (4 layers)"),
+        "{log}"
+    );
+    // Ordinary OCI content: an image manifest, gzip layers, kiln's config.
+    let m: serde_json::Value = serde_json::from_str(&a.ok(&["manifest", &cache])).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
     assert_eq!(ran(&log).len(), 7, "{log}");
 
     // Store B, empty, another user, the context elsewhere: every step from
@@ -259,7 +285,10 @@ fn bad_caches_warn_once_and_build_without_them() {
         t,
         "exporter",
         &ctx,
-        &format!("type=local,dest={},mode=max", good.display()),
+        &format!(
+            "type=local,dest={},mode=max,compression=uncompressed",
+            good.display()
+        ),
     );
     let corrupt = t.join("corrupt-layout");
     copy_dir(&good, &corrupt);

@@ -3,9 +3,11 @@
 //! layout directory (`type=local,dest=…` / `src=…`).
 //!
 //! A cache is an image manifest whose layers are the cached layer blobs
-//! (plain tars, as the store keeps them) and whose config, of media type
+//! (`compression=gzip` by default, as buildx; `zstd`, or `uncompressed`
+//! for the store's plain tars) and whose config, of media type
 //! [`CACHE_CONFIG`], maps each cache key to its layer's index (none for a
-//! step that changed nothing), diff ID and the time it was made. Any
+//! step that changed nothing), diff ID, plain size and the time it was
+//! made. An imported layer is stored plain, checked against its diff ID. Any
 //! registry that stores images stores it, and skopeo can copy it.
 //!
 //! Writers push every blob before the manifest, so a reader never sees a
@@ -21,7 +23,7 @@ use std::path::PathBuf;
 
 use kiln_image::layout::{LayoutSink, LayoutSource};
 use kiln_image::manifest::AnyManifest;
-use kiln_image::media::{self, Format};
+use kiln_image::media::{self, Compression, Format};
 use kiln_image::transport::{self, CopyOptions, ImageSink, ImageSource, RawManifest};
 use kiln_image::{Descriptor, Digest, Image, Manifest, Reference, Store};
 use kiln_registry::{Client, ClientConfig, RegistrySink, RegistrySource};
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::BuildError;
 use crate::cache::CachedLayer;
-use crate::cache_session::{CacheSession, ImportedCache};
+use crate::cache_session::{CacheSession, ImportedCache, ImportedEntry};
 
 /// The media type of a cache manifest's config.
 pub const CACHE_CONFIG: &str = "application/vnd.kiln.cache.config.v1+json";
@@ -74,6 +76,8 @@ pub enum CacheMode {
 pub struct CacheTo {
     pub location: CacheLocation,
     pub mode: CacheMode,
+    /// `compression=`: how the layers travel (gzip unless said).
+    pub compression: Compression,
     /// `ignore-error=true`: a failed export is a warning, not a failure.
     pub ignore_error: bool,
 }
@@ -92,6 +96,7 @@ pub struct CacheFrom {
 struct Spec {
     location: CacheLocation,
     mode: Option<CacheMode>,
+    compression: Option<Compression>,
     ignore_error: Option<bool>,
 }
 
@@ -106,6 +111,7 @@ fn parse_spec(flag: &str, spec: &str, dir_key: &str) -> Result<Option<Spec>, Bui
                 insecure: false,
             },
             mode: None,
+            compression: None,
             ignore_error: None,
         }));
     }
@@ -127,6 +133,7 @@ fn parse_spec(flag: &str, spec: &str, dir_key: &str) -> Result<Option<Spec>, Bui
             tag: String::new(),
         },
         mode: None,
+        compression: None,
         ignore_error: None,
     };
     let kind = fields.remove("type").unwrap_or("registry");
@@ -150,10 +157,21 @@ fn parse_spec(flag: &str, spec: &str, dir_key: &str) -> Result<Option<Spec>, Bui
                 })
             }
             "ignore-error" => out.ignore_error = Some(bool_of(k, v)?),
-            // Cache layers stay plain tars (the store's own blobs), so
-            // the compression options ask for nothing yet.
-            "compression" | "compression-level" | "force-compression" | "oci-mediatypes"
-            | "image-manifest" => {}
+            "compression" => {
+                out.compression = Some(match v {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" => Compression::None,
+                    _ => {
+                        return Err(usage(format!(
+                            "compression={v}: expected gzip, zstd or uncompressed"
+                        )));
+                    }
+                })
+            }
+            // A cache is always an OCI image manifest, compressed once per
+            // layer at the default level.
+            "compression-level" | "force-compression" | "oci-mediatypes" | "image-manifest" => {}
             _ => return Err(usage(format!("unknown key {k:?} for type={kind}"))),
         }
     }
@@ -181,6 +199,7 @@ impl CacheTo {
         Ok(parse_spec("--cache-to", spec, "dest")?.map(|s| CacheTo {
             location: s.location,
             mode: s.mode.unwrap_or(CacheMode::Min),
+            compression: s.compression.unwrap_or(Compression::Gzip),
             ignore_error: s.ignore_error.unwrap_or(false),
         }))
     }
@@ -190,9 +209,13 @@ impl CacheFrom {
     /// Parses a `--cache-from` value; `Ok(None)` as [`CacheTo::parse`].
     pub fn parse(spec: &str) -> Result<Option<CacheFrom>, BuildError> {
         let s = parse_spec("--cache-from", spec, "src")?;
-        if let Some(Spec { mode: Some(_), .. }) = s {
+        if let Some(Spec {
+            mode, compression, ..
+        }) = &s
+            && (mode.is_some() || compression.is_some())
+        {
             return Err(BuildError::Usage(format!(
-                "--cache-from {spec:?}: mode= is for --cache-to"
+                "--cache-from {spec:?}: mode= and compression= are for --cache-to"
             )));
         }
         Ok(s.map(|s| CacheFrom {
@@ -216,6 +239,9 @@ struct ConfigEntry {
     layer: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     diff_id: Option<Digest>,
+    /// The plain layer's size (the blob's when it is not compressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
     created: i64,
 }
 
@@ -257,7 +283,7 @@ pub fn export_cache(
             (Some((blob, _)), CacheMode::Min) => in_image.contains(&blob.digest),
         })
         .collect();
-    let (manifest, config) = cache_manifest(&entries)?;
+    let (manifest, config) = cache_manifest(store, &entries, to.compression)?;
     let src = CacheImage {
         store,
         manifest: manifest.clone(),
@@ -269,7 +295,19 @@ pub fn export_cache(
         CacheLocation::Registry { reference, .. } => {
             let client = registry_client(&to.location)?;
             let sink = RegistrySink::new(&client, reference.clone());
-            copy_to(&src, &sink).map_err(|e| what(&e))?;
+            let mut attempt = 1;
+            loop {
+                match copy_to(&src, &sink) {
+                    Ok(()) => break,
+                    Err(e) if attempt < WRITER_RACE_ATTEMPTS && lost_writer_race(&e) => {
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            100 * attempt + u64::from(std::process::id() % 100),
+                        ));
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(what(&e)),
+                }
+            }
         }
         CacheLocation::Local { dir, tag } => {
             let sink = LayoutSink::create(dir, Some(tag)).map_err(|e| what(&e))?;
@@ -283,6 +321,27 @@ pub fn export_cache(
     })
 }
 
+/// How often an export starts over after losing a race to another writer.
+const WRITER_RACE_ATTEMPTS: u64 = 4;
+
+/// Whether the registry refused the manifest because a blob it names was
+/// not linked at that instant. distribution rewrites a repository's blob
+/// link in place (truncate, then write) whenever a writer uploads or
+/// mounts that blob, so a manifest whose blobs another writer is pushing
+/// at the same moment can be refused (`MANIFEST_BLOB_UNKNOWN`, 400). The
+/// blobs are all there a moment later: the whole copy starts over (it
+/// finds them and only writes the manifest again).
+fn lost_writer_race(e: &BuildError) -> bool {
+    let BuildError::Transport(transport::TransportError::Other(e)) = e else {
+        return false;
+    };
+    matches!(
+        e.downcast_ref::<kiln_registry::RegistryError>(),
+        Some(kiln_registry::RegistryError::Status { op, status, .. })
+            if op.starts_with("PUT manifest") && status.as_u16() == 400
+    )
+}
+
 /// Blobs first, the manifest last (what [`transport::copy`] does).
 fn copy_to(src: &CacheImage<'_>, sink: &dyn ImageSink) -> Result<(), BuildError> {
     transport::copy(src, sink, &CopyOptions::default())?;
@@ -291,7 +350,9 @@ fn copy_to(src: &CacheImage<'_>, sink: &dyn ImageSink) -> Result<(), BuildError>
 
 /// The cache manifest and its config's bytes for `entries`.
 fn cache_manifest(
+    store: &Store,
     entries: &BTreeMap<Digest, CachedLayer>,
+    compression: Compression,
 ) -> Result<(RawManifest, Vec<u8>), BuildError> {
     let mut layers: Vec<Descriptor> = Vec::new();
     let mut index_of = BTreeMap::new();
@@ -299,21 +360,32 @@ fn cache_manifest(
         entries: BTreeMap::new(),
     };
     for (key, e) in entries {
-        let layer = e.layer.as_ref().map(|(blob, _)| {
-            *index_of.entry(blob.digest.clone()).or_insert_with(|| {
-                layers.push(Descriptor::new(
-                    blob.media_type.clone(),
-                    blob.digest.clone(),
-                    blob.size,
-                ));
-                layers.len() - 1
-            })
-        });
+        let layer = match &e.layer {
+            None => None,
+            Some((blob, _)) => Some(match index_of.get(&blob.digest) {
+                Some(i) => *i,
+                None => {
+                    // Once per layer, remembered in the store (as a push's).
+                    let (digest, size) = match compression {
+                        Compression::None => (blob.digest.clone(), blob.size),
+                        c => kiln_image::compressed::compressed_blob(store, &blob.digest, c)?,
+                    };
+                    layers.push(Descriptor::new(
+                        Format::Oci.layer(compression),
+                        digest,
+                        size,
+                    ));
+                    index_of.insert(blob.digest.clone(), layers.len() - 1);
+                    layers.len() - 1
+                }
+            }),
+        };
         config.entries.insert(
             key.to_string(),
             ConfigEntry {
                 layer,
                 diff_id: e.layer.as_ref().map(|(_, d)| d.clone()),
+                size: e.layer.as_ref().map(|(b, _)| b.size),
                 created: e.created,
             },
         );
@@ -385,7 +457,7 @@ pub fn import_cache(from: &CacheFrom) -> Result<ImportedCache, BuildError> {
     ))
 }
 
-fn read_entries(source: &dyn ImageSource) -> Result<BTreeMap<Digest, CachedLayer>, BuildError> {
+fn read_entries(source: &dyn ImageSource) -> Result<BTreeMap<Digest, ImportedEntry>, BuildError> {
     let bad = |msg: String| BuildError::Io(msg);
     let top = source.top()?;
     let manifest = match top.parse().map_err(|e| bad(format!("its manifest: {e}")))? {
@@ -421,28 +493,36 @@ fn read_entries(source: &dyn ImageSource) -> Result<BTreeMap<Digest, CachedLayer
     for (key, e) in config.entries {
         let corrupt = |why: &str| bad(format!("its cache config is corrupt: entry {key}: {why}"));
         let digest: Digest = key.parse().map_err(|_| corrupt("not a digest"))?;
-        let layer = match (e.layer, e.diff_id) {
-            (None, None) => None,
+        let (layer, remote) = match (e.layer, e.diff_id) {
+            (None, None) => (None, None),
             (Some(i), Some(diff_id)) => {
-                let blob = manifest
+                let remote = manifest
                     .layers
                     .get(i)
                     .ok_or_else(|| corrupt("its layer index is past the layers"))?;
-                // Cached layers are plain tars, whose diff ID is their
-                // digest: a layer that says otherwise is not one kiln made.
-                if blob.media_type != media::OCI_LAYER || blob.digest != diff_id {
-                    return Err(corrupt("its layer is not a plain tar with that diff ID"));
-                }
-                let blob = Descriptor::new(media::OCI_LAYER, blob.digest.clone(), blob.size);
-                Some((blob, diff_id))
+                // The store keeps the layer plain: its digest is its diff
+                // ID, and a plain blob must say so itself.
+                let size = match media::layer_compression(&remote.media_type) {
+                    Some(Compression::None) if remote.digest != diff_id => {
+                        return Err(corrupt("a plain layer whose digest is not its diff ID"));
+                    }
+                    Some(Compression::None) => remote.size,
+                    Some(_) => e.size.ok_or_else(|| corrupt("a layer without its size"))?,
+                    None => return Err(corrupt("its layer is not a layer")),
+                };
+                let plain = Descriptor::new(media::OCI_LAYER, diff_id.clone(), size);
+                (Some((plain, diff_id)), Some(remote.clone()))
             }
             _ => return Err(corrupt("a layer without a diff ID, or the reverse")),
         };
         entries.insert(
             digest,
-            CachedLayer {
-                layer,
-                created: e.created,
+            ImportedEntry {
+                entry: CachedLayer {
+                    layer,
+                    created: e.created,
+                },
+                remote,
             },
         );
     }
