@@ -41,7 +41,9 @@ fn store(tmp: &Path, name: &str, who: Who) -> KilnBuild {
     k
 }
 
-/// Two stages feeding a third: a COPY of the context and RUNs in each.
+/// Two stages feeding a third: a COPY of the context and RUNs in each,
+/// with what could make a key depend on the machine or the user (ARG, ENV,
+/// WORKDIR, --chown, USER, a bind mount of the context).
 fn project(dir: &Path, tool: &str) {
     fs::create_dir_all(dir.join("src")).unwrap();
     fs::write(dir.join("src/a.txt"), "alpha\n").unwrap();
@@ -51,13 +53,18 @@ fn project(dir: &Path, tool: &str) {
         dir.join("Dockerfile"),
         format!(
             "FROM kiln-test/busybox:1 AS builder\n\
-             COPY src/ /work/src/\n\
-             RUN cat /work/src/a.txt /work/src/b.txt > /work/joined.txt\n\
+             ARG GREETING=hi\n\
+             ENV MODE=release\n\
+             WORKDIR /work\n\
+             COPY --chown=1000:1000 src/ /work/src/\n\
+             RUN --mount=type=bind,source=src/a.txt,target=/mnt/a.txt \
+                 cat /mnt/a.txt src/b.txt > joined.txt && echo $GREETING $MODE >> joined.txt\n\
              FROM kiln-test/busybox:1 AS tools\n\
-             RUN echo {tool} > /tool\n\
+             USER 1000:1000\n\
+             RUN echo {tool} > /tmp/tool\n\
              FROM kiln-test/busybox:1\n\
              COPY --from=builder /work/joined.txt /app/joined.txt\n\
-             COPY --from=tools /tool /app/tool\n\
+             COPY --from=tools /tmp/tool /app/tool\n\
              COPY static.txt /app/static.txt\n\
              RUN wc -c /app/joined.txt > /app/size\n"
         ),
@@ -131,10 +138,11 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
             &format!("type=local,dest={}", min.display()),
         ],
     );
-    // mode=max: the 7 steps of the three stages; mode=min (the default):
+    // mode=max: the 8 layer steps of the three stages (WORKDIR makes one);
+    // mode=min (the default):
     // the 4 of the output image.
     assert!(
-        log.contains("cache: exported 7 entries (7 layers)"),
+        log.contains("cache: exported 8 entries (8 layers)"),
         "{log}"
     );
     assert!(
@@ -164,12 +172,12 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     let from = format!("type=registry,ref={cache}");
     let (log, id_b) = build_ok(&b, &ctx_b, &["-t", "p:b", "--cache-from", &from]);
     assert_eq!(ran(&log), Vec::<String>::new(), "{log}");
-    assert!(log.contains("(0 steps run, 7 cached)"), "{log}");
+    assert!(log.contains("(0 steps run, 8 cached)"), "{log}");
     assert!(warnings(&log).is_empty(), "{log}");
     assert_eq!(id_a, id_b, "{log}");
     assert_store_sound(&b);
     let size = b.ok(&["run", "--rm", "p:b", "cat", "/app/size"]);
-    assert_eq!(size.split_whitespace().next(), Some("11"), "{size}");
+    assert_eq!(size.split_whitespace().next(), Some("22"), "{size}");
 
     // One source file changed, in another fresh store: the steps that read
     // it (and those on top of what they made) run again; the rest hit.
@@ -178,7 +186,12 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     let (log, _) = build_ok(&c, &ctx_b, &["--cache-from", &from]);
     let ran = ran(&log);
     let ran_text = ran.join("\n");
-    for dependent in ["COPY src/", "RUN cat", "COPY --from=builder", "RUN wc"] {
+    for dependent in [
+        "src/ /work/src/",
+        "RUN --mount",
+        "COPY --from=builder",
+        "RUN wc",
+    ] {
         assert!(
             ran_text.contains(dependent),
             "{dependent} did not run:\n{log}"
@@ -207,7 +220,7 @@ fn builds_without(t: &Path, name: &str, ctx: &Path, cache_from: &str, why: &str)
     assert_eq!(ran(&log).len(), 7, "{log}");
     assert_store_sound(&k);
     let size = k.ok(&["run", "--rm", "fallback:1", "cat", "/app/size"]);
-    assert_eq!(size.split_whitespace().next(), Some("11"), "{size}");
+    assert_eq!(size.split_whitespace().next(), Some("22"), "{size}");
 }
 
 /// The layout's index → manifest → config, to edit by hand.
@@ -380,10 +393,10 @@ fn concurrent_exporters_never_leave_missing_blobs() {
         // Whichever writer won, its cache is whole: no blob is missing, and
         // the builder stage (the same in every writer's project) hits.
         assert!(warnings(&log).is_empty(), "round {round}:\n{log}");
-        assert!(log.contains("cache: 7 entries in"), "round {round}:\n{log}");
+        assert!(log.contains("cache: 8 entries in"), "round {round}:\n{log}");
         let ran = ran(&log).join("\n");
         assert!(
-            !ran.contains("COPY src/") && !ran.contains("RUN cat"),
+            !ran.contains("src/ /work/src/") && !ran.contains("RUN --mount"),
             "round {round}:\n{log}"
         );
         assert_store_sound(&reader);
