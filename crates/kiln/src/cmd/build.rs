@@ -236,7 +236,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let compression = outputs
         .iter()
         .find(|o| o.leaves())
-        .map_or(Compression::None, Output::compression);
+        .map(Output::compression)
+        .or_else(|| caches.compression())
+        .unwrap_or(Compression::None);
     let rewrite_timestamp = outputs.iter().any(|o| o.rewrite_timestamp);
     let opts = BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
@@ -271,8 +273,11 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         named_contexts,
     };
     let mode = progress_mode(a.quiet, &a.progress)?;
+    let quiet = mode == ProgressMode::Quiet;
+    // Imported caches are read (or warned about) before the progress view
+    // starts.
+    let session = caches.session(quiet)?;
     let progress = Progress::new(mode, Box::new(std::io::stderr()));
-    let session = caches.session()?;
     let attached = kiln_build::cache_session::attach(&store, session.clone());
     let result = kiln_build::build(&store, &opts, &progress);
     drop(attached);
@@ -280,7 +285,6 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     progress.finish();
     drop(inputs);
     let result = result?;
-    let quiet = mode == ProgressMode::Quiet;
     for w in result.warnings.iter().filter(|_| !quiet) {
         eprintln!("warning: {w}");
     }
@@ -302,7 +306,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     for o in &outputs {
         export::export(&store, &result, o, &names)?;
     }
-    caches.finish(&store, &session, &result.image)?;
+    caches.finish(&store, &session, &result.image, quiet)?;
     // What a registry gets has compressed layers, so a different manifest
     // digest than the store's (as after `docker push`); buildx reports it.
     let mut pushed = None;

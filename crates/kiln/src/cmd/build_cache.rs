@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use kiln_build::cache_session::{CacheSession, ImportedCache};
 use kiln_build::export::cache::{CacheFrom, CacheTo, export_cache, import_cache};
+use kiln_image::media::Compression;
 use kiln_image::{Image, Store};
 
 /// The parsed flags; kinds kiln does not do yet are warned about here.
@@ -43,13 +44,25 @@ impl CacheFlags {
         Ok(flags)
     }
 
+    /// The compression the first `--cache-to` wants, so the build
+    /// compresses layers for it in the background as they are made.
+    pub fn compression(&self) -> Option<Compression> {
+        self.to
+            .iter()
+            .map(|t| t.compression)
+            .find(|c| *c != Compression::None)
+    }
+
     /// Reads every `--cache-from`, in order, into the build's session.
-    pub fn session(&self) -> anyhow::Result<Arc<CacheSession>> {
+    /// `quiet`: only warnings are printed.
+    pub fn session(&self, quiet: bool) -> anyhow::Result<Arc<CacheSession>> {
         let mut imports: Vec<ImportedCache> = Vec::new();
         for f in &self.from {
             match import_cache(f) {
                 Ok(c) => {
-                    eprintln!("cache: {} entries in {}", c.entries.len(), f.location);
+                    if !quiet {
+                        eprintln!("cache: {} entries in {}", c.entries.len(), f.location);
+                    }
                     imports.push(c);
                 }
                 Err(e) if f.ignore_error => eprintln!(
@@ -69,6 +82,7 @@ impl CacheFlags {
         store: &Store,
         session: &CacheSession,
         image: &Image,
+        quiet: bool,
     ) -> anyhow::Result<()> {
         for w in session.take_warnings() {
             eprintln!("warning: {w}");
@@ -77,7 +91,7 @@ impl CacheFlags {
             bail!("{e}");
         }
         let fetched = session.fetched();
-        if !self.from.is_empty() {
+        if !self.from.is_empty() && !quiet {
             eprintln!(
                 "cache: fetched {} layers ({} bytes)",
                 fetched.layers, fetched.bytes
@@ -85,10 +99,11 @@ impl CacheFlags {
         }
         for t in &self.to {
             match export_cache(store, session, image, t) {
-                Ok(x) => eprintln!(
+                Ok(x) if !quiet => eprintln!(
                     "cache: exported {} entries ({} layers) to {}@{}",
                     x.entries, x.layers, t.location, x.manifest.digest
                 ),
+                Ok(_) => {}
                 Err(e) if t.ignore_error => eprintln!("warning: {e}"),
                 Err(e) => return Err(e.into()),
             }
