@@ -3,15 +3,23 @@
 //! JSON files written atomically, and each is a GC root of the store so
 //! `kiln prune` keeps what the cache points at.
 //!
+//! A build's [`crate::cache_session::CacheSession`], when one is attached,
+//! sees every entry the build uses or makes (for `--cache-to`) and is asked
+//! on a miss (for `--cache-from`); an entry it supplies is recorded here
+//! like one the build made.
+//!
 //! The time is what history entries and the image's created time derive
 //! from (as BuildKit's come from its cache records): a rebuild that finds
 //! every layer here writes the same config, so the image keeps its ID.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use kiln_image::store::write_atomic;
 use kiln_image::{Descriptor, Digest, Store};
 use serde::{Deserialize, Serialize};
+
+use crate::cache_session::CacheSession;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedLayer {
@@ -32,6 +40,7 @@ fn unknown_time() -> i64 {
 pub struct Cache<'a> {
     store: &'a Store,
     dir: PathBuf,
+    session: Option<Arc<CacheSession>>,
 }
 
 const OWNER: &str = "build-cache";
@@ -40,11 +49,25 @@ impl<'a> Cache<'a> {
     pub fn open(store: &'a Store) -> Result<Cache<'a>, kiln_image::StoreError> {
         Ok(Cache {
             dir: store.dir("build-cache")?,
+            session: crate::cache_session::current(store),
             store,
         })
     }
 
     pub fn get(&self, key: &Digest) -> Option<CachedLayer> {
+        let hit = self.get_local(key).or_else(|| {
+            let entry = self.session.as_ref()?.import(self.store, key)?;
+            // Kept like a layer the build made; failing, it is used anyway.
+            let _ = self.put_local(key, &entry);
+            Some(entry)
+        });
+        if let (Some(s), Some(entry)) = (&self.session, &hit) {
+            s.record(key, entry);
+        }
+        hit
+    }
+
+    fn get_local(&self, key: &Digest) -> Option<CachedLayer> {
         let path = self.dir.join(key.hex());
         let bytes = std::fs::read(&path).ok()?;
         let mut entry: CachedLayer = serde_json::from_slice(&bytes).ok()?;
@@ -59,6 +82,13 @@ impl<'a> Cache<'a> {
     }
 
     pub fn put(&self, key: &Digest, entry: &CachedLayer) -> Result<(), kiln_image::StoreError> {
+        if let Some(s) = &self.session {
+            s.record(key, entry);
+        }
+        self.put_local(key, entry)
+    }
+
+    fn put_local(&self, key: &Digest, entry: &CachedLayer) -> Result<(), kiln_image::StoreError> {
         let digests: Vec<Digest> = entry.layer.iter().map(|(b, _)| b.digest.clone()).collect();
         self.store.set_root(OWNER, key.hex(), &digests)?;
         let bytes = serde_json::to_vec(entry).expect("cache entry serializes");

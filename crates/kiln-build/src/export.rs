@@ -24,6 +24,8 @@ use kiln_registry::{Client, ClientConfig, RegistrySink, RegistrySource};
 
 use crate::{BuildError, BuildResult};
 
+pub mod cache;
+
 /// What an `--output` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputKind {

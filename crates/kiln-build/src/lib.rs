@@ -12,6 +12,7 @@
 pub mod base;
 mod bind;
 pub mod cache;
+pub mod cache_session;
 pub mod context;
 pub mod copy;
 mod copy_step;

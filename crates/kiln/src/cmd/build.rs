@@ -112,12 +112,13 @@ pub struct BuildArgs {
     /// SBOM attestations: kiln writes none yet; anything but false says so.
     #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     sbom: Option<String>,
-    /// A build cache to import (buildx's syntax): not supported yet, so
-    /// ignored with a warning; the local cache is used.
+    /// A build cache to import when the store's misses (buildx's syntax:
+    /// type=registry,ref=REF or type=local,src=DIR); repeatable, tried in
+    /// order.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
-    /// A build cache to export (buildx's syntax): not supported yet, so
-    /// ignored with a warning.
+    /// Where to export the build cache (buildx's syntax:
+    /// type=registry,ref=REF or type=local,dest=DIR; mode=min|max).
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
     /// overlay or copy (default: overlay where the kernel allows it).
@@ -152,6 +153,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     for w in accepted_but_unsupported(&a) {
         eprintln!("warning: {w}");
     }
+    let caches = super::build_cache::CacheFlags::parse(&a.cache_from, &a.cache_to)?;
     let store = open_store(root)?;
     let mut outputs = a
         .output
@@ -234,7 +236,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let compression = outputs
         .iter()
         .find(|o| o.leaves())
-        .map_or(Compression::None, Output::compression);
+        .map(Output::compression)
+        .or_else(|| caches.compression())
+        .unwrap_or(Compression::None);
     let rewrite_timestamp = outputs.iter().any(|o| o.rewrite_timestamp);
     let opts = BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
@@ -269,13 +273,18 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         named_contexts,
     };
     let mode = progress_mode(a.quiet, &a.progress)?;
+    let quiet = mode == ProgressMode::Quiet;
+    // Imported caches are read (or warned about) before the progress view
+    // starts.
+    let session = caches.session(quiet)?;
     let progress = Progress::new(mode, Box::new(std::io::stderr()));
+    let attached = kiln_build::cache_session::attach(&store, session.clone());
     let result = kiln_build::build(&store, &opts, &progress);
+    drop(attached);
     // The TTY view's last frame stays; anything printed from here is below it.
     progress.finish();
     drop(inputs);
     let result = result?;
-    let quiet = mode == ProgressMode::Quiet;
     for w in result.warnings.iter().filter(|_| !quiet) {
         eprintln!("warning: {w}");
     }
@@ -297,6 +306,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     for o in &outputs {
         export::export(&store, &result, o, &names)?;
     }
+    caches.finish(&store, &session, &result.image, quiet)?;
     // What a registry gets has compressed layers, so a different manifest
     // digest than the store's (as after `docker push`); buildx reports it.
     let mut pushed = None;
@@ -386,16 +396,6 @@ fn accepted_but_unsupported(a: &BuildArgs) -> Vec<String> {
     }
     if wants(&a.sbom) {
         out.push("--sbom: kiln writes no SBOM attestations yet".to_string());
-    }
-    for c in &a.cache_from {
-        out.push(format!(
-            "--cache-from {c}: registry and local cache import is not supported yet; ignored (the store's cache is used)"
-        ));
-    }
-    for c in &a.cache_to {
-        out.push(format!(
-            "--cache-to {c}: cache export is not supported yet; ignored"
-        ));
     }
     out
 }
