@@ -117,6 +117,12 @@ pub struct BuildArgs {
     /// order.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    /// `stages`: print the build as jobs (one per named stage, each with
+    /// the `kiln build` command that builds it alone and exports its
+    /// cache next to the one `--cache-to` names) as JSON, and build
+    /// nothing. For a CI matrix or Kubernetes Jobs; see the README.
+    #[arg(long, value_name = "WHAT")]
+    print: Option<String>,
     /// Where to export the build cache (buildx's syntax:
     /// type=registry,ref=REF or type=local,dest=DIR; mode=min|max).
     #[arg(long = "cache-to", value_name = "SPEC")]
@@ -272,6 +278,14 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         compression,
         named_contexts,
     };
+    match a.print.as_deref() {
+        None => {}
+        Some("stages") => {
+            let args: Vec<_> = std::env::args_os().collect();
+            return super::build_plan::print(&opts, &args, &a.cache_to);
+        }
+        Some(other) => bail!("--print={other}: kiln prints `stages` only"),
+    }
     let mode = progress_mode(a.quiet, &a.progress)?;
     let quiet = mode == ProgressMode::Quiet;
     // Imported caches are read (or warned about) before the progress view

@@ -4,6 +4,7 @@ pub mod append;
 pub mod archive;
 pub mod build;
 pub mod build_cache;
+pub mod build_plan;
 pub mod change;
 pub mod completion;
 pub mod container;
