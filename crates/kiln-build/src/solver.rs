@@ -70,6 +70,8 @@ pub struct BuildOptions {
     pub add_hosts: Vec<(String, std::net::IpAddr)>,
     /// `--shm-size`: the size of every RUN's `/dev/shm`, in bytes.
     pub shm_size: Option<u64>,
+    /// `--ulimit`: the resource limits of every RUN.
+    pub ulimits: Vec<kiln_sandbox::Ulimit>,
     /// `--network`: the network of a RUN without its own `--network`.
     pub network: Network,
     /// `--allow`: what the Dockerfile may ask for beyond the sandbox.
@@ -744,6 +746,7 @@ fn step_one(
                 platform: platform_of(&image).to_string(),
                 add_hosts: &shared.opts.add_hosts,
                 shm_size: shared.opts.shm_size,
+                ulimits: &shared.opts.ulimits,
             };
             // `kiln build --network` is the default of a RUN without its own.
             let run = &if run.network == Network::Default {
