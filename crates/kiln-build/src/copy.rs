@@ -356,7 +356,18 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
                 });
                 Ok(())
             };
-            push(&m.rel.clone(), target.clone(), m.meta.clone(), &m.rel)?;
+            // As BuildKit: a directory copied onto one that exists keeps
+            // the existing one's owner and mode (moby/buildkit#790); only
+            // what the copy creates gets --chown and --chmod. Left out
+            // here, it is written with its own metadata as the parent of
+            // what goes into it.
+            let onto_existing = m.meta.is_dir() && !spec.parents && {
+                let rel = target.strip_prefix("/").unwrap_or(&target);
+                (spec.existing_dir)(&Path::new("/").join(rel)).is_some_and(|d| d.is_dir())
+            };
+            if !onto_existing {
+                push(&m.rel.clone(), target.clone(), m.meta.clone(), &m.rel)?;
+            }
             for c in children {
                 let under = c
                     .rel

@@ -47,6 +47,8 @@ pub struct RunInputs<'a> {
     pub add_hosts: &'a [(String, std::net::IpAddr)],
     /// `--shm-size`.
     pub shm_size: Option<u64>,
+    /// `--ulimit`s of every RUN (part of the key, as BuildKit's).
+    pub ulimits: &'a [kiln_sandbox::Ulimit],
 }
 
 /// The cache key of a RUN: its command, environment, user, working
@@ -62,6 +64,10 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
             .map(|(n, a)| format!("{n}={a}"))
             .collect();
         k.json("add-hosts", &hosts);
+    }
+    if !inputs.ulimits.is_empty() {
+        let limits: Vec<String> = inputs.ulimits.iter().map(|u| u.to_string()).collect();
+        k.json("ulimits", &limits);
     }
     k.json("argv", &run.argv)
         .json("env", &inputs.env)
@@ -175,6 +181,7 @@ fn run_in(
     spec.null_stdin = true;
     spec.extra_hosts = inputs.add_hosts.to_vec();
     spec.shm_size = inputs.shm_size;
+    spec.ulimits = inputs.ulimits.to_vec();
     // The default is a network namespace of the build's own, as BuildKit's:
     // the host's loopback services are not the RUN's.
     spec.network = match run.network {

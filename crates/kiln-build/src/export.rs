@@ -218,7 +218,11 @@ fn write_archive(
         format,
         ..result.image.clone()
     };
-    let manifest = image.write(store)?;
+    // The built manifest's annotations (`--annotation`) go along.
+    let annotations = crate::annotate::annotations_of(store, &result.manifest.digest);
+    let (config, manifest) = image.encode(&annotations)?;
+    store.put_blob(&config)?;
+    store.put_blob(&manifest.bytes)?;
     let top = kiln_image::compressed::compressed_top(store, &manifest.descriptor(), compression)?;
     let src = StoreSource::from_descriptor(store, top);
     let sink = ArchiveSink::create(dest, kind)?;

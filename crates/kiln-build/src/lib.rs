@@ -9,6 +9,7 @@
 //! (`kiln-sandbox`), diff filesystems (`kiln-snapshot`) or talk to
 //! registries; it ties them together and writes the result to the store.
 
+pub mod annotate;
 pub mod base;
 mod bind;
 pub mod cache;

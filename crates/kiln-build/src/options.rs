@@ -51,6 +51,8 @@ pub struct BuildOptions {
     pub add_hosts: Vec<(String, std::net::IpAddr)>,
     /// `--shm-size`: the size of every RUN's `/dev/shm`, in bytes.
     pub shm_size: Option<u64>,
+    /// `--ulimit`: the resource limits of every RUN.
+    pub ulimits: Vec<kiln_sandbox::Ulimit>,
     /// `--network`: the network of a RUN without its own `--network`.
     pub network: Network,
     /// `--allow`: what the Dockerfile may ask for beyond the sandbox.

@@ -141,6 +141,7 @@ impl Worker<'_> {
             platform: op.platform.to_string(),
             add_hosts: &self.opts.add_hosts,
             shm_size: self.opts.shm_size,
+            ulimits: &self.opts.ulimits,
         };
         let key = run_key(&op.run, &inputs_of_run)?;
         let made = cached_layer(self, &key, node.no_cache, step, |step| {

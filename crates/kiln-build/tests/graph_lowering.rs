@@ -39,6 +39,7 @@ fn options(dockerfile: &str) -> BuildOptions {
         platform_requested: false,
         add_hosts: Vec::new(),
         shm_size: None,
+        ulimits: Vec::new(),
         network: kiln_dockerfile::instructions::Network::Default,
         entitlements: Default::default(),
         fetch_base: None,

@@ -104,6 +104,7 @@ fn keys() -> String {
         platform: "linux/amd64".into(),
         add_hosts: &[],
         shm_size: None,
+        ulimits: &[],
     };
 
     let df = parse("Dockerfile", DOCKERFILE).unwrap();

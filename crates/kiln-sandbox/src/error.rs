@@ -48,6 +48,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A `--ulimit` that is malformed or cannot be set (the text says which).
+    #[error("{0}")]
+    Ulimit(String),
     /// The sandbox's own setup failed inside the child; the text names the step.
     #[error("sandbox setup: {0}")]
     Child(String),

@@ -34,6 +34,8 @@ struct Exec {
     null_stdin: bool,
     tty: bool,
     last_cap: u32,
+    /// `(resource, limit)` pairs for setrlimit.
+    ulimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -201,6 +203,11 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
         null_stdin: spec.null_stdin,
         tty: spec.tty,
         last_cap: plan.last_cap,
+        ulimits: spec
+            .ulimits
+            .iter()
+            .map(|u| Ok((u.resource()?, u.rlimit())))
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -269,6 +276,15 @@ fn worker(x: &Exec) -> (&'static str, i32) {
             _ => libc::EPERM,
         }
     };
+    // Before the user switch, as runc sets them: lowering needs no
+    // privilege, and setresuid and execve then check an nproc limit
+    // against the user the command runs as.
+    for (resource, limit) in &x.ulimits {
+        // SAFETY: a valid resource and a pointer to a live rlimit.
+        if unsafe { libc::setrlimit(*resource, limit) } != 0 {
+            return ("setrlimit (--ulimit)", last_errno());
+        }
+    }
     if let Err(e) = caps::restrict_bounding_set(x.last_cap) {
         return ("drop capabilities from the bounding set", errno(e));
     }

@@ -108,6 +108,7 @@ pub mod private_net;
 pub mod pty;
 mod resolve;
 mod spawn;
+pub mod ulimit;
 pub mod user;
 pub mod userns;
 
@@ -121,6 +122,7 @@ use std::sync::{Mutex, OnceLock};
 
 pub use error::{Error, Result};
 pub use mounts::ETC_FILES;
+pub use ulimit::Ulimit;
 
 /// The xattr that marks an opaque directory in upper dirs made by this crate.
 pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
@@ -245,6 +247,8 @@ pub struct RunSpec {
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     /// The size of `/dev/shm` in bytes (default 64 MiB, as docker).
     pub shm_size: Option<u64>,
+    /// `--ulimit`s, set in the command's process before it execs.
+    pub ulimits: Vec<Ulimit>,
     pub resolv_conf: EtcFile,
     /// Set `PR_SET_NO_NEW_PRIVS` (off by default, like Docker).
     pub no_new_privileges: bool,
@@ -278,6 +282,7 @@ impl RunSpec {
             hosts: EtcFile::Host,
             extra_hosts: Vec::new(),
             shm_size: None,
+            ulimits: Vec::new(),
             resolv_conf: EtcFile::Host,
             no_new_privileges: false,
             null_stdin: false,
@@ -547,6 +552,9 @@ fn normalize(spec: &RunSpec) -> Result<RunSpec> {
     }
     if s.hostname.is_empty() || s.hostname.len() > 64 || s.hostname.contains(['/', '\n', '\0']) {
         return Err(Error::InvalidSpec(format!("bad hostname {:?}", s.hostname)));
+    }
+    for u in &s.ulimits {
+        u.check()?;
     }
     let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::path("absolute", p, e));
     s.rootfs = match &s.rootfs {

@@ -1,19 +1,24 @@
 //! `kiln build` end to end: every fixture under `tests/build/` is built by
 //! kiln and checked against its `expect` file; the same Dockerfile is built
-//! by buildah (unless the fixture says buildah cannot), checked against the
-//! same expectations (which keeps the fixtures honest), and the two results
-//! are compared file by file and config field by field. Differences must be
-//! listed in `docs/build-conformance.md`'s exception table.
+//! by buildah (unless the fixture says buildah cannot) and by BuildKit
+//! (Debian's dockerd, started by the test; unless the fixture says BuildKit
+//! 0.8 cannot), each checked against the same expectations (which keeps
+//! the fixtures honest), and kiln's result is compared with each peer's
+//! file by file and config field by field. Differences must be listed in
+//! `docs/build-conformance.md`'s exception tables (one per peer).
 //!
 //! Knobs: `KILN_BUILD_CASES=a,b` runs only those cases;
 //! `KILN_BUILD_TEST_JOBS=N` threads (default 3); `KILN_SKIP_DEBIAN=1`;
-//! `KILN_SKIP_BUILDAH=1` skips the buildah peer.
+//! `KILN_SKIP_BUILDAH=1` skips the buildah peer, `KILN_SKIP_BUILDKIT=1`
+//! the BuildKit one; `KILN_TEST_DOCKER_HOST=unix:///…` builds with a
+//! running dockerd instead of starting one.
 
 mod common;
 
 use std::path::Path;
 
 use common::build::*;
+use common::buildkit::{Docker, Dockerd};
 
 /// What `kiln build` cannot do yet: (case or `*`, a piece of the problem
 /// message, why). A case's problems that match an entry are reported loudly
@@ -29,8 +34,18 @@ struct Outcome {
     skipped: Option<String>,
     kiln: Vec<String>,
     buildah: Vec<String>,
+    buildkit: Vec<String>,
     kiln_ran: bool,
     buildah_ran: bool,
+    buildkit_ran: bool,
+}
+
+/// The exception tables, and which rows matched (`case what`).
+struct Exceptions {
+    buildah: Vec<Exception>,
+    buildkit: Vec<Exception>,
+    used_buildah: std::sync::Mutex<Vec<String>>,
+    used_buildkit: std::sync::Mutex<Vec<String>>,
 }
 
 fn buildah_usable() -> bool {
@@ -49,10 +64,10 @@ fn run_case(
     case: &Case,
     kiln: Option<&KilnBuild>,
     buildah: Option<&Buildah>,
+    buildkit: Option<&Docker>,
     ctx: &Ctx,
     work: &Path,
-    exc: &[Exception],
-    used: &std::sync::Mutex<Vec<String>>,
+    exc: &Exceptions,
 ) -> Outcome {
     let mut o = Outcome {
         name: case.name.clone(),
@@ -84,34 +99,56 @@ fn run_case(
     }
     if let (Some(Ok(k)), Some(Ok(b))) = (&k, &b) {
         let mut u = Vec::new();
-        let d = conformance_diff(&case.name, k, b, exc, &mut u);
+        let d = conformance_diff(&case.name, k, b, &exc.buildah, &mut u);
         o.kiln
             .extend(d.into_iter().map(|d| format!("conformance: {d}")));
-        used.lock().unwrap().extend(u);
+        exc.used_buildah.lock().unwrap().extend(u);
     }
+    let bk = match (buildkit, &case.buildkit_skip) {
+        (Some(d), None) => {
+            o.buildkit_ran = true;
+            Some(d.build_case(case, ctx, work))
+        }
+        _ => None,
+    };
+    if let Some(r) = &bk {
+        match r {
+            // BuildKit has docker's semantics: every check holds for it.
+            Ok(b) => o.buildkit = b.check(&case.checks, true),
+            Err(log) => o.buildkit = vec![format!("BuildKit build failed:\n{log}")],
+        }
+    }
+    if let (Some(Ok(k)), Some(Ok(b))) = (&k, &bk) {
+        let mut u = Vec::new();
+        let d = conformance_diff_with("BuildKit", &case.name, k, b, &exc.buildkit, &mut u);
+        o.kiln.extend(
+            d.into_iter()
+                .map(|d| format!("conformance (BuildKit): {d}")),
+        );
+        exc.used_buildkit.lock().unwrap().extend(u);
+    }
+    let verdict = |ran: bool, problems: &[String]| {
+        if !ran {
+            "-".to_string()
+        } else if problems.is_empty() {
+            "ok".to_string()
+        } else {
+            format!("{} problem(s)", problems.len())
+        }
+    };
     eprintln!(
-        "case {:<28} {:>5.1}s kiln: {} buildah: {}",
+        "case {:<28} {:>5.1}s kiln: {} buildah: {} BuildKit: {}",
         case.name,
         t.elapsed().as_secs_f64(),
-        if !o.kiln_ran {
-            "-".into()
-        } else if o.kiln.is_empty() {
-            "ok".into()
-        } else {
-            format!("{} problem(s)", o.kiln.len())
-        },
-        if !o.buildah_ran {
-            "-".into()
-        } else if o.buildah.is_empty() {
-            "ok".into()
-        } else {
-            format!("{} problem(s)", o.buildah.len())
-        },
+        verdict(o.kiln_ran, &o.kiln),
+        verdict(o.buildah_ran, &o.buildah),
+        verdict(o.buildkit_ran, &o.buildkit),
     );
     // Extracted trees are big (Debian); the verdict is all we keep.
     if !std::env::var("KILN_BUILD_KEEP").is_ok_and(|v| v == "1") {
         let _ = std::fs::remove_dir_all(work.join(format!("kiln-{}", case.name)));
         let _ = std::fs::remove_dir_all(work.join(format!("buildah-{}", case.name)));
+        let _ = std::fs::remove_dir_all(work.join(format!("docker-{}", case.name)));
     }
     o
 }
@@ -163,14 +200,25 @@ fn dockerfile_suite() {
         b
     });
     let kiln = kiln_build_available().then_some(&k);
-    let docker = Docker::from_env().inspect(|d| {
-        d.take_from_kiln(&k, BUSYBOX_IMAGE, tmp.path());
+    let t = std::time::Instant::now();
+    let dockerd = Dockerd::usable();
+    if let Some(d) = &dockerd {
+        d.docker.take_from_kiln(&k, BUSYBOX_IMAGE, tmp.path());
         if debian {
-            d.take_from_kiln(&k, DEBIAN_IMAGE, tmp.path());
+            d.docker.take_from_kiln(&k, DEBIAN_IMAGE, tmp.path());
         }
-    });
-    let exc = exceptions();
-    let used = std::sync::Mutex::new(Vec::new());
+        eprintln!(
+            "BuildKit ready (dockerd and base images) in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let buildkit = dockerd.as_ref().map(|d| &d.docker);
+    let exc = Exceptions {
+        buildah: exceptions(),
+        buildkit: buildkit_exceptions(),
+        used_buildah: Default::default(),
+        used_buildkit: Default::default(),
+    };
 
     let outcomes = par_map(&staged, jobs(), |c| {
         if c.debian && !debian {
@@ -180,44 +228,11 @@ fn dockerfile_suite() {
                 ..Default::default()
             };
         }
-        let o = run_case(c, kiln, buildah.as_ref(), &ctx, &work, &exc, &used);
-        if let Some(d) = &docker {
-            // Reference check of the fixture against docker itself: printed only.
-            // And docker vs buildah through the exception table, which is
-            // how the table's rows were found (kiln follows docker).
-            match d.build_case(c, &ctx, &work) {
-                Ok(b) => {
-                    let p = b.check(&c.checks, true);
-                    if p.is_empty() {
-                        eprintln!("docker reference {}: ok", c.name)
-                    } else {
-                        eprintln!(
-                            "docker reference {}: MISMATCH\n  {}",
-                            c.name,
-                            p.join("\n  ")
-                        )
-                    }
-                    if let Some(bh) = buildah.as_ref()
-                        && c.buildah_skip.is_none()
-                        && let Ok(bb) = buildah_build_case(bh, c, &ctx, &work)
-                    {
-                        let d = conformance_diff(&c.name, &b, &bb, &exc, &mut Vec::new());
-                        if !d.is_empty() {
-                            eprintln!("docker vs buildah {}:\n  {}", c.name, d.join("\n  "));
-                        }
-                    }
-                }
-                Err(log) => eprintln!(
-                    "docker reference {}: build failed: {}",
-                    c.name,
-                    log.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
-                ),
-            }
-        }
-        o
+        run_case(c, kiln, buildah.as_ref(), buildkit, &ctx, &work, &exc)
     });
 
-    // The verdict: buildah problems are fixture bugs (always fatal); kiln
+    // The verdict: buildah and BuildKit problems are fixture bugs (always
+    // fatal: fix the fixture, or mark what the peer cannot do); kiln
     // problems are fatal unless the case is a known gap.
     let mut fatal = Vec::new();
     let mut gaps = Vec::new();
@@ -228,6 +243,9 @@ fn dockerfile_suite() {
         }
         for p in &o.buildah {
             fatal.push(format!("[{}] buildah: {p}", o.name));
+        }
+        for p in &o.buildkit {
+            fatal.push(format!("[{}] BuildKit: {p}", o.name));
         }
         // Split kiln's problems into known gaps and real failures.
         for p in &o.kiln {
@@ -250,6 +268,13 @@ fn dockerfile_suite() {
         if let Some(why) = &o.skipped_buildah_reason(&staged) {
             eprintln!("note: {} not built by buildah: {why}", o.name);
         }
+        if let Some(why) = staged
+            .iter()
+            .find(|c| c.name == o.name)
+            .and_then(|c| c.buildkit_skip.as_ref())
+        {
+            eprintln!("note: {} not built by BuildKit 0.8: {why}", o.name);
+        }
     }
     if kiln.is_some() && only.is_none() {
         for (i, (c, needle, _)) in KNOWN_GAPS.iter().enumerate() {
@@ -267,18 +292,34 @@ fn dockerfile_suite() {
     }
     // Exceptions nobody needs any more are noise that could hide a future
     // difference: say so when the whole suite ran both sides.
-    if kiln.is_some() && buildah.is_some() && only.is_none() {
-        let used = used.lock().unwrap();
-        for e in &exc {
-            let key = format!("{} {}", e.case, e.what);
-            if !used.contains(&key) {
-                eprintln!(
-                    "warning: unused conformance exception `{key}` ({})",
-                    e.reason
-                );
+    let unused =
+        |ran: bool, rows: &[Exception], used: &std::sync::Mutex<Vec<String>>, peer: &str| {
+            if !(kiln.is_some() && ran && only.is_none()) {
+                return;
             }
-        }
-    }
+            let used = used.lock().unwrap();
+            for e in rows {
+                let key = format!("{} {}", e.case, e.what);
+                if !used.contains(&key) {
+                    eprintln!(
+                        "warning: unused {peer} conformance exception `{key}` ({})",
+                        e.reason
+                    );
+                }
+            }
+        };
+    unused(
+        buildah.is_some(),
+        &exc.buildah,
+        &exc.used_buildah,
+        "buildah",
+    );
+    unused(
+        buildkit.is_some(),
+        &exc.buildkit,
+        &exc.used_buildkit,
+        "BuildKit",
+    );
     if std::env::var("KILN_BUILD_KEEP").is_ok_and(|v| v == "1") {
         let _ = tmp.keep();
     }

@@ -263,7 +263,8 @@ both!(images_filters_by_repository_and_formats, |who| {
         json["CreatedSince"].as_str().unwrap().ends_with(" ago"),
         "{json}"
     );
-    // `table` prints docker's header first.
+    // `table` prints docker's header first, and aligns the columns as
+    // docker does (the widest cell plus three spaces).
     let table = k.ok(&[
         "images",
         OTHER,
@@ -272,7 +273,7 @@ both!(images_filters_by_repository_and_formats, |who| {
     ]);
     assert_eq!(
         table,
-        format!("IMAGE ID\tREPOSITORY\n{short}\tkiln-test/other\n")
+        format!("IMAGE ID       REPOSITORY\n{short}   kiln-test/other\n")
     );
     // An unknown field is an error naming it, before any output.
     let out = k.output(&["images", "--format", "{{.Repo}}"]);

@@ -59,6 +59,17 @@ pub struct BuildArgs {
     /// default 64m, as docker).
     #[arg(long = "shm-size", value_name = "SIZE")]
     shm_size: Option<String>,
+    /// A resource limit of every RUN, as docker's: NAME=SOFT[:HARD] with
+    /// NAME one of core, cpu, data, fsize, locks, memlock, msgqueue, nice,
+    /// nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 is
+    /// unlimited. At most kiln's own hard limit (repeatable).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimits: Vec<String>,
+    /// Add an annotation to the image's manifest: KEY=VALUE, or buildx's
+    /// manifest:KEY=VALUE (index: and index-descriptor: are refused, as
+    /// buildx does for one platform). Repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
     /// Let the Dockerfile use an entitlement: network.host (RUN
     /// --network=host, ADD from this host's own network) or
     /// security.insecure (RUN --security=insecure). Repeatable, or
@@ -236,6 +247,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         Some(p) => one_platform(p)?,
         None => Platform::host(),
     };
+    let annotations = kiln_build::annotate::manifest_annotations(&a.annotations, &platform)?;
     // The store keeps plain layers (see kiln_image::compressed); outputs
     // that leave the machine compress, and the build does that for them
     // in the background as layers are made.
@@ -259,6 +271,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
             .map(|h| parse_add_host(h))
             .collect::<anyhow::Result<_>>()?,
         shm_size: a.shm_size.as_deref().map(parse_size).transpose()?,
+        ulimits: parse_ulimits(&a.ulimits)?,
         entitlements,
         fetch_base: Some(export::base_fetcher()?),
         pull: a.pull,
@@ -298,7 +311,8 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     // The TTY view's last frame stays; anything printed from here is below it.
     progress.finish();
     drop(inputs);
-    let result = result?;
+    let mut result = result?;
+    kiln_build::annotate::annotate(&store, &mut result, &annotations)?;
     for w in result.warnings.iter().filter(|_| !quiet) {
         eprintln!("warning: {w}");
     }
@@ -412,6 +426,19 @@ fn accepted_but_unsupported(a: &BuildArgs) -> Vec<String> {
         out.push("--sbom: kiln writes no SBOM attestations yet".to_string());
     }
     out
+}
+
+/// `--ulimit`s, checked before anything is built: a limit above kiln's
+/// own hard limit would only fail at the first RUN.
+pub fn parse_ulimits(specs: &[String]) -> anyhow::Result<Vec<kiln_sandbox::Ulimit>> {
+    specs
+        .iter()
+        .map(|s| {
+            let u = kiln_sandbox::Ulimit::parse(s)?;
+            u.check()?;
+            Ok(u)
+        })
+        .collect()
 }
 
 /// `--add-host NAME:IP` (or `NAME=IP`; an IPv6 address may be bracketed),

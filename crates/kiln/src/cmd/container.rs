@@ -18,13 +18,22 @@ use super::{created_now, open_store, source_date_epoch};
 
 #[derive(Args)]
 #[command(
+    // -h is --hostname, as docker run's; --help stays.
+    disable_help_flag = true,
     after_help = "Differences from docker run: the container is always removed \
 when its command ends (kiln keeps no containers; --rm is accepted and changes nothing), \
 --name names the run in errors and is the default hostname (docker's is the container \
-ID), and there is no -d. A command that is not found exits 127, one that cannot be \
-executed 126, as with docker."
+ID), and there is no -d (no daemon). A command that is not found exits 127, one that \
+cannot be executed 126, as with docker."
 )]
 pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Not supported: kiln has no daemon to keep a detached container
+    /// running (an error says so).
+    #[arg(short, long)]
+    detach: bool,
     /// Remove the container afterwards: always done (kiln keeps no
     /// containers); accepted for docker's sake.
     #[arg(long)]
@@ -86,8 +95,12 @@ pub struct RunArgs {
     #[arg(long)]
     snapshotter: Option<String>,
     /// The hostname inside (default: --name, else kiln).
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     hostname: Option<String>,
+    /// A resource limit, as docker's: NAME=SOFT[:HARD] (nofile, nproc,
+    /// core, …; -1 is unlimited), at most kiln's own hard limit.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimits: Vec<String>,
     image: String,
     /// The command (default: the image's entrypoint and command).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -231,6 +244,16 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
     if let Some(name) = &a.name {
         super::run_opts::check_name(name)?;
     }
+    if a.detach {
+        bail!(
+            "kiln has no daemon: detached containers are not supported (run it in the background with your shell, e.g. `kiln run IMAGE … &`)"
+        );
+    }
+    // As docker: a terminal for the command needs one to read from.
+    if a.tty && a.interactive && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("the input device is not a TTY");
+    }
+    super::build::parse_ulimits(&a.ulimits)?;
     // Only a reference can be pulled: a missing image ID or digest is
     // Image::load's "not found" below.
     let missing = matches!(
@@ -306,6 +329,7 @@ fn run_in(
         super::run_opts::set_env(&mut spec.env, kv);
     }
     spec.null_stdin = !a.interactive;
+    spec.ulimits = super::build::parse_ulimits(&a.ulimits)?;
     if let Some(w) = a
         .workdir
         .as_deref()

@@ -70,6 +70,11 @@ impl Template {
         Some(out)
     }
 
+    /// A `table` template: its lines are aligned (see [`align`]).
+    pub fn is_table(&self) -> bool {
+        self.table
+    }
+
     /// The template applied to one row.
     pub fn render(&self, row: &Value) -> anyhow::Result<String> {
         let mut out = String::new();
@@ -91,6 +96,37 @@ impl Template {
         }
         Ok(out)
     }
+}
+
+/// Tab-separated lines as docker's tables print them (Go's tabwriter with
+/// docker's settings): each column as wide as its widest cell plus three
+/// spaces, at least ten; the last cell of a line is not padded.
+pub fn align(lines: &[String]) -> Vec<String> {
+    let split: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+    let mut widths: Vec<usize> = Vec::new();
+    for cells in &split {
+        for (i, c) in cells.iter().enumerate().take(cells.len().saturating_sub(1)) {
+            let w = (c.chars().count() + 3).max(10);
+            match widths.get_mut(i) {
+                Some(have) => *have = (*have).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    split
+        .iter()
+        .map(|cells| {
+            let mut out = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                out.push_str(c);
+                if i + 1 < cells.len() {
+                    let pad = widths[i] - c.chars().count();
+                    out.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 fn parse_action(action: &str, fields: &[&str]) -> anyhow::Result<Part> {
@@ -225,6 +261,24 @@ mod tests {
         }
         let t = Template::parse("{{.Tag.X}}", FIELDS).unwrap();
         assert!(t.render(&json!({"Tag": "1"})).is_err());
+    }
+
+    #[test]
+    fn align_fits_each_column_to_its_widest_cell() {
+        let lines = [
+            "REPOSITORY\tTAG\tSIZE",
+            "a-long-repository-name\t1\t5MB",
+            "b\tlatest\t10MB",
+        ]
+        .map(String::from);
+        assert_eq!(
+            align(&lines),
+            [
+                "REPOSITORY               TAG       SIZE",
+                "a-long-repository-name   1         5MB",
+                "b                        latest    10MB",
+            ]
+        );
     }
 
     #[test]

@@ -27,8 +27,10 @@ pub fn human_size(n: u64) -> String {
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// An image name, ID or digest.
-    name: String,
+    /// Image names, IDs or digests: one prints an object, several a JSON
+    /// array of them (as docker; one line each with --format).
+    #[arg(required = true, value_name = "NAME")]
+    names: Vec<String>,
     /// A Go template over docker's fields (`{{.Id}}`, `{{.Config.Env}}`,
     /// `{{json .RootFS}}`, `{{json .}}`); see docs/cli.md.
     #[arg(short, long)]
@@ -138,9 +140,50 @@ pub fn inspect(root: &Path, a: InspectArgs) -> anyhow::Result<()> {
         None => None,
     };
     let store = open_store(root)?;
-    let desc = store.resolve(&a.name)?;
+    // As docker: every image that is there is printed, then each that is
+    // not is an error, and the status is 1.
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    for name in &a.names {
+        match inspect_one(&store, name, template.as_ref()) {
+            Ok(v) => found.push(v),
+            Err(e) => failed.push(e),
+        }
+    }
+    match (&template, a.names.len()) {
+        (Some(_), _) => {
+            for line in &found {
+                outln!("{}", line.as_str().unwrap_or_default());
+            }
+        }
+        (None, 1) => {
+            if let Some(v) = found.first() {
+                outln!("{}", serde_json::to_string_pretty(v)?);
+            }
+        }
+        (None, _) => outln!("{}", serde_json::to_string_pretty(&found)?),
+    }
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        _ => {
+            for e in &failed[..failed.len() - 1] {
+                eprintln!("kiln: {e:#}");
+            }
+            Err(failed.pop().expect("several"))
+        }
+    }
+}
+
+/// One image: the rendered template as a JSON string, or kiln's object.
+fn inspect_one(
+    store: &kiln_image::Store,
+    name: &str,
+    template: Option<&Template>,
+) -> anyhow::Result<serde_json::Value> {
+    let desc = store.resolve(name)?;
     let top = store.manifest_doc(&desc.digest)?;
-    let (img, raw) = Image::load_manifest(&store, &desc.digest, &Platform::host())?;
+    let (img, raw) = Image::load_manifest(store, &desc.digest, &Platform::host())?;
     let named: Vec<(Reference, kiln_image::Descriptor)> = store
         .images()?
         .into_iter()
@@ -150,8 +193,7 @@ pub fn inspect(root: &Path, a: InspectArgs) -> anyhow::Result<()> {
     let manifest: serde_json::Value = serde_json::from_slice(&raw.bytes)?;
     if let Some(t) = template {
         let view = docker_view(&img, &desc, &named, &manifest)?;
-        outln!("{}", t.render(&view)?);
-        return Ok(());
+        return Ok(serde_json::Value::String(t.render(&view)?));
     }
     let mut out = serde_json::json!({
         "Id": img.id().to_string(),
@@ -163,8 +205,7 @@ pub fn inspect(root: &Path, a: InspectArgs) -> anyhow::Result<()> {
     if let AnyManifest::Index(index) = top {
         out["Index"] = serde_json::to_value(index)?;
     }
-    outln!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    Ok(out)
 }
 
 #[derive(Args)]

@@ -1,5 +1,6 @@
 //! `kiln images`: the named images, as docker lists them, filtered by
-//! repository and formatted by a Go template.
+//! repository or docker's `--filter`s (see `images_filter`), in a table
+//! whose columns fit their cells, or formatted by a Go template.
 
 use std::path::Path;
 
@@ -13,8 +14,8 @@ use super::open_store;
 
 #[derive(Args)]
 pub struct ImagesArgs {
-    /// Only images of this repository (`busybox`), or of this name
-    /// (`busybox:1.36`).
+    /// Only images of this repository (`busybox`), of this name
+    /// (`busybox:1.36`), or matching a pattern (`'busy*'`, `'*:1.*'`).
     #[arg(value_name = "REPOSITORY[:TAG]")]
     reference: Option<String>,
     /// Print image IDs only.
@@ -23,6 +24,12 @@ pub struct ImagesArgs {
     /// Show manifest digests.
     #[arg(long)]
     digests: bool,
+    /// Only images that pass this filter, as docker's (repeatable; all
+    /// must pass): reference=PATTERN (`*` and `?` within a path part),
+    /// dangling=true|false, label=KEY or label=KEY=VALUE, before=IMAGE,
+    /// since=IMAGE (created before or after it).
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filters: Vec<String>,
     /// Print JSON, one object per image.
     #[arg(long, conflicts_with = "format")]
     json: bool,
@@ -60,18 +67,42 @@ fn matches_filter(name: &Reference, filter: &Reference, filter_text: &str) -> bo
     }
 }
 
+/// One listed name and what its image says.
+struct Row {
+    name: Reference,
+    desc: kiln_image::Descriptor,
+    id: kiln_image::Digest,
+    size: u64,
+    created: String,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Row {
+    fn created_secs(&self) -> Option<i64> {
+        kiln_image::time::parse_rfc3339(&self.created)
+    }
+}
+
 pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let template = match &a.format {
         Some(f) => Some(Template::parse(f, IMAGE_FIELDS)?),
         None => None,
     };
-    let filter = match &a.reference {
-        Some(f) => Some(
-            Reference::parse(f).with_context(|| format!("images {f}: not a repository name"))?,
+    // A pattern is docker's reference filter; a plain name keeps its
+    // meaning (a repository, or one name), full names included.
+    let (filter, mut filters) = match &a.reference {
+        Some(f) if f.contains(['*', '?', '[']) => (None, vec![format!("reference={f}")]),
+        Some(f) => (
+            Some(
+                Reference::parse(f)
+                    .with_context(|| format!("images {f}: not a repository name"))?,
+            ),
+            Vec::new(),
         ),
-        None => None,
+        None => (None, Vec::new()),
     };
+    filters.extend(a.filters.iter().cloned());
     let mut rows = Vec::new();
     for (name, desc) in store.images()? {
         if let (Some(f), Some(text)) = (&filter, &a.reference)
@@ -79,105 +110,113 @@ pub fn images(root: &Path, a: ImagesArgs) -> anyhow::Result<()> {
         {
             continue;
         }
-        let (id, size, created) =
+        let (id, size, created, labels) =
             match Image::load_manifest(&store, &desc.digest, &Platform::host()) {
                 Ok((img, _)) => (
                     img.id(),
                     img.layers.iter().map(|l| l.size).sum::<u64>(),
                     img.config.created.clone().unwrap_or_default(),
+                    img.config.runtime().labels.clone().unwrap_or_default(),
                 ),
-                Err(_) => (desc.digest.clone(), desc.size, String::new()),
+                Err(_) => (
+                    desc.digest.clone(),
+                    desc.size,
+                    String::new(),
+                    Default::default(),
+                ),
             };
-        rows.push((name, desc, id, size, created));
+        rows.push(Row {
+            name,
+            desc,
+            id,
+            size,
+            created,
+            labels,
+        });
     }
+    let filters = super::images_filter::Filters::parse(&filters, &store)?;
+    rows.retain(|r| filters.keep(&r.name, &r.labels, r.created_secs()));
     if a.quiet {
-        for (_, _, id, _, _) in &rows {
-            outln!("{}", id.short());
+        for r in &rows {
+            outln!("{}", r.id.short());
         }
         return Ok(());
     }
     if a.json {
-        for (name, desc, id, size, created) in &rows {
+        for r in &rows {
             let v = serde_json::json!({
-                "name": name.to_string(), "id": id.to_string(), "digest": desc.digest.to_string(),
-                "size": size, "created": created,
+                "name": r.name.to_string(), "id": r.id.to_string(), "digest": r.desc.digest.to_string(),
+                "size": r.size, "created": r.created,
             });
             outln!("{v}");
         }
         return Ok(());
     }
     if let Some(t) = template {
-        if let Some(h) = t.header(image_header) {
-            outln!("{h}");
-        }
+        let mut lines: Vec<String> = t.header(image_header).into_iter().collect();
         let now = now_secs();
-        for (name, desc, id, size, created) in &rows {
-            let familiar = name.familiar();
+        for r in &rows {
+            let familiar = r.name.familiar();
             let repo = familiar
                 .rsplit_once(':')
                 .map_or(familiar.as_str(), |(r, _)| r);
-            let at = kiln_image::time::parse_rfc3339(created);
+            let at = r.created_secs();
             let row = serde_json::json!({
                 "Containers": "N/A",
                 "CreatedAt": at.map_or_else(String::new, docker_time),
                 "CreatedSince": at.map_or_else(|| "N/A".to_string(), |t| since(now - t)),
-                "Digest": desc.annotations.get(kiln_image::store::REGISTRY_DIGEST).map_or("<none>", String::as_str),
-                "ID": id.short(),
+                "Digest": r.desc.annotations.get(kiln_image::store::REGISTRY_DIGEST).map_or("<none>", String::as_str),
+                "ID": r.id.short(),
                 "Repository": repo,
                 "SharedSize": "N/A",
-                "Size": human_size(*size),
-                "Tag": name.tag().unwrap_or("<none>"),
+                "Size": human_size(r.size),
+                "Tag": r.name.tag().unwrap_or("<none>"),
                 "UniqueSize": "N/A",
-                "VirtualSize": human_size(*size),
+                "VirtualSize": human_size(r.size),
             });
-            outln!("{}", t.render(&row)?);
+            lines.push(t.render(&row)?);
+        }
+        if t.is_table() {
+            // A cell may hold a newline (`\n` in the template): align
+            // what is printed, line by line.
+            let split: Vec<String> = lines
+                .iter()
+                .flat_map(|l| l.lines())
+                .map(String::from)
+                .collect();
+            lines = super::format::align(&split);
+        }
+        for l in &lines {
+            outln!("{l}");
         }
         return Ok(());
     }
-    if a.digests {
-        outln!(
-            "{:<40} {:<16} {:<71} {:<12} {:<20} {:>10}",
-            "REPOSITORY",
-            "TAG",
-            "DIGEST",
-            "IMAGE ID",
-            "CREATED",
-            "SIZE"
-        );
+    let mut lines = vec![if a.digests {
+        "REPOSITORY\tTAG\tDIGEST\tIMAGE ID\tCREATED\tSIZE".to_string()
     } else {
-        outln!(
-            "{:<40} {:<16} {:<12} {:<20} {:>10}",
-            "REPOSITORY",
-            "TAG",
-            "IMAGE ID",
-            "CREATED",
-            "SIZE"
-        );
-    }
-    for (name, desc, id, size, created) in rows {
-        let familiar = name.familiar();
+        "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE".to_string()
+    }];
+    for r in &rows {
+        let familiar = r.name.familiar();
         let repo = familiar
             .rsplit_once(':')
             .map_or(familiar.as_str(), |(r, _)| r);
-        let tag = name.tag().unwrap_or("<none>");
+        let tag = r.name.tag().unwrap_or("<none>");
+        let (id, created, size) = (r.id.short(), &r.created, human_size(r.size));
         if a.digests {
             // As docker: the digest a registry knows, once pulled or pushed.
-            let digest = desc
+            let digest = r
+                .desc
                 .annotations
                 .get(kiln_image::store::REGISTRY_DIGEST)
                 .map_or("<none>", String::as_str);
-            outln!(
-                "{repo:<40} {tag:<16} {digest:<71} {:<12} {created:<20} {:>10}",
-                id.short(),
-                human_size(size)
-            );
+            lines.push(format!("{repo}\t{tag}\t{digest}\t{id}\t{created}\t{size}"));
         } else {
-            outln!(
-                "{repo:<40} {tag:<16} {:<12} {created:<20} {:>10}",
-                id.short(),
-                human_size(size)
-            );
+            lines.push(format!("{repo}\t{tag}\t{id}\t{created}\t{size}"));
         }
+    }
+    for l in super::format::align(&lines) {
+        outln!("{l}");
     }
     Ok(())
 }

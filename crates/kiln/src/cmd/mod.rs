@@ -12,6 +12,7 @@ pub mod dockerfile;
 pub mod format;
 pub mod image;
 pub mod images;
+pub mod images_filter;
 pub mod registry;
 pub mod run_opts;
 pub mod surgery;

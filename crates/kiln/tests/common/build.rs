@@ -553,9 +553,13 @@ pub struct Case {
     pub flags: Vec<String>,
     pub kiln_flags: Vec<String>,
     pub buildah_flags: Vec<String>,
+    /// Flags only BuildKit (`docker build`) gets.
+    pub buildkit_flags: Vec<String>,
     /// (tag, dockerfile) built first, in the same context.
     pub prebuild: Vec<(String, String)>,
     pub buildah_skip: Option<String>,
+    /// Why BuildKit 0.8 (docker.io 20.10) cannot build the fixture.
+    pub buildkit_skip: Option<String>,
     pub nondeterministic: Option<String>,
     pub debian: bool,
     pub checks: Vec<Check1>,
@@ -591,8 +595,10 @@ impl Case {
             flags: vec![],
             kiln_flags: vec![],
             buildah_flags: vec![],
+            buildkit_flags: vec![],
             prebuild: vec![],
             buildah_skip: None,
+            buildkit_skip: None,
             nondeterministic: None,
             debian: false,
             checks: vec![],
@@ -645,6 +651,14 @@ impl Case {
                 }
                 "buildah-skip" => {
                     c.buildah_skip = Some(rest.into());
+                    None
+                }
+                "buildkit-flags" => {
+                    c.buildkit_flags.extend(words());
+                    None
+                }
+                "buildkit-skip" => {
+                    c.buildkit_skip = Some(rest.into());
                     None
                 }
                 "nondeterministic" => {
@@ -1089,8 +1103,20 @@ impl Exception {
     }
 }
 
-/// Parses the first markdown table whose header starts `| case |`.
+/// The kiln-vs-buildah exceptions: the table whose header starts `| case |`.
 pub fn exceptions() -> Vec<Exception> {
+    exception_table("case")
+}
+
+/// The kiln-vs-BuildKit exceptions: the table whose header starts
+/// `| buildkit case |`.
+pub fn buildkit_exceptions() -> Vec<Exception> {
+    exception_table("buildkit case")
+}
+
+/// Parses the markdown tables of docs/build-conformance.md whose header's
+/// first cell is `first`.
+fn exception_table(first: &str) -> Vec<Exception> {
     let text = fs::read_to_string(repo_dir().join("docs/build-conformance.md"))
         .expect("docs/build-conformance.md");
     let mut rows = Vec::new();
@@ -1106,8 +1132,12 @@ pub fn exceptions() -> Vec<Exception> {
             .split('|')
             .map(|c| c.trim().trim_matches('`').to_string())
             .collect();
-        if cells.first().is_some_and(|c| c == "case") {
+        if cells.first().is_some_and(|c| c == first) {
             in_table = true;
+            continue;
+        }
+        if cells.first().is_some_and(|c| c.ends_with("case")) {
+            in_table = false;
             continue;
         }
         if !in_table
@@ -1139,6 +1169,18 @@ pub fn conformance_diff(
     exc: &[Exception],
     used: &mut Vec<String>,
 ) -> Vec<String> {
+    conformance_diff_with("buildah", case, kiln, buildah, exc, used)
+}
+
+/// The same against any `peer` builder's result (named in the messages).
+pub fn conformance_diff_with(
+    peer: &str,
+    case: &str,
+    kiln: &Built,
+    buildah: &Built,
+    exc: &[Exception],
+    used: &mut Vec<String>,
+) -> Vec<String> {
     let mut diffs = Vec::new();
     let mut excused = |what: &str| {
         for e in exc {
@@ -1155,7 +1197,7 @@ pub fn conformance_diff(
         let (a, b) = (kiln.files.get(p), buildah.files.get(p));
         if a != b && !excused(p) {
             diffs.push(format!(
-                "{p}: kiln `{}` vs buildah `{}`",
+                "{p}: kiln `{}` vs {peer} `{}`",
                 a.map_or("(none)", |s| s),
                 b.map_or("(none)", |s| s)
             ));
@@ -1187,14 +1229,14 @@ pub fn conformance_diff(
             for key in keys {
                 if ao.get(key) != bo.get(key) && !excused(&format!("config:{f}.{key}")) {
                     diffs.push(format!(
-                        "config {f}.{key}: kiln {:?} vs buildah {:?}",
+                        "config {f}.{key}: kiln {:?} vs {peer} {:?}",
                         ao.get(key),
                         bo.get(key)
                     ));
                 }
             }
         } else if !excused(&format!("config:{f}")) {
-            diffs.push(format!("config {f}: kiln {a} vs buildah {b}"));
+            diffs.push(format!("config {f}: kiln {a} vs {peer} {b}"));
         }
     }
     diffs
@@ -1337,128 +1379,6 @@ pub fn jobs() -> usize {
         .ok()
         .and_then(|j| j.parse().ok())
         .unwrap_or(3)
-}
-
-// ---------------------------------------------------------------- docker
-
-/// Optional third builder, to check the fixtures themselves against
-/// docker's own semantics: with `KILN_TEST_DOCKER_HOST=unix:///...` (a
-/// running dockerd, e.g. the one bench/build starts) every case is also
-/// built with `DOCKER_BUILDKIT=1 docker build` and its expectations are
-/// checked; mismatches are printed, not fatal (an old daemon's Dockerfile
-/// frontend lacks newer syntax, and Docker Hub is out of reach).
-pub struct Docker {
-    pub host: String,
-}
-
-impl Docker {
-    pub fn from_env() -> Option<Docker> {
-        let host = std::env::var("KILN_TEST_DOCKER_HOST").ok()?;
-        Some(Docker { host })
-    }
-
-    pub fn cmd(&self) -> Command {
-        let mut c = Command::new(if Path::new("/usr/bin/docker").exists() {
-            "/usr/bin/docker"
-        } else {
-            "docker"
-        });
-        c.env("DOCKER_HOST", &self.host).env("DOCKER_BUILDKIT", "1");
-        c
-    }
-
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().expect("spawn docker");
-        assert_success(&out, &format!("docker {}", args.join(" ")));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub fn take_from_kiln(&self, k: &KilnBuild, name: &str, tmp: &Path) {
-        let tar = tmp.join(format!("{}.docker-ref.tar", name.replace(['/', ':'], "_")));
-        k.ok(&[
-            "save",
-            name,
-            "-o",
-            tar.to_str().unwrap(),
-            "--format",
-            "docker-archive",
-        ]);
-        self.ok(&["load", "-i", tar.to_str().unwrap()]);
-        let _ = fs::remove_file(&tar);
-    }
-
-    pub fn build_case(&self, case: &Case, ctx: &Ctx, work: &Path) -> Result<Built, String> {
-        let context = case.dir.join(&case.context);
-        let mut builds: Vec<(String, String, Vec<String>)> = case
-            .prebuild
-            .iter()
-            .map(|(t, d)| (t.clone(), d.clone(), vec![]))
-            .collect();
-        let mut flags = case.expand(&case.flags, ctx);
-        flags.extend(case.expand(&case.kiln_flags, ctx));
-        builds.push((case.tag(), case.dockerfile.clone(), flags));
-        let mut log = String::new();
-        for (tag, df, flags) in builds {
-            let out = self
-                .cmd()
-                .args(["build", "--network", "host", "--progress=plain", "-f"])
-                .arg(case.dir.join(&df))
-                .args(["-t", &tag])
-                .args(&flags)
-                .arg(&context)
-                .output()
-                .unwrap();
-            log += &String::from_utf8_lossy(&out.stderr);
-            if !out.status.success() {
-                return Err(log);
-            }
-        }
-        let dir = work.join(format!("docker-{}", case.name));
-        let _ = fs::remove_dir_all(&dir);
-        let cid = self.ok(&["create", &case.tag(), "/x"]).trim().to_string();
-        let tar = dir.with_extension("tar");
-        self.ok(&["export", "-o", tar.to_str().unwrap(), &cid]);
-        let _ = self.cmd().args(["rm", &cid]).output();
-        extract_tar(&tar, &dir);
-        let _ = fs::remove_file(&tar);
-        // `docker export` adds the container's own stubs; they are not the image's.
-        for stub in [
-            ".dockerenv",
-            "etc/hosts",
-            "etc/hostname",
-            "etc/resolv.conf",
-            "dev/console",
-        ] {
-            let p = dir.join(stub);
-            if fs::metadata(&p).is_ok_and(|m| m.len() == 0) {
-                let _ = fs::remove_file(p);
-            }
-        }
-        let _ = fs::remove_dir(dir.join("dev/pts"));
-        let _ = fs::remove_dir(dir.join("dev/shm"));
-        if fs::read_link(dir.join("etc/mtab")).is_ok_and(|t| t == Path::new("/proc/mounts")) {
-            let _ = fs::remove_file(dir.join("etc/mtab"));
-        }
-        let v: Value = serde_json::from_str(&self.ok(&["image", "inspect", &case.tag()])).unwrap();
-        let mut image = v[0].clone();
-        // docker inspect's names -> config blob names.
-        if let Some(o) = image.as_object_mut() {
-            if let Some(c) = o.remove("Config") {
-                o.insert("config".into(), c);
-            }
-            for (from, to) in [
-                ("Created", "created"),
-                ("Author", "author"),
-                ("Architecture", "architecture"),
-                ("Os", "os"),
-            ] {
-                if let Some(x) = o.remove(from) {
-                    o.insert(to.into(), x);
-                }
-            }
-        }
-        Ok(Built::from_listing(tree_listing(&dir), image, &dir))
-    }
 }
 
 // ---------------------------------------------------------------- known gaps

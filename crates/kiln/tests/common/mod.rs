@@ -24,6 +24,8 @@ macro_rules! both {
 
 /// `kiln build` test support (fixtures, buildah peer, conformance).
 pub mod build;
+/// BuildKit (Debian's dockerd) as a builder of the fixtures.
+pub mod buildkit;
 /// Host canaries for the remote-source safety tests.
 pub mod canary;
 
