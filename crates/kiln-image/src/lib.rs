@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod compressed;
 pub mod config;
 pub mod config_edit;
+pub mod contents;
 pub mod digest;
 pub mod layer;
 pub mod layout;

@@ -6,6 +6,7 @@ pub mod build;
 pub mod change;
 pub mod completion;
 pub mod container;
+pub mod contents;
 pub mod dockerfile;
 pub mod format;
 pub mod image;
