@@ -31,6 +31,7 @@ pub mod remote;
 pub mod run_private;
 pub mod solver;
 pub mod source;
+pub mod squash;
 mod step_layer;
 pub mod tty;
 

@@ -13,6 +13,8 @@
 //! Nothing is named until the copy writes the top manifest last, so a
 //! failure leaves no half-written image tagged.
 
+mod squash;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

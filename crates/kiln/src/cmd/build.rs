@@ -90,6 +90,10 @@ pub struct BuildArgs {
     /// Push the image to its registry (-t names): `-o type=registry`.
     #[arg(long)]
     push: bool,
+    /// Squash the target stage's new layers into one, as `docker build
+    /// --squash` (the base image's layers are kept)
+    #[arg(long)]
+    squash: bool,
     /// How RUN is isolated: auto (the strongest the host allows), rootless
     /// (a user namespace of the caller's subordinate IDs), root
     /// (namespaces as real root) or chroot.
@@ -236,7 +240,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         .find(|o| o.leaves())
         .map_or(Compression::None, Output::compression);
     let rewrite_timestamp = outputs.iter().any(|o| o.rewrite_timestamp);
-    let opts = BuildOptions {
+    let mut opts = BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
         dockerfile: inputs.dockerfile.clone(),
         context_dir: inputs.context_dir.clone(),
@@ -273,8 +277,14 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let result = kiln_build::build(&store, &opts, &progress);
     // The TTY view's last frame stays; anything printed from here is below it.
     progress.finish();
+    let mut result = result?;
+    if a.squash {
+        // After the build, as the exporters: the context is still there
+        // for a base stage built again (all cache hits).
+        let base = kiln_build::squash::base_diff_ids(&store, &mut opts)?;
+        result = kiln_build::squash::squash(&store, result, &base, source_date_epoch)?;
+    }
     drop(inputs);
-    let result = result?;
     let quiet = mode == ProgressMode::Quiet;
     for w in result.warnings.iter().filter(|_| !quiet) {
         eprintln!("warning: {w}");
