@@ -14,6 +14,7 @@ pub mod config;
 pub mod config_edit;
 pub mod contents;
 pub mod digest;
+pub mod index_edit;
 pub mod layer;
 pub mod layout;
 pub mod manifest;

@@ -11,6 +11,7 @@ pub mod dockerfile;
 pub mod format;
 pub mod image;
 pub mod images;
+pub mod manifest_list;
 pub mod registry;
 pub mod run_opts;
 pub mod surgery;
