@@ -6,6 +6,9 @@
 //! An entry is one image's manifest descriptor with the platform it is
 //! for ([`entry`], from the image's config). There is at most one entry
 //! per digest: adding an image already listed replaces its entry.
+//!
+//! Example: `crates/kiln-image/examples/index.rs`
+//! (`cargo run -p kiln-image --example index`).
 
 use std::collections::BTreeMap;
 

@@ -12,6 +12,12 @@
 //!
 //! Nothing is named until the copy writes the top manifest last, so a
 //! failure leaves no half-written image tagged.
+//!
+//! Each operation has a runnable example under `crates/kiln-image/examples/`:
+//! `mutate.rs` (config and annotations), `append.rs` ([`Rewrite::append_layer`]),
+//! `flatten.rs` ([`Rewrite::flatten`]), `rebase.rs` ([`Rewrite::rebase`]) and
+//! `squash.rs` ([`Rewrite::squash`]); run one with
+//! `cargo run -p kiln-image --example mutate`.
 
 mod squash;
 

@@ -23,7 +23,8 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The first image: a store NAME or any location (docker://REF,
-    /// oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF])
+    /// oci:DIR:TAG, oci-archive:FILE:TAG, docker-archive:FILE:REF; the tag
+    /// or reference may be left out)
     pub a: String,
     /// The second image
     pub b: String,
