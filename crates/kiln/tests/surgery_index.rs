@@ -292,3 +292,43 @@ fn manifest_verbs_make_and_edit_a_list() {
     let raw = json(&kiln_ok(h, &["manifest", &dest]));
     assert_eq!(platforms(&raw), ["linux/amd64", "linux/arm64"]);
 }
+
+#[test]
+fn multi_platform_build_and_lists_as_kilntest() {
+    use common::build::{BUSYBOX_IMAGE, KilnBuild, Who, give_to_kilntest, import_bases, scratch};
+    if !is_root() {
+        missing_prerequisite("root, to run kiln as the kilntest user");
+        return;
+    }
+    let tmp = scratch("kiln-index-");
+    let k = KilnBuild::new(&tmp.path().join("store"), Who::Kilntest);
+    import_bases(&k, false);
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        DOCKERFILE.replace("surgery/busybox:1", BUSYBOX_IMAGE),
+    )
+    .unwrap();
+    give_to_kilntest(&ctx);
+    k.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "idx/app:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let index = json(&k.ok(&["manifest", "inspect", "idx/app:1"]));
+    assert_eq!(platforms(&index), ["linux/amd64", "linux/arm64"]);
+    k.ok(&["manifest", "create", "idx/list:1", BUSYBOX_IMAGE]);
+    let list = json(&k.ok(&["manifest", "inspect", "idx/list:1"]));
+    assert_eq!(platforms(&list), ["linux/amd64"]);
+    k.ok(&["manifest", "rm", "idx/list:1"]);
+    assert!(
+        !k.output(&["manifest", "inspect", "idx/list:1"])
+            .status
+            .success()
+    );
+}
