@@ -219,25 +219,58 @@ fn layers_and_diff_stream_a_big_layer() {
     f.set_len(256 << 20).unwrap();
     ok_epoch(h, &["import", rootfs.to_str().unwrap(), "contents/big:1"]);
     std::fs::remove_dir_all(&rootfs).unwrap();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss %M"])
-        .arg(support::kiln_bin())
-        .args(["layers", "contents/big:1", "--format", "json"])
-        .env("KILN_ROOT", h.join("store"))
-        .output()
-        .unwrap();
-    assert_success(&out, "kiln layers");
-    let v = json(&String::from_utf8_lossy(&out.stdout));
+    std::fs::write(h.join("note"), "note\n").unwrap();
+    let note = format!("{}:/note", h.join("note").display());
+    ok_epoch(
+        h,
+        &[
+            "append",
+            "contents/big:1",
+            "-t",
+            "contents/big:2",
+            "--file",
+            &note,
+        ],
+    );
+    // kiln's peak memory (KiB) and standard output for `args`.
+    let measured = |args: &[&str]| -> (u64, String) {
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "maxrss %M"])
+            .arg(support::kiln_bin())
+            .args(args)
+            .env("KILN_ROOT", h.join("store"))
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("kiln {args:?}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let kib = err
+            .lines()
+            .find_map(|l| l.strip_prefix("maxrss "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no maxrss in {err}"));
+        (kib, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (kib, out) = measured(&["layers", "contents/big:2", "--format", "json"]);
+    let v = json(&out);
     assert_eq!(v[0]["content_size"], 256u64 << 20);
-    let err = String::from_utf8_lossy(&out.stderr);
-    let kib: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no maxrss in {err}"));
     assert!(
         kib < 64 * 1024,
         "kiln layers used {kib} KiB for a 256 MiB file"
+    );
+    let (kib, out) = measured(&[
+        "diff",
+        "contents/big:1",
+        "contents/big:2",
+        "--format",
+        "json",
+    ]);
+    let v = json(&out);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["path"], "/note");
+    assert_eq!(v[0]["change"], "added");
+    assert!(
+        kib < 64 * 1024,
+        "kiln diff used {kib} KiB for a 256 MiB file"
     );
 }
 

@@ -2,7 +2,10 @@
 
 use serde::Serialize;
 
+use super::tree::read_layer;
 use super::{FileMeta, Tree};
+use crate::mutate::Image;
+use crate::transport::{ImageSource, Result};
 
 /// How a path differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,6 +36,36 @@ pub struct Change {
     pub change: ChangeKind,
     pub before: Option<FileMeta>,
     pub after: Option<FileMeta>,
+}
+
+/// [`diff`] of two images (layers read from `a_src` and `b_src`). The
+/// bottom layers they share (by diff ID) are read once.
+pub fn diff_images(
+    a_src: &dyn ImageSource,
+    a: &Image,
+    b_src: &dyn ImageSource,
+    b: &Image,
+) -> Result<Vec<Change>> {
+    let (ids_a, ids_b) = (&a.config.rootfs.diff_ids, &b.config.rootfs.diff_ids);
+    let shared = ids_a
+        .iter()
+        .zip(ids_b)
+        .zip(a.layers.iter().zip(&b.layers))
+        .take_while(|((x, y), _)| x == y)
+        .count();
+    let mut base = Tree::new();
+    for (i, d) in a.layers[..shared].iter().enumerate() {
+        base.apply(read_layer(a_src, i, d)?);
+    }
+    let mut ta = base.clone();
+    for (i, d) in a.layers.iter().enumerate().skip(shared) {
+        ta.apply(read_layer(a_src, i, d)?);
+    }
+    let mut tb = base;
+    for (i, d) in b.layers.iter().enumerate().skip(shared) {
+        tb.apply(read_layer(b_src, i, d)?);
+    }
+    Ok(diff(&ta, &tb))
 }
 
 /// The paths added, removed and changed from `a` to `b`, sorted by path.

@@ -19,7 +19,7 @@ mod layers;
 mod scan;
 mod tree;
 
-pub use diff::{Change, ChangeKind, diff};
+pub use diff::{Change, ChangeKind, diff, diff_images};
 pub use layers::{LayerSummary, layer_summaries};
 pub use scan::{FileKind, FileMeta};
 pub use tree::Tree;

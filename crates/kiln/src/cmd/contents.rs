@@ -4,9 +4,11 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use kiln_image::Image;
 use kiln_image::Platform;
-use kiln_image::contents::{Change, FileMeta, LayerSummary, Tree, diff, layer_summaries};
+use kiln_image::contents::{Change, FileMeta, LayerSummary, diff_images, layer_summaries};
 use kiln_image::rewrite::Rewrite;
+use kiln_image::transport::ImageSource;
 
 use super::image::human_size;
 use super::registry::NetOpts;
@@ -57,23 +59,22 @@ fn platform(p: &Option<String>) -> Result<Platform> {
     })
 }
 
-/// Reads `name`'s filesystem.
-fn tree_of(name: &str, env: &Env, platform: &Platform) -> Result<Tree> {
-    let run = || -> Result<Tree> {
-        let src = open_source(&Location::parse(name)?, env)?;
-        let rw = Rewrite::load(src.as_ref(), Some(platform))?;
-        Ok(Tree::of_image(src.as_ref(), &rw.image)?)
-    };
-    run().with_context(|| format!("reading {name}"))
-}
-
 pub fn diff_cmd(a: DiffArgs) -> Result<()> {
     let client = a.net.client()?;
     let env = Env::new(&client, kiln_image::store::default_root());
     let platform = platform(&a.platform)?;
-    let before = tree_of(&a.a, &env, &platform)?;
-    let after = tree_of(&a.b, &env, &platform)?;
-    let changes = diff(&before, &after);
+    let open = |name: &str| -> Result<Box<dyn ImageSource + '_>> {
+        open_source(&Location::parse(name)?, &env).with_context(|| format!("reading {name}"))
+    };
+    let (src_a, src_b) = (open(&a.a)?, open(&a.b)?);
+    let load = |src: &dyn ImageSource, name: &str| -> Result<Image> {
+        Ok(Rewrite::load(src, Some(&platform))
+            .with_context(|| format!("reading {name}"))?
+            .image)
+    };
+    let (img_a, img_b) = (load(src_a.as_ref(), &a.a)?, load(src_b.as_ref(), &a.b)?);
+    let changes = diff_images(src_a.as_ref(), &img_a, src_b.as_ref(), &img_b)
+        .with_context(|| format!("diff {} {}", a.a, a.b))?;
     match a.format {
         OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&changes)?),
         OutputFormat::Table => print_diff(&changes),
