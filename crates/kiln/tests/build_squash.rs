@@ -105,6 +105,42 @@ fn squash_is_the_exported_filesystem_as_root() {
     squash_equals_export(Who::Caller);
 }
 
+/// The target stage starts FROM an image: its layers are the base.
+#[test]
+fn squash_keeps_a_base_image_layers() {
+    if !kiln_build_available() {
+        missing_prerequisite("`kiln build`");
+        return;
+    }
+    let tmp = scratch("kiln-squash-img-");
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-test/busybox:1\nRUN echo a > /a\nRUN rm /a && echo b > /b\n",
+    )
+    .unwrap();
+    let k = KilnBuild::new(&tmp.path().join("store"), Who::Caller);
+    import_bases(&k, false);
+    k.ok(&[
+        "build",
+        "-q",
+        "--squash",
+        "-t",
+        "squash/img:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let base = k.config_blob(BUSYBOX_IMAGE)["rootfs"]["diff_ids"].clone();
+    let ids = k.config_blob("squash/img:1")["rootfs"]["diff_ids"].clone();
+    let (base, ids) = (base.as_array().unwrap(), ids.as_array().unwrap());
+    assert_eq!(ids.len(), base.len() + 1);
+    assert_eq!(ids[..base.len()], base[..]);
+    let got = tmp.path().join("x");
+    k.rootfs("squash/img:1", &got);
+    assert!(!got.join("a").exists());
+    assert_eq!(fs::read_to_string(got.join("b")).unwrap(), "b\n");
+}
+
 #[test]
 fn squash_is_the_exported_filesystem_rootless() {
     if !common::is_root() {
