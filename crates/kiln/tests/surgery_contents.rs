@@ -291,3 +291,78 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// An OCI layout whose one layer holds `members`, written by hand (kiln
+/// itself refuses to make such a layer).
+fn hostile_layout(dir: &Path, members: &[(&str, u8, u32, u32, &[u8])]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = sha256_hex(bytes);
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (layer, layer_size) = put(&tar_of(members));
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    });
+    let (config, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer, "size": layer_size}],
+    });
+    let (manifest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": manifest, "size": manifest_size,
+                       "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn a_layer_climbing_out_is_refused_by_name() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    two_images(h);
+    let layout = h.join("evil");
+    hostile_layout(
+        &layout,
+        &[
+            ("ok", b'0', 0o644, 0, b"fine\n"),
+            ("app/../../etc/shadow", b'0', 0o644, 0, b"x\n"),
+        ],
+    );
+    let evil = format!("oci:{}:1", layout.display());
+    for args in [
+        vec!["layers", evil.as_str()],
+        vec!["diff", "contents/a:1", evil.as_str()],
+    ] {
+        let out = kiln(h, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("app/../../etc/shadow"), "{args:?}: {err}");
+        assert!(err.contains("layer 0"), "{args:?}: {err}");
+    }
+    // A well-formed layout reads fine: the refusal is the entry's.
+    let fine = h.join("fine");
+    hostile_layout(&fine, &[("ok", b'0', 0o644, 0, b"fine\n")]);
+    let v = json(&kiln_ok(
+        h,
+        &[
+            "layers",
+            &format!("oci:{}:1", fine.display()),
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(v[0]["files"], 1);
+}

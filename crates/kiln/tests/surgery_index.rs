@@ -112,6 +112,21 @@ fn multi_platform_build_pushes_one_index() {
             format!("built for {arch}\n")
         );
     }
+    // `kiln layers` reads a registry index's image for a platform.
+    let arm = json(&kiln_ok(
+        h,
+        &[
+            "layers",
+            &format!("docker://{app}"),
+            "--platform",
+            "linux/arm64",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(arm.as_array().unwrap().len(), 1, "{arm}");
+    assert_eq!(arm[0]["files"], 1);
+    assert_eq!(arm[0]["content_size"], "built for arm64\n".len());
     // The store has the index under the tag too.
     let stored = json(&kiln_ok(h, &["manifest", "inspect", &app]));
     assert_eq!(platforms(&stored), ["linux/amd64", "linux/arm64"]);
