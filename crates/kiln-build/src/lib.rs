@@ -38,6 +38,7 @@ pub mod run_private;
 pub mod sched;
 pub mod solver;
 pub mod source;
+pub mod squash;
 mod step_layer;
 pub mod tty;
 mod worker;

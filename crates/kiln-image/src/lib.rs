@@ -6,13 +6,20 @@
 //! The `layer` module is the layer codec: deterministic tar writing, streaming
 //! compression and digests, and safe extraction. The crate does not talk to
 //! registries and does not run anything.
+//!
+//! Image surgery (`rewrite`, `index_edit`) and image contents (`contents`:
+//! `kiln diff`, `kiln layers`) are functions from images to images or to
+//! reports; `examples/` has one runnable example per operation (mutate,
+//! append, rebase, flatten, squash, index).
 
 pub mod archive;
 pub mod canonical;
 pub mod compressed;
 pub mod config;
 pub mod config_edit;
+pub mod contents;
 pub mod digest;
+pub mod index_edit;
 pub mod layer;
 pub mod layout;
 pub mod manifest;

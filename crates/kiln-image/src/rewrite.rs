@@ -12,6 +12,14 @@
 //!
 //! Nothing is named until the copy writes the top manifest last, so a
 //! failure leaves no half-written image tagged.
+//!
+//! Each operation has a runnable example under `crates/kiln-image/examples/`:
+//! `mutate.rs` (config and annotations), `append.rs` ([`Rewrite::append_layer`]),
+//! `flatten.rs` ([`Rewrite::flatten`]), `rebase.rs` ([`Rewrite::rebase`]) and
+//! `squash.rs` ([`Rewrite::squash`]); run one with
+//! `cargo run -p kiln-image --example mutate`.
+
+mod squash;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
@@ -165,11 +173,11 @@ impl<'s> Rewrite<'s> {
         let out = std::fs::File::create(&file)
             .map_err(TransportError::io(format!("create {}", file.display())))?;
         let src = self.src;
-        let readers = self.image.layers.iter().map(|d| LazyBlob {
-            src,
-            desc: d.clone(),
-            state: None,
-        });
+        let readers = self
+            .image
+            .layers
+            .iter()
+            .map(|d| LazyBlob::new(src, d.clone()));
         let (out, info, warnings) =
             crate::layer::flatten(readers, scratch, opts, io::BufWriter::new(out))
                 .map_err(|e| TransportError::Invalid(format!("flatten: {e}")))?;
@@ -339,10 +347,20 @@ fn read_verified(src: &dyn ImageSource, desc: &Descriptor, max: u64) -> Result<V
 
 /// A layer blob opened on first read and checked against its digest at
 /// its end, so that a flatten never writes a layer the source corrupted.
-struct LazyBlob<'s> {
+pub(crate) struct LazyBlob<'s> {
     src: &'s dyn ImageSource,
     desc: Descriptor,
     state: Option<(Box<dyn Read + Send + 's>, Option<crate::Hasher>, u64)>,
+}
+
+impl<'s> LazyBlob<'s> {
+    pub(crate) fn new(src: &'s dyn ImageSource, desc: Descriptor) -> LazyBlob<'s> {
+        LazyBlob {
+            src,
+            desc,
+            state: None,
+        }
+    }
 }
 
 impl Read for LazyBlob<'_> {

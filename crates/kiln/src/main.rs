@@ -65,6 +65,10 @@ enum Command {
     Flatten(cmd::append::FlattenArgs),
     /// Put an image on another base without a rebuild.
     Rebase(cmd::surgery::RebaseArgs),
+    /// List the files added, removed and changed between two images.
+    Diff(cmd::contents::DiffArgs),
+    /// Show each layer's size, files, step, and the bytes it hides below.
+    Layers(cmd::contents::LayersArgs),
     #[command(flatten)]
     Registry(cmd::registry::RegistryCommand),
     /// Inspect Dockerfiles without building.
@@ -175,6 +179,8 @@ fn main() -> ExitCode {
         Command::Append(a) => cmd::append::append(a),
         Command::Flatten(a) => cmd::append::flatten(a),
         Command::Rebase(a) => cmd::surgery::rebase(a),
+        Command::Diff(a) => cmd::contents::diff_cmd(a),
+        Command::Layers(a) => cmd::contents::layers_cmd(a),
         Command::Registry(c) => cmd::registry::run(c),
         Command::System(c) => cmd::system::run(&root, c),
         Command::Dockerfile(c) => match cmd::dockerfile::run(c) {

@@ -101,6 +101,10 @@ pub struct BuildArgs {
     /// Push the image to its registry (-t names): `-o type=registry`.
     #[arg(long)]
     push: bool,
+    /// Squash the target stage's new layers into one, as `docker build
+    /// --squash` (the base image's layers are kept)
+    #[arg(long)]
+    squash: bool,
     /// How RUN is isolated: auto (the strongest the host allows), rootless
     /// (a user namespace of the caller's subordinate IDs), root
     /// (namespaces as real root) or chroot.
@@ -243,11 +247,28 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         })?;
         named_contexts.insert(name.to_string(), kiln_build::NamedContext::parse(value)?);
     }
-    let platform = match &a.platform {
-        Some(p) => one_platform(p)?,
-        None => Platform::host(),
+    let platforms = match &a.platform {
+        Some(p) => platform_list(p)?,
+        None => vec![Platform::host()],
     };
-    let annotations = kiln_build::annotate::manifest_annotations(&a.annotations, &platform)?;
+    if platforms.len() > 1
+        && let Some(o) = outputs
+            .iter()
+            .find(|o| o.kind != kiln_build::export::OutputKind::Image)
+    {
+        bail!(
+            "--platform {}: an index of several platforms goes to the store and registries \
+             (-t, --push); {:?} outputs take one platform at a time",
+            a.platform.as_deref().unwrap_or_default(),
+            o.kind
+        );
+    }
+    let platform = platforms[0].clone();
+    // Checked before building, one set per platform (`manifest[os/arch]:`).
+    let annotations = platforms
+        .iter()
+        .map(|p| kiln_build::annotate::manifest_annotations(&a.annotations, p))
+        .collect::<Result<Vec<_>, _>>()?;
     // The store keeps plain layers (see kiln_image::compressed); outputs
     // that leave the machine compress, and the build does that for them
     // in the background as layers are made.
@@ -258,7 +279,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         .or_else(|| caches.compression())
         .unwrap_or(Compression::None);
     let rewrite_timestamp = outputs.iter().any(|o| o.rewrite_timestamp);
-    let opts = BuildOptions {
+    let mut opts = BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
         dockerfile: inputs.dockerfile.clone(),
         context_dir: inputs.context_dir.clone(),
@@ -304,20 +325,45 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     // Imported caches are read (or warned about) before the progress view
     // starts.
     let session = caches.session(quiet)?;
-    let progress = Progress::new(mode, Box::new(std::io::stderr()));
     let attached = kiln_build::cache_session::attach(&store, session.clone());
-    let result = kiln_build::build(&store, &opts, &progress);
+    // Several platforms: one build each (the solver builds one), then one
+    // index of their images, written and named as one image is.
+    let mut results = Vec::new();
+    for (p, annotations) in platforms.iter().zip(&annotations) {
+        opts.platform = p.clone();
+        let progress = Progress::new(mode, Box::new(std::io::stderr()));
+        let result = kiln_build::build(&store, &opts, &progress);
+        // The TTY view's last frame stays; anything printed from here is below it.
+        progress.finish();
+        let mut result = result?;
+        if a.squash {
+            // After the build, as the exporters: the context is still there
+            // for a base stage built again (all cache hits).
+            let base = kiln_build::squash::base_diff_ids(&store, &mut opts)?;
+            result = kiln_build::squash::squash(&store, result, &base, source_date_epoch)?;
+        }
+        kiln_build::annotate::annotate(&store, &mut result, annotations)?;
+        results.push(result);
+    }
     drop(attached);
-    // The TTY view's last frame stays; anything printed from here is below it.
-    progress.finish();
     drop(inputs);
-    let mut result = result?;
-    kiln_build::annotate::annotate(&store, &mut result, &annotations)?;
-    for w in result.warnings.iter().filter(|_| !quiet) {
+    for w in results.iter().flat_map(|r| &r.warnings).filter(|_| !quiet) {
         eprintln!("warning: {w}");
     }
-    let id = result.image.id();
-    let desc = result.manifest.descriptor();
+    let (id, desc) = if let [result] = &results[..] {
+        (result.image.id(), result.manifest.descriptor())
+    } else {
+        let mut index = kiln_image::index_edit::empty();
+        for r in &results {
+            index = kiln_image::index_edit::add(
+                index,
+                kiln_image::index_edit::entry(&r.manifest, &r.image.config),
+            );
+        }
+        let raw = kiln_image::index_edit::encode(&index)?;
+        store.put_blob(&raw.bytes)?;
+        (raw.digest.clone(), raw.descriptor())
+    };
     let mut names: Vec<Reference> = a
         .tags
         .iter()
@@ -331,10 +377,16 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     for n in &names {
         store.tag(n, &desc)?;
     }
-    for o in &outputs {
-        export::export(&store, &result, o, &names)?;
+    if let [result] = &results[..] {
+        for o in &outputs {
+            export::export(&store, result, o, &names)?;
+        }
     }
-    caches.finish(&store, &session, &result.image, quiet)?;
+    // The cache's mode=min follows the last platform's image; mode=max
+    // has every step of every platform anyway.
+    if let Some(last) = results.last() {
+        caches.finish(&store, &session, &last.image, quiet)?;
+    }
     // What a registry gets has compressed layers, so a different manifest
     // digest than the store's (as after `docker push`); buildx reports it.
     let mut pushed = None;
@@ -365,8 +417,8 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         eprintln!(
             "built {} ({} steps run, {} cached){}",
             id,
-            result.steps_run,
-            result.steps_cached,
+            results.iter().map(|r| r.steps_run).sum::<usize>(),
+            results.iter().map(|r| r.steps_cached).sum::<usize>(),
             names
                 .iter()
                 .map(|n| format!(" {}", n.familiar()))
@@ -391,10 +443,9 @@ fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
     })
 }
 
-/// `--platform`: buildx takes a list, one image per platform in an index;
-/// kiln builds one platform per build so far, and says so rather than read
-/// the list as one platform.
-fn one_platform(spec: &str) -> anyhow::Result<Platform> {
+/// `--platform`: buildx's list (`linux/amd64,linux/arm64`), each platform
+/// once, in order.
+fn platform_list(spec: &str) -> anyhow::Result<Vec<Platform>> {
     let mut list: Vec<Platform> = Vec::new();
     for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let p = Platform::parse(p)?;
@@ -402,20 +453,12 @@ fn one_platform(spec: &str) -> anyhow::Result<Platform> {
             list.push(p);
         }
     }
-    match list.len() {
-        0 => bail!("--platform {spec:?}: expected os/arch[/variant]"),
-        1 => Ok(list.remove(0)),
-        _ => bail!(
-            "--platform {spec}: building several platforms into one index is not supported yet; \
-             build each with its own --platform (e.g. --platform {})",
-            list[0]
-        ),
+    if list.is_empty() {
+        bail!("--platform {spec:?}: expected os/arch[/variant]");
     }
+    Ok(list)
 }
 
-/// What buildx flags ask for that kiln does not do yet: said, never
-/// silently dropped (`--provenance=false` and `--sbom=false` ask for
-/// nothing).
 fn accepted_but_unsupported(a: &BuildArgs) -> Vec<String> {
     let mut out = Vec::new();
     let wants = |v: &Option<String>| v.as_deref().is_some_and(|v| !matches!(v, "false" | "0"));

@@ -32,8 +32,9 @@ pub enum RegistryCommand {
     Login(LoginArgs),
     /// Forget the saved credentials of a registry
     Logout(LogoutArgs),
-    /// Print an image's manifest (or index) as the registry has it
-    Manifest(InspectArgs),
+    /// Print an image's manifest (or index) as the registry has it; with a
+    /// verb, make and edit lists (indexes) as podman's `manifest` does
+    Manifest(ManifestArgs),
     /// Print the digest of an image's manifest (or index)
     Digest(InspectArgs),
     /// List the tags of a repository
@@ -49,7 +50,17 @@ pub fn run(cmd: RegistryCommand) -> Result<()> {
         RegistryCommand::Copy(a) => copy_cmd(a),
         RegistryCommand::Login(a) => login(a),
         RegistryCommand::Logout(a) => logout(a),
-        RegistryCommand::Manifest(a) => manifest(a),
+        RegistryCommand::Manifest(ManifestArgs { verb: Some(v), .. }) => {
+            super::manifest_list::run(v)
+        }
+        RegistryCommand::Manifest(ManifestArgs {
+            reference: Some(reference),
+            net,
+            ..
+        }) => manifest(InspectArgs { reference, net }),
+        RegistryCommand::Manifest(_) => {
+            bail!("kiln manifest: give a registry reference, or a verb (create, add, ...)")
+        }
         RegistryCommand::Digest(a) => digest(a),
         RegistryCommand::Tags(a) => tags(a),
         RegistryCommand::Catalog(a) => catalog(a),
@@ -229,6 +240,17 @@ pub struct LogoutArgs {
 pub struct InspectArgs {
     /// The image (`registry/repo:tag` or `@sha256:...`)
     pub reference: String,
+    #[command(flatten)]
+    pub net: NetOpts,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ManifestArgs {
+    #[command(subcommand)]
+    pub verb: Option<super::manifest_list::ManifestVerb>,
+    /// The image (`registry/repo:tag` or `@sha256:...`)
+    pub reference: Option<String>,
     #[command(flatten)]
     pub net: NetOpts,
 }

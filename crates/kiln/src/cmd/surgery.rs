@@ -25,8 +25,8 @@ use super::transport::{Env, Location, open_sink_mounting, open_source_to};
 #[derive(Debug, Args)]
 pub struct Target {
     /// Where to write the result: a store NAME or any location
-    /// (docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
-    /// docker-archive:FILE[:REF])
+    /// (docker://REF, oci:DIR:TAG, oci-archive:FILE:TAG,
+    /// docker-archive:FILE:REF; the tag or reference may be left out)
     #[arg(short = 't', long = "tag", value_name = "DEST")]
     pub dest: Option<String>,
     /// With an index, edit this platform's image (os/arch[/variant]);
