@@ -46,10 +46,21 @@ pub struct Cache<'a> {
 const OWNER: &str = "build-cache";
 
 impl<'a> Cache<'a> {
+    /// The store's cache, with the session attached to the store if any
+    /// (see [`crate::cache_session::attach`]).
     pub fn open(store: &'a Store) -> Result<Cache<'a>, kiln_image::StoreError> {
+        Cache::with_session(store, crate::cache_session::current(store))
+    }
+
+    /// The store's cache with `session`: the seam for build options that
+    /// carry the session themselves (then `attach` can go).
+    pub fn with_session(
+        store: &'a Store,
+        session: Option<Arc<CacheSession>>,
+    ) -> Result<Cache<'a>, kiln_image::StoreError> {
         Ok(Cache {
             dir: store.dir("build-cache")?,
-            session: crate::cache_session::current(store),
+            session,
             store,
         })
     }

@@ -267,6 +267,9 @@ pub struct Push {
     names: Vec<Reference>,
     insecure: bool,
     compression: Compression,
+    /// Repositories that may hold the layers already (registry caches):
+    /// on the same registry, layers are mounted from them, not uploaded.
+    mount_from: Vec<Reference>,
 }
 
 impl Push {
@@ -293,7 +296,14 @@ impl Push {
             names,
             insecure: output.insecure,
             compression: output.compression(),
+            mount_from: Vec::new(),
         })
+    }
+
+    /// Mounts layers from `repos` where they are on the pushed-to registry.
+    pub fn mount_from(mut self, repos: &[Reference]) -> Push {
+        self.mount_from.extend(repos.iter().cloned());
+        self
     }
 
     /// Pushes the built image `built` (a manifest in `store`) to every
@@ -311,7 +321,12 @@ impl Push {
         let client = Client::new(config).map_err(registry_error("registry client"))?;
         let src = StoreSource::from_descriptor(store, desc.clone());
         for name in &self.names {
-            let sink = RegistrySink::new(&client, name.clone());
+            let sink = self
+                .mount_from
+                .iter()
+                .fold(RegistrySink::new(&client, name.clone()), |s, from| {
+                    s.mount_from(from)
+                });
             let top = transport::copy(&src, &sink, &CopyOptions::default())
                 .map_err(|e| BuildError::Io(format!("push {name}: {e}")))?;
             if top.digest != desc.digest {

@@ -165,17 +165,41 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     assert_eq!(ran(&log).len(), 7, "{log}");
 
     // Store B, empty, another user, the context elsewhere: every step from
-    // the cache, nothing run, the same image.
+    // the cache, nothing run, the same image; pushed to the cache's
+    // registry, its cached layers are mounted from the cache, not uploaded.
     let ctx_b = t.join("elsewhere/deeper/ctx");
     copy_dir(&ctx_a, &ctx_b);
     let b = store(t, "b", who);
     let from = format!("type=registry,ref={cache}");
-    let (log, id_b) = build_ok(&b, &ctx_b, &["-t", "p:b", "--cache-from", &from]);
+    let pushed = format!("{}/built/b:1", reg.host());
+    let (log, id_b) = build_ok(
+        &b,
+        &ctx_b,
+        &[
+            "-t",
+            "p:b",
+            "--cache-from",
+            &from,
+            "-o",
+            &format!("type=registry,name={pushed}"),
+        ],
+    );
     assert_eq!(ran(&log), Vec::<String>::new(), "{log}");
     assert!(log.contains("(0 steps run, 8 cached)"), "{log}");
     assert!(warnings(&log).is_empty(), "{log}");
     assert_eq!(id_a, id_b, "{log}");
     assert_store_sound(&b);
+    let mounted = reg
+        .log_text()
+        .lines()
+        .filter(|l| {
+            l.contains("POST /v2/built/b/blobs/uploads/?")
+                && l.contains("mount=")
+                && l.contains("\" 201 ")
+        })
+        .count();
+    // The output stage's four layers (the base layer is not in the cache).
+    assert_eq!(mounted, 4, "{}", reg.log_text());
     let size = b.ok(&["run", "--rm", "p:b", "cat", "/app/size"]);
     assert_eq!(size.split_whitespace().next(), Some("22"), "{size}");
 

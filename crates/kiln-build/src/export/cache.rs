@@ -19,13 +19,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
 
 use kiln_image::layout::{LayoutSink, LayoutSource};
 use kiln_image::manifest::AnyManifest;
 use kiln_image::media::{self, Compression, Format};
 use kiln_image::transport::{self, CopyOptions, ImageSink, ImageSource, RawManifest};
-use kiln_image::{Descriptor, Digest, Image, Manifest, Reference, Store};
+use kiln_image::{Descriptor, Digest, Image, Manifest, Store};
 use kiln_registry::{Client, ClientConfig, RegistrySink, RegistrySource};
 use serde::{Deserialize, Serialize};
 
@@ -33,197 +32,14 @@ use crate::BuildError;
 use crate::cache::CachedLayer;
 use crate::cache_session::{CacheSession, ImportedCache, ImportedEntry};
 
+mod spec;
+pub use spec::{CacheFrom, CacheLocation, CacheMode, CacheTo};
+
 /// The media type of a cache manifest's config.
 pub const CACHE_CONFIG: &str = "application/vnd.kiln.cache.config.v1+json";
 
 /// A cache config larger than this is refused unread.
 const MAX_CONFIG: u64 = 64 << 20;
-
-/// Where a cache is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheLocation {
-    /// `type=registry,ref=…`; `registry.insecure=true` allows plain HTTP
-    /// or an unverified certificate (loopback registries may use HTTP
-    /// anyway).
-    Registry {
-        reference: Reference,
-        insecure: bool,
-    },
-    /// `type=local`: an OCI layout directory, the cache under `tag`.
-    Local { dir: PathBuf, tag: String },
-}
-
-impl std::fmt::Display for CacheLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CacheLocation::Registry { reference, .. } => write!(f, "{reference}"),
-            CacheLocation::Local { dir, tag } => write!(f, "{}:{tag}", dir.display()),
-        }
-    }
-}
-
-/// `mode=`: which entries `--cache-to` exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheMode {
-    /// The layers of the output image (buildx's default).
-    Min,
-    /// Every step of every stage the build ran or found.
-    Max,
-}
-
-/// One `--cache-to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheTo {
-    pub location: CacheLocation,
-    pub mode: CacheMode,
-    /// `compression=`: how the layers travel (gzip unless said).
-    pub compression: Compression,
-    /// `ignore-error=true`: a failed export is a warning, not a failure.
-    pub ignore_error: bool,
-}
-
-/// One `--cache-from`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheFrom {
-    pub location: CacheLocation,
-    /// `ignore-error=false` makes a cache that cannot be used fail the
-    /// build; by default it is a warning, as buildx's.
-    pub ignore_error: bool,
-}
-
-/// What a `--cache-to`/`--cache-from` spec says, before its direction's
-/// own checks. `Ok(None)`: a kind kiln does not do yet (the caller warns).
-struct Spec {
-    location: CacheLocation,
-    mode: Option<CacheMode>,
-    compression: Option<Compression>,
-    ignore_error: Option<bool>,
-}
-
-fn parse_spec(flag: &str, spec: &str, dir_key: &str) -> Result<Option<Spec>, BuildError> {
-    let usage = |msg: String| BuildError::Usage(format!("{flag} {spec:?}: {msg}"));
-    // As buildx: a bare reference is a registry cache.
-    if !spec.contains('=') {
-        let reference = Reference::parse(spec).map_err(|e| usage(e.to_string()))?;
-        return Ok(Some(Spec {
-            location: CacheLocation::Registry {
-                reference,
-                insecure: false,
-            },
-            mode: None,
-            compression: None,
-            ignore_error: None,
-        }));
-    }
-    let mut fields = BTreeMap::new();
-    for part in spec.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| usage(format!("{part:?} is not KEY=VALUE")))?;
-        fields.insert(k, v);
-    }
-    let bool_of = |k: &str, v: &str| match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(usage(format!("{k}={v}: expected true or false"))),
-    };
-    let mut out = Spec {
-        location: CacheLocation::Local {
-            dir: PathBuf::new(),
-            tag: String::new(),
-        },
-        mode: None,
-        compression: None,
-        ignore_error: None,
-    };
-    let kind = fields.remove("type").unwrap_or("registry");
-    let mut insecure = false;
-    let mut reference = None;
-    let mut dir = None;
-    let mut tag = "latest".to_string();
-    for (k, v) in fields {
-        match k {
-            "ref" if kind == "registry" => {
-                reference = Some(Reference::parse(v).map_err(|e| usage(e.to_string()))?)
-            }
-            "registry.insecure" => insecure = bool_of(k, v)?,
-            "tag" if kind == "local" => tag = v.to_string(),
-            k if k == dir_key && kind == "local" => dir = Some(PathBuf::from(v)),
-            "mode" => {
-                out.mode = Some(match v {
-                    "min" => CacheMode::Min,
-                    "max" => CacheMode::Max,
-                    _ => return Err(usage(format!("mode={v}: expected min or max"))),
-                })
-            }
-            "ignore-error" => out.ignore_error = Some(bool_of(k, v)?),
-            "compression" => {
-                out.compression = Some(match v {
-                    "gzip" => Compression::Gzip,
-                    "zstd" => Compression::Zstd,
-                    "uncompressed" => Compression::None,
-                    _ => {
-                        return Err(usage(format!(
-                            "compression={v}: expected gzip, zstd or uncompressed"
-                        )));
-                    }
-                })
-            }
-            // A cache is always an OCI image manifest, compressed once per
-            // layer at the default level.
-            "compression-level" | "force-compression" | "oci-mediatypes" | "image-manifest" => {}
-            _ => return Err(usage(format!("unknown key {k:?} for type={kind}"))),
-        }
-    }
-    out.location = match kind {
-        "registry" => CacheLocation::Registry {
-            reference: reference.ok_or_else(|| usage("type=registry needs ref=".into()))?,
-            insecure,
-        },
-        "local" => CacheLocation::Local {
-            dir: dir.ok_or_else(|| usage(format!("type=local needs {dir_key}=")))?,
-            tag,
-        },
-        "inline" | "gha" | "s3" | "azblob" => return Ok(None),
-        other => {
-            return Err(usage(format!("type={other}: expected registry or local")));
-        }
-    };
-    Ok(Some(out))
-}
-
-impl CacheTo {
-    /// Parses a `--cache-to` value; `Ok(None)` for a kind kiln does not
-    /// export yet (`inline`, the cloud caches).
-    pub fn parse(spec: &str) -> Result<Option<CacheTo>, BuildError> {
-        Ok(parse_spec("--cache-to", spec, "dest")?.map(|s| CacheTo {
-            location: s.location,
-            mode: s.mode.unwrap_or(CacheMode::Min),
-            compression: s.compression.unwrap_or(Compression::Gzip),
-            ignore_error: s.ignore_error.unwrap_or(false),
-        }))
-    }
-}
-
-impl CacheFrom {
-    /// Parses a `--cache-from` value; `Ok(None)` as [`CacheTo::parse`].
-    pub fn parse(spec: &str) -> Result<Option<CacheFrom>, BuildError> {
-        let s = parse_spec("--cache-from", spec, "src")?;
-        if let Some(Spec {
-            mode, compression, ..
-        }) = &s
-            && (mode.is_some() || compression.is_some())
-        {
-            return Err(BuildError::Usage(format!(
-                "--cache-from {spec:?}: mode= and compression= are for --cache-to"
-            )));
-        }
-        Ok(s.map(|s| CacheFrom {
-            location: s.location,
-            ignore_error: s.ignore_error.unwrap_or(true),
-        }))
-    }
-}
 
 /// The cache config: key → entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -324,13 +140,12 @@ pub fn export_cache(
 /// How often an export starts over after losing a race to another writer.
 const WRITER_RACE_ATTEMPTS: u64 = 4;
 
-/// Whether the registry refused the manifest because a blob it names was
-/// not linked at that instant. distribution rewrites a repository's blob
-/// link in place (truncate, then write) whenever a writer uploads or
-/// mounts that blob, so a manifest whose blobs another writer is pushing
-/// at the same moment can be refused (`MANIFEST_BLOB_UNKNOWN`, 400). The
-/// blobs are all there a moment later: the whole copy starts over (it
-/// finds them and only writes the manifest again).
+/// Whether the registry refused the manifest (400) as it does when a blob
+/// it names is not there. Seen with distribution 2.8 when other writers
+/// push the same blobs at the same moment (`DIGEST_INVALID`,
+/// `MANIFEST_BLOB_UNKNOWN` for blobs this writer had just pushed; our
+/// reading: its repository blob links are rewritten in place). The whole
+/// copy starts over: it finds the blobs there and writes the manifest again.
 fn lost_writer_race(e: &BuildError) -> bool {
     let BuildError::Transport(transport::TransportError::Other(e)) = e else {
         return false;
@@ -532,34 +347,171 @@ fn read_entries(source: &dyn ImageSource) -> Result<BTreeMap<Digest, ImportedEnt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache_session::CacheSession;
+
+    /// A cache held in memory: a manifest and its blobs.
+    struct MemSource {
+        manifest: RawManifest,
+        blobs: BTreeMap<Digest, Vec<u8>>,
+    }
+
+    impl ImageSource for MemSource {
+        fn top(&self) -> transport::Result<RawManifest> {
+            Ok(self.manifest.clone())
+        }
+        fn manifest(&self, d: &Digest) -> transport::Result<RawManifest> {
+            Err(transport::TransportError::Invalid(format!("no {d}")))
+        }
+        fn blob(&self, desc: &Descriptor) -> transport::Result<Box<dyn Read + Send + '_>> {
+            let b = self.blobs.get(&desc.digest).cloned().unwrap_or_default();
+            Ok(Box::new(std::io::Cursor::new(b)))
+        }
+    }
+
+    fn plain(bytes: &[u8]) -> (Descriptor, Digest) {
+        let d = Digest::sha256_of(bytes);
+        (
+            Descriptor::new(media::OCI_LAYER, d.clone(), bytes.len() as u64),
+            d,
+        )
+    }
+
+    /// A cache of one layer (`layer`, served as `served`) and one empty
+    /// step, with its config edited by `edit`.
+    fn cache(layer: &[u8], served: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> MemSource {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        store.put_blob(layer).unwrap();
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            Digest::sha256_of(b"key-1"),
+            CachedLayer {
+                layer: Some(plain(layer)),
+                created: 7,
+            },
+        );
+        entries.insert(
+            Digest::sha256_of(b"key-2"),
+            CachedLayer {
+                layer: None,
+                created: 8,
+            },
+        );
+        let (_, config) = cache_manifest(&store, &entries, Compression::None).unwrap();
+        let mut config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+        edit(&mut config);
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_desc = Descriptor::new(
+            CACHE_CONFIG,
+            Digest::sha256_of(&config),
+            config.len() as u64,
+        );
+        let manifest = Manifest::new(Format::Oci, config_desc.clone(), vec![plain(layer).0]);
+        let manifest =
+            RawManifest::new(media::OCI_MANIFEST, serde_json::to_vec(&manifest).unwrap());
+        let mut blobs = BTreeMap::new();
+        blobs.insert(config_desc.digest, config);
+        blobs.insert(Digest::sha256_of(layer), served.to_vec());
+        MemSource { manifest, blobs }
+    }
 
     #[test]
-    fn specs_parse_as_buildx_writes_them() {
-        let to = CacheTo::parse("type=registry,ref=localhost:5000/c:1,mode=max,ignore-error=true")
-            .unwrap()
-            .unwrap();
-        assert_eq!(to.mode, CacheMode::Max);
-        assert!(to.ignore_error);
-        assert_eq!(to.location.to_string(), "localhost:5000/c:1");
-        let to = CacheTo::parse("type=local,dest=/tmp/c").unwrap().unwrap();
-        assert_eq!((to.mode, to.ignore_error), (CacheMode::Min, false));
-        let from = CacheFrom::parse("localhost:5000/c:1").unwrap().unwrap();
-        assert!(from.ignore_error);
-        let from = CacheFrom::parse("type=local,src=/tmp/c,tag=x")
-            .unwrap()
-            .unwrap();
-        assert_eq!(from.location.to_string(), "/tmp/c:x");
-        assert!(CacheTo::parse("type=inline").unwrap().is_none());
-        for bad in [
-            "type=registry",
-            "type=local,src=/x",
-            "type=registry,ref=a/b,mode=most",
-            "type=registry,ref=a/b,colour=blue",
-            "type=nope,ref=a/b",
-        ] {
-            assert!(CacheTo::parse(bad).is_err(), "{bad}");
+    fn a_cache_reads_back_as_written() {
+        let src = cache(b"layer bytes", b"layer bytes", |_| {});
+        let entries = read_entries(&src).unwrap();
+        let one = &entries[&Digest::sha256_of(b"key-1")];
+        assert_eq!(one.entry.layer, Some(plain(b"layer bytes")));
+        assert_eq!(one.entry.created, 7);
+        assert_eq!(
+            one.remote.as_ref().unwrap().digest,
+            Digest::sha256_of(b"layer bytes")
+        );
+        let two = &entries[&Digest::sha256_of(b"key-2")];
+        assert_eq!((two.entry.layer.clone(), two.remote.clone()), (None, None));
+    }
+
+    type Edit<'a> = dyn FnOnce(&mut serde_json::Value) + 'a;
+
+    #[test]
+    fn a_config_that_does_not_add_up_is_refused_whole() {
+        let key = Digest::sha256_of(b"key-1").to_string();
+        let cases: Vec<(&str, Box<Edit<'_>>)> = vec![
+            (
+                "past the layers",
+                Box::new(|c| c["entries"][&key]["layer"] = 5.into()),
+            ),
+            (
+                "not its diff ID",
+                Box::new(|c| {
+                    c["entries"][&key]["diff_id"] = Digest::sha256_of(b"other").to_string().into()
+                }),
+            ),
+            (
+                "or the reverse",
+                Box::new(|c| {
+                    c["entries"][&key]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("diff_id");
+                }),
+            ),
+            (
+                "not a digest",
+                Box::new(|c| c["entries"]["sha256:zz"] = c["entries"][&key].clone()),
+            ),
+            (
+                "corrupt",
+                Box::new(|c| *c = serde_json::json!({"entries": 3})),
+            ),
+        ];
+        for (why, edit) in cases {
+            let err = read_entries(&cache(b"layer", b"layer", edit))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{why}: {err}");
         }
-        assert!(CacheFrom::parse("type=local,dest=/x").is_err());
-        assert!(CacheFrom::parse("type=registry,ref=a/b,mode=max").is_err());
+    }
+
+    #[test]
+    fn a_wrong_blob_never_enters_the_store_and_is_warned_about_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = b"the real layer";
+        let src = cache(layer, b"something else", |_| {});
+        let entries = read_entries(&src).unwrap();
+        let session = CacheSession::new(vec![ImportedCache::new(
+            "mem".into(),
+            entries,
+            Box::new(src),
+            false,
+        )]);
+        let key = Digest::sha256_of(b"key-1");
+        assert!(session.import(&store, &key).is_none());
+        assert!(!store.has_blob(&Digest::sha256_of(layer)));
+        // The cache is not asked again, even for an entry without a layer.
+        assert!(
+            session
+                .import(&store, &Digest::sha256_of(b"key-2"))
+                .is_none()
+        );
+        let warnings = session.take_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("--cache-from mem: layer sha256:"),
+            "{warnings:?}"
+        );
+
+        let src = cache(layer, layer, |_| {});
+        let entries = read_entries(&src).unwrap();
+        let session = CacheSession::new(vec![ImportedCache::new(
+            "mem".into(),
+            entries,
+            Box::new(src),
+            false,
+        )]);
+        assert!(session.import(&store, &key).is_some());
+        assert!(store.has_blob(&Digest::sha256_of(layer)));
+        assert_eq!(session.fetched().layers, 1);
+        assert!(session.take_warnings().is_empty());
     }
 }

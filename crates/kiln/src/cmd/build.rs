@@ -188,7 +188,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let pushes = outputs
         .iter()
         .filter(|o| o.push)
-        .map(|o| Push::plan(o, &a.tags))
+        .map(|o| Push::plan(o, &a.tags).map(|p| p.mount_from(&caches.registry_refs())))
         .collect::<Result<Vec<_>, _>>()?;
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,

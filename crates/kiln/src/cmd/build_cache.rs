@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use kiln_build::cache_session::{CacheSession, ImportedCache};
-use kiln_build::export::cache::{CacheFrom, CacheTo, export_cache, import_cache};
+use kiln_build::export::cache::{CacheFrom, CacheLocation, CacheTo, export_cache, import_cache};
 use kiln_image::media::Compression;
-use kiln_image::{Image, Store};
+use kiln_image::{Image, Reference, Store};
 
 /// The parsed flags; kinds kiln does not do yet are warned about here.
 pub struct CacheFlags {
@@ -42,6 +42,19 @@ impl CacheFlags {
             }
         }
         Ok(flags)
+    }
+
+    /// The registry caches, imported or exported: a push mounts layers
+    /// from them.
+    pub fn registry_refs(&self) -> Vec<Reference> {
+        let from = self.from.iter().map(|f| &f.location);
+        let to = self.to.iter().map(|t| &t.location);
+        from.chain(to)
+            .filter_map(|l| match l {
+                CacheLocation::Registry { reference, .. } => Some(reference.clone()),
+                CacheLocation::Local { .. } => None,
+            })
+            .collect()
     }
 
     /// The compression the first `--cache-to` wants, so the build
