@@ -59,14 +59,14 @@ pub struct BuildArgs {
     /// default 64m, as docker).
     #[arg(long = "shm-size", value_name = "SIZE")]
     shm_size: Option<String>,
-    /// A resource limit of every RUN, as docker's: NAME=SOFT[:HARD] with
+    /// A resource limit of every RUN, as docker's: `NAME=SOFT[:HARD]` with
     /// NAME one of core, cpu, data, fsize, locks, memlock, msgqueue, nice,
     /// nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 is
     /// unlimited. At most kiln's own hard limit (repeatable).
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     ulimits: Vec<String>,
     /// Add an annotation to the image's manifest: KEY=VALUE, or buildx's
-    /// manifest:KEY=VALUE (index: and index-descriptor: are refused, as
+    /// `manifest:KEY=VALUE` (`index:` and `index-descriptor:` are refused, as
     /// buildx does for one platform). Repeatable.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,

@@ -97,7 +97,7 @@ pub struct RunArgs {
     /// The hostname inside (default: --name, else kiln).
     #[arg(short = 'h', long)]
     hostname: Option<String>,
-    /// A resource limit, as docker's: NAME=SOFT[:HARD] (nofile, nproc,
+    /// A resource limit, as docker's: `NAME=SOFT[:HARD]` (nofile, nproc,
     /// core, …; -1 is unlimited), at most kiln's own hard limit.
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     ulimits: Vec<String>,
