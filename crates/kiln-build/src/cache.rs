@@ -46,14 +46,12 @@ pub struct Cache<'a> {
 const OWNER: &str = "build-cache";
 
 impl<'a> Cache<'a> {
-    /// The store's cache, with the session attached to the store if any
-    /// (see [`crate::cache_session::attach`]).
+    /// The store's cache alone.
     pub fn open(store: &'a Store) -> Result<Cache<'a>, kiln_image::StoreError> {
-        Cache::with_session(store, crate::cache_session::current(store))
+        Cache::with_session(store, None)
     }
 
-    /// The store's cache with `session`: the seam for build options that
-    /// carry the session themselves (then `attach` can go).
+    /// The store's cache with a build's `session` (`BuildOptions::cache_session`).
     pub fn with_session(
         store: &'a Store,
         session: Option<Arc<CacheSession>>,

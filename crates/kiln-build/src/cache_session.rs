@@ -15,9 +15,8 @@
 //! [`ImageSource`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use kiln_image::transport::ImageSource;
 use kiln_image::{Descriptor, Digest, Store};
@@ -193,40 +192,4 @@ fn fetch(
     // A cached layer is one kiln built: it leaves compressed, as it would
     // have from the store that made it.
     kiln_image::compressed::mark_built(store, &plain.digest).map_err(|e| e.to_string())
-}
-
-/// Sessions by store root. A stopgap seam: the solver opens its
-/// [`crate::cache::Cache`] from the store alone, so a session reaches it
-/// through the store's path while [`attach`]'s guard lives. (When the
-/// build options carry the session, this goes.)
-static ACTIVE: Mutex<Vec<(PathBuf, Arc<CacheSession>)>> = Mutex::new(Vec::new());
-
-/// Makes `session` the one builds in `store` use until the guard drops.
-pub fn attach(store: &Store, session: Arc<CacheSession>) -> Attached {
-    let root = store.root().to_path_buf();
-    ACTIVE.lock().expect("lock").push((root.clone(), session));
-    Attached { root }
-}
-
-/// Keeps a session attached; see [`attach`].
-pub struct Attached {
-    root: PathBuf,
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        let mut active = ACTIVE.lock().expect("lock");
-        if let Some(i) = active.iter().rposition(|(r, _)| r == &self.root) {
-            active.remove(i);
-        }
-    }
-}
-
-pub(crate) fn current(store: &Store) -> Option<Arc<CacheSession>> {
-    let active = ACTIVE.lock().expect("lock");
-    active
-        .iter()
-        .rev()
-        .find(|(r, _)| r == store.root())
-        .map(|(_, s)| s.clone())
 }

@@ -61,6 +61,9 @@ pub struct BuildOptions {
     /// lacks it (or always, with `pull`): the CLI's registry client.
     pub fetch_base: Option<FetchBase>,
     pub pull: bool,
+    /// `--cache-from`/`--cache-to`: the imported caches asked on a miss,
+    /// and the record of every entry used, for the export.
+    pub cache_session: Option<std::sync::Arc<crate::cache_session::CacheSession>>,
 }
 
 /// Fetches `reference` for a platform into the store, tagged with that

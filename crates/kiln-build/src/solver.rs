@@ -147,7 +147,7 @@ fn new_worker<'a>(
         opts,
         progress,
         snaps: Snapshots::open(store)?,
-        cache: Cache::open(store)?,
+        cache: Cache::with_session(store, opts.cache_session.clone())?,
         precompress: Precompress::new(opts.compression),
         context,
         sandbox: Sandbox::new(opts.isolation)

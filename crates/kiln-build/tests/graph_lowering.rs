@@ -44,6 +44,7 @@ fn options(dockerfile: &str) -> BuildOptions {
         entitlements: Default::default(),
         fetch_base: None,
         pull: false,
+        cache_session: None,
     }
 }
 

@@ -311,6 +311,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         rewrite_timestamp,
         compression,
         named_contexts,
+        cache_session: None,
     };
     match a.print.as_deref() {
         None => {}
@@ -325,7 +326,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     // Imported caches are read (or warned about) before the progress view
     // starts.
     let session = caches.session(quiet)?;
-    let attached = kiln_build::cache_session::attach(&store, session.clone());
+    opts.cache_session = Some(session.clone());
     // Several platforms: one build each (the solver builds one), then one
     // index of their images, written and named as one image is.
     let mut results = Vec::new();
@@ -345,7 +346,6 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         kiln_build::annotate::annotate(&store, &mut result, annotations)?;
         results.push(result);
     }
-    drop(attached);
     drop(inputs);
     for w in results.iter().flat_map(|r| &r.warnings).filter(|_| !quiet) {
         eprintln!("warning: {w}");
