@@ -34,6 +34,8 @@ struct Exec {
     null_stdin: bool,
     tty: bool,
     last_cap: u32,
+    /// Capabilities taken from the command beyond Docker's defaults.
+    drop_caps: u64,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -201,6 +203,10 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
         null_stdin: spec.null_stdin,
         tty: spec.tty,
         last_cap: plan.last_cap,
+        drop_caps: match plan.mode {
+            crate::spawn::Mode::Chroot { .. } => 1u64 << caps::CAP_SYS_CHROOT,
+            crate::spawn::Mode::Namespaces { .. } => 0,
+        },
     })
 }
 
@@ -269,13 +275,13 @@ fn worker(x: &Exec) -> (&'static str, i32) {
             _ => libc::EPERM,
         }
     };
-    if let Err(e) = caps::restrict_bounding_set(x.last_cap) {
+    if let Err(e) = caps::restrict_bounding_set(x.last_cap, x.drop_caps) {
         return ("drop capabilities from the bounding set", errno(e));
     }
     if let Err(e) = switch_user(&x.user) {
         return e;
     }
-    if let Err(e) = caps::set_process_caps() {
+    if let Err(e) = caps::set_process_caps(x.drop_caps) {
         return ("capset", errno(e));
     }
     if x.no_new_privs && rustix::thread::set_no_new_privs(true).is_err() {
@@ -289,8 +295,17 @@ fn worker(x: &Exec) -> (&'static str, i32) {
             return ("make the terminal the controlling terminal", last_errno());
         }
         if x.null_stdin {
-            // The container's /dev/null (a bind of the host's null device).
-            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            // The container's /dev/null (a bind of the host's null device);
+            // where there is none (chroot isolation on a host that refuses
+            // mknod), a pipe whose write end is closed reads as empty too.
+            let mut fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if fd < 0 {
+                let mut ends = [-1; 2];
+                if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) == 0 {
+                    libc::close(ends[1]);
+                    fd = ends[0];
+                }
+            }
             if fd < 0 || libc::dup2(fd, 0) < 0 {
                 return ("open /dev/null as stdin", last_errno());
             }
