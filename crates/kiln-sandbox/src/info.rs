@@ -114,6 +114,11 @@ pub(crate) fn probe_mount_ns() -> Result<(), String> {
     in_child(|| unshare(libc::CLONE_NEWNS))
 }
 
+/// Can this process chroot (root with `CAP_SYS_CHROOT`)?
+pub(crate) fn probe_chroot() -> Result<(), String> {
+    in_child(|| rustix::process::chroot("/").map_err(|e| format!("chroot: {e}")))
+}
+
 /// Can this process make a network namespace?
 pub(crate) fn probe_netns() -> Result<(), String> {
     in_child(|| unshare(libc::CLONE_NEWNET))
@@ -206,15 +211,12 @@ pub fn probe_isolation_modes() -> Vec<(Isolation, Result<String, String>)> {
     } else {
         probe_isolation(false).map(|()| "mount, pid, ipc, uts namespaces".to_string())
     };
-    let chroot =
-        in_child(|| rustix::process::chroot("/").map_err(|e| format!("chroot: {e}"))).map(|()| {
-            match probe_mount_ns() {
-                Ok(()) => "chroot with a mount namespace".to_string(),
-                Err(_) => "chroot without a mount namespace: /dev, /etc files and RUN mounts are \
+    let chroot = probe_chroot().map(|()| match probe_mount_ns() {
+        Ok(()) => "chroot with a mount namespace".to_string(),
+        Err(_) => "chroot without a mount namespace: /dev, /etc files and RUN mounts are \
                    copied in; copy snapshotter; no pid/net/uts isolation"
-                    .to_string(),
-            }
-        });
+            .to_string(),
+    });
     vec![
         (Isolation::Rootless, rootless),
         (Isolation::Root, root),

@@ -391,6 +391,10 @@ pub struct Sandbox {
     mode: spawn::Mode,
     /// Whether this host lets us make a network namespace.
     netns: bool,
+    /// Chroot isolation on a host that refuses chroot too (a non-root pod
+    /// under the "restricted" policy): why, said when a run is asked for.
+    /// Not at creation: a build without RUN needs no isolation.
+    unusable: Option<String>,
     scratch: tempfile::TempDir,
     forward_signals: bool,
     /// The private network, made on the first `Network::Private` run.
@@ -454,6 +458,16 @@ impl Sandbox {
             spawn::Mode::Namespaces { .. } => true,
             spawn::Mode::Chroot { .. } => info::probe_netns().is_ok(),
         };
+        let unusable = match mode {
+            spawn::Mode::Chroot { .. } => info::probe_chroot().err().map(|e| {
+                format!(
+                    "this host refuses namespaces and {e}: chroot needs root with \
+                     CAP_SYS_CHROOT (a pod under the \"restricted\" policy has neither; \
+                     `kiln info` lists what was tried)"
+                )
+            }),
+            spawn::Mode::Namespaces { .. } => None,
+        };
         let scratch = tempfile::Builder::new()
             .prefix(".kiln-sandbox-")
             .tempdir_in(parent)
@@ -462,6 +476,7 @@ impl Sandbox {
             isolation,
             mode,
             netns,
+            unusable,
             scratch,
             forward_signals: false,
             private_net: Mutex::new(None),
@@ -514,6 +529,12 @@ impl Sandbox {
     /// everything else. Drain a pipe from another thread: `run_with_io`
     /// blocks until the command exits, and a full pipe would block it.
     pub fn run_with_io(&self, spec: &RunSpec, io: RunIo<'_>) -> Result<ExitStatus> {
+        if let Some(why) = &self.unusable {
+            return Err(Error::Unsupported {
+                mode: "chroot",
+                reason: why.clone(),
+            });
+        }
         let spec = &normalize(spec)?;
         let cstr =
             |s: &str| CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in {s:?}")));

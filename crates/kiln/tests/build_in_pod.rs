@@ -116,11 +116,29 @@ fn make_image(work: &Path) {
     let _ = fs::remove_file(&tar);
 }
 
+/// The capabilities `examples/kubernetes/job.yaml` gives kiln (podman's
+/// defaults but NET_BIND_SERVICE), with `allowPrivilegeEscalation: false`.
+const JOB_PRIVILEGES: &[&str] = &[
+    "--cap-drop=ALL",
+    "--cap-add=CHOWN,DAC_OVERRIDE,FOWNER,FSETID,KILL,SETGID,SETUID,SETPCAP,SETFCAP,SYS_CHROOT",
+    "--security-opt=no-new-privileges",
+];
+
+/// A pod under the "restricted" policy: non-root, no capabilities.
+const RESTRICTED: &[&str] = &[
+    "--cap-drop=ALL",
+    "--security-opt=no-new-privileges",
+    "--user=1000:1000",
+    "--env=HOME=/tmp",
+];
+
 /// `podman run` as a default pod runs a container: runc, default seccomp
-/// and capabilities, no privileges; rlimits at or below ours.
-fn podman_run(share: &Path, script: &str) -> std::process::Output {
+/// and capabilities, no privileges; rlimits at or below ours. `extra`
+/// narrows the privileges further.
+fn podman_run(share: &Path, extra: &[&str], script: &str) -> std::process::Output {
     Command::new("podman")
         .args(["run", "--rm", "--runtime", "runc", "--network", "none"])
+        .args(extra)
         .args([
             "--ulimit",
             "nofile=1024:1024",
@@ -192,7 +210,7 @@ $K build --isolation rootless --no-cache -t r /share/rootless >/share/rootless.l
 exit 0
 "#;
     let started = std::time::Instant::now();
-    let out = podman_run(&share, script);
+    let out = podman_run(&share, &[], script);
     let took = started.elapsed();
     assert_success(&out, "podman run (the in-container script)");
     eprintln!("in the container: {took:?}");
@@ -227,6 +245,7 @@ exit 0
     let pod_tree = work.path().join("pod-tree");
     extract_tar(&share.join("good.tar"), &pod_tree);
     let (h, p) = (tree_listing(&host_tree), tree_listing(&pod_tree));
+    assert!(!h.is_empty());
     let only = |a: &[String], b: &[String]| {
         a.iter()
             .filter(|l| !b.contains(l))
@@ -317,4 +336,36 @@ exit 0
     );
     assert!(!share.join("ran-rootless").exists());
     assert!(!rlog.contains("#2 "), "a step started:\n{rlog}");
+
+    // The Kubernetes Job's privileges are enough for the same build.
+    let least = r#"
+K="kiln --root /share/store-least"
+SOURCE_DATE_EPOCH=1700000000 $K import /share/busybox kiln-test/busybox:1 >/share/least.log 2>&1
+$K build -t good --secret id=tok,src=/share/tok /share/good >>/share/least.log 2>&1; echo $? >/share/least.rc
+$K export good -o /share/least.tar >>/share/least.log 2>&1
+exit 0
+"#;
+    let out = podman_run(&share, JOB_PRIVILEGES, least);
+    assert_success(&out, "podman run with the Job's privileges");
+    let llog = read(&share.join("least.log"));
+    assert_eq!(read(&share.join("least.rc")).trim(), "0", "{llog}");
+    let least_tree = work.path().join("least-tree");
+    extract_tar(&share.join("least.tar"), &least_tree);
+    assert_eq!(tree_listing(&least_tree), h, "with the Job's privileges");
+
+    // Restricted: no isolation works; RUN fails naming why, before it runs.
+    let restricted = r#"
+K="kiln --root /tmp/store"
+SOURCE_DATE_EPOCH=1700000000 $K import /share/busybox kiln-test/busybox:1 >/tmp/import.log 2>&1 || { cat /tmp/import.log; exit 10; }
+$K build -t r /share/rootless 2>&1; echo "rc=$?"
+exit 0
+"#;
+    let out = podman_run(&share, RESTRICTED, restricted);
+    assert_success(&out, "podman run as a restricted pod");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("chroot needs root with CAP_SYS_CHROOT") && text.contains("rc=1"),
+        "{text}"
+    );
+    assert!(!share.join("ran-rootless").exists());
 }
