@@ -3,8 +3,9 @@
 //! `unshare`, no `mount`, no `mknod` for root in there). kiln picks chroot
 //! isolation without a mount namespace on the copy snapshotter, and:
 //! - a busybox build with RUN (secret, cache, bind and tmpfs mounts, a user
-//!   switch, a deletion) gives the same files as the same build on the host
-//!   (compared through `kiln export`);
+//!   switch, a deletion) and a second stage (`COPY --from`, a bind mount
+//!   from it) gives the same files as the same build on the host (compared
+//!   through `kiln export`);
 //! - the secret is in no file of the store and not in the log;
 //! - a RUN's writes through absolute paths, `..`, symlinks to `/` planted in
 //!   its rootfs, `/proc/self/root` and `/proc/1/root`, and mount targets
@@ -32,8 +33,13 @@ const IMAGE: &str = "localhost/kiln-test-pod:busybox";
 const SECRET: &str = "pod-secret-7f3a9c1e5b2d8046";
 
 /// A RUN-heavy busybox build whose result does not depend on the isolation.
-const GOOD: &str = r#"FROM kiln-test/busybox:1
+const GOOD: &str = r#"FROM kiln-test/busybox:1 AS tools
+RUN echo tool > /tool && rm /etc/os-release
+
+FROM kiln-test/busybox:1
 WORKDIR /work
+COPY --from=tools /tool /work/tool
+RUN --mount=type=bind,from=tools,source=/tool,target=/mnt/tool cp /mnt/tool /work/tool2
 RUN --mount=type=secret,id=tok grep -q '^pod-secret-' /run/secrets/tok \
  && echo used-the-secret > /secret-used \
  && echo hello > hello && mkdir -p a/b && echo deep > a/b/c && chmod 0750 a \
@@ -262,7 +268,14 @@ exit 0
     // What the RUNs did, and what they must not have left.
     let uid = fs::read_to_string(pod_tree.join("home/app/uid")).unwrap();
     assert_eq!(uid.trim(), "1000");
-    for f in ["secret-used", "hosts-ok", "devnull-ok", "cachelog"] {
+    for f in [
+        "secret-used",
+        "hosts-ok",
+        "devnull-ok",
+        "cachelog",
+        "work/tool",
+        "work/tool2",
+    ] {
         assert!(pod_tree.join(f).exists(), "{f} missing");
     }
     assert_eq!(read(&pod_tree.join("hostname-seen")), "kiln\n");
