@@ -317,3 +317,42 @@ fn drop_stubs(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    /// What chroot isolation without a mount namespace copies into a copy
+    /// container (a secret, a cache's contents over an image directory,
+    /// `/etc/hosts`, `/dev` nodes) is left out of the diff, whatever the run
+    /// did there; the run's own change is not.
+    #[test]
+    fn copied_mounts_and_standard_paths_stay_out_of_the_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for d in ["etc", "cache", "dev"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join("etc/hosts"), "image's hosts\n").unwrap();
+        fs::write(root.join("cache/from-image"), "image\n").unwrap();
+        let index = StatIndex::build(root).unwrap();
+
+        fs::create_dir_all(root.join("run/secrets")).unwrap();
+        fs::write(root.join("run/secrets/tok"), "s3cret").unwrap();
+        fs::remove_file(root.join("cache/from-image")).unwrap();
+        fs::write(root.join("cache/from-run"), "cached\n").unwrap();
+        fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        fs::write(root.join("dev/null"), "a plain file\n").unwrap();
+        fs::write(root.join("made-by-run"), "kept\n").unwrap();
+
+        let targets = [PathBuf::from("/run/secrets/tok"), PathBuf::from("./cache")];
+        let got: Vec<String> = diff_copy(root, &index, &targets)
+            .unwrap()
+            .iter()
+            .map(|e| e.path.display().to_string())
+            .collect();
+        assert_eq!(got, ["made-by-run"]);
+    }
+}
