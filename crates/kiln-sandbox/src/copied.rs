@@ -3,7 +3,8 @@
 //! mounted, so what the other modes mount is put into the rootfs directory
 //! for the run and taken out afterwards:
 //! - `/dev`: a fresh directory with `null zero full random urandom tty`
-//!   made by `mknod` where the host allows it (else left out, said once),
+//!   made by `mknod` where the host allows it (else left out, said once,
+//!   but for `null`, then an empty plain file),
 //!   `pts/`, `shm/` and the `fd stdin stdout stderr` links;
 //! - `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`: written as files;
 //! - [`MountSpec`]s: binds and secrets copied in, caches and read-write
@@ -380,10 +381,16 @@ fn make_dev(parent: BorrowedFd<'_>, name: &CStr, shown: &str) -> Result<()> {
                 warn_once(
                     "mknod",
                     &format!(
-                        "this host refuses mknod ({e}): RUN steps get no device nodes in /dev \
-                         (/dev/null is then a plain file)"
+                        "this host refuses mknod ({e}): RUN steps get no device nodes in /dev; \
+                         /dev/null is an empty plain file"
                     ),
                 );
+                // Redirections from and to /dev/null (a shell's background
+                // jobs read it) then work; what is written there stays for
+                // the rest of the step, in this /dev only.
+                write_new(dev.as_fd(), c"null", b"", &format!("{shown}/null"))?;
+                rfs::chmodat(&dev, "null", Mode::from_raw_mode(0o666), AtFlags::empty())
+                    .map_err(at("chmod", "/dev/null"))?;
                 break;
             }
         }

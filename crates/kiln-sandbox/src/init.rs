@@ -2,7 +2,9 @@
 //! namespace: it builds the filesystem, switches root, resolves the user in
 //! the rootfs's own /etc/passwd, closes every inherited fd, then forks W,
 //! relays signals to it, reaps every orphan, and reports W's wait status.
-//! When I exits the kernel kills whatever W left running.
+//! When I exits the kernel kills whatever W left running; without a pid
+//! namespace (chroot isolation) I kills those processes itself, found as its
+//! children (it is their subreaper) through the host's /proc.
 //!
 //! I is made non-dumpable: it is visible to the container as PID 1 and its
 //! memory is a copy of kiln's; non-dumpable means `/proc/1/{mem,fd,environ}`
@@ -51,6 +53,15 @@ pub(crate) fn init(
 ) -> ! {
     // PID 1 of a new pid namespace sees its parent (outside) as pid 0.
     die_with_parent(if new_pidns { 0 } else { parent });
+    // Without a pid namespace nothing kills what the command leaves
+    // running: init finds those processes (its children, as subreaper)
+    // through the host's /proc, opened before the chroot hides it.
+    let proc_fd = if new_pidns {
+        -1
+    } else {
+        // SAFETY: open with a valid C string; the fd is ours.
+        unsafe { libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_DIRECTORY) }
+    };
     let exec = match prepare(plan, have_mntns, new_pidns, new_netns) {
         Ok(e) => e,
         Err(e) => {
@@ -67,7 +78,14 @@ pub(crate) fn init(
     }
     // Nothing of the host may stay reachable through our fds: close all
     // (not just CLOEXEC) before W exists.
-    close_fds_from(3);
+    if proc_fd > 3 {
+        close_fds_in(3, proc_fd as u32 - 1);
+        close_fds_from(proc_fd as u32 + 1);
+    } else if proc_fd == 3 {
+        close_fds_from(4);
+    } else {
+        close_fds_from(3);
+    }
 
     // SAFETY: see spawn::run.
     let pid = unsafe { libc::fork() };
@@ -76,6 +94,10 @@ pub(crate) fn init(
         unsafe { libc::_exit(1) };
     }
     if pid == 0 {
+        if proc_fd >= 0 {
+            // SAFETY: W's copy of init's /proc fd; nothing of the host stays.
+            unsafe { libc::close(proc_fd) };
+        }
         match worker(&exec) {
             ("exec", errno) => report.fail_exec(errno),
             (step, errno) => report.fail(
@@ -100,6 +122,9 @@ pub(crate) fn init(
         let r = unsafe { libc::waitpid(-1, &mut status, 0) };
         if r == pid {
             report.exited(status);
+            if proc_fd >= 0 {
+                kill_leftovers(proc_fd);
+            }
             break;
         }
         if r < 0 {
@@ -237,6 +262,62 @@ fn install_stdio(io: [Option<i32>; 3]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Kills what the command left running (chroot isolation: no pid
+/// namespace to end with init). Init is their subreaper, so once their
+/// parents are gone they are init's children: kill those, reap, repeat
+/// until none is left. A child not yet reaped keeps its pid, so no
+/// unrelated process can be hit.
+fn kill_leftovers(proc_fd: i32) {
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    let path = CString::new(format!("{me}/task/{me}/children")).expect("no NUL");
+    for _ in 0..1000 {
+        // SAFETY: openat relative to our own /proc fd, valid C string.
+        let fd = unsafe { libc::openat(proc_fd, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return;
+        }
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: reading into a buffer we own.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: closing the fd opened above.
+        unsafe { libc::close(fd) };
+        let children: Vec<i32> = String::from_utf8_lossy(&buf[..n.max(0) as usize])
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if children.is_empty() {
+            return;
+        }
+        for child in children {
+            // SAFETY: a child of ours, not reaped, so the pid is still it.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        // Reap what died (their children are ours now).
+        loop {
+            let mut status = 0;
+            // SAFETY: valid pointer.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Close every fd from `from` to `to`, both included.
+fn close_fds_in(from: u32, to: u32) {
+    // SAFETY: close_range closes fds this process owns.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0u32) };
+    if r != 0 {
+        for fd in from..=to.min(4095) {
+            // SAFETY: closing a possibly-unused fd is harmless here.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
 }
 
 /// Close (not just mark CLOEXEC) every fd >= `from`.

@@ -68,6 +68,7 @@ RUN --mount=type=secret,id=tok,target=/escape/canary/via-secret \
         (echo pwned > "$t") 2>/dev/null; (echo pwned > "$t.new") 2>/dev/null; done; \
       (cd / && cd .. && cd .. && echo pwned > canary/c.up) 2>/dev/null; \
       if chroot / /bin/true 2>/dev/null; then echo chroot-allowed > /chroot-allowed; fi; true'
+RUN sleep 1017 & sh -c 'sleep 1018 &' ; true
 "#;
 
 fn podman_ok() -> bool {
@@ -211,6 +212,7 @@ $K build -t good --secret id=tok,src=/share/tok /share/good >/share/good.log 2>&
 $K export good -o /share/good.tar >/share/export.log 2>&1
 $K build -t escape --secret id=tok,src=/share/tok /share/escape >/share/escape.log 2>&1; echo $? >/share/escape.rc
 $K export escape -o /share/escape.tar >>/share/export.log 2>&1
+ps | grep -c '[s]leep 101[78]' >/share/leftovers.txt;
 ls -A /canary >/share/canary-ls.txt; cat /canary/c >/share/canary-c.txt; ls -A / >/share/root-ls.txt
 $K build --isolation rootless --no-cache -t r /share/rootless >/share/rootless.log 2>&1; echo $? >/share/rootless.rc
 exit 0
@@ -326,6 +328,12 @@ exit 0
     assert!(
         !root_ls.contains("chroot-allowed") && !root_ls.contains("escape"),
         "{root_ls}"
+    );
+    // Nothing the RUN started outlives it (there is no pid namespace).
+    assert_eq!(
+        read(&share.join("leftovers.txt")),
+        "0\n",
+        "a RUN's process is left"
     );
     // The writes landed in the RUN's own rootfs, and chroot was refused.
     let esc_tree = work.path().join("escape-tree");
