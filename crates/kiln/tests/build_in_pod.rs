@@ -85,8 +85,17 @@ fn podman_ok() -> bool {
     true
 }
 
+/// Removes the test's podman image when the test ends, however it ends.
+struct ImageGuard;
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rmi", "-f", IMAGE]).output();
+    }
+}
+
 /// busybox + the shared libraries of the kiln binary, as a podman image.
-fn make_image(work: &Path) {
+fn make_image(work: &Path) -> ImageGuard {
     let root = work.join("image-rootfs");
     busybox_rootfs(&root);
     let ldd = Command::new("ldd").arg(kiln_bin()).output().unwrap();
@@ -121,6 +130,7 @@ fn make_image(work: &Path) {
     assert_success(&out, "podman import");
     let _ = fs::remove_dir_all(&root);
     let _ = fs::remove_file(&tar);
+    ImageGuard
 }
 
 /// The capabilities `examples/kubernetes/job.yaml` gives kiln (podman's
@@ -179,7 +189,7 @@ fn build_in_default_podman_container() {
         return;
     }
     let work = scratch("kiln-pod-");
-    make_image(work.path());
+    let _image = make_image(work.path());
     let share = work.path().join("share");
     fs::create_dir_all(share.join("canary")).unwrap();
     fs::write(share.join("canary/c"), "canary\n").unwrap();
