@@ -220,6 +220,7 @@ SOURCE_DATE_EPOCH=1700000000 $K import /share/busybox kiln-test/busybox:1 >/shar
 $K info >/share/info.txt 2>&1
 $K build -t good --secret id=tok,src=/share/tok /share/good >/share/good.log 2>&1; echo $? >/share/good.rc
 $K export good -o /share/good.tar >/share/export.log 2>&1
+$K run --rm good cat /work/hello /home/app/uid >/share/run.txt 2>/share/run.err; echo $? >>/share/run.txt
 $K build -t escape --secret id=tok,src=/share/tok /share/escape >/share/escape.log 2>&1; echo $? >/share/escape.rc
 $K export escape -o /share/escape.tar >>/share/export.log 2>&1
 ps | grep -c '[s]leep 101[78]' >/share/leftovers.txt;
@@ -276,6 +277,13 @@ exit 0
         "host and pod builds differ:\nonly on the host: {:#?}\nonly in the pod: {:#?}",
         only(&h, &p),
         only(&p, &h)
+    );
+    // `kiln run` of the result works in the container too.
+    assert_eq!(
+        read(&share.join("run.txt")),
+        "hello\n1000\n0\n",
+        "{}",
+        read(&share.join("run.err"))
     );
     // What the RUNs did, and what they must not have left.
     let uid = fs::read_to_string(pod_tree.join("home/app/uid")).unwrap();
