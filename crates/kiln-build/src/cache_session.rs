@@ -15,8 +15,8 @@
 //! [`ImageSource`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kiln_image::transport::ImageSource;
 use kiln_image::{Descriptor, Digest, Store};

@@ -183,9 +183,11 @@ fn run_in(
     spec.shm_size = inputs.shm_size;
     spec.ulimits = inputs.ulimits.to_vec();
     // The default is a network namespace of the build's own, as BuildKit's:
-    // the host's loopback services are not the RUN's.
+    // the host's loopback services are not the RUN's. Where the host
+    // refuses network namespaces (chroot isolation in a pod) the sandbox
+    // says so once and gives the container's own network.
     spec.network = match run.network {
-        Network::Default => kiln_sandbox::Network::Private,
+        Network::Default => inputs.sandbox.default_network(),
         Network::None => kiln_sandbox::Network::None,
         Network::Host => kiln_sandbox::Network::Host,
     };

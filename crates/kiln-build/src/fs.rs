@@ -1,7 +1,9 @@
 //! A stage's filesystem as the solver holds it: an ordered list of layers.
 //! Reading it goes through the shared layer directories (a single path by
 //! overlay lookup rules) or through a read-only view mounted in kiln's own
-//! mount namespace (whole trees, for `COPY --from` and bind mounts).
+//! mount namespace (whole trees, for `COPY --from` and bind mounts). Where
+//! kiln may not mount (root in a pod that refuses mount namespaces), the
+//! view is a copy of the stage, as the copy snapshotter makes for a RUN.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,7 +78,8 @@ impl StageFs {
         Ok(kiln_snapshot::lookup(&dirs, path).and_then(|h| fs::symlink_metadata(h).ok()))
     }
 
-    /// Mounts the merged filesystem (writes go to a throwaway upper dir).
+    /// Mounts the merged filesystem (writes go to a throwaway upper dir);
+    /// where mounting is not permitted, copies it instead.
     pub fn view(
         &self,
         store: &Store,
@@ -92,23 +95,58 @@ impl StageFs {
             fs::create_dir(dir.path().join(d))
                 .map_err(|e| BuildError::Io(format!("view dir: {e}")))?;
         }
-        let mut lowers = self.layer_dirs(store, snaps)?;
-        lowers.push(dir.path().join("empty"));
-        kiln_sandbox::mounts::overlay(
-            &lowers,
-            &dir.path().join("upper"),
-            &dir.path().join("work"),
-            &merged,
-        )
-        .map_err(|e| BuildError::Io(format!("mounting a view of a stage: {e}")))?;
-        Ok(View { dir, merged })
+        let lowers = self.layer_dirs(store, snaps);
+        let mounted = lowers.and_then(|mut lowers| {
+            lowers.push(dir.path().join("empty"));
+            kiln_sandbox::mounts::overlay(
+                &lowers,
+                &dir.path().join("upper"),
+                &dir.path().join("work"),
+                &merged,
+            )
+            .map_err(|e| BuildError::Io(format!("mounting a view of a stage: {e}")))
+        });
+        match mounted {
+            Ok(()) => Ok(View {
+                dir: Some(dir),
+                merged,
+                copy: None,
+            }),
+            // Not allowed to mount (and then maybe not to unpack layers in
+            // overlay form either, their whiteouts being device nodes): a
+            // copy reads the same.
+            Err(mount_err) if !mount_permitted() => {
+                let c = snaps
+                    .create(store, &self.layers, kiln_snapshot::Mode::Copy)
+                    .map_err(|e| {
+                        BuildError::Io(format!("{mount_err}; copying the stage instead: {e}"))
+                    })?;
+                Ok(View {
+                    dir: None,
+                    merged: c.rootfs(),
+                    copy: Some(c),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
-/// A mounted view; unmounted (lazily) and removed on drop.
+/// Whether this process may mount at all: not root in a pod that refuses
+/// mount namespaces, where kiln's own `unshare(CLONE_NEWNS)` failed too.
+fn mount_permitted() -> bool {
+    rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+    })
+}
+
+/// A view of a stage: mounted (unmounted lazily and removed on drop) or a
+/// copy (removed on drop).
 pub struct View {
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     merged: PathBuf,
+    copy: Option<kiln_snapshot::Container>,
 }
 
 impl View {
@@ -119,6 +157,10 @@ impl View {
 
 impl Drop for View {
     fn drop(&mut self) {
+        if let Some(c) = self.copy.take() {
+            let _ = c.remove();
+            return;
+        }
         let _ = rustix::mount::unmount(&self.merged, rustix::mount::UnmountFlags::DETACH);
         let _ = &self.dir;
     }

@@ -32,6 +32,14 @@ pub const DEFAULT_CAPS: &[(u32, &str)] = &[
     (29, "CAP_AUDIT_WRITE"),
 ];
 
+/// `CAP_SYS_CHROOT`, which chroot isolation takes away from the command:
+/// with it, root escapes a chroot (chroot into a subdirectory, then climb
+/// `..` from the old root). Without it, the command's permitted set is also
+/// no longer a superset of the caps of the container's other root processes
+/// (kiln included), which the kernel requires to `ptrace` them without
+/// `CAP_SYS_PTRACE`: no pid namespace, yet no escape through a debugger.
+pub const CAP_SYS_CHROOT: u32 = 18;
+
 fn default_mask() -> u64 {
     DEFAULT_CAPS.iter().fold(0, |m, (c, _)| m | (1u64 << c))
 }
@@ -47,8 +55,9 @@ pub fn kernel_last_cap() -> u32 {
 
 /// Step 1, while still fully privileged (needs CAP_SETPCAP): cut the bounding
 /// set and clear the ambient set; `last_cap` from [`kernel_last_cap`].
-pub fn restrict_bounding_set(last_cap: u32) -> Result<()> {
-    let keep = default_mask();
+/// The capabilities in `also_drop` (a mask by number) go too.
+pub fn restrict_bounding_set(last_cap: u32, also_drop: u64) -> Result<()> {
+    let keep = default_mask() & !also_drop;
     for cap in 0..=last_cap.min(63) {
         if keep & (1u64 << cap) != 0 {
             continue;
@@ -78,10 +87,10 @@ pub fn restrict_bounding_set(last_cap: u32) -> Result<()> {
 
 /// Step 2, after `setresuid`: permitted/effective reduced to the default set
 /// (a no-op for a non-root user, whose sets the kernel already cleared),
-/// inheritable emptied.
-pub fn set_process_caps() -> Result<()> {
+/// inheritable emptied; without the capabilities in `also_drop`.
+pub fn set_process_caps(also_drop: u64) -> Result<()> {
     let cur = rustix::thread::capabilities(None).map_err(|e| Error::sys("capget", e))?;
-    let keep = CapabilitySet::from_bits_retain(default_mask());
+    let keep = CapabilitySet::from_bits_retain(default_mask() & !also_drop);
     let sets = CapabilitySets {
         effective: cur.effective & keep,
         permitted: cur.permitted & keep,

@@ -27,6 +27,9 @@ pub struct HostInfo {
     pub newuidmap: bool,
     /// What `Isolation::Auto` resolves to here.
     pub auto_isolation: Isolation,
+    /// Each isolation mode (`rootless`, `root`, `chroot`): whether it works
+    /// here (with how, for chroot), else what the host refused.
+    pub isolation_modes: Vec<(Isolation, Result<String, String>)>,
     /// The default network (`Network::Private`): the slirp4netns it uses,
     /// or why it cannot work here.
     pub private_network: Result<std::path::PathBuf, String>,
@@ -106,10 +109,63 @@ pub fn probe_userns() -> Result<(), String> {
     in_child(|| unshare(libc::CLONE_NEWUSER))
 }
 
-/// Can this process create the namespaces `Isolation::Root` uses?
-pub(crate) fn probe_namespaces() -> Result<(), String> {
+/// Can this process make a mount namespace (chroot isolation's mounts)?
+pub(crate) fn probe_mount_ns() -> Result<(), String> {
+    in_child(|| unshare(libc::CLONE_NEWNS))
+}
+
+/// Can this process chroot (root with `CAP_SYS_CHROOT`)?
+pub(crate) fn probe_chroot() -> Result<(), String> {
+    in_child(|| rustix::process::chroot("/").map_err(|e| format!("chroot: {e}")))
+}
+
+/// Can this process make a network namespace?
+pub(crate) fn probe_netns() -> Result<(), String> {
+    in_child(|| unshare(libc::CLONE_NEWNET))
+}
+
+/// Can runs get the namespaces of `Isolation::Rootless`/`Root` here (a new
+/// user namespace too when `new_userns`)? The error names what the host
+/// refused, e.g. "unshare(user, mount, pid, ipc, uts): Operation not
+/// permitted".
+pub(crate) fn probe_isolation(new_userns: bool) -> Result<(), String> {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut names = "mount, pid, ipc, uts";
+    if new_userns {
+        flags |= libc::CLONE_NEWUSER;
+        names = "user, mount, pid, ipc, uts";
+    }
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
     in_child(|| {
-        unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
+        // SAFETY: called in a forked single-threaded child.
+        if unsafe { libc::unshare(flags) } != 0 {
+            return Err(format!(
+                "unshare({names} namespaces): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if new_userns {
+            let w = |f: &str, s: String| std::fs::write(f, s).map_err(|e| format!("{f}: {e}"));
+            w("/proc/self/setgroups", "deny".into())?;
+            w("/proc/self/uid_map", format!("0 {uid} 1"))?;
+            w("/proc/self/gid_map", format!("0 {gid} 1"))?;
+        }
+        // A run mounts a procfs as PID 1 of its pid namespace. Inside a
+        // container whose /proc has masked paths (runc's, docker's, a
+        // pod's), the kernel refuses that to a nested user namespace, so
+        // unshare alone would promise too much.
+        in_child(|| {
+            let attrs = rustix::mount::MountAttrFlags::MOUNT_ATTR_NOSUID
+                | rustix::mount::MountAttrFlags::MOUNT_ATTR_NODEV
+                | rustix::mount::MountAttrFlags::MOUNT_ATTR_NOEXEC;
+            crate::mountapi::new_mount("proc", &[], attrs)
+                .map(drop)
+                .map_err(|e| format!("a procfs mount in a new pid namespace ({e})"))
+        })
     })
 }
 
@@ -144,6 +200,30 @@ pub fn probe_overlay_in_userns() -> Result<(), String> {
     result
 }
 
+/// Whether each isolation mode works here, tried in forked children.
+pub fn probe_isolation_modes() -> Vec<(Isolation, Result<String, String>)> {
+    let euid = rustix::process::geteuid().as_raw();
+    let in_userns = in_user_namespace();
+    let rootless = probe_isolation(!(euid == 0 && in_userns))
+        .map(|()| "user, mount, pid, ipc, uts namespaces".to_string());
+    let root = if euid != 0 || in_userns {
+        Err("needs real root (not root of a user namespace)".to_string())
+    } else {
+        probe_isolation(false).map(|()| "mount, pid, ipc, uts namespaces".to_string())
+    };
+    let chroot = probe_chroot().map(|()| match probe_mount_ns() {
+        Ok(()) => "chroot with a mount namespace".to_string(),
+        Err(_) => "chroot without a mount namespace: /dev, /etc files and RUN mounts are \
+                   copied in; copy snapshotter; no pid/net/uts isolation"
+            .to_string(),
+    });
+    vec![
+        (Isolation::Rootless, rootless),
+        (Isolation::Root, root),
+        (Isolation::Chroot, chroot),
+    ]
+}
+
 /// Probe the host (forks a few short-lived children; ~ms).
 pub fn probe() -> HostInfo {
     let u = rustix::system::uname();
@@ -167,6 +247,7 @@ pub fn probe() -> HostInfo {
         subgid,
         newuidmap: in_path("newuidmap") && in_path("newgidmap"),
         auto_isolation: crate::resolve_auto().0,
+        isolation_modes: probe_isolation_modes(),
         private_network: probe_private_network(rustix::process::geteuid().as_raw()),
     }
 }
@@ -196,6 +277,13 @@ impl fmt::Display for HostInfo {
         writeln!(f, "subgid ranges:       {}", ranges(&self.subgid))?;
         writeln!(f, "newuidmap/newgidmap: {}", self.newuidmap)?;
         writeln!(f, "isolation (auto):    {}", self.auto_isolation)?;
+        for (mode, works) in &self.isolation_modes {
+            let key = format!("isolation {mode}:");
+            match works {
+                Ok(how) => writeln!(f, "{key:<21}yes ({how})")?,
+                Err(why) => writeln!(f, "{key:<21}no ({})", why.trim())?,
+            }
+        }
         match &self.private_network {
             Ok(slirp) => write!(
                 f,

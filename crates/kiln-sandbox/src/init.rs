@@ -2,7 +2,9 @@
 //! namespace: it builds the filesystem, switches root, resolves the user in
 //! the rootfs's own /etc/passwd, closes every inherited fd, then forks W,
 //! relays signals to it, reaps every orphan, and reports W's wait status.
-//! When I exits the kernel kills whatever W left running.
+//! When I exits the kernel kills whatever W left running; without a pid
+//! namespace (chroot isolation) I kills those processes itself, found as its
+//! children (it is their subreaper) through the host's /proc.
 //!
 //! I is made non-dumpable: it is visible to the container as PID 1 and its
 //! memory is a copy of kiln's; non-dumpable means `/proc/1/{mem,fd,environ}`
@@ -36,6 +38,8 @@ struct Exec {
     last_cap: u32,
     /// `(resource, limit)` pairs for setrlimit.
     ulimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    /// Capabilities taken from the command beyond Docker's defaults.
+    drop_caps: u64,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -51,6 +55,15 @@ pub(crate) fn init(
 ) -> ! {
     // PID 1 of a new pid namespace sees its parent (outside) as pid 0.
     die_with_parent(if new_pidns { 0 } else { parent });
+    // Without a pid namespace nothing kills what the command leaves
+    // running: init finds those processes (its children, as subreaper)
+    // through the host's /proc, opened before the chroot hides it.
+    let proc_fd = if new_pidns {
+        -1
+    } else {
+        // SAFETY: open with a valid C string; the fd is ours.
+        unsafe { libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_DIRECTORY) }
+    };
     let exec = match prepare(plan, have_mntns, new_pidns, new_netns) {
         Ok(e) => e,
         Err(e) => {
@@ -67,7 +80,14 @@ pub(crate) fn init(
     }
     // Nothing of the host may stay reachable through our fds: close all
     // (not just CLOEXEC) before W exists.
-    close_fds_from(3);
+    if proc_fd > 3 {
+        close_fds_in(3, proc_fd as u32 - 1);
+        close_fds_from(proc_fd as u32 + 1);
+    } else if proc_fd == 3 {
+        close_fds_from(4);
+    } else {
+        close_fds_from(3);
+    }
 
     // SAFETY: see spawn::run.
     let pid = unsafe { libc::fork() };
@@ -76,6 +96,10 @@ pub(crate) fn init(
         unsafe { libc::_exit(1) };
     }
     if pid == 0 {
+        if proc_fd >= 0 {
+            // SAFETY: W's copy of init's /proc fd; nothing of the host stays.
+            unsafe { libc::close(proc_fd) };
+        }
         match worker(&exec) {
             ("exec", errno) => report.fail_exec(errno),
             (step, errno) => report.fail(
@@ -100,6 +124,9 @@ pub(crate) fn init(
         let r = unsafe { libc::waitpid(-1, &mut status, 0) };
         if r == pid {
             report.exited(status);
+            if proc_fd >= 0 {
+                kill_leftovers(proc_fd);
+            }
             break;
         }
         if r < 0 {
@@ -208,6 +235,10 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
             .iter()
             .map(|u| Ok((u.resource()?, u.rlimit())))
             .collect::<Result<_>>()?,
+        drop_caps: match plan.mode {
+            crate::spawn::Mode::Chroot { .. } => 1u64 << caps::CAP_SYS_CHROOT,
+            crate::spawn::Mode::Namespaces { .. } => 0,
+        },
     })
 }
 
@@ -238,6 +269,62 @@ fn install_stdio(io: [Option<i32>; 3]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Kills what the command left running (chroot isolation: no pid
+/// namespace to end with init). Init is their subreaper, so once their
+/// parents are gone they are init's children: kill those, reap, repeat
+/// until none is left. A child not yet reaped keeps its pid, so no
+/// unrelated process can be hit.
+fn kill_leftovers(proc_fd: i32) {
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    let path = CString::new(format!("{me}/task/{me}/children")).expect("no NUL");
+    for _ in 0..1000 {
+        // SAFETY: openat relative to our own /proc fd, valid C string.
+        let fd = unsafe { libc::openat(proc_fd, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return;
+        }
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: reading into a buffer we own.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: closing the fd opened above.
+        unsafe { libc::close(fd) };
+        let children: Vec<i32> = String::from_utf8_lossy(&buf[..n.max(0) as usize])
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if children.is_empty() {
+            return;
+        }
+        for child in children {
+            // SAFETY: a child of ours, not reaped, so the pid is still it.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        // Reap what died (their children are ours now).
+        loop {
+            let mut status = 0;
+            // SAFETY: valid pointer.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Close every fd from `from` to `to`, both included.
+fn close_fds_in(from: u32, to: u32) {
+    // SAFETY: close_range closes fds this process owns.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, from, to, 0u32) };
+    if r != 0 {
+        for fd in from..=to.min(4095) {
+            // SAFETY: closing a possibly-unused fd is harmless here.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
 }
 
 /// Close (not just mark CLOEXEC) every fd >= `from`.
@@ -285,13 +372,13 @@ fn worker(x: &Exec) -> (&'static str, i32) {
             return ("setrlimit (--ulimit)", last_errno());
         }
     }
-    if let Err(e) = caps::restrict_bounding_set(x.last_cap) {
+    if let Err(e) = caps::restrict_bounding_set(x.last_cap, x.drop_caps) {
         return ("drop capabilities from the bounding set", errno(e));
     }
     if let Err(e) = switch_user(&x.user) {
         return e;
     }
-    if let Err(e) = caps::set_process_caps() {
+    if let Err(e) = caps::set_process_caps(x.drop_caps) {
         return ("capset", errno(e));
     }
     if x.no_new_privs && rustix::thread::set_no_new_privs(true).is_err() {
@@ -305,8 +392,17 @@ fn worker(x: &Exec) -> (&'static str, i32) {
             return ("make the terminal the controlling terminal", last_errno());
         }
         if x.null_stdin {
-            // The container's /dev/null (a bind of the host's null device).
-            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            // The container's /dev/null (a bind of the host's null device);
+            // where there is none (chroot isolation on a host that refuses
+            // mknod), a pipe whose write end is closed reads as empty too.
+            let mut fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if fd < 0 {
+                let mut ends = [-1; 2];
+                if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) == 0 {
+                    libc::close(ends[1]);
+                    fd = ends[0];
+                }
+            }
             if fd < 0 || libc::dup2(fd, 0) < 0 {
                 return ("open /dev/null as stdin", last_errno());
             }

@@ -33,6 +33,18 @@
 //!   it only the caller's own ID is mapped). `Isolation::Chroot` is the
 //!   fallback where namespaces are refused (e.g. a default Kubernetes pod);
 //!   `ensure_root_in_userns` then returns `UsernsState::Unavailable`.
+//!   Asked for by name, `Rootless` or `Root` on a host that refuses them
+//!   fails in [`Sandbox::new`], naming what was refused (tried for real,
+//!   procfs mount included).
+//! - chroot without a mount namespace (root in a default container): the
+//!   rootfs must be a [`Rootfs::Dir`]; `/dev` (nodes by `mknod` where
+//!   allowed), the `/etc` files and the [`MountSpec`]s are copied into it
+//!   for the run and taken out after (caches written back), see the
+//!   `copied` module; `CAP_SYS_CHROOT` is taken from the command (see
+//!   [`caps::CAP_SYS_CHROOT`]). Not isolated: processes (no pid
+//!   namespace: the command sees and, as root, may signal the container's
+//!   processes), network ([`Sandbox::default_network`]), hostname; no
+//!   `/proc` or `/sys`; binds are writable copies whose writes are dropped.
 //! - filesystem: fresh /proc (Docker's masked/read-only paths), minimal /dev
 //!   ([`dev`]), /sys read-only bind (best effort), and /etc/hosts,
 //!   /etc/resolv.conf, /etc/hostname bind-mounted from files kept outside the
@@ -97,6 +109,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod caps;
+mod copied;
 pub mod dev;
 pub mod error;
 pub mod info;
@@ -108,6 +121,7 @@ pub mod private_net;
 pub mod pty;
 mod resolve;
 mod spawn;
+mod tree;
 pub mod ulimit;
 pub mod user;
 pub mod userns;
@@ -302,7 +316,11 @@ pub enum Isolation {
     /// Namespaces without a user namespace; needs real root.
     Root,
     /// chroot (+ a mount namespace when allowed): weaker, for hosts that
-    /// refuse namespaces. No pid/uts/ipc/net isolation.
+    /// refuse namespaces, such as root in a default container or pod. No
+    /// pid/uts/ipc/net isolation; `CAP_SYS_CHROOT` is dropped for the
+    /// command. Without a mount namespace the rootfs must be a
+    /// [`Rootfs::Dir`], and `/dev`, the `/etc` files and the mounts are
+    /// copied in and taken out again (see the `copied` module).
     Chroot,
 }
 
@@ -339,10 +357,12 @@ pub(crate) fn resolve_auto() -> (Isolation, Option<String>) {
     static AUTO: OnceLock<(Isolation, Option<String>)> = OnceLock::new();
     AUTO.get_or_init(|| {
         let euid = rustix::process::geteuid().as_raw();
+        // What a run needs, tried for real: unshare alone succeeds in some
+        // containers whose procfs then cannot be mounted.
         let probe = if euid == 0 {
-            info::probe_namespaces()
+            info::probe_isolation(false)
         } else {
-            info::probe_userns()
+            info::probe_isolation(true)
         };
         match probe {
             Ok(()) if euid == 0 && !userns::in_user_namespace() => (Isolation::Root, None),
@@ -350,7 +370,9 @@ pub(crate) fn resolve_auto() -> (Isolation, Option<String>) {
             Err(e) => (
                 Isolation::Chroot,
                 Some(format!(
-                    "namespaces are refused here ({}); falling back to chroot isolation",
+                    "isolation auto: namespaces are refused here ({}); falling back to chroot \
+                     isolation (RUN steps share this container's processes and network; \
+                     `kiln info` lists the modes)",
                     e.trim()
                 )),
             ),
@@ -372,6 +394,12 @@ pub struct RunIo<'a> {
 pub struct Sandbox {
     isolation: Isolation,
     mode: spawn::Mode,
+    /// Whether this host lets us make a network namespace.
+    netns: bool,
+    /// Chroot isolation on a host that refuses chroot too (a non-root pod
+    /// under the "restricted" policy): why, said when a run is asked for.
+    /// Not at creation: a build without RUN needs no isolation.
+    unusable: Option<String>,
     scratch: tempfile::TempDir,
     forward_signals: bool,
     /// The private network, made on the first `Network::Private` run.
@@ -411,7 +439,39 @@ impl Sandbox {
             Isolation::Rootless => spawn::Mode::Namespaces {
                 new_userns: !(euid == 0 && userns::in_user_namespace()),
             },
-            Isolation::Chroot | Isolation::Auto => spawn::Mode::Chroot,
+            Isolation::Chroot | Isolation::Auto => spawn::Mode::Chroot {
+                mount_ns: info::probe_mount_ns().is_ok(),
+            },
+        };
+        // Asked for by name, namespaces the host refuses fail here, before
+        // anything runs, naming what was refused.
+        if let spawn::Mode::Namespaces { new_userns } = mode
+            && let Err(refused) = info::probe_isolation(new_userns)
+        {
+            return Err(Error::Unsupported {
+                mode: if isolation == Isolation::Root {
+                    "root"
+                } else {
+                    "rootless"
+                },
+                reason: format!(
+                    "this host refuses {refused}; --isolation chroot (or auto) works here"
+                ),
+            });
+        }
+        let netns = match mode {
+            spawn::Mode::Namespaces { .. } => true,
+            spawn::Mode::Chroot { .. } => info::probe_netns().is_ok(),
+        };
+        let unusable = match mode {
+            spawn::Mode::Chroot { .. } => info::probe_chroot().err().map(|e| {
+                format!(
+                    "this host refuses namespaces and {e}: chroot needs root with \
+                     CAP_SYS_CHROOT (a pod under the \"restricted\" policy has neither; \
+                     `kiln info` lists what was tried)"
+                )
+            }),
+            spawn::Mode::Namespaces { .. } => None,
         };
         let scratch = tempfile::Builder::new()
             .prefix(".kiln-sandbox-")
@@ -420,6 +480,8 @@ impl Sandbox {
         Ok(Sandbox {
             isolation,
             mode,
+            netns,
+            unusable,
             scratch,
             forward_signals: false,
             private_net: Mutex::new(None),
@@ -429,6 +491,28 @@ impl Sandbox {
     /// The isolation actually used (never `Auto`).
     pub fn isolation(&self) -> Isolation {
         self.isolation
+    }
+
+    /// Whether runs get a mount namespace; without one (chroot isolation
+    /// in a default container) the rootfs must be a [`Rootfs::Dir`].
+    pub fn has_mount_namespace(&self) -> bool {
+        self.mode != spawn::Mode::Chroot { mount_ns: false }
+    }
+
+    /// The network a build step gets when it asks for none in particular:
+    /// [`Network::Private`], or, where this host refuses network namespaces
+    /// (chroot isolation in a default container or pod), [`Network::Host`],
+    /// which there is the container's own network namespace (said once).
+    /// An explicit [`Network::Private`] is never replaced like this.
+    pub fn default_network(&self) -> Network {
+        if self.netns {
+            return Network::Private;
+        }
+        copied::warn_once(
+            "netns",
+            "this host refuses network namespaces: RUN steps share this container's network",
+        );
+        Network::Host
     }
 
     /// Relay signals sent to this process (SIGTERM, SIGHUP, ...) to the
@@ -450,6 +534,12 @@ impl Sandbox {
     /// everything else. Drain a pipe from another thread: `run_with_io`
     /// blocks until the command exits, and a full pipe would block it.
     pub fn run_with_io(&self, spec: &RunSpec, io: RunIo<'_>) -> Result<ExitStatus> {
+        if let Some(why) = &self.unusable {
+            return Err(Error::Unsupported {
+                mode: "chroot",
+                reason: why.clone(),
+            });
+        }
         let spec = &normalize(spec)?;
         let cstr =
             |s: &str| CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in {s:?}")));
@@ -503,6 +593,16 @@ impl Sandbox {
             Network::Private => Some(self.private_namespaces()?),
             _ => None,
         };
+        if let Rootfs::Overlay { .. } = spec.rootfs
+            && !self.has_mount_namespace()
+        {
+            return Err(Error::Unsupported {
+                mode: "chroot",
+                reason: "an overlay rootfs needs a mount namespace, which this host refuses; \
+                         use the copy snapshotter (--snapshotter copy)"
+                    .into(),
+            });
+        }
         let plan = spawn::Plan {
             spec,
             mode: self.mode,
@@ -518,7 +618,16 @@ impl Sandbox {
             io: [io.stdin, io.stdout, io.stderr].map(|f| f.map(|f| f.as_raw_fd())),
             private_ns,
         };
-        spawn::run(&plan, self.forward_signals)
+        if self.has_mount_namespace() {
+            return spawn::run(&plan, self.forward_signals);
+        }
+        // No mount namespace: what would be mounted is copied in, and out.
+        let provisioned = copied::provision(&plan)?;
+        let status = spawn::run(&plan, self.forward_signals);
+        let restored = provisioned.restore();
+        let status = status?;
+        restored?;
+        Ok(status)
     }
 
     /// The private network's namespace fds (net, and user when the runs

@@ -36,8 +36,9 @@ pub(crate) enum Mode {
     /// mount, pid, ipc, uts (+net) namespaces; a user namespace is created too
     /// when the caller is not (namespace-)root.
     Namespaces { new_userns: bool },
-    /// chroot, plus a mount namespace if the host allows one.
-    Chroot,
+    /// chroot, plus a mount namespace if the host allows one (probed when
+    /// the sandbox is made); without one, see [`crate::copied`].
+    Chroot { mount_ns: bool },
 }
 
 /// Everything the children need, computed by the parent before forking so
@@ -389,8 +390,7 @@ fn relay(plan: &Plan<'_>, report: &Report, parent: i32) -> Result<()> {
             }
             (true, true)
         }
-        // SAFETY: as above.
-        Mode::Chroot => {
+        Mode::Chroot { mount_ns } => {
             // `Network::None` is a promise: without a network namespace, fail.
             // SAFETY: as above.
             if none && unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -402,8 +402,16 @@ fn relay(plan: &Plan<'_>, report: &Report, parent: i32) -> Result<()> {
                     ),
                 });
             }
+            // The probe said yes: a failure now is an error, not a silent
+            // run without the mounts the caller expects.
             // SAFETY: as above.
-            (unsafe { libc::unshare(libc::CLONE_NEWNS) } == 0, false)
+            if mount_ns && unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(Error::sys(
+                    "unshare(mount namespace)",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            (mount_ns, false)
         }
     };
     block_forwarded(true);

@@ -11,6 +11,13 @@
 //! friends in the copy snapshotter) are stubs, not content: empty
 //! directories and files that did not exist before are dropped, as BuildKit
 //! does.
+//!
+//! In the copy snapshotter, nothing at or under a mount target or those
+//! standard paths is content either: where the sandbox could mount, the
+//! tree under them is untouched (the run wrote to the mount); where it
+//! could not (chroot isolation without a mount namespace) it *copied* the
+//! mounts, `/dev` and the `/etc` files in, and they must not reach the
+//! layer (a secret least of all). Both give the same layer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
@@ -40,8 +47,20 @@ fn is_whiteout(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| kiln_image::layer::overlay::is_whiteout(&m))
 }
 
+/// A container path as the sandbox resolves it: relative to the root, `.`
+/// dropped, `..` never above the root.
 fn rel(p: &Path) -> PathBuf {
-    p.strip_prefix("/").unwrap_or(p).to_path_buf()
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The layer entries of an overlay upper dir. `existed` says whether a
@@ -138,6 +157,8 @@ pub fn diff_copy(root: &Path, before: &StatIndex, stubs: &[PathBuf]) -> Result<V
     out.extend(found.deleted.iter().cloned().map(Entry::whiteout));
     let mut stubs: Vec<PathBuf> = stubs.iter().map(|s| rel(s)).collect();
     stubs.extend(SANDBOX_STUBS.iter().map(PathBuf::from));
+    stubs.retain(|s| !s.as_os_str().is_empty());
+    out.retain(|e| !stubs.iter().any(|s| e.path.starts_with(s)));
     let existed = |p: &Path| before.contains(p);
     Ok(drop_stubs(out, &stubs, &existed))
 }
@@ -295,4 +316,43 @@ fn drop_stubs(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    /// What chroot isolation without a mount namespace copies into a copy
+    /// container (a secret, a cache's contents over an image directory,
+    /// `/etc/hosts`, `/dev` nodes) is left out of the diff, whatever the run
+    /// did there; the run's own change is not.
+    #[test]
+    fn copied_mounts_and_standard_paths_stay_out_of_the_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for d in ["etc", "cache", "dev"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join("etc/hosts"), "image's hosts\n").unwrap();
+        fs::write(root.join("cache/from-image"), "image\n").unwrap();
+        let index = StatIndex::build(root).unwrap();
+
+        fs::create_dir_all(root.join("run/secrets")).unwrap();
+        fs::write(root.join("run/secrets/tok"), "s3cret").unwrap();
+        fs::remove_file(root.join("cache/from-image")).unwrap();
+        fs::write(root.join("cache/from-run"), "cached\n").unwrap();
+        fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        fs::write(root.join("dev/null"), "a plain file\n").unwrap();
+        fs::write(root.join("made-by-run"), "kept\n").unwrap();
+
+        let targets = [PathBuf::from("/run/secrets/tok"), PathBuf::from("./cache")];
+        let got: Vec<String> = diff_copy(root, &index, &targets)
+            .unwrap()
+            .iter()
+            .map(|e| e.path.display().to_string())
+            .collect();
+        assert_eq!(got, ["made-by-run"]);
+    }
 }

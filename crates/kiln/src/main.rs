@@ -149,7 +149,12 @@ fn main() -> ExitCode {
         }
         // The build mounts read-only views of stages in its own process: a
         // private mount namespace makes them vanish with it, however it ends.
-        if let Err(e) = private_mount_namespace() {
+        // Refused outright (root in a default container or pod) it is not
+        // worth a line on every command: only views of stages need it, and
+        // they fail with their own error.
+        if let Err(e) = private_mount_namespace()
+            && e != rustix::io::Errno::PERM
+        {
             eprintln!("kiln: a private mount namespace: {e}");
         }
     }

@@ -107,7 +107,8 @@ pub struct BuildArgs {
     squash: bool,
     /// How RUN is isolated: auto (the strongest the host allows), rootless
     /// (a user namespace of the caller's subordinate IDs), root
-    /// (namespaces as real root) or chroot.
+    /// (namespaces as real root) or chroot (root in a pod that refuses
+    /// namespaces: mounts are copied in; see `kiln info`).
     #[arg(long, default_value = "auto")]
     isolation: String,
     /// Accepted for buildx scripts: the image is in the store either way.

@@ -348,8 +348,12 @@ fn run_in(
         .clone()
         .or_else(|| a.name.clone())
         .unwrap_or_else(|| "kiln".into());
+    let mut sandbox = Sandbox::new(isolation)?;
     spec.network = match a.network.as_str() {
-        "default" | "private" => Network::Private,
+        // Private, or the container's own network in a pod that refuses
+        // network namespaces (said once); "private" insists.
+        "default" => sandbox.default_network(),
+        "private" => Network::Private,
         "host" => Network::Host,
         "none" => Network::None,
         other => bail!("--network {other:?}: expected default, host or none"),
@@ -360,7 +364,6 @@ fn run_in(
         .map(|v| parse_volume(v))
         .chain(a.mounts.iter().map(|m| parse_mount(store, m)))
         .collect::<anyhow::Result<_>>()?;
-    let mut sandbox = Sandbox::new(isolation)?;
     // SIGTERM or Ctrl-C to kiln reaches the command, as with docker run.
     sandbox.forward_signals(true);
     let status = if a.tty {
