@@ -11,6 +11,8 @@
 
 mod bind;
 pub mod cache;
+pub mod cache_mount;
+pub mod commit;
 pub mod context;
 pub mod copy;
 mod copy_step;
@@ -113,6 +115,14 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Io(String),
+    /// A file operation failed: `what` says on what (the OS error is the
+    /// source, not part of the message).
+    #[error("{what}")]
+    File {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Dockerfile(#[from] kiln_dockerfile::Diagnostics),
     #[error(transparent)]

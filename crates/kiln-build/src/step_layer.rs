@@ -6,9 +6,9 @@
 
 use std::sync::atomic::Ordering;
 
-use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
+use kiln_image::layer::{Entry, LayerOptions};
 use kiln_image::media::Compression;
-use kiln_image::{Descriptor, Digest, History, Image, NewLayer};
+use kiln_image::{Descriptor, Digest, History, Image};
 
 use crate::BuildError;
 use crate::cache::CachedLayer;
@@ -119,13 +119,14 @@ pub(crate) fn cached_layer<K>(
     let layer = if entries.is_empty() {
         None
     } else {
-        let (blob, info) = write_entries_layer(entries, &opts, shared.store.blob_writer()?)?;
-        blob.commit(Some(&info.digest))?;
-        kiln_image::compressed::mark_built(shared.store, &info.digest)?;
-        let media_type = kiln_image::media::Format::Oci.layer(info.compression);
-        let blob = Descriptor::new(media_type, info.digest, info.size);
+        let (blob, diff_id) = crate::commit::write_layer(
+            shared.store,
+            entries,
+            &opts,
+            kiln_image::media::Format::Oci,
+        )?;
         shared.precompress.layer(&blob);
-        Some((blob, info.diff_id))
+        Some((blob, diff_id))
     };
     drop(keep_alive);
     if let (Some(dir), Some((_, diff_id))) = (staged, &layer) {
@@ -159,10 +160,7 @@ pub(crate) fn append(
     created_by: String,
 ) -> Image {
     let h = history(shared, created_by, Some(made.made_at));
-    match made.layer {
-        Some((blob, diff_id)) => image.with_layer(NewLayer { blob, diff_id }, h),
-        None => image.with_empty_history(h),
-    }
+    crate::commit::append_layer(image, made.layer, h)
 }
 
 /// Fills in the times BuildKit's exporter does, so that an unchanged
