@@ -44,7 +44,7 @@ impl CacheMount {
         }
         fs::create_dir_all(&data).map_err(|e| BuildError::File {
             what: format!("creating cache mount {}", data.display()),
-            source: e,
+            cause: e,
         })?;
         let _ = fs::set_permissions(&data, fs::Permissions::from_mode(mode));
         let _ = std::os::unix::fs::chown(&data, Some(uid), Some(gid));
@@ -61,7 +61,7 @@ impl CacheMount {
             .open(&path)
             .map_err(|e| BuildError::File {
                 what: format!("opening {}", path.display()),
-                source: e,
+                cause: e,
             })
     }
 }

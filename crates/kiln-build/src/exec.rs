@@ -287,7 +287,7 @@ fn run_in(
                     Sharing::Locked => {
                         lock.lock().map_err(|e| BuildError::File {
                             what: format!("locking cache mount {id}"),
-                            source: e,
+                            cause: e,
                         })?;
                         data
                     }
@@ -298,7 +298,7 @@ fn run_in(
                             let p = private.path().join(format!("cache-{i}"));
                             fs::create_dir(&p).map_err(|e| BuildError::File {
                                 what: format!("creating {}", p.display()),
-                                source: e,
+                                cause: e,
                             })?;
                             p
                         }

@@ -115,14 +115,10 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Io(String),
-    /// A file operation failed: `what` says on what (the OS error is the
-    /// source, not part of the message).
-    #[error("{what}")]
-    File {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation failed: `what` says which, `cause` why (in the
+    /// message, so a step's report shows it; not also a `source`).
+    #[error("{what}: {cause}")]
+    File { what: String, cause: std::io::Error },
     #[error(transparent)]
     Dockerfile(#[from] kiln_dockerfile::Diagnostics),
     #[error(transparent)]

@@ -352,15 +352,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cleaning() {
-        assert_eq!(clean("a/./b/../c/"), "a/c");
-        assert_eq!(clean("../a"), "../a");
-        assert_eq!(clean("/../a"), "/a");
-        assert_eq!(clean(""), ".");
-        assert_eq!(clean("a//b"), "a/b");
-    }
-
-    #[test]
     fn candidates() {
         assert_eq!(
             ignore_file_candidates("build/app.Dockerfile"),

@@ -263,7 +263,13 @@ pub enum ManifestError {
     #[error("unsupported manifest media type {0:?}")]
     Unsupported(String),
     #[error("invalid manifest JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<serde_json::Error> for ManifestError {
+    fn from(e: serde_json::Error) -> Self {
+        ManifestError::Json(e)
+    }
 }
 
 impl AnyManifest {

@@ -347,8 +347,8 @@ fn run_in(
     let status = match status {
         Ok(status) => status,
         // As docker: the message, and 127 (not found) or 126 (not executable).
-        Err(kiln_sandbox::Error::Exec { argv0, source }) => {
-            let (code, message) = super::run_opts::exec_failure(&argv0, &source);
+        Err(kiln_sandbox::Error::Exec { argv0, cause }) => {
+            let (code, message) = super::run_opts::exec_failure(&argv0, &cause);
             eprintln!("kiln: {message}");
             return Ok(((code, spec.argv), None));
         }
