@@ -266,7 +266,7 @@ fn run_in(
                     let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
                     let real = crate::bind::stage_source("cache", &view, src, m.from_ref.as_ref())?;
                     let tree = crate::inroot::Root::open(view.path())
-                        .map_err(|e| BuildError::Io(format!("a view of a stage: {e}")))?;
+                        .map_err(BuildError::file("a view of a stage"))?;
                     crate::bind::seed_cache(&tree, &real, &data)?;
                     // Mode and owner only when asked: else the stage's.
                     if let Some(mode) = mm.mode {
@@ -395,7 +395,7 @@ fn run_in(
     let emit = |line: &str| step.output(line);
     let (status, tail) = std::thread::scope(|scope| {
         let capture = Capture::start(scope, secret_values, &emit)
-            .map_err(|e| BuildError::Io(format!("a pipe for the RUN's output: {e}")))?;
+            .map_err(BuildError::file("a pipe for the RUN's output"))?;
         let io = RunIo {
             stdout: Some(capture.writer()),
             stderr: Some(capture.writer()),

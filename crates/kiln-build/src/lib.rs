@@ -142,6 +142,14 @@ pub enum BuildError {
     Canceled,
 }
 
+impl BuildError {
+    /// For `map_err`: a file operation on `what` failed.
+    pub fn file(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+        let what = what.into();
+        move |cause| BuildError::File { what, cause }
+    }
+}
+
 #[derive(Debug)]
 pub struct StepFailure {
     pub file: String,
