@@ -91,7 +91,7 @@ pub fn load_bases(
                     &platform,
                     platform_asked(opts, stage),
                 )?;
-                infos.insert(reference.clone(), image_info(&img));
+                infos.insert(reference.clone(), ImageInfo::from_config(&img.config));
                 (reference.clone(), img)
             }
             Base::Context { name } => {
@@ -131,22 +131,4 @@ pub fn load_bases(
 /// How a named build context that is an image is keyed in [`BaseImages`].
 pub fn context_name(name: &str) -> String {
     format!("context:{name}")
-}
-
-fn image_info(img: &Image) -> ImageInfo {
-    let rt = img.config.runtime();
-    ImageInfo {
-        env: rt
-            .env
-            .iter()
-            .flatten()
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        onbuild: rt.on_build.clone().unwrap_or_default(),
-        workdir: rt.working_dir.clone(),
-        shell: rt.shell.clone(),
-    }
 }

@@ -54,8 +54,7 @@ pub fn stage_source(
     src: &str,
     from: Option<&kiln_dockerfile::instructions::FromRef>,
 ) -> Result<String, BuildError> {
-    let tree =
-        Root::open(view.path()).map_err(|e| BuildError::Io(format!("a view of a stage: {e}")))?;
+    let tree = Root::open(view.path()).map_err(BuildError::file("a view of a stage"))?;
     let shown = format!("/{src}");
     let stage = match from {
         Some(kiln_dockerfile::instructions::FromRef::Stage {
@@ -122,7 +121,7 @@ pub fn context_mount(
     let dir = tempfile::Builder::new()
         .prefix("bind-")
         .tempdir_in(scratch)
-        .map_err(|e| BuildError::Io(format!("bind mount scratch: {e}")))?;
+        .map_err(BuildError::file("bind mount scratch"))?;
     let top = dir.path().join("src");
     copy_tree(tree, &b.real, &b.meta, &b.entries, &top)?;
     let mount = MountSpec::Bind {
@@ -150,7 +149,7 @@ pub fn seed_cache(tree: &Root, real: &str, data: &Path) -> Result<(), BuildError
     let tmp = tempfile::Builder::new()
         .prefix("seed-")
         .tempdir_in(parent)
-        .map_err(|e| BuildError::Io(format!("cache mount: {e}")))?;
+        .map_err(BuildError::file("cache mount"))?;
     let top = tmp.path().join("data");
     copy_tree(tree, real, &meta, &entries, &top)?;
     if fs::rename(&top, data).is_err() && !data.is_dir() {
@@ -176,10 +175,7 @@ fn copy_tree(
     entries: &[ContextEntry],
     top: &Path,
 ) -> Result<(), BuildError> {
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| BuildError::Io(format!("copying {what}: {e}"))
-    };
+    let io = |what: &str| BuildError::file(format!("copying {what}"));
     fs::create_dir(top).map_err(io(real))?;
     let prefix = if real.is_empty() {
         String::new()

@@ -304,17 +304,7 @@ pub(crate) fn named_entries(
 /// Cleans a context path: no leading `/`, no `.`, and `..` may not climb
 /// above the root (Docker clamps it there; so do we).
 pub fn clean_rel(p: &str) -> Result<String, BuildError> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    Ok(parts.join("/"))
+    Ok(kiln_image::clean_path::in_root(p))
 }
 
 /// Go's `filepath.Match` for one path component.

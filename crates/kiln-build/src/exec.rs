@@ -17,6 +17,8 @@ use kiln_image::{Digest, Store};
 use kiln_sandbox::{MountSpec, Rootfs, RunIo, RunSpec, Sandbox, exit_code};
 use kiln_snapshot::{Mode, Snapshots};
 
+use crate::cache_mount::CacheMount;
+
 use crate::fs::{StageFs, View};
 use crate::key::KeyHasher;
 use crate::output::Capture;
@@ -126,17 +128,7 @@ pub fn run_key(run: &Run, inputs: &RunInputs<'_>) -> Result<Digest, BuildError> 
     Ok(k.finish())
 }
 
-/// A container removed when dropped: the diff's entries name files in it,
-/// so it must live until the layer is written.
-pub struct ContainerGuard(Option<kiln_snapshot::Container>);
-
-impl Drop for ContainerGuard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            let _ = c.remove();
-        }
-    }
-}
+pub use crate::commit::ContainerGuard;
 
 /// Runs `run`, its output going to `step` line by line, and returns the
 /// entries of its diff, and the container they live in.
@@ -145,30 +137,23 @@ pub fn execute(
     inputs: &RunInputs<'_>,
     step: &Step<'_>,
 ) -> Result<(Vec<Entry>, ContainerGuard), BuildError> {
-    let container = inputs
-        .snaps
-        .create(inputs.store, &inputs.base.layers, inputs.mode)?;
-    let guard = ContainerGuard(Some(container));
-    let c = guard.0.as_ref().expect("just made");
-    let targets = run_in(run, inputs, c, step)?;
-    let entries = c.diff(&targets)?;
-    Ok((entries, guard))
+    let ran = crate::commit::run_and_diff(
+        inputs.store,
+        inputs.snaps,
+        &inputs.base.layers,
+        inputs.mode,
+        &mut |_| {},
+        |rootfs| Ok::<_, BuildError>(((), Some(run_in(run, inputs, rootfs, step)?))),
+    )?;
+    Ok((ran.entries.unwrap_or_default(), ran.container))
 }
 
 fn run_in(
     run: &Run,
     inputs: &RunInputs<'_>,
-    container: &kiln_snapshot::Container,
+    rootfs: Rootfs,
     step: &Step<'_>,
 ) -> Result<Vec<PathBuf>, BuildError> {
-    let rootfs = match container.mode() {
-        Mode::Overlay => Rootfs::Overlay {
-            lowers: container.lowers().to_vec(),
-            upper: container.upper(),
-            work: container.work(),
-        },
-        Mode::Copy => Rootfs::Dir(container.rootfs()),
-    };
     let mut spec = RunSpec::new(rootfs, run.argv.clone());
     spec.env = inputs.env.clone();
     spec.user = inputs.user.clone();
@@ -279,18 +264,15 @@ fn run_in(
                     None => id.clone(),
                     Some((fs, src)) => format!("{id}\0{}\0{src}", fs.key()),
                 };
-                let dir = inputs.store.dir(&format!(
-                    "cache-mounts/{}",
-                    Digest::sha256_of(name.as_bytes()).hex()
-                ))?;
-                let data = dir.join("data");
+                let cache = CacheMount::open(inputs.store, &name)?;
+                let data = cache.data();
                 if let Some((fs, src)) = &seed
                     && !data.exists()
                 {
                     let view: View = fs.view(inputs.store, inputs.snaps, inputs.scratch)?;
                     let real = crate::bind::stage_source("cache", &view, src, m.from_ref.as_ref())?;
                     let tree = crate::inroot::Root::open(view.path())
-                        .map_err(|e| BuildError::Io(format!("a view of a stage: {e}")))?;
+                        .map_err(BuildError::file("a view of a stage"))?;
                     crate::bind::seed_cache(&tree, &real, &data)?;
                     // Mode and owner only when asked: else the stage's.
                     if let Some(mode) = mm.mode {
@@ -300,30 +282,19 @@ fn run_in(
                         let _ = std::os::unix::fs::chown(&data, mm.uid, mm.gid);
                     }
                 }
-                if !data.exists() {
-                    fs::create_dir_all(&data)
-                        .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;
-                    let _ = fs::set_permissions(
-                        &data,
-                        fs::Permissions::from_mode(mm.mode.unwrap_or(0o755)),
-                    );
-                    let _ = std::os::unix::fs::chown(
-                        &data,
-                        Some(mm.uid.unwrap_or(0)),
-                        Some(mm.gid.unwrap_or(0)),
-                    );
-                }
-                let lock = fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(dir.join("lock"))
-                    .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;
+                cache.create_data(
+                    mm.mode.unwrap_or(0o755),
+                    mm.uid.unwrap_or(0),
+                    mm.gid.unwrap_or(0),
+                )?;
+                let lock = cache.lock_file()?;
                 let source = match mm.sharing.unwrap_or(Sharing::Shared) {
                     Sharing::Shared => data,
                     Sharing::Locked => {
-                        lock.lock()
-                            .map_err(|e| BuildError::Io(format!("cache mount {id}: {e}")))?;
+                        lock.lock().map_err(|e| BuildError::File {
+                            what: format!("locking cache mount {id}"),
+                            cause: e,
+                        })?;
                         data
                     }
                     Sharing::Private => {
@@ -331,7 +302,10 @@ fn run_in(
                             data
                         } else {
                             let p = private.path().join(format!("cache-{i}"));
-                            fs::create_dir(&p).map_err(|e| BuildError::Io(e.to_string()))?;
+                            fs::create_dir(&p).map_err(|e| BuildError::File {
+                                what: format!("creating {}", p.display()),
+                                cause: e,
+                            })?;
                             p
                         }
                     }
@@ -427,7 +401,7 @@ fn run_in(
     let emit = |line: &str| step.output(line);
     let (status, tail) = std::thread::scope(|scope| {
         let capture = Capture::start(scope, secret_values, &emit)
-            .map_err(|e| BuildError::Io(format!("a pipe for the RUN's output: {e}")))?;
+            .map_err(BuildError::file("a pipe for the RUN's output"))?;
         let io = RunIo {
             stdout: Some(capture.writer()),
             stderr: Some(capture.writer()),

@@ -89,11 +89,10 @@ impl StageFs {
         let dir = tempfile::Builder::new()
             .prefix("view-")
             .tempdir_in(scratch)
-            .map_err(|e| BuildError::Io(format!("view dir: {e}")))?;
+            .map_err(BuildError::file("view dir"))?;
         let merged = dir.path().join("merged");
         for d in ["merged", "upper", "work", "empty"] {
-            fs::create_dir(dir.path().join(d))
-                .map_err(|e| BuildError::Io(format!("view dir: {e}")))?;
+            fs::create_dir(dir.path().join(d)).map_err(BuildError::file("view dir"))?;
         }
         let lowers = self.layer_dirs(store, snaps);
         let mounted = lowers.and_then(|mut lowers| {

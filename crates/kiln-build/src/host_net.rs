@@ -277,8 +277,16 @@ impl GuardedClient {
         let refusal: Arc<Mutex<Option<Refusal>>> = Arc::default();
         let proxies = proxy_hosts();
         let proxied = !proxies.is_empty();
-        let mut builder =
-            reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600));
+        // The registry client's TLS roots, identity and proxy rules; the
+        // policy hooks below are the remote sources' own.
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let mut builder = kiln_registry::transport::TransportConfig::default()
+            .blocking_builder(&host)
+            .map_err(|e| e.to_string())?
+            .timeout(std::time::Duration::from_secs(600));
         match access {
             HostNetwork::Allowed => {
                 if let Some(UrlHost::Ip(ip)) = url_host(url)

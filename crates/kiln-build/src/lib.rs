@@ -13,7 +13,9 @@ pub mod annotate;
 pub mod base;
 mod bind;
 pub mod cache;
+pub mod cache_mount;
 pub mod cache_session;
+pub mod commit;
 pub mod context;
 pub mod copy;
 mod copy_step;
@@ -123,6 +125,10 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Io(String),
+    /// A file operation failed: `what` says which, `cause` why (in the
+    /// message, so a step's report shows it; not also a `source`).
+    #[error("{what}: {cause}")]
+    File { what: String, cause: std::io::Error },
     #[error(transparent)]
     Dockerfile(#[from] kiln_dockerfile::Diagnostics),
     #[error(transparent)]
@@ -144,6 +150,14 @@ pub enum BuildError {
     /// Stopped because another stage failed.
     #[error("canceled: another step failed")]
     Canceled,
+}
+
+impl BuildError {
+    /// For `map_err`: a file operation on `what` failed.
+    pub fn file(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+        let what = what.into();
+        move |cause| BuildError::File { what, cause }
+    }
 }
 
 #[derive(Debug)]

@@ -122,7 +122,7 @@ pub fn load(
         tempfile::Builder::new()
             .prefix("context-")
             .tempdir_in(scratch)
-            .map_err(|e| BuildError::Io(format!("temporary context directory: {e}")))
+            .map_err(BuildError::file("temporary context directory"))
     };
     let (dir, kind, tmp, bare) = match context {
         ContextArg::Dir(dir) => {

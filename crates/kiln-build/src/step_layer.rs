@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
+use kiln_image::layer::{Entry, LayerOptions};
 use kiln_image::media::Compression;
 use kiln_image::{Descriptor, Digest, Image};
 
@@ -103,13 +103,14 @@ pub(crate) fn cached_layer<K>(
     let layer = if entries.is_empty() {
         None
     } else {
-        let (blob, info) = write_entries_layer(entries, &opts, worker.store.blob_writer()?)?;
-        blob.commit(Some(&info.digest))?;
-        kiln_image::compressed::mark_built(worker.store, &info.digest)?;
-        let media_type = kiln_image::media::Format::Oci.layer(info.compression);
-        let blob = Descriptor::new(media_type, info.digest, info.size);
+        let (blob, diff_id) = crate::commit::write_layer(
+            worker.store,
+            entries,
+            &opts,
+            kiln_image::media::Format::Oci,
+        )?;
         worker.precompress.layer(&blob);
-        Some((blob, info.diff_id))
+        Some((blob, diff_id))
     };
     drop(keep_alive);
     if let (Some(dir), Some((_, diff_id))) = (staged, &layer) {

@@ -751,17 +751,7 @@ fn valid_signal(s: &str) -> bool {
 
 /// Cleans an absolute path like Go's `path.Clean`.
 pub(crate) fn clean_abs(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    kiln_image::clean_path::abs_in_root(p)
 }
 
 #[cfg(test)]

@@ -86,32 +86,7 @@ pub struct Matcher {
 }
 
 /// Go's `path.Clean` for slash-separated paths.
-pub fn clean(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
-}
+pub use kiln_image::clean_path::clean;
 
 impl Matcher {
     /// Compiles the text of a `.dockerignore` file: one pattern per line,
@@ -375,15 +350,6 @@ pub fn ignore_file_candidates(dockerfile_path: &str) -> Vec<IgnoreFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cleaning() {
-        assert_eq!(clean("a/./b/../c/"), "a/c");
-        assert_eq!(clean("../a"), "../a");
-        assert_eq!(clean("/../a"), "/a");
-        assert_eq!(clean(""), ".");
-        assert_eq!(clean("a//b"), "a/b");
-    }
 
     #[test]
     fn candidates() {

@@ -43,6 +43,10 @@
 //!   `Entrypoint`, `Shell`, `Healthcheck`, `Stopsignal`, `Onbuild`, `Arg`,
 //!   `Maintainer`), each with its span, line and original text, plus the
 //!   lint warnings.
+//! * [`change::parse_change`]`(line, &ImageInfo)`: one config instruction
+//!   on its own (`--change`), parsed and resolved as a Dockerfile line, as
+//!   `kiln_image::config_edit::ConfigEdit`s; [`change::config_edits`] is
+//!   the one mapping of a resolved config instruction to edits.
 //! * [`parse_onbuild_triggers`]: parses a base image's ONBUILD list;
 //!   [`resolve`] injects them after FROM when [`stage::ImageInfo`] gives them.
 //! * [`ignore::Matcher`]: `.dockerignore` with moby semantics —
@@ -63,6 +67,7 @@
 //! * Without an [`stage::ImageInfo`] for a base image, its ENV is unknown:
 //!   references resolve to empty and `UndefinedVar` is not reported.
 
+pub mod change;
 mod convert;
 pub mod diag;
 pub mod expand;

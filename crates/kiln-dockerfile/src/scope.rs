@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// An OS/architecture/variant triple (`linux/arm64/v8`).
+/// An OS/architecture/variant triple (`linux/arm64/v8`) as the automatic
+/// platform args spell it: what was written, lower-cased, with none of
+/// `kiln_image::Platform`'s normalisation (kiln-build converts one to the
+/// other in one place, `kiln_build::platform::arg_platform`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Platform {
     /// e.g. `linux`.
@@ -46,24 +49,13 @@ impl std::fmt::Display for Platform {
 impl std::str::FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        };
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok) {
-            return Err(format!(
-                "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"
-            ));
-        }
+        let (os, arch, variant) = kiln_image::Platform::split(s).map_err(|_| {
+            format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64")
+        })?;
         Ok(Platform {
-            os: parts[0].to_ascii_lowercase(),
-            architecture: parts[1].to_ascii_lowercase(),
-            variant: parts
-                .get(2)
-                .map(|v| v.to_ascii_lowercase())
-                .unwrap_or_default(),
+            os: os.to_ascii_lowercase(),
+            architecture: arch.to_ascii_lowercase(),
+            variant: variant.unwrap_or_default().to_ascii_lowercase(),
         })
     }
 }

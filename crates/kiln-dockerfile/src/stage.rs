@@ -223,52 +223,11 @@ impl Ctx<'_> {
     }
 }
 
-/// A permissive image reference check: lower-case repository path,
-/// optional registry with port, tag and digest.
+/// Whether `r` is an image reference: the store's and the registry's own
+/// grammar (`kiln_image::reference`), so that what FROM accepts is what
+/// can be pulled.
 fn looks_like_image(r: &str) -> bool {
-    let (rest, digest) = match r.split_once('@') {
-        Some((a, d)) => (a, Some(d)),
-        None => (r, None),
-    };
-    if digest.is_some_and(|d| !d.contains(':')) {
-        return false;
-    }
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (path, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-        None => (rest, None),
-    };
-    if tag.is_some_and(|t| {
-        t.is_empty()
-            || t.len() > 128
-            || !t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    }) {
-        return false;
-    }
-    let mut comps = path.split('/').peekable();
-    let mut first = true;
-    while let Some(c) = comps.next() {
-        if c.is_empty() {
-            return false;
-        }
-        let registry = first
-            && comps.peek().is_some()
-            && (c.contains('.') || c.contains(':') || c == "localhost");
-        first = false;
-        let ok = if registry {
-            c.chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ".-:".contains(ch))
-        } else {
-            c.chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+    kiln_image::Reference::parse(r).is_ok()
 }
 
 struct StageOut {
@@ -844,12 +803,22 @@ mod tests {
             "golang:1.22-alpine",
             "ghcr.io/a/b:v1",
             "localhost:5000/x",
-            "a@sha256:abc",
+            "a@sha256:0000000000000000000000000000000000000000000000000000000000000000",
             "docker.io/library/node:20",
         ] {
             assert!(looks_like_image(ok), "{ok}");
         }
-        for bad in ["Alpine", "a:", "a b", "a//b", "x:tag with space", "$X"] {
+        // A digest too short to be one is refused, as docker's reference
+        // grammar does.
+        for bad in [
+            "Alpine",
+            "a:",
+            "a b",
+            "a//b",
+            "x:tag with space",
+            "$X",
+            "a@sha256:abc",
+        ] {
             assert!(!looks_like_image(bad), "{bad}");
         }
     }

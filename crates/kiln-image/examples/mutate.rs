@@ -7,7 +7,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use kiln_image::config_edit::{ConfigEdit, apply_all, parse_command};
+use kiln_image::config_edit::{ConfigEdit, apply_all};
 use kiln_image::rewrite::Rewrite;
 use kiln_image::store_io::StoreSource;
 
@@ -18,7 +18,9 @@ fn main() -> Result<(), support::Error> {
     let src = StoreSource::new(&store, "demo/app:1")?;
     let mut rw = Rewrite::load(&src, None)?;
     let edits = [
-        ConfigEdit::Entrypoint(parse_command(r#"["/bin/cat", "/app/hello.txt"]"#)?),
+        // Exec form, as `ENTRYPOINT ["/bin/cat", "/app/hello.txt"]` (the
+        // Dockerfile frontend, kiln_dockerfile::change, parses that text).
+        ConfigEdit::Entrypoint(vec!["/bin/cat".into(), "/app/hello.txt".into()]),
         ConfigEdit::Env("GREETING".into(), "hi".into()),
         ConfigEdit::Label("org.example.team".into(), "kiln".into()),
     ];

@@ -43,9 +43,7 @@ impl Drop for TempFile {
 }
 
 fn clean_member_name(name: &str) -> String {
-    name.trim_start_matches("./")
-        .trim_start_matches('/')
-        .to_string()
+    crate::clean_path::in_root(name)
 }
 
 impl TarIndex {

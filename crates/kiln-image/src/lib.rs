@@ -14,6 +14,7 @@
 
 pub mod archive;
 pub mod canonical;
+pub mod clean_path;
 pub mod compressed;
 pub mod config;
 pub mod config_edit;

@@ -86,8 +86,10 @@ impl Platform {
         }
     }
 
-    /// Parses `os/arch[/variant]`, as `--platform` takes it.
-    pub fn parse(s: &str) -> Result<Platform, PlatformError> {
+    /// Splits `os/arch[/variant]` into its parts as written: the grammar
+    /// of a platform, for `--platform` here and for the Dockerfile
+    /// frontend's build args (which keep what was written).
+    pub fn split(s: &str) -> Result<(&str, &str, Option<&str>), PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
         // A list (`linux/amd64,linux/arm64`) is several platforms, not one
         // with an architecture "amd64,linux".
@@ -99,8 +101,15 @@ impl Platform {
         if parts.len() < 2 || parts.len() > 3 || !parts.iter().all(part_ok) {
             return Err(PlatformError(s.into()));
         }
-        let mut variant = parts.get(2).map(|v| v.to_string());
-        let architecture = match parts[1] {
+        Ok((parts[0], parts[1], parts.get(2).copied()))
+    }
+
+    /// Parses `os/arch[/variant]`, as `--platform` takes it, with Go's
+    /// architecture names (`x86_64` is `amd64`) and arm64's variant `v8`.
+    pub fn parse(s: &str) -> Result<Platform, PlatformError> {
+        let (os, arch, variant) = Platform::split(s)?;
+        let mut variant = variant.map(str::to_string);
+        let architecture = match arch {
             "x86_64" | "x86-64" => "amd64".to_string(),
             "aarch64" => "arm64".to_string(),
             a => a.to_string(),
@@ -109,7 +118,7 @@ impl Platform {
             variant = Some("v8".into());
         }
         Ok(Platform {
-            os: parts[0].to_string(),
+            os: os.to_string(),
             architecture,
             os_version: None,
             os_features: Vec::new(),
@@ -254,7 +263,13 @@ pub enum ManifestError {
     #[error("unsupported manifest media type {0:?}")]
     Unsupported(String),
     #[error("invalid manifest JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<serde_json::Error> for ManifestError {
+    fn from(e: serde_json::Error) -> Self {
+        ManifestError::Json(e)
+    }
 }
 
 impl AnyManifest {

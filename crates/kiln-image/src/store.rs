@@ -50,11 +50,11 @@ pub const REGISTRY_DIGEST: &str = "io.kiln.registry.digest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {cause}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),
@@ -67,10 +67,10 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
-    #[error("invalid JSON in {what}: {source}")]
+    #[error("invalid JSON in {what}: {cause}")]
     Json {
         what: String,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -78,7 +78,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + use<> {
     let path = path.to_path_buf();
-    move |source| StoreError::Io { op, path, source }
+    move |cause| StoreError::Io { op, path, cause }
 }
 
 /// A handle on a store root. Holding it keeps `prune` from running.
@@ -281,9 +281,9 @@ impl Store {
 
     /// Stores `value` as canonical JSON and returns its descriptor.
     pub fn put_json<T: Serialize>(&self, media_type: &str, value: &T) -> Result<Descriptor> {
-        let bytes = crate::canonical::to_vec(value).map_err(|source| StoreError::Json {
+        let bytes = crate::canonical::to_vec(value).map_err(|cause| StoreError::Json {
             what: media_type.to_string(),
-            source,
+            cause,
         })?;
         let digest = self.put_blob(&bytes)?;
         Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
@@ -292,9 +292,9 @@ impl Store {
     /// Reads and parses a JSON blob.
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, digest: &Digest) -> Result<T> {
         let bytes = self.read_blob(digest)?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+        serde_json::from_slice(&bytes).map_err(|cause| StoreError::Json {
             what: digest.to_string(),
-            source,
+            cause,
         })
     }
 
@@ -303,9 +303,9 @@ impl Store {
     fn read_index(&self) -> Result<Index> {
         let p = self.root.join("index.json");
         let bytes = fs::read(&p).map_err(io_err("read", &p))?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+        serde_json::from_slice(&bytes).map_err(|cause| StoreError::Json {
             what: p.display().to_string(),
-            source,
+            cause,
         })
     }
 

@@ -48,10 +48,10 @@ pub enum TransportError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Invalid(String),
@@ -70,7 +70,7 @@ const BLOB_ATTEMPTS: usize = 3;
 impl TransportError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> TransportError {
         let context = context.into();
-        move |source| TransportError::Io { context, source }
+        move |cause| TransportError::Io { context, cause }
     }
 }
 

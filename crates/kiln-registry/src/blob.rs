@@ -663,11 +663,11 @@ pub fn unwrap_io(e: std::io::Error, context: String) -> RegistryError {
             Some(Err(other)) => {
                 return RegistryError::Io {
                     context,
-                    source: std::io::Error::other(other),
+                    cause: std::io::Error::other(other),
                 };
             }
             None => unreachable!("checked get_ref above"),
         }
     }
-    RegistryError::Io { context, source: e }
+    RegistryError::Io { context, cause: e }
 }

@@ -46,18 +46,17 @@ pub enum RegistryError {
     Protocol(String),
     #[error(transparent)]
     Manifest(#[from] kiln_image::manifest::ManifestError),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 impl RegistryError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryError {
         let context = context.into();
-        move |source| RegistryError::Io { context, source }
+        move |cause| RegistryError::Io { context, cause }
     }
 
     /// Whether trying the whole operation again may succeed: the network

@@ -86,19 +86,31 @@ impl TransportConfig {
                 .any(|h| h == host || h == strip_port(host))
     }
 
-    /// A client for requests to `host` (`name[:port]`).
+    /// A client for registry requests to `host` (`name[:port]`).
     pub fn client_for(&self, host: &str) -> Result<reqwest::Client> {
-        let tls_err = |detail: String| RegistryError::Tls {
-            host: host.to_string(),
-            detail,
-        };
-        let mut b = reqwest::Client::builder()
-            .user_agent(&self.user_agent)
+        let b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30))
             .read_timeout(self.read_timeout)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(16);
+        self.configure(host, b)?
+            .build()
+            .map_err(|e| tls_error(host, e.to_string()))
+    }
+
+    /// A blocking client builder for `host` with the same TLS, proxy and
+    /// identity settings as a registry client's, for the build's remote
+    /// sources (which add their own redirect and name-resolution policy).
+    pub fn blocking_builder(&self, host: &str) -> Result<reqwest::blocking::ClientBuilder> {
+        self.configure(host, reqwest::blocking::Client::builder())
+    }
+
+    /// The settings every kiln HTTP client shares, on either builder.
+    fn configure<B: Builder>(&self, host: &str, b: B) -> Result<B> {
+        let tls_err = |detail: String| tls_error(host, detail);
+        let mut b = b
+            .user_agent(&self.user_agent)
+            .connect_timeout(Duration::from_secs(30));
         let mut cas: Vec<PathBuf> = self.extra_ca.clone();
         let mut pairs = self.client_certs.clone();
         for d in &self.certs_d {
@@ -138,9 +150,55 @@ impl TransportConfig {
         if is_loopback(host) {
             b = b.no_proxy();
         }
-        b.build().map_err(|e| tls_err(e.to_string()))
+        Ok(b)
     }
 }
+
+fn tls_error(host: &str, detail: String) -> RegistryError {
+    RegistryError::Tls {
+        host: host.to_string(),
+        detail,
+    }
+}
+
+/// What [`TransportConfig::configure`] sets, on reqwest's async and
+/// blocking client builders alike.
+trait Builder: Sized {
+    fn user_agent(self, agent: &str) -> Self;
+    fn connect_timeout(self, timeout: Duration) -> Self;
+    fn identity(self, id: reqwest::Identity) -> Self;
+    fn add_root_certificate(self, cert: reqwest::Certificate) -> Self;
+    fn danger_accept_invalid_certs(self, accept: bool) -> Self;
+    fn no_proxy(self) -> Self;
+}
+
+macro_rules! builder {
+    ($t:ty) => {
+        impl Builder for $t {
+            fn user_agent(self, agent: &str) -> Self {
+                <$t>::user_agent(self, agent)
+            }
+            fn connect_timeout(self, timeout: Duration) -> Self {
+                <$t>::connect_timeout(self, timeout)
+            }
+            fn identity(self, id: reqwest::Identity) -> Self {
+                <$t>::identity(self, id)
+            }
+            fn add_root_certificate(self, cert: reqwest::Certificate) -> Self {
+                <$t>::add_root_certificate(self, cert)
+            }
+            fn danger_accept_invalid_certs(self, accept: bool) -> Self {
+                <$t>::danger_accept_invalid_certs(self, accept)
+            }
+            fn no_proxy(self) -> Self {
+                <$t>::no_proxy(self)
+            }
+        }
+    };
+}
+
+builder!(reqwest::ClientBuilder);
+builder!(reqwest::blocking::ClientBuilder);
 
 /// What one certificate directory holds, by Docker's naming: `*.crt` are
 /// CAs, `X.cert` with `X.key` a client certificate. Unreadable or missing

@@ -12,19 +12,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A syscall on a path failed.
-    #[error("{syscall} {}: {source}", path.display())]
+    #[error("{syscall} {}: {cause}", path.display())]
     Path {
         syscall: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A syscall that has no path failed.
-    #[error("{syscall}: {source}")]
+    #[error("{syscall}: {cause}")]
     Sys {
         syscall: &'static str,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The run description is unusable (empty argv, relative target, NUL byte...).
     #[error("invalid run spec: {0}")]
@@ -42,11 +40,10 @@ pub enum Error {
     #[error("user namespace: {0}")]
     Userns(String),
     /// The command could not be executed inside the sandbox.
-    #[error("exec {argv0:?} in the sandbox: {source}")]
+    #[error("exec {argv0:?} in the sandbox: {cause}")]
     Exec {
         argv0: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A `--ulimit` that is malformed or cannot be set (the text says which).
     #[error("{0}")]
@@ -65,14 +62,14 @@ impl Error {
         Error::Path {
             syscall,
             path: path.into(),
-            source: e.into(),
+            cause: e.into(),
         }
     }
 
     pub(crate) fn sys(syscall: &'static str, e: impl Into<std::io::Error>) -> Self {
         Error::Sys {
             syscall,
-            source: e.into(),
+            cause: e.into(),
         }
     }
 }

@@ -357,8 +357,8 @@ fn worker(x: &Exec) -> (&'static str, i32) {
     }
     let errno = |e: Error| -> i32 {
         match e {
-            Error::Sys { source, .. } | Error::Path { source, .. } => {
-                source.raw_os_error().unwrap_or(libc::EPERM)
+            Error::Sys { cause, .. } | Error::Path { cause, .. } => {
+                cause.raw_os_error().unwrap_or(libc::EPERM)
             }
             _ => libc::EPERM,
         }

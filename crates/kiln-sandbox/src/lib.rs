@@ -2,7 +2,9 @@
 //! by design. It knows nothing about images or layers: the caller hands it a
 //! prepared [`Rootfs`] (a directory, or overlay lowers + upper + work dirs)
 //! and gets the process's [`ExitStatus`] back; the overlay's upper dir then
-//! holds the changes, for the differ (kiln-snapshot).
+//! holds the changes, for the differ (kiln-snapshot). Of kiln-image it uses
+//! only the one lexical path cleaning (`kiln_image::clean_path`), so that
+//! a mount target means what a layer's or a Dockerfile's path means.
 //!
 //! # Use
 //! ```no_run

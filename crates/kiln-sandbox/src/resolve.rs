@@ -7,8 +7,8 @@
 //! does). It never resolves a path against the host's root.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -26,17 +26,11 @@ pub(crate) enum Kind {
 /// (openat2 IN_ROOT would also contain `..`; cleaning makes the components
 /// usable as names for `mkdirat`.)
 pub(crate) fn clean(path: &Path) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
+    let bytes = path.as_os_str().as_bytes();
+    let (_, kept) = kiln_image::clean_path::resolve(bytes.split(|&b| b == b'/'));
+    kept.iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
 }
 
 fn in_root_flags() -> ResolveFlags {

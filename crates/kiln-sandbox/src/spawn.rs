@@ -336,7 +336,7 @@ pub(crate) fn run(plan: &Plan<'_>, forward: bool) -> Result<ExitStatus> {
         STATE_EXITED => Ok(ExitStatus::from_raw(d.wait_status)),
         STATE_FAILED if d.kind == KIND_EXEC => Err(Error::Exec {
             argv0: plan.spec.argv.first().cloned().unwrap_or_default(),
-            source: std::io::Error::from_raw_os_error(d.errno),
+            cause: std::io::Error::from_raw_os_error(d.errno),
         }),
         STATE_FAILED => Err(Error::Child(
             String::from_utf8_lossy(&d.msg[..(d.len as usize).min(MSG_LEN)]).into_owned(),

@@ -61,7 +61,7 @@ fn errno(op: &'static str, path: PathBuf) -> impl FnOnce(Errno) -> Error {
     move |e| Error::Io {
         op,
         path,
-        source: e.into(),
+        cause: e.into(),
     }
 }
 
@@ -309,10 +309,10 @@ impl Ctx<'_> {
         )
         .map_err(errno("create", shown.to_path_buf()))?;
         if st.stx_size > 0 {
-            copy_data(&src, &dst, st.stx_size).map_err(|source| Error::Io {
+            copy_data(&src, &dst, st.stx_size).map_err(|cause| Error::Io {
                 op: "copy",
                 path: shown.to_path_buf(),
-                source,
+                cause,
             })?;
         }
         self.set_owner_xattrs(&src, &dst, st, shown)?;

@@ -138,9 +138,9 @@ impl Snapshots {
                     &tmp,
                     &opts,
                 )
-                .map_err(|source| Error::Extract {
+                .map_err(|cause| Error::Extract {
                     diff_id: diff_id.to_string(),
-                    source,
+                    cause,
                 })
             });
         if let Err(e) = unpacked {
@@ -216,8 +216,8 @@ impl Snapshots {
         for (blob, diff_id) in layers.iter().rev() {
             match self.layer_dir(store, blob, diff_id) {
                 Ok(d) => dirs.push(d),
-                Err(Error::Extract { source, .. })
-                    if !matches!(source, ExtractError::DiffIdMismatch { .. }) =>
+                Err(Error::Extract { cause, .. })
+                    if !matches!(cause, ExtractError::DiffIdMismatch { .. }) =>
                 {
                     return self.unpack_into(store, layers, rootfs);
                 }
@@ -246,9 +246,9 @@ impl Snapshots {
                 rootfs,
                 &opts,
             )
-            .map_err(|source| Error::Extract {
+            .map_err(|cause| Error::Extract {
                 diff_id: diff_id.to_string(),
-                source,
+                cause,
             })?;
         }
         StatIndex::build(rootfs)

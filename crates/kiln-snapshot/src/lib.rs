@@ -32,16 +32,16 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {cause}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("unpacking layer {diff_id}: {source}")]
+    #[error("unpacking layer {diff_id}: {cause}")]
     Extract {
         diff_id: String,
-        source: kiln_image::layer::ExtractError,
+        cause: kiln_image::layer::ExtractError,
     },
     #[error(transparent)]
     Store(#[from] kiln_image::StoreError),
@@ -56,5 +56,5 @@ pub(crate) fn io_err(
     path: &std::path::Path,
 ) -> impl FnOnce(std::io::Error) -> Error + use<> {
     let path = path.to_path_buf();
-    move |source| Error::Io { op, path, source }
+    move |cause| Error::Io { op, path, cause }
 }

@@ -148,7 +148,7 @@ fn io(op: &'static str, path: PathBuf) -> impl FnOnce(rustix::io::Errno) -> Erro
     move |e| Error::Io {
         op,
         path,
-        source: e.into(),
+        cause: e.into(),
     }
 }
 

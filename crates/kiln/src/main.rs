@@ -202,19 +202,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, `: `-joined as anyhow's `{:#}` does, less
-/// the causes whose text the message before them already ends with: most
-/// library errors print their source inside their own message, and `{:#}`
-/// alone would say the innermost cause once per level.
+/// The error and its causes, `: `-joined as anyhow's `{:#}` does. Each
+/// cause is said once: kiln's errors put a cause in their message or mark
+/// it as their `source`, never both.
 fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if text.is_empty() {
-            text = part;
-        } else if !text.ends_with(&part) {
-            text = format!("{text}: {part}");
-        }
-    }
-    text
+    format!("{e:#}")
 }

@@ -4,6 +4,7 @@
 //! SIGPIPE has (141), as docker and every C tool do.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Writes `args` to stdout; a closed pipe ends the process.
 pub fn write(args: std::fmt::Arguments<'_>) {
@@ -28,13 +29,27 @@ macro_rules! outln {
 /// cleaned up; then [`pipe_closed`] ends the process as SIGPIPE would.
 pub struct Stream;
 
+/// Set when a write to [`Stream`] met a closed pipe: library errors carry
+/// their cause in their message (not as a `source` to downcast), so this
+/// is how [`pipe_closed`] knows.
+static PIPE_CLOSED: AtomicBool = AtomicBool::new(false);
+
+fn noting_closed_pipe<T>(r: io::Result<T>) -> io::Result<T> {
+    if r.as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    {
+        PIPE_CLOSED.store(true, Ordering::Relaxed);
+    }
+    r
+}
+
 impl io::Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        io::stdout().lock().write(buf)
+        noting_closed_pipe(io::stdout().lock().write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        io::stdout().lock().flush()
+        noting_closed_pipe(io::stdout().lock().flush())
     }
 }
 
@@ -42,12 +57,7 @@ impl io::Write for Stream {
 /// (`kiln save x | head -c 1`): then the process ends quietly with 141, as
 /// `outln!` ends it.
 pub fn pipe_closed<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
-    if let Err(e) = &r
-        && e.chain().any(|c| {
-            c.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-        })
-    {
+    if r.is_err() && PIPE_CLOSED.load(Ordering::Relaxed) {
         std::process::exit(141);
     }
     r

@@ -189,6 +189,47 @@ both!(commit_lists_exactly_the_changes, |who| {
     );
 });
 
+// A build's RUN and `kiln run` keep cache mounts in one layout, so the
+// same id is the same cache for both, in either direction.
+both!(a_cache_mount_is_shared_by_build_and_run, |who| {
+    let Some((d, k)) = store(who, |_| {}) else {
+        return;
+    };
+    let build = |name: &str, run: &str| {
+        let ctx = d.path().join(name);
+        fs::create_dir(&ctx).unwrap();
+        let dockerfile = format!("FROM base\nRUN --mount=type=cache,id=shared,target=/c {run}\n");
+        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let (out, _, log) = kiln_build(&k, &ctx, &["--no-cache"]);
+        assert!(out.status.success(), "kiln build failed:\n{log}");
+    };
+    build("fill", "echo from-build > /c/built");
+    let seen = run_ok(
+        &k,
+        &[
+            "--mount",
+            "type=cache,id=shared,target=/x",
+            "base",
+            "cat",
+            "/x/built",
+        ],
+    );
+    assert_eq!(seen.trim(), "from-build", "kiln run sees the build's cache");
+    run_ok(
+        &k,
+        &[
+            "--mount",
+            "type=cache,id=shared,target=/x",
+            "base",
+            "sh",
+            "-c",
+            "echo from-run > /x/ran",
+        ],
+    );
+    // The RUN fails unless it reads what `kiln run` wrote.
+    build("read", "test \"$(cat /c/ran)\" = from-run");
+});
+
 both!(apt_install_hello_debian, |who| {
     let Some(k) = debian_store(who) else { return };
     let tag = format!("hello-{:?}", who).to_lowercase();

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use kiln_dockerfile::change::config_edits;
 use kiln_dockerfile::instructions::{FromRef, Instr, Network, Resolved};
 use kiln_dockerfile::mount::MountType;
 use kiln_dockerfile::stage::{Base, Stage};
@@ -259,53 +260,9 @@ impl StageLowering<'_> {
     ) -> Result<(), BuildError> {
         let created_by = r.original.trim().to_string();
         match &r.instr {
-            Instr::Env { vars } => {
-                let edits: Vec<ConfigEdit> = vars
-                    .iter()
-                    .map(|v| ConfigEdit::Env(v.key.clone(), v.value.clone()))
-                    .collect();
-                self.edit(created_by, &edits);
-            }
-            Instr::Label { labels } => {
-                let edits: Vec<ConfigEdit> = labels
-                    .iter()
-                    .map(|v| ConfigEdit::Label(v.key.clone(), v.value.clone()))
-                    .collect();
-                self.edit(created_by, &edits);
-            }
-            Instr::Expose { ports } => {
-                let edits: Vec<ConfigEdit> =
-                    ports.iter().cloned().map(ConfigEdit::Expose).collect();
-                self.edit(created_by, &edits);
-            }
-            Instr::Volume { paths } => {
-                let edits: Vec<ConfigEdit> =
-                    paths.iter().cloned().map(ConfigEdit::Volume).collect();
-                self.edit(created_by, &edits);
-            }
-            Instr::User { user } => self.edit(created_by, &[ConfigEdit::User(user.clone())]),
-            Instr::Cmd { argv, .. } => {
-                *cmd_set = true;
-                self.edit(created_by, &[ConfigEdit::Cmd(argv.clone())]);
-            }
-            Instr::Entrypoint { argv, .. } => {
-                // As Docker: an ENTRYPOINT drops a CMD inherited from the base
-                // (the edit does that), not one this stage set.
-                let kept = self.image.config.runtime().cmd.clone();
-                self.edit(created_by, &[ConfigEdit::Entrypoint(argv.clone())]);
-                if *cmd_set {
-                    self.image.config.runtime_mut().cmd = kept;
-                }
-            }
             Instr::Shell { shell } => {
                 self.image.config.runtime_mut().shell = Some(shell.clone());
                 self.edit(created_by, &[]);
-            }
-            Instr::Stopsignal { signal } => {
-                self.edit(created_by, &[ConfigEdit::StopSignal(signal.clone())]);
-            }
-            Instr::Onbuild { expression } => {
-                self.edit(created_by, &[ConfigEdit::OnBuild(expression.clone())]);
             }
             Instr::Healthcheck(h) => {
                 self.image.config.runtime_mut().healthcheck =
@@ -326,7 +283,10 @@ impl StageLowering<'_> {
             }
             Instr::Arg { .. } => {}
             Instr::Workdir { resolved, .. } => {
-                self.image.config.runtime_mut().working_dir = Some(resolved.clone());
+                config_edit::apply(
+                    &mut self.image.config,
+                    &ConfigEdit::Workdir(resolved.clone()),
+                );
                 let user = self.image.config.runtime().user.clone().unwrap_or_default();
                 let op = Op::Mkdir(MkdirOp {
                     path: resolved.clone(),
@@ -380,6 +340,24 @@ impl StageLowering<'_> {
                 self.copy(i, r, op, created_by)?;
             }
             Instr::Run(run) => self.run(i, r, run)?,
+            instr => {
+                // The rest edit the config as `--change` and `kiln mutate`
+                // do: one mapping, one pure apply.
+                let edits = config_edits(instr).ok_or_else(|| {
+                    BuildError::Instruction(format!("{created_by}: not a config instruction"))
+                })?;
+                let kept = self.image.config.runtime().cmd.clone();
+                self.edit(created_by, &edits);
+                match instr {
+                    Instr::Cmd { .. } => *cmd_set = true,
+                    // As Docker: an ENTRYPOINT drops a CMD inherited from
+                    // the base (the edit does that), not one this stage set.
+                    Instr::Entrypoint { .. } if *cmd_set => {
+                        self.image.config.runtime_mut().cmd = kept;
+                    }
+                    _ => {}
+                }
+            }
         }
         Ok(())
     }

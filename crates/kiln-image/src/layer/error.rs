@@ -13,23 +13,25 @@ pub enum LayerError {
     Duplicate { path: String },
     #[error("layer entry {path:?}: {reason}")]
     Invalid { path: String, reason: String },
-    #[error("layer entry {path:?}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("layer entry {path:?}: {cause}")]
+    Io { path: String, cause: io::Error },
     #[error("host file {path:?} changed while it was written to the layer: {reason}")]
     Changed { path: String, reason: String },
     #[error("writing the layer: {0}")]
-    Write(#[from] io::Error),
+    Write(io::Error),
+}
+
+impl From<io::Error> for LayerError {
+    fn from(e: io::Error) -> Self {
+        LayerError::Write(e)
+    }
 }
 
 impl LayerError {
-    pub(crate) fn io(path: impl AsRef<[u8]>, source: io::Error) -> Self {
+    pub(crate) fn io(path: impl AsRef<[u8]>, cause: io::Error) -> Self {
         LayerError::Io {
             path: show(path.as_ref()),
-            source,
+            cause,
         }
     }
 }

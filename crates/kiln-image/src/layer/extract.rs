@@ -122,29 +122,20 @@ pub struct ExtractReport {
 /// An extraction error. Everything caused by one entry names it.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    #[error("extraction target {path:?}: {source}")]
-    Target {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("extraction target {path:?}: {cause}")]
+    Target { path: PathBuf, cause: io::Error },
     #[error("layer entry {entry:?} rejected: {reason}")]
     Rejected { entry: String, reason: String },
     #[error("layer entry {entry:?}: archive truncated: {detail}")]
     Truncated { entry: String, detail: String },
-    #[error("layer entry {entry:?}: {op}: {source}")]
+    #[error("layer entry {entry:?}: {op}: {cause}")]
     Io {
         entry: String,
         op: &'static str,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("layer archive truncated or corrupt after entry {after:?}: {source}")]
-    Archive {
-        after: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("layer archive truncated or corrupt after entry {after:?}: {cause}")]
+    Archive { after: String, cause: io::Error },
     #[error("layer content is {actual}, not the diff ID {expected} the image config claims")]
     DiffIdMismatch { expected: Digest, actual: Digest },
 }
@@ -175,7 +166,7 @@ impl Fail {
         match self {
             Fail::Reject(reason) => ExtractError::Rejected { entry, reason },
             Fail::Truncated(detail) => ExtractError::Truncated { entry, detail },
-            Fail::Io(op, source) => ExtractError::Io { entry, op, source },
+            Fail::Io(op, cause) => ExtractError::Io { entry, op, cause },
         }
     }
 }
@@ -190,9 +181,9 @@ pub fn extract<R: Read>(
     target: &Path,
     opts: &ExtractOptions,
 ) -> Result<ExtractReport, ExtractError> {
-    let (c, rd) = open_layer(layer).map_err(|source| ExtractError::Archive {
+    let (c, rd) = open_layer(layer).map_err(|cause| ExtractError::Archive {
         after: "(start of archive)".into(),
-        source,
+        cause,
     })?;
     let mut rep = match &opts.expect_diff_id {
         None => extract_tar(rd, target, opts)?,
@@ -200,9 +191,9 @@ pub fn extract<R: Read>(
             let mut hashed = HashingReader::new(rd, expected.hasher());
             let rep = extract_tar(&mut hashed, target, opts)?;
             // tar stops at its end marker; the diff ID covers the padding too.
-            io::copy(&mut hashed, &mut io::sink()).map_err(|source| ExtractError::Archive {
+            io::copy(&mut hashed, &mut io::sink()).map_err(|cause| ExtractError::Archive {
                 after: "(end of archive)".into(),
-                source,
+                cause,
             })?;
             let (_, actual, _) = hashed.finish();
             if actual != *expected {
@@ -251,9 +242,9 @@ pub fn extract_tar<R: Read>(
     target: &Path,
     opts: &ExtractOptions,
 ) -> Result<ExtractReport, ExtractError> {
-    let root = Root::open(target).map_err(|source| ExtractError::Target {
+    let root = Root::open(target).map_err(|cause| ExtractError::Target {
         path: target.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut st = State {
         root,
@@ -265,14 +256,14 @@ pub fn extract_tar<R: Read>(
     };
     let mut ar = tar::Archive::new(tar);
     let mut last = String::from("(start of archive)");
-    let entries = ar.entries().map_err(|source| ExtractError::Archive {
+    let entries = ar.entries().map_err(|cause| ExtractError::Archive {
         after: last.clone(),
-        source,
+        cause,
     })?;
     for ent in entries {
-        let mut ent = ent.map_err(|source| ExtractError::Archive {
+        let mut ent = ent.map_err(|cause| ExtractError::Archive {
             after: last.clone(),
-            source,
+            cause,
         })?;
         let raw = ent.path_bytes().into_owned();
         let shown = show(&raw);

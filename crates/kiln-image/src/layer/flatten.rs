@@ -24,15 +24,17 @@ use super::extract::{ExtractError, ExtractOptions, ExtractWarning, extract};
 #[derive(Debug, thiserror::Error)]
 pub enum FlattenError {
     #[error("scratch directory: {0}")]
-    Scratch(#[source] io::Error),
-    #[error("layer {layer}: {source}")]
-    Extract {
-        layer: usize,
-        #[source]
-        source: ExtractError,
-    },
+    Scratch(io::Error),
+    #[error("layer {layer}: {cause}")]
+    Extract { layer: usize, cause: ExtractError },
     #[error("writing the flattened layer: {0}")]
-    Write(#[from] LayerError),
+    Write(LayerError),
+}
+
+impl From<LayerError> for FlattenError {
+    fn from(e: LayerError) -> Self {
+        FlattenError::Write(e)
+    }
 }
 
 /// Applies `layers` (compressed or not, oldest first) in a fresh directory
@@ -52,7 +54,7 @@ pub fn flatten<R: Read, W: Write>(
     let mut warnings = Vec::new();
     for (i, layer) in layers.into_iter().enumerate() {
         let rep = extract(layer, dir.path(), &xopts)
-            .map_err(|source| FlattenError::Extract { layer: i, source })?;
+            .map_err(|cause| FlattenError::Extract { layer: i, cause })?;
         warnings.extend(rep.warnings);
     }
     let (sink, info) = write_dir_layer(dir.path(), opts, sink)?;

@@ -31,19 +31,10 @@ pub fn clean_entry_name(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.contains(&0) {
         return Err("name contains a NUL byte");
     }
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for c in raw.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                if parts.pop().is_none() {
-                    return Err("name climbs above the root with ..");
-                }
-            }
-            _ => parts.push(c),
-        }
+    match crate::clean_path::resolve(raw.split(|&b| b == b'/')) {
+        (0, parts) => Ok(parts.join(&b'/')),
+        _ => Err("name climbs above the root with .."),
     }
-    Ok(parts.join(&b'/'))
 }
 
 /// Splits a clean path into (parent, final component).

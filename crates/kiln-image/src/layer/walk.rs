@@ -68,7 +68,7 @@ pub fn walk_dir(dir: &Path, opts: &WalkOptions) -> Result<Vec<Entry>, LayerError
                 .unwrap_or_default();
             LayerError::Io {
                 path: p,
-                source: e.into(),
+                cause: e.into(),
             }
         })?;
         let host = item.path();

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kiln_image::layer::{LayerOptions, write_entries_layer};
-use kiln_image::{Descriptor, History, Image, NewLayer, Platform, Reference, Store};
+use kiln_build::cache_mount::CacheMount;
+use kiln_image::layer::{Entry, LayerOptions};
+use kiln_image::{Descriptor, History, Image, Platform, Reference, Store};
 use kiln_sandbox::{Isolation, MountSpec, Network, Rootfs, RunSpec, Sandbox, exit_code};
-use kiln_snapshot::{Container, Mode, Snapshots};
+use kiln_snapshot::{Mode, Snapshots};
 
 use super::{created_now, open_store, source_date_epoch};
 
@@ -137,18 +138,6 @@ pub fn pick_mode(store: &Store, asked: Option<&str>) -> anyhow::Result<Mode> {
     Ok(if verdict { Mode::Overlay } else { Mode::Copy })
 }
 
-/// The sandbox's view of a container filesystem.
-pub fn rootfs_of(c: &Container) -> Rootfs {
-    match c.mode() {
-        Mode::Overlay => Rootfs::Overlay {
-            lowers: c.lowers().to_vec(),
-            upper: c.upper(),
-            work: c.work(),
-        },
-        Mode::Copy => Rootfs::Dir(c.rootfs()),
-    }
-}
-
 /// `-v HOST:CONTAINER[:ro|rw]`. A host path must be absolute, as docker
 /// requires of a bind (a bare name would be a named volume there).
 fn parse_volume(spec: &str) -> anyhow::Result<MountSpec> {
@@ -198,11 +187,13 @@ fn parse_mount(store: &Store, spec: &str) -> anyhow::Result<MountSpec> {
             mode: None,
         },
         "cache" => {
+            // The build's layout and defaults, so that a cache a build's
+            // RUN filled is this one under the same id.
             let id = id.unwrap_or_else(|| target.display().to_string());
-            let key = kiln_image::Digest::sha256_of(id.as_bytes());
-            let dir = store.dir(&format!("cache-mounts/{}", key.hex()))?;
+            let cache = CacheMount::open(store, &id)?;
+            cache.create_data(0o755, 0, 0)?;
             MountSpec::Cache {
-                source: dir,
+                source: cache.data(),
                 target,
             }
         }
@@ -278,14 +269,21 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<()> {
         .collect();
     let snapshots = Snapshots::open(&store)?;
     t.mark("setup");
-    let container = snapshots.create(&store, &layers, mode)?;
-    t.mark("snapshot");
-    let result = run_in(&store, &image, &container, isolation, &a, &mut t);
-    let removed = container.remove();
+    let ran = kiln_build::commit::run_and_diff(
+        &store,
+        &snapshots,
+        &layers,
+        mode,
+        &mut |phase| t.mark(phase),
+        |rootfs| run_in(&store, &image, rootfs, isolation, &a),
+    )?;
+    if let (Some(name), Some(entries)) = (&a.commit, ran.entries) {
+        commit(&store, image, entries, name, &ran.output.1)?;
+        t.mark("commit");
+    }
+    ran.container.remove()?;
     t.mark("remove");
-    let code = result?;
-    removed?;
-    std::process::exit(code);
+    std::process::exit(ran.output.0);
 }
 
 /// Pulls `image` into the store (the global `--root` is `KILN_ROOT` by
@@ -301,20 +299,22 @@ fn pull(image: &str, missing: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the command on `rootfs` and returns its exit code and argv, and
+/// with `--commit` the targets of its mounts (left out of the diff).
+#[allow(clippy::type_complexity)]
 fn run_in(
     store: &Store,
     image: &Image,
-    container: &Container,
+    rootfs: Rootfs,
     isolation: Isolation,
     a: &RunArgs,
-    t: &mut Timings,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<((i32, Vec<String>), Option<Vec<PathBuf>>)> {
     let rt = image.config.runtime();
     let argv = super::run_opts::argv(rt, a.entrypoint.as_deref(), &a.command);
     if argv.is_empty() {
         bail!("{} has no command; give one after the image name", a.image);
     }
-    let mut spec = RunSpec::new(rootfs_of(container), argv);
+    let mut spec = RunSpec::new(rootfs, argv);
     spec.env = rt.env.clone().unwrap_or_default();
     if a.tty {
         // As docker run -t: programs ask TERM what the terminal can do.
@@ -374,10 +374,10 @@ fn run_in(
     let status = match status {
         Ok(status) => status,
         // As docker: the message, and 127 (not found) or 126 (not executable).
-        Err(kiln_sandbox::Error::Exec { argv0, source }) => {
-            let (code, message) = super::run_opts::exec_failure(&argv0, &source);
+        Err(kiln_sandbox::Error::Exec { argv0, cause }) => {
+            let (code, message) = super::run_opts::exec_failure(&argv0, &cause);
             eprintln!("kiln: {message}");
-            return Ok(code);
+            return Ok(((code, spec.argv), None));
         }
         Err(e) => {
             let what = match &a.name {
@@ -388,20 +388,11 @@ fn run_in(
         }
     };
     let code = exit_code(&status);
-    t.mark("run");
-    if let Some(name) = &a.commit {
-        let targets: Vec<PathBuf> = spec.mounts.iter().map(mount_target).collect();
-        commit(
-            store,
-            image.clone(),
-            container,
-            &targets,
-            name,
-            &spec.argv,
-            t,
-        )?;
-    }
-    Ok(code)
+    let targets = a
+        .commit
+        .as_ref()
+        .map(|_| spec.mounts.iter().map(mount_target).collect());
+    Ok(((code, spec.argv), targets))
 }
 
 fn mount_target(m: &MountSpec) -> PathBuf {
@@ -414,43 +405,31 @@ fn mount_target(m: &MountSpec) -> PathBuf {
     }
 }
 
+/// Saves the run's changes as a layer on `image`, tagged `name`.
 fn commit(
     store: &Store,
     image: Image,
-    container: &Container,
-    mount_targets: &[PathBuf],
+    entries: Vec<Entry>,
     name: &str,
     argv: &[String],
-    t: &mut Timings,
 ) -> anyhow::Result<()> {
     let name = Reference::parse(name)?;
     let epoch = source_date_epoch()?;
-    let entries = container.diff(mount_targets)?;
-    t.mark("diff");
     let opts = LayerOptions {
         source_date_epoch: epoch,
         ..LayerOptions::default()
     };
-    let (blob, info) = write_entries_layer(entries, &opts, store.blob_writer()?)?;
-    blob.commit(Some(&info.digest))?;
+    let format = image.format;
+    let layer = kiln_build::commit::write_layer(store, entries, &opts, format)?;
     let created = created_now(epoch);
-    let media_type = image.format.layer(info.compression);
-    let image = image
-        .with_layer(
-            NewLayer {
-                blob: Descriptor::new(media_type, info.digest, info.size),
-                diff_id: info.diff_id,
-            },
-            History {
-                created: Some(created.clone()),
-                created_by: Some(format!("kiln run {}", argv.join(" "))),
-                ..History::default()
-            },
-        )
-        .created_at(created);
+    let history = History {
+        created: Some(created.clone()),
+        created_by: Some(format!("kiln run {}", argv.join(" "))),
+        ..History::default()
+    };
+    let image = kiln_build::commit::append_layer(image, Some(layer), history).created_at(created);
     let raw = image.write(store)?;
     store.tag(&name, &raw.descriptor())?;
-    t.mark("commit");
     eprintln!("committed {} as {}", image.id(), name.familiar());
     Ok(())
 }

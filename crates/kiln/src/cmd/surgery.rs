@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kiln_image::config_edit::{ConfigEdit, apply_all, parse_command};
+use kiln_dockerfile::change::parse_command;
+use kiln_dockerfile::stage::ImageInfo;
+use kiln_image::config_edit::{ConfigEdit, apply_all};
 use kiln_image::rewrite::{Rewrite, RewriteSource, Top, annotate_index, config_bytes};
 use kiln_image::transport::{CopyOptions, ImageSource, copy};
 use kiln_image::{Digest, Platform};
@@ -232,14 +234,17 @@ fn created_time(s: &str) -> Result<String> {
 fn config_edits(a: &MutateArgs, current_workdir: Option<&str>) -> Result<Vec<ConfigEdit>> {
     let mut edits = Vec::new();
     let ctx = |flag: &str| format!("--{flag}");
+    // Shell form is `/bin/sh -c`, whatever SHELL the image has, as
+    // buildah config's.
+    let sh = ImageInfo::default();
     if let Some(e) = &a.entrypoint {
         edits.push(ConfigEdit::Entrypoint(
-            parse_command(e).with_context(|| ctx("entrypoint"))?,
+            parse_command(e, &sh).with_context(|| ctx("entrypoint"))?,
         ));
     }
     if let Some(c) = &a.cmd {
         edits.push(ConfigEdit::Cmd(
-            parse_command(c).with_context(|| ctx("cmd"))?,
+            parse_command(c, &sh).with_context(|| ctx("cmd"))?,
         ));
     }
     for e in &a.env {
