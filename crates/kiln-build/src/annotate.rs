@@ -77,6 +77,29 @@ fn is_type_list(s: &str) -> bool {
     })
 }
 
+/// The annotation keys that name the image a build started from, as
+/// BuildKit writes them; `kiln rebase` without `--old-base`/`--new-base`
+/// reads them.
+pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+/// `annotations` and the base image's name (normalized, as BuildKit
+/// writes it) and manifest digest, unless the user set those keys.
+pub fn with_base(
+    annotations: &BTreeMap<String, String>,
+    base: Option<&(String, String)>,
+) -> BTreeMap<String, String> {
+    let mut out = annotations.clone();
+    if let Some((reference, digest)) = base {
+        let name = kiln_image::Reference::parse(reference)
+            .map_or_else(|_| reference.clone(), |r| r.to_string());
+        out.entry(BASE_NAME.to_string()).or_insert(name);
+        out.entry(BASE_DIGEST.to_string())
+            .or_insert_with(|| digest.clone());
+    }
+    out
+}
+
 /// Writes `result`'s manifest anew with `annotations` (its config, and so
 /// the image ID, stay the same) and makes it the result's manifest, which
 /// the store's names, archives and pushes then carry.

@@ -5,14 +5,23 @@
 use std::collections::BTreeMap;
 
 use kiln_dockerfile::stage::{Base, ImageInfo, Stage};
-use kiln_image::{Image, Platform, Store};
+use kiln_image::{Digest, Image, Platform, Store};
 
 use crate::BuildError;
 use crate::options::BuildOptions;
 use crate::platform::stage_platform;
 
+/// A loaded base image and the manifest its reference resolved to (for
+/// the stage's platform): what `org.opencontainers.image.base.digest`
+/// names.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub image: Image,
+    pub digest: Digest,
+}
+
 /// Loaded base images by [`key`].
-pub type BaseImages = BTreeMap<String, Image>;
+pub type BaseImages = BTreeMap<String, BaseImage>;
 
 /// The key of a stage's base image in [`BaseImages`].
 pub fn key(base: &str, platform: &Platform) -> String {
@@ -28,6 +37,17 @@ pub fn load_image(
     platform: &Platform,
     asked: bool,
 ) -> Result<Image, BuildError> {
+    load_base(store, opts, reference, platform, asked).map(|b| b.image)
+}
+
+/// [`load_image`], with the digest of the manifest it came from.
+pub fn load_base(
+    store: &Store,
+    opts: &BuildOptions,
+    reference: &str,
+    platform: &Platform,
+    asked: bool,
+) -> Result<BaseImage, BuildError> {
     if let Some(fetch) = &opts.fetch_base {
         let stored = Image::load(store, reference, platform).ok();
         let fits = stored.as_ref().is_some_and(|(img, _)| {
@@ -55,7 +75,12 @@ pub fn load_image(
             }
         }
     }
-    Image::load(store, reference, platform).map(|(img, _)| img).map_err(|e| {
+    Image::load(store, reference, platform)
+        .map(|(image, raw)| BaseImage {
+            image,
+            digest: raw.digest,
+        })
+        .map_err(|e| {
         BuildError::Instruction(format!(
             "base image {reference}: {e} (kiln builds from images in its store: `kiln pull {reference}` or `kiln import`)"
         ))
@@ -82,17 +107,20 @@ pub fn load_bases(
     let mut warnings = Vec::new();
     for stage in stages {
         let platform = stage_platform(stage, &opts.platform)?;
-        let (name, img) = match &stage.base {
+        let (name, base) = match &stage.base {
             Base::Image { reference } => {
-                let img = load_image(
+                let base = load_base(
                     store,
                     opts,
                     reference,
                     &platform,
                     platform_asked(opts, stage),
                 )?;
-                infos.insert(reference.clone(), ImageInfo::from_config(&img.config));
-                (reference.clone(), img)
+                infos.insert(
+                    reference.clone(),
+                    ImageInfo::from_config(&base.image.config),
+                );
+                (reference.clone(), base)
             }
             Base::Context { name } => {
                 let img = match opts.named_contexts.get(name) {
@@ -104,11 +132,17 @@ pub fn load_bases(
                         "FROM {name}: a directory build context cannot be a base image"
                     ))
                 })?;
-                (context_name(name), img)
+                // An image context is known by its content.
+                let (_, raw) = img.encode(&BTreeMap::new())?;
+                let base = BaseImage {
+                    image: img,
+                    digest: raw.digest,
+                };
+                (context_name(name), base)
             }
             _ => continue,
         };
-        let c = &img.config;
+        let c = &base.image.config;
         if c.os != platform.os || c.architecture != platform.architecture {
             let what = format!(
                 "{}: the base image is for {}/{} only, not {platform}",
@@ -123,7 +157,7 @@ pub fn load_bases(
             // image's own platform (see the lowering), and says so.
             warnings.push(format!("{what} (no --platform was asked for)"));
         }
-        images.insert(key(&name, &platform), img);
+        images.insert(key(&name, &platform), base);
     }
     Ok((images, warnings))
 }

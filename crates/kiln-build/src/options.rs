@@ -76,4 +76,7 @@ pub struct BuildResult {
     pub steps_run: usize,
     pub steps_cached: usize,
     pub warnings: Vec<String>,
+    /// The image the target stage starts from (reference, manifest
+    /// digest): what `org.opencontainers.image.base.*` annotations name.
+    pub base: Option<(String, String)>,
 }

@@ -110,6 +110,7 @@ pub fn build(
         steps_run: worker.run.load(Ordering::Relaxed),
         steps_cached: worker.cached.load(Ordering::Relaxed),
         warnings,
+        base: plan.base.clone(),
     })
 }
 

@@ -292,3 +292,80 @@ fn rebase_swaps_the_base_layers() {
     assert!(err.contains("not built on the old base"), "{err}");
     assert!(!kiln(h, &["inspect", "surgery/bad:1"]).status.success());
 }
+
+#[test]
+fn a_built_image_names_its_base_and_rebases_without_flags() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    busybox_base(h, "surgery/base:1");
+    let ctx = h.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("app"), "app\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM surgery/base:1\nCOPY app /app\n",
+    )
+    .unwrap();
+    kiln_ok(
+        h,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "surgery/built:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let store = kiln_image::Store::open(h.join("store")).unwrap();
+    let annotations = |name: &str| {
+        let top = store.resolve(name).unwrap();
+        let kiln_image::AnyManifest::Manifest(m) = store.manifest_doc(&top.digest).unwrap() else {
+            panic!("{name} is not a manifest");
+        };
+        m.annotations
+    };
+    // As BuildKit: the base's full name and the manifest it resolved to.
+    let base1 = store.resolve("surgery/base:1").unwrap().digest.to_string();
+    let a = annotations("surgery/built:1");
+    assert_eq!(
+        a.get("org.opencontainers.image.base.name")
+            .map(String::as_str),
+        Some("docker.io/surgery/base:1")
+    );
+    assert_eq!(a.get("org.opencontainers.image.base.digest"), Some(&base1));
+
+    // The base is updated under the same name; the app follows it.
+    std::fs::write(h.join("version"), "base 2\n").unwrap();
+    let file = format!("{}:/etc/version", h.join("version").display());
+    kiln_ok(
+        h,
+        &[
+            "append",
+            "surgery/base:1",
+            "-t",
+            "surgery/base:1",
+            "--file",
+            &file,
+        ],
+    );
+    let base2 = store.resolve("surgery/base:1").unwrap().digest.to_string();
+    assert_ne!(base1, base2);
+    kiln_ok(h, &["rebase", "surgery/built:1", "-t", "surgery/built:2"]);
+    let cfg = |n: &str| json(&kiln_ok(h, &["config", n]));
+    let ids = |c: &serde_json::Value| c["rootfs"]["diff_ids"].as_array().unwrap().clone();
+    let mut want = ids(&cfg("surgery/base:1"));
+    want.push(ids(&cfg("surgery/built:1")).last().unwrap().clone());
+    assert_eq!(ids(&cfg("surgery/built:2")), want);
+    assert_eq!(
+        annotations("surgery/built:2").get("org.opencontainers.image.base.digest"),
+        Some(&base2),
+        "the rebased image names its new base"
+    );
+
+    // An image that names no base needs the flags, and says so.
+    let out = kiln(h, &["rebase", "surgery/base:1", "-t", "surgery/bad:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--old-base and --new-base"), "{err}");
+    assert!(!kiln(h, &["inspect", "surgery/bad:1"]).status.success());
+}

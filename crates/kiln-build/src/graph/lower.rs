@@ -96,33 +96,39 @@ fn lower_stage(
             no_cache: false,
         })
     };
-    let image_source = |graph: &mut Graph, name: &str| -> Result<(Image, NodeId), BuildError> {
-        let image = bases
+    let image_source = |graph: &mut Graph, name: &str| {
+        let base = bases
             .get(&key(name, &platform))
-            .cloned()
             .ok_or_else(|| BuildError::Instruction(format!("base image {name} was not loaded")))?;
         let op = Op::Source(SourceOp::Image {
             reference: name.to_string(),
             platform: platform.to_string(),
-            digest: image_digest(&image)?,
-            image: Box::new(image.clone()),
+            digest: base.digest.to_string(),
+            image: Box::new(base.image.clone()),
         });
-        Ok((image, source(graph, op, Vec::new())))
+        let node = source(graph, op, Vec::new());
+        Ok::<_, BuildError>((base.image.clone(), base.digest.to_string(), node))
     };
-    let (mut image, layer_steps, last, base_history) = match &stage.base {
+    let (mut image, layer_steps, last, base_history, base) = match &stage.base {
         Base::Scratch => {
             let node = source(graph, Op::Source(SourceOp::Scratch), Vec::new());
-            (Image::scratch(&platform), Vec::new(), node, 0)
+            (Image::scratch(&platform), Vec::new(), node, 0, None)
         }
         Base::Image { reference } => {
-            let (image, node) = image_source(graph, reference)?;
+            let (image, digest, node) = image_source(graph, reference)?;
             let n = image.config.history.len();
-            (image, Vec::new(), node, n)
+            (
+                image,
+                Vec::new(),
+                node,
+                n,
+                Some((reference.clone(), digest)),
+            )
         }
         Base::Context { name } => {
-            let (image, node) = image_source(graph, &context_name(name))?;
+            let (image, _, node) = image_source(graph, &context_name(name))?;
             let n = image.config.history.len();
-            (image, Vec::new(), node, n)
+            (image, Vec::new(), node, n, None)
         }
         Base::Stage { index } => {
             let plan = lowered.stages.get(index).ok_or_else(|| {
@@ -135,6 +141,7 @@ fn lower_stage(
                 plan.layer_steps.clone(),
                 node,
                 plan.base_history,
+                plan.base.clone(),
             )
         }
     };
@@ -184,6 +191,7 @@ fn lower_stage(
         layer_steps: s.layer_steps,
         last: s.last,
         base_history,
+        base,
     })
 }
 
@@ -446,11 +454,6 @@ impl StageLowering<'_> {
         self.layer_step(created_by, node);
         Ok(())
     }
-}
-
-fn image_digest(image: &Image) -> Result<String, BuildError> {
-    let (_, raw) = image.encode(&BTreeMap::new())?;
-    Ok(raw.digest.to_string())
 }
 
 /// A stage's FROM as progress shows it: what it builds on, its arguments

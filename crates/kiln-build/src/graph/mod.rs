@@ -154,6 +154,10 @@ pub struct StagePlan {
     /// builds on) started from had: the entries after those are this
     /// build's.
     pub base_history: usize,
+    /// The image the stage's filesystem starts from, through the stages it
+    /// builds on: its reference as FROM names it and its manifest digest
+    /// (`None` from scratch or a build context).
+    pub base: Option<(String, String)>,
 }
 
 impl Graph {

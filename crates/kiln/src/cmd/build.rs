@@ -344,7 +344,8 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
             let base = kiln_build::squash::base_diff_ids(&store, &mut opts)?;
             result = kiln_build::squash::squash(&store, result, &base, source_date_epoch)?;
         }
-        kiln_build::annotate::annotate(&store, &mut result, annotations)?;
+        let annotations = kiln_build::annotate::with_base(annotations, result.base.as_ref());
+        kiln_build::annotate::annotate(&store, &mut result, &annotations)?;
         results.push(result);
     }
     drop(inputs);

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use kiln_build::annotate::{BASE_DIGEST, BASE_NAME};
 use kiln_dockerfile::change::parse_command;
 use kiln_dockerfile::stage::ImageInfo;
 use kiln_image::config_edit::{ConfigEdit, apply_all};
@@ -389,20 +390,68 @@ pub fn config(a: ConfigArgs) -> Result<()> {
 pub struct RebaseArgs {
     /// The image: a store NAME or any location (see -t)
     pub image: String,
-    /// The base the image was built on (its bottom layers)
-    #[arg(long, value_name = "IMAGE")]
-    pub old_base: String,
+    /// The base the image was built on (its bottom layers). Without
+    /// --old-base and --new-base, the image's
+    /// org.opencontainers.image.base.digest and .base.name annotations
+    /// (which kiln build writes, as BuildKit) name the old and new base.
+    #[arg(long, value_name = "IMAGE", requires = "new_base")]
+    pub old_base: Option<String>,
     /// The base to put it on instead
-    #[arg(long, value_name = "IMAGE")]
-    pub new_base: String,
+    #[arg(long, value_name = "IMAGE", requires = "old_base")]
+    pub new_base: Option<String>,
     #[command(flatten)]
     pub target: Target,
+}
+
+/// The old and new base an image's annotations name: the base as it was
+/// (by digest) and the name it was built from, now. A base in a registry
+/// is read from the registry when the image is.
+fn bases_of(s: &Surgery, a: &RebaseArgs) -> Result<(String, String)> {
+    let env = s.env();
+    let platform = platform_of(&a.target)?;
+    let src = s.source(&env)?;
+    let rw = Rewrite::load(src.as_ref(), platform.as_ref())?;
+    let (Some(name), Some(digest)) = (
+        rw.annotations.get(BASE_NAME),
+        rw.annotations.get(BASE_DIGEST),
+    ) else {
+        bail!(
+            "the image has no {BASE_NAME} and {BASE_DIGEST} annotations (kiln build writes them \
+             when the image starts from another image): give --old-base and --new-base"
+        );
+    };
+    let r = kiln_image::Reference::parse(name).with_context(|| format!("{BASE_NAME}={name}"))?;
+    let by_digest = format!("{}/{}@{digest}", r.registry(), r.repository());
+    let registry = matches!(s.src_loc, Location::Docker(_));
+    let prefix = if registry { "docker://" } else { "" };
+    Ok((format!("{prefix}{by_digest}"), format!("{prefix}{name}")))
+}
+
+/// The digest of the image `src` names for `platform` (the host's when
+/// none is given and `src` is an index): what a build's base digest is.
+fn manifest_digest(src: &dyn ImageSource, platform: Option<&Platform>) -> Result<Digest> {
+    let top = src.top()?;
+    Ok(match top.parse()? {
+        kiln_image::AnyManifest::Manifest(_) => top.digest,
+        kiln_image::AnyManifest::Index(index) => {
+            let want = platform.cloned().unwrap_or_else(Platform::host);
+            index
+                .select(&want)
+                .with_context(|| format!("the new base has no image for {want}"))?
+                .digest
+                .clone()
+        }
+    })
 }
 
 /// Swaps an image's base layers for another base's, like `pack rebase`.
 pub fn rebase(a: RebaseArgs) -> Result<()> {
     let mut s = Surgery::new(&a.image, &a.target, false)?;
-    s.also_mount.push(Location::parse(&a.new_base)?);
+    let (old_base, new_base) = match (&a.old_base, &a.new_base) {
+        (Some(old), Some(new)) => (old.clone(), new.clone()),
+        _ => bases_of(&s, &a).with_context(|| format!("rebase {}", a.image))?,
+    };
+    s.also_mount.push(Location::parse(&new_base)?);
     let run = || -> Result<Digest> {
         let env = s.env();
         let platform = platform_of(&a.target)?;
@@ -410,16 +459,21 @@ pub fn rebase(a: RebaseArgs) -> Result<()> {
             let loc = Location::parse(name).with_context(|| format!("--{what}"))?;
             open_source_to(&loc, &env, &s.dst_loc).with_context(|| format!("--{what} {name}"))
         };
-        let old_src = open("old-base", &a.old_base)?;
-        let new_src = open("new-base", &a.new_base)?;
+        let old_src = open("old-base", &old_base)?;
+        let new_src = open("new-base", &new_base)?;
         let src = s.source(&env)?;
         let load = |src, what: &str| {
             Rewrite::load(src, platform.as_ref()).with_context(|| what.to_string())
         };
-        let old = load(old_src.as_ref(), &format!("--old-base {}", a.old_base))?;
-        let new = load(new_src.as_ref(), &format!("--new-base {}", a.new_base))?;
+        let old = load(old_src.as_ref(), &format!("--old-base {old_base}"))?;
+        let new = load(new_src.as_ref(), &format!("--new-base {new_base}"))?;
         let mut rw = load(src.as_ref(), &a.image)?;
         rw.rebase(&old, &new)?;
+        // The result's base is the new one: a later rebase starts there.
+        if rw.annotations.contains_key(BASE_DIGEST) {
+            let top = manifest_digest(new_src.as_ref(), platform.as_ref())?;
+            rw.annotations.insert(BASE_DIGEST.into(), top.to_string());
+        }
         let result = rw.finish()?;
         s.write(&env, &result, &a.target)
     };
