@@ -306,7 +306,7 @@ fn a_built_image_names_its_base_and_rebases_without_flags() {
         "FROM surgery/base:1\nCOPY app /app\n",
     )
     .unwrap();
-    kiln_ok(
+    ok_epoch(
         h,
         &[
             "build",
@@ -360,6 +360,27 @@ fn a_built_image_names_its_base_and_rebases_without_flags() {
         annotations("surgery/built:2").get("org.opencontainers.image.base.digest"),
         Some(&base2),
         "the rebased image names its new base"
+    );
+    // The same app built from scratch on the new base, at the same
+    // SOURCE_DATE_EPOCH, is the same image to the manifest's digest: the
+    // COPY's layer does not depend on the layers below it, and history,
+    // times and annotations come out alike.
+    ok_epoch(
+        h,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "surgery/rebuilt:1",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        store.resolve("surgery/built:2").unwrap().digest,
+        store.resolve("surgery/rebuilt:1").unwrap().digest,
+        "rebased {:#?}\nrebuilt {:#?}",
+        cfg("surgery/built:2"),
+        cfg("surgery/rebuilt:1")
     );
 
     // An image that names no base needs the flags, and says so.
