@@ -170,50 +170,24 @@ fn mutate_and_append_on_a_registry_move_no_base_layer() {
         missing_prerequisite("podman and runc, run as root, to run the appended image");
         return;
     }
-    let proot = h.join("podman-root");
-    let prun = h.join("podman-run");
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root").arg(&proot).arg("--runroot").arg(&prun);
-        c.arg("--storage-driver").arg("vfs");
-        c.args(args);
-        let out = c.output().unwrap();
-        assert_success(&out, &format!("podman {}", args.join(" ")));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let podman = |args: &[&str]| podman(h, args);
     podman(&["pull", "--tls-verify=false", &appended]);
-    let ran = podman(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &appended,
-    ]);
+    let ran = podman(&[PODMAN_RUN, &[&appended]].concat());
     assert_eq!(ran, "hi there\nhello from append\nmotd from --file\n");
-    let ls = podman(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "--entrypoint",
-        "/bin/ls",
-        &appended,
-        "-ln",
-        "/app/sub/data",
-        "/etc/motd",
-    ]);
+    let ls = podman(
+        &[
+            PODMAN_RUN,
+            &[
+                "--entrypoint",
+                "/bin/ls",
+                &appended,
+                "-ln",
+                "/app/sub/data",
+                "/etc/motd",
+            ],
+        ]
+        .concat(),
+    );
     assert!(
         ls.contains("-rw-------") && ls.contains("/etc/motd"),
         "{ls}"
@@ -457,8 +431,9 @@ fn bad_input_is_refused_and_nothing_is_tagged() {
             "surgery/base:1",
             "-t",
             "surgery/bad:1",
+            // (`[broken` is not bad: docker reads it as the shell form.)
             "--entrypoint",
-            "[broken",
+            "",
         ],
         &[
             "append",

@@ -272,6 +272,18 @@ fn rebase_swaps_the_base_layers() {
     );
     let remote = json(&kiln_ok(h, &["config", &at("team/app:2")]));
     assert_eq!(remote, app2);
+    // podman runs the rebased image and sees the new base and the app.
+    if !is_root() || !support::have("podman") {
+        missing_prerequisite("podman, run as root, to run the rebased image");
+        return;
+    }
+    let rebased = &at("team/app:2")[9..];
+    podman(h, &["pull", "--tls-verify=false", rebased]);
+    let ran = podman(
+        h,
+        &[PODMAN_RUN, &[rebased, "cat", "/etc/version", "/app/run"]].concat(),
+    );
+    assert_eq!(ran, "base 2\napp\n");
 
     // An image not built on the old base is refused, and nothing tagged.
     let out = kiln(
