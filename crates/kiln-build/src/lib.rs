@@ -14,6 +14,7 @@ pub mod cache;
 pub mod context;
 pub mod copy;
 mod copy_step;
+pub mod declarative;
 pub mod entitlements;
 pub mod exec;
 pub mod export;

@@ -21,6 +21,10 @@ pub struct Package {
     pub pre_depends: Vec<Alternatives>,
     pub provides: Vec<Dep>,
     pub essential: bool,
+    /// `Priority`: 0 required, 1 important, 2 standard, 3 optional, 4 extra
+    /// or unknown. Among providers of a virtual package the most important
+    /// wins, as apt chooses (`awk` is mawk, not gawk).
+    pub priority: u8,
 }
 
 /// One dependency: a name and an optional version relation.
@@ -167,6 +171,13 @@ fn package_of(p: &Paragraph) -> Result<Package, String> {
         pre_depends: deps("Pre-Depends")?,
         provides: deps("Provides")?.into_iter().flatten().collect(),
         essential: p.get("Essential") == Some("yes"),
+        priority: match p.get("Priority") {
+            Some("required") => 0,
+            Some("important") => 1,
+            Some("standard") => 2,
+            Some("optional") => 3,
+            _ => 4,
+        },
     })
 }
 

@@ -29,6 +29,8 @@ use crate::lock::Lock;
 /// The layers of a lock, in order, and warnings for the user.
 pub struct Installed {
     pub layers: Vec<(NewLayer, History)>,
+    /// How many package layers came from the memo, not made anew.
+    pub cached: usize,
     pub warnings: Vec<String>,
 }
 
@@ -59,6 +61,7 @@ pub fn install(
     format: Format,
 ) -> Result<Installed, DebianError> {
     let mut layers = Vec::new();
+    let mut cached = 0;
     let mut scripted = Vec::new();
     let mut journal = std::collections::BTreeMap::new();
     let mut packages = lock.packages.clone();
@@ -94,9 +97,10 @@ pub fn install(
         let memo_file = fetcher.memo_dir().join(&memo_key);
         if let Some(memo) = read_memo(store, &memo_file) {
             if !memo.scripts.is_empty() {
-                scripted.push(format!("{} ({})", p.name, memo.scripts.join(", ")));
+                scripted.push(p.name.clone());
             }
             layers.push((memo.layer(format), history));
+            cached += 1;
             continue;
         }
         let url = p.url(&lock.release.mirror);
@@ -113,7 +117,7 @@ pub fn install(
             )));
         }
         if !u.scripts.is_empty() {
-            scripted.push(format!("{} ({})", p.name, u.scripts.join(", ")));
+            scripted.push(p.name.clone());
         }
         if p.name == "ca-certificates" {
             add_ca_bundle(&mut u);
@@ -145,11 +149,15 @@ pub fn install(
     let mut warnings = Vec::new();
     if !scripted.is_empty() {
         warnings.push(format!(
-            "maintainer scripts were not run (kiln never runs them); if an image needs their effects, add them as files: {}",
-            scripted.join("; ")
+            "maintainer scripts were not run (kiln never runs them; add their effects as [[file]]s if the image needs them): {}",
+            scripted.join(", ")
         ));
     }
-    Ok(Installed { layers, warnings })
+    Ok(Installed {
+        layers,
+        cached,
+        warnings,
+    })
 }
 
 /// Bumped whenever the layer a package makes changes for the same .deb.

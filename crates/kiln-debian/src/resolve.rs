@@ -4,7 +4,8 @@
 //! `Essential: yes` packages only when asked).
 //!
 //! One version per package (an image has one dpkg database), the newest
-//! that fits; an alternative or provider already chosen is preferred.
+//! that fits; an alternative or provider already chosen is preferred, then
+//! the provider with the most important `Priority`.
 //! `Conflicts`, `Breaks` and `Recommends` are not considered: distroless
 //! images are small on purpose, and what they list is a deliberate choice.
 
@@ -125,7 +126,7 @@ fn candidate<'a>(
         })
         .filter_map(|(name, _)| index.newest(name))
         .filter(free)
-        .min_by(|a, b| a.name.cmp(&b.name))
+        .min_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)))
 }
 
 fn why_not(index: &Index, selected: &BTreeMap<String, Package>, dep: &Dep) -> String {
@@ -209,6 +210,7 @@ mod tests {
                 .flatten()
                 .collect(),
             essential: name == "base",
+            priority: if name == "mawk" { 0 } else { 3 },
         }
     }
 
@@ -233,6 +235,7 @@ mod tests {
             pkg("libc", "1", "", ""),
             pkg("libc", "2.1", "", ""),
             pkg("postfix", "3", "libc", ""),
+            pkg("gawk", "5", "", "awk"),
             pkg("mawk", "1.3", "", "awk"),
             pkg("base", "1", "", ""),
         ]);

@@ -15,7 +15,9 @@ use super::open_store;
 #[derive(Args)]
 pub struct BuildArgs {
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard
-    /// input). For a tar or git context, a path inside the context.
+    /// input). For a tar or git context, a path inside the context. A
+    /// `kiln.toml` (a `.toml` name, or TOML with an `[image]` table) is a
+    /// declarative build instead (see the README).
     #[arg(short, long)]
     file: Option<String>,
     /// Name the image (repeatable).
@@ -125,8 +127,9 @@ pub struct BuildArgs {
     snapshotter: Option<String>,
     /// The build context: a directory, `-` (a tar, or a bare Dockerfile,
     /// on standard input), a git URL (`https://…/repo.git#ref:subdir`,
-    /// `git@host:…`, `git://…`) or a tarball URL.
-    context: String,
+    /// `git@host:…`, `git://…`) or a tarball URL. A `kiln.toml` build
+    /// reads `[[file]]` sources from here (default: the file's directory).
+    context: Option<String>,
 }
 
 fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -167,6 +170,86 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         .filter(|o| o.push)
         .map(|o| Push::plan(o, &a.tags))
         .collect::<Result<Vec<_>, _>>()?;
+    let (result, mode) = match a.file.as_deref().map(Path::new) {
+        Some(f) if kiln_build::declarative::is_build_file(f) => declarative_build(&store, &a, f)?,
+        _ => dockerfile_build(&store, &a, &outputs)?,
+    };
+    let quiet = mode == ProgressMode::Quiet;
+    for w in result.warnings.iter().filter(|_| !quiet) {
+        eprintln!("warning: {w}");
+    }
+    let id = result.image.id();
+    let desc = result.manifest.descriptor();
+    let mut names: Vec<Reference> = a
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t))
+        .collect::<Result<_, _>>()?;
+    for o in &outputs {
+        for n in &o.names {
+            names.push(Reference::parse(n)?);
+        }
+    }
+    for n in &names {
+        store.tag(n, &desc)?;
+    }
+    for o in &outputs {
+        export::export(&store, &result, o, &names)?;
+    }
+    // What a registry gets has compressed layers, so a different manifest
+    // digest than the store's (as after `docker push`); buildx reports it.
+    let mut pushed = None;
+    for p in &pushes {
+        let top = p.run(&store, &desc)?;
+        for n in &names {
+            store.set_registry_digest(n, &top.digest)?;
+        }
+        pushed.get_or_insert(top);
+    }
+    if let Some(p) = &a.iidfile {
+        std::fs::write(p, id.to_string()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": pushed.as_ref().unwrap_or(&desc).digest.to_string(),
+            "containerimage.config.digest": id.to_string(),
+            "image.name": names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+        });
+        std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if quiet {
+        outln!("{id}");
+    } else {
+        // The image ID, as docker prints it; a push printed the digest the
+        // registry knows (the stored manifest's is neither).
+        eprintln!(
+            "built {} ({} steps run, {} cached){}",
+            id,
+            result.steps_run,
+            result.steps_cached,
+            names
+                .iter()
+                .map(|n| format!(" {}", n.familiar()))
+                .collect::<String>()
+        );
+        outln!("{id}");
+    }
+    Ok(())
+}
+
+/// `--progress`: auto is the TTY view when standard error is a terminal.
+/// A Dockerfile build: the context, the solver, its progress.
+fn dockerfile_build(
+    store: &kiln_image::Store,
+    a: &BuildArgs,
+    outputs: &[Output],
+) -> anyhow::Result<(kiln_build::BuildResult, ProgressMode)> {
+    let Some(context) = a.context.as_deref() else {
+        bail!(
+            "kiln build: a context is required (a directory, a git or http URL, or - for a tar on standard input)"
+        );
+    };
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,
         Some("none") => kiln_dockerfile::instructions::Network::None,
@@ -177,7 +260,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     // The context (and the Dockerfile in it) may come from standard
     // input, a git repository or a URL; it lives until the build is done.
     let inputs = kiln_build::source::load(
-        &kiln_build::source::ContextArg::parse(&a.context),
+        &kiln_build::source::ContextArg::parse(context),
         a.file.as_deref(),
         &mut std::io::stdin().lock(),
         &store.dir("tmp")?,
@@ -274,72 +357,40 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     // The TTY view's last frame stays; anything printed from here is below it.
     progress.finish();
     drop(inputs);
-    let result = result?;
-    let quiet = mode == ProgressMode::Quiet;
-    for w in result.warnings.iter().filter(|_| !quiet) {
-        eprintln!("warning: {w}");
-    }
-    let id = result.image.id();
-    let desc = result.manifest.descriptor();
-    let mut names: Vec<Reference> = a
-        .tags
-        .iter()
-        .map(|t| Reference::parse(t))
-        .collect::<Result<_, _>>()?;
-    for o in &outputs {
-        for n in &o.names {
-            names.push(Reference::parse(n)?);
-        }
-    }
-    for n in &names {
-        store.tag(n, &desc)?;
-    }
-    for o in &outputs {
-        export::export(&store, &result, o, &names)?;
-    }
-    // What a registry gets has compressed layers, so a different manifest
-    // digest than the store's (as after `docker push`); buildx reports it.
-    let mut pushed = None;
-    for p in &pushes {
-        let top = p.run(&store, &desc)?;
-        for n in &names {
-            store.set_registry_digest(n, &top.digest)?;
-        }
-        pushed.get_or_insert(top);
-    }
-    if let Some(p) = &a.iidfile {
-        std::fs::write(p, id.to_string()).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &a.metadata_file {
-        let meta = serde_json::json!({
-            "containerimage.digest": pushed.as_ref().unwrap_or(&desc).digest.to_string(),
-            "containerimage.config.digest": id.to_string(),
-            "image.name": names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
-        });
-        std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    if quiet {
-        outln!("{id}");
-    } else {
-        // The image ID, as docker prints it; a push printed the digest the
-        // registry knows (the stored manifest's is neither).
-        eprintln!(
-            "built {} ({} steps run, {} cached){}",
-            id,
-            result.steps_run,
-            result.steps_cached,
-            names
-                .iter()
-                .map(|n| format!(" {}", n.familiar()))
-                .collect::<String>()
-        );
-        outln!("{id}");
-    }
-    Ok(())
+    Ok((result?, mode))
 }
 
-/// `--progress`: auto is the TTY view when standard error is a terminal.
+/// A `kiln.toml` build (kiln_build::declarative): no context upload, no
+/// sandbox; the context defaults to the build file's directory.
+fn declarative_build(
+    store: &kiln_image::Store,
+    a: &BuildArgs,
+    file: &Path,
+) -> anyhow::Result<(kiln_build::BuildResult, ProgressMode)> {
+    let mode = progress_mode(a.quiet, &a.progress)?;
+    let context = match &a.context {
+        Some(c) => PathBuf::from(c),
+        None => file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    let platform = match &a.platform {
+        Some(p) => one_platform(p)?,
+        None => Platform::host(),
+    };
+    let opts = kiln_build::declarative::DeclarativeOptions {
+        file: file.to_path_buf(),
+        context,
+        platform,
+        source_date_epoch: super::source_date_epoch()?,
+        fetch_base: Some(export::base_fetcher()?),
+    };
+    let result = kiln_build::declarative::build(store, &opts)
+        .with_context(|| format!("building {}", file.display()))?;
+    Ok((result, mode))
+}
+
 fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
     use std::io::IsTerminal;
     Ok(match progress {

@@ -10,6 +10,7 @@ pub mod dockerfile;
 pub mod format;
 pub mod image;
 pub mod images;
+pub mod lock;
 pub mod registry;
 pub mod run_opts;
 pub mod surgery;

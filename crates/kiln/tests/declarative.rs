@@ -1,0 +1,381 @@
+//! `kiln.toml` builds (issue 17): Debian packages from the host's apt
+//! mirror without RUN, `kiln lock`, and the refusals. The acceptance image
+//! is the issue's file, unchanged. Downloads are shared between the tests
+//! of one run: every store is seeded (hard links) from one cache, and what
+//! a build downloads goes back into it.
+
+#[macro_use]
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use common::build::*;
+use common::{assert_success, is_root};
+
+const ACCEPTANCE: &str = r#"[image]
+base = "scratch"
+user = "nonroot"
+workdir = "/home/nonroot"
+entrypoint = ["/usr/bin/python3"]
+env = { LANG = "C.UTF-8" }
+
+[debian]
+suite = "bookworm"
+packages = ["base-files", "netbase", "tzdata", "ca-certificates", "libc6", "libssl3", "python3-minimal"]
+
+[[user]]
+name = "nonroot"
+uid = 65532
+gid = 65532
+home = "/home/nonroot"
+
+[[file]]
+src = "app/"
+dest = "/app/"
+"#;
+
+/// The download cache every store is seeded from.
+fn cache() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = scratch("kiln-deb-cache-").keep();
+        fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        d
+    })
+}
+
+static CACHE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Hard-links every file of `from` into `to` that `to` lacks.
+fn link_all(from: &Path, to: &Path) {
+    let _g = CACHE_LOCK.lock().unwrap();
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).into_iter().flatten().flatten() {
+        let dest = to.join(e.file_name());
+        let name = e.file_name();
+        if !dest.exists() && name.len() == 64 {
+            let _ = fs::hard_link(e.path(), &dest);
+        }
+    }
+}
+
+/// A fresh store for `who`, its download cache seeded.
+fn store(who: Who) -> (tempfile::TempDir, KilnBuild) {
+    let d = scratch("kiln-decl-");
+    let root = d.path().join("store");
+    link_all(cache(), &root.join("debian/sha256"));
+    (d, KilnBuild::new(&root, who))
+}
+
+fn harvest(k: &KilnBuild) {
+    link_all(&k.root.join("debian/sha256"), cache());
+}
+
+/// The acceptance project (kiln.toml, app/, kiln.lock), locked once.
+fn project() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = scratch("kiln-decl-project-").keep();
+        fs::write(d.join("kiln.toml"), ACCEPTANCE).unwrap();
+        fs::create_dir_all(d.join("app")).unwrap();
+        fs::write(d.join("app/main.py"), "print('hello from the app')\n").unwrap();
+        let (_t, k) = store(Who::Caller);
+        k.ok(&["lock", "-f", d.join("kiln.toml").to_str().unwrap()]);
+        harvest(&k);
+        d
+    })
+}
+
+fn toml(dir: &Path) -> String {
+    dir.join("kiln.toml").to_str().unwrap().to_string()
+}
+
+/// (name, version) of every package in a kiln.lock.
+fn locked(dir: &Path) -> Vec<(String, String)> {
+    let v: toml::Table = fs::read_to_string(dir.join("kiln.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    v["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn build_id(k: &KilnBuild, file: &str, tag: &str) -> String {
+    let id = k.ok(&["build", "-f", file, "-t", tag]);
+    id.trim().to_string()
+}
+
+fn skip_if_not_root_for(who: Who) -> bool {
+    if who == Who::Kilntest && !is_root() {
+        missing_prerequisite("the kilntest variant needs a root caller");
+        return true;
+    }
+    false
+}
+
+both!(acceptance_image_runs_python_as_nonroot, |who| {
+    if skip_if_not_root_for(who) {
+        return;
+    }
+    let dir = project();
+    let (tmp, k) = store(who);
+    build_id(&k, &toml(dir), "py:1");
+    harvest(&k);
+    let out = k.ok(&[
+        "run",
+        "py:1",
+        "-c",
+        "import ssl, os; print(ssl.OPENSSL_VERSION); print(os.getuid(), os.getgid()); print(open('/app/main.py').read())",
+    ]);
+    assert!(out.contains("OpenSSL 3."), "{out}");
+    assert!(out.contains("65532 65532"), "{out}");
+    assert!(out.contains("hello from the app"), "{out}");
+
+    let rootfs = tmp.path().join("rootfs");
+    k.rootfs("py:1", &rootfs);
+    assert!(
+        fs::symlink_metadata(rootfs.join("bin/sh")).is_err()
+            && fs::symlink_metadata(rootfs.join("usr/bin/sh")).is_err(),
+        "the image has no shell"
+    );
+    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+    assert!(
+        passwd.contains("nonroot:x:65532:65532::/home/nonroot:"),
+        "{passwd}"
+    );
+    let bundle = fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    assert!(bundle.matches("BEGIN CERTIFICATE").count() > 50);
+    let q = Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            rootfs.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Package} ${Version} ${Status}\n"])
+        .output()
+        .unwrap();
+    assert_success(&q, "dpkg-query -W");
+    let listed = String::from_utf8_lossy(&q.stdout);
+    let lock = locked(dir);
+    assert!(lock.len() >= 7, "{lock:?}");
+    for (name, version) in &lock {
+        assert!(
+            listed.contains(&format!("{name} {version} install ok installed")),
+            "{name} {version} not in dpkg-query's list:\n{listed}"
+        );
+    }
+    let cfg = runtime_config(&k.config_blob("py:1"));
+    assert_eq!(cfg["User"], "65532:65532");
+    assert_eq!(cfg["Entrypoint"][0], "/usr/bin/python3");
+});
+
+/// Two clean stores, the same lock: the same image ID, even when the
+/// second build has no network (a namespace with only loopback) and takes
+/// every package from the download cache.
+#[test]
+fn two_builds_one_digest_and_offline_from_the_cache() {
+    if !is_root() || !have("unshare") {
+        missing_prerequisite("the offline build needs root and unshare");
+        return;
+    }
+    let dir = project();
+    let (_a, ka) = store(Who::Caller);
+    let first = build_id(&ka, &toml(dir), "py:1");
+    harvest(&ka);
+    let (_b, kb) = store(Who::Caller);
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg(&kb.bin)
+        .arg("--root")
+        .arg(&kb.root)
+        .args(["build", "-f", &toml(dir), "-t", "py:1"])
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln build with the network off");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first);
+
+    let out = ka
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-f", &toml(dir), "-t", "py:epoch"])
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln build with SOURCE_DATE_EPOCH");
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), first);
+    let cfg = ka.config_blob("py:epoch");
+    assert_eq!(cfg["created"], "2023-11-14T22:13:20Z");
+}
+
+/// A project copy whose kiln.toml is `text` (and whose lock is the
+/// acceptance lock, edited by `edit`, or none).
+fn variant(text: &str, lock: Option<&dyn Fn(String) -> String>) -> tempfile::TempDir {
+    let d = scratch("kiln-decl-variant-");
+    fs::write(d.path().join("kiln.toml"), text).unwrap();
+    fs::create_dir_all(d.path().join("app")).unwrap();
+    if let Some(edit) = lock {
+        let l = fs::read_to_string(project().join("kiln.lock")).unwrap();
+        fs::write(d.path().join("kiln.lock"), edit(l)).unwrap();
+    }
+    d
+}
+
+fn fails(k: &KilnBuild, args: &[&str]) -> String {
+    let out = k.output(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "kiln {args:?} succeeded:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn a_deb_that_does_not_match_the_lock_is_refused_and_nothing_is_tagged() {
+    let v = variant(
+        ACCEPTANCE,
+        Some(&|l: String| {
+            // netbase's hash, replaced.
+            let start = l.find("name = \"netbase\"").unwrap();
+            let at = start + l[start..].find("sha256 = \"").unwrap() + 10;
+            format!("{}{}{}", &l[..at], "0".repeat(64), &l[at + 64..])
+        }),
+    );
+    let (_t, k) = store(Who::Caller);
+    let err = fails(&k, &["build", "-f", &toml(v.path()), "-t", "bad:1"]);
+    assert!(
+        err.contains("SHA-256 mismatch") && err.contains("netbase"),
+        "{err}"
+    );
+    assert!(!k.ok(&["images"]).contains("bad"), "nothing tagged");
+}
+
+#[test]
+fn unknown_packages_get_suggestions() {
+    let v = variant(
+        &ACCEPTANCE.replace("\"python3-minimal\"]", "\"python3-minimall\"]"),
+        None,
+    );
+    let (_t, k) = store(Who::Caller);
+    let err = fails(&k, &["lock", "-f", &toml(v.path())]);
+    assert!(err.contains("no package \"python3-minimall\""), "{err}");
+    assert!(err.contains("did you mean python3-minimal"), "{err}");
+    assert!(!v.path().join("kiln.lock").exists());
+}
+
+#[test]
+fn a_lock_for_other_packages_is_out_of_date() {
+    let v = variant(
+        &ACCEPTANCE.replace("\"netbase\", ", ""),
+        Some(&|l: String| l),
+    );
+    let (_t, k) = store(Who::Caller);
+    let err = fails(&k, &["build", "-f", &toml(v.path()), "-t", "x:1"]);
+    assert!(
+        err.contains("does not match [debian]") && err.contains("kiln lock"),
+        "{err}"
+    );
+}
+
+/// The InRelease of the host's (plain HTTP) mirror, as served.
+fn real_inrelease() -> String {
+    use std::io::{Read, Write};
+    let mirror = apt_mirror();
+    let rest = mirror
+        .strip_prefix("http://")
+        .expect("the host's apt mirror is plain http://");
+    let (host, base) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let path = format!("/{}/dists/bookworm/InRelease", base.trim_end_matches('/'));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8(resp).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+/// A `file://` mirror holding `inrelease` and a Packages.gz of `packages`.
+fn fake_mirror(inrelease: &str, packages: &[u8]) -> tempfile::TempDir {
+    let d = scratch("kiln-decl-mirror-");
+    let dists = d.path().join("dists/bookworm");
+    fs::create_dir_all(dists.join("main/binary-amd64")).unwrap();
+    fs::write(dists.join("InRelease"), inrelease).unwrap();
+    fs::write(dists.join("main/binary-amd64/Packages.gz"), packages).unwrap();
+    d
+}
+
+fn with_mirror(mirror: &Path, extra: &str) -> String {
+    ACCEPTANCE.replace(
+        "suite = \"bookworm\"",
+        &format!(
+            "suite = \"bookworm\"\nmirror = \"file://{}\"{extra}",
+            mirror.display()
+        ),
+    )
+}
+
+#[test]
+fn inrelease_and_index_refusals() {
+    if std::env::consts::ARCH != "x86_64" {
+        missing_prerequisite("the fake mirror holds amd64 indexes");
+        return;
+    }
+    let real = real_inrelease();
+    // Not seeded: the real Packages.gz must not be in its cache.
+    let t = scratch("kiln-decl-");
+    let k = KilnBuild::new(&t.path().join("store"), Who::Caller);
+
+    // One byte of the signed text changed: the signature no longer holds.
+    let m = fake_mirror(&real.replacen("Label: Debian", "Label: Debiam", 1), b"");
+    let v = variant(&with_mirror(m.path(), ""), None);
+    let err = fails(&k, &["lock", "-f", &toml(v.path())]);
+    assert!(err.contains("BAD signature"), "{err}");
+
+    // Signed, but by keys the named keyring does not hold.
+    let m = fake_mirror(&real, b"");
+    let v = variant(
+        &with_mirror(
+            m.path(),
+            "\nkeyring = \"/usr/share/keyrings/debian-archive-trixie-stable.gpg\"",
+        ),
+        None,
+    );
+    let err = fails(&k, &["lock", "-f", &toml(v.path())]);
+    assert!(err.contains("unknown key"), "{err}");
+
+    // A good InRelease, a Packages.gz that is not the one it signs.
+    let v = variant(&with_mirror(m.path(), ""), None);
+    let err = fails(&k, &["lock", "-f", &toml(v.path())]);
+    assert!(
+        err.contains("SHA-256 mismatch") && err.contains("Packages.gz"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(k.root.join("debian/sha256"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .count(),
+        0,
+        "no partial download is left"
+    );
+}
