@@ -295,7 +295,7 @@ pub(crate) mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(ctl.len() as u64);
         h.set_mode(0o644);
-        c.append_data(&mut h, "./control", &ctl[..]).unwrap();
+        c.append_data(&mut h, "./control", ctl).unwrap();
         let control = c.into_inner().unwrap();
         let mut d = tar::Builder::new(Vec::new());
         data(&mut d);

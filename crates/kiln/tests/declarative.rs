@@ -286,31 +286,17 @@ fn a_lock_for_other_packages_is_out_of_date() {
     );
 }
 
-/// The InRelease of the host's (plain HTTP) mirror, as served.
+/// The InRelease of the host's mirror, as served (fetched with
+/// kiln-debian's own client, uncached).
 fn real_inrelease() -> String {
-    use std::io::{Read, Write};
-    let mirror = apt_mirror();
-    let rest = mirror
-        .strip_prefix("http://")
-        .expect("the host's apt mirror is plain http://");
-    let (host, base) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let path = format!("/{}/dists/bookworm/InRelease", base.trim_end_matches('/'));
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let text = String::from_utf8(resp).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "{head}"
-    );
-    body.to_string()
+    let sources = kiln_debian::sources::host_sources(Path::new("/etc/apt"));
+    let mirror = &kiln_debian::sources::mirror_for(&sources, "bookworm")
+        .expect("the host's apt sources name a Debian mirror")
+        .uri;
+    let tmp = scratch("kiln-decl-fetch-");
+    let f = kiln_debian::Fetcher::new(tmp.path()).unwrap();
+    let url = format!("{}/dists/bookworm/InRelease", mirror.trim_end_matches('/'));
+    String::from_utf8(f.get(&url).unwrap()).unwrap()
 }
 
 /// A `file://` mirror holding `inrelease` and a Packages.gz of `packages`.

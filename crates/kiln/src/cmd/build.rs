@@ -345,7 +345,7 @@ fn dockerfile_build(
         no_cache_filter: a.no_cache_filter.clone(),
         labels: kv(&a.labels, "--label")?,
         isolation: a.isolation.parse()?,
-        snapshotter: super::container::pick_mode(&store, a.snapshotter.as_deref())?,
+        snapshotter: super::container::pick_mode(store, a.snapshotter.as_deref())?,
         source_date_epoch,
         rewrite_timestamp,
         compression,
@@ -353,7 +353,7 @@ fn dockerfile_build(
     };
     let mode = progress_mode(a.quiet, &a.progress)?;
     let progress = Progress::new(mode, Box::new(std::io::stderr()));
-    let result = kiln_build::build(&store, &opts, &progress);
+    let result = kiln_build::build(store, &opts, &progress);
     // The TTY view's last frame stays; anything printed from here is below it.
     progress.finish();
     drop(inputs);
