@@ -413,3 +413,57 @@ fn podman_runs_the_acceptance_image() {
         "{out}"
     );
 }
+
+fn layer_digests(k: &KilnBuild, name: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", name])).unwrap();
+    v["Manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A Python app whose dependencies (installed beforehand into `deps/`)
+/// and code are separate `[[file]]`s: changing one code file changes only
+/// the code layer, the packages and dependencies stay.
+#[test]
+fn an_app_code_change_changes_only_its_layer() {
+    let text = format!(
+        "{ACCEPTANCE}\n[[file]]\nsrc = \"deps/\"\ndest = \"/usr/lib/python3/dist-packages/\"\n\n[[file]]\nsrc = \"code/\"\ndest = \"/app/\"\nowner = \"nonroot\"\n"
+    );
+    let v = variant(&text, Some(&|l: String| l));
+    fs::create_dir_all(v.path().join("deps/greeting")).unwrap();
+    fs::write(
+        v.path().join("deps/greeting/__init__.py"),
+        "WORD = 'hello'\n",
+    )
+    .unwrap();
+    fs::create_dir_all(v.path().join("code")).unwrap();
+    fs::write(v.path().join("code/util.py"), "X = 1\n").unwrap();
+    fs::write(
+        v.path().join("code/main.py"),
+        "import greeting; print(greeting.WORD, 'one')\n",
+    )
+    .unwrap();
+    let (_t, k) = store(Who::Caller);
+    build_id(&k, &toml(v.path()), "app:1");
+    harvest(&k);
+    let out = k.ok(&["run", "app:1", "/app/main.py"]);
+    assert!(out.contains("hello one"), "{out}");
+    let before = layer_digests(&k, "app:1");
+    fs::write(
+        v.path().join("code/main.py"),
+        "import greeting; print(greeting.WORD, 'two')\n",
+    )
+    .unwrap();
+    build_id(&k, &toml(v.path()), "app:2");
+    let after = layer_digests(&k, "app:2");
+    assert_eq!(before.len(), after.len());
+    let changed: Vec<usize> = (0..before.len())
+        .filter(|&i| before[i] != after[i])
+        .collect();
+    assert_eq!(changed, [before.len() - 1], "only the code layer changes");
+    let out = k.ok(&["run", "app:2", "/app/main.py"]);
+    assert!(out.contains("hello two"), "{out}");
+}
