@@ -37,11 +37,14 @@ src = "app/"
 dest = "/app/"
 "#;
 
-/// The download cache every store is seeded from.
+/// The download cache every store is seeded from. One place for every
+/// run (its files are named by their verified hash, so an old one is never
+/// wrong), so runs neither fill the disk nor download twice.
 fn cache() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = scratch("kiln-deb-cache-").keep();
+        let d = PathBuf::from("/var/tmp/kiln-decl-download-cache");
+        fs::create_dir_all(&d).unwrap();
         fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         d
     })
@@ -377,6 +380,9 @@ fn podman_runs_the_acceptance_image() {
     let (tmp, k) = store(Who::Caller);
     build_id(&k, &toml(dir), "kiln-test/py:1");
     harvest(&k);
+    // One layer for podman: its vfs driver copies the whole tree per layer,
+    // and the image has one layer per package.
+    k.ok(&["flatten", "kiln-test/py:1", "-t", "kiln-test/py:1"]);
     let archive = tmp.path().join("py.tar");
     k.ok(&["save", "kiln-test/py:1", "-o", archive.to_str().unwrap()]);
     // A private podman store, so the test leaves the host's alone.
@@ -466,4 +472,173 @@ fn an_app_code_change_changes_only_its_layer() {
     assert_eq!(changed, [before.len() - 1], "only the code layer changes");
     let out = k.ok(&["run", "app:2", "/app/main.py"]);
     assert!(out.contains("hello two"), "{out}");
+}
+
+/// A .deb (control + data tar) whose data members are `(name, type, link,
+/// body)`, names written raw (tar::Builder refuses `..`).
+fn deb(package: &str, members: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let tar_of = |members: &[(&str, tar::EntryType, &str, &[u8])]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, ty, link, body) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_gnu_mut().unwrap().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_cksum();
+            b.append(&h, *body).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let control = format!("Package: {package}\nVersion: 1\nArchitecture: all\n");
+    let members_ar = [
+        ("debian-binary", b"2.0\n".to_vec()),
+        (
+            "control.tar",
+            tar_of(&[("./control", tar::EntryType::Regular, "", control.as_bytes())]),
+        ),
+        ("data.tar", tar_of(members)),
+    ];
+    let mut ar = b"!<arch>\n".to_vec();
+    for (name, body) in members_ar {
+        let head = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            100644,
+            body.len()
+        );
+        ar.extend(head.bytes());
+        ar.extend(&body);
+        if body.len() % 2 == 1 {
+            ar.push(b'\n');
+        }
+    }
+    ar
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// A repository of our own, signed by a key made here: a good package
+/// installs (the keyring is an armored file), and a package whose data tar
+/// climbs out with `../` is refused by name with nothing stored.
+#[test]
+fn a_signed_repository_of_our_own_and_a_hostile_deb() {
+    if !have("gpg") {
+        missing_prerequisite("gpg makes the test repository's key");
+        return;
+    }
+    let d = scratch("kiln-decl-repo-");
+    let gnupg = d.path().join("gnupg");
+    fs::create_dir_all(&gnupg).unwrap();
+    fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &gnupg)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("gpg {}", args.join(" ")));
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "kiln test <test@example.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let keyring = d.path().join("test.asc");
+    gpg(&["--armor", "--output", keyring.to_str().unwrap(), "--export"]);
+
+    let repo = d.path().join("repo");
+    fs::create_dir_all(repo.join("pool")).unwrap();
+    let good = deb(
+        "good",
+        &[
+            ("./etc/", tar::EntryType::Directory, "", b""),
+            ("./etc/good", tar::EntryType::Regular, "", b"good\n"),
+        ],
+    );
+    let evil = deb(
+        "evil",
+        &[(
+            "./../../../etc/evil",
+            tar::EntryType::Regular,
+            "",
+            b"evil\n",
+        )],
+    );
+    let mut packages = String::new();
+    for (name, body) in [("good", &good), ("evil", &evil)] {
+        fs::write(repo.join(format!("pool/{name}.deb")), body).unwrap();
+        packages.push_str(&format!(
+            "Package: {name}\nVersion: 1\nArchitecture: all\nFilename: pool/{name}.deb\nSize: {}\nSHA256: {}\n\n",
+            body.len(),
+            sha256(body)
+        ));
+    }
+    let arch = kiln_debian::debian_arch(
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        },
+        None,
+    )
+    .unwrap();
+    let index = format!("main/binary-{arch}/Packages");
+    let dists = repo.join("dists/bookworm");
+    fs::create_dir_all(dists.join(format!("main/binary-{arch}"))).unwrap();
+    fs::write(dists.join(&index), &packages).unwrap();
+    let release = format!(
+        "Origin: kiln test\nCodename: bookworm\nSuite: stable\nDate: Sat, 01 Jan 2000 00:00:00 UTC\nSHA256:\n {} {} {index}\n",
+        sha256(packages.as_bytes()),
+        packages.len()
+    );
+    fs::write(d.path().join("Release"), &release).unwrap();
+    gpg(&[
+        "--clearsign",
+        "--output",
+        dists.join("InRelease").to_str().unwrap(),
+        d.path().join("Release").to_str().unwrap(),
+    ]);
+
+    let file = |pkg: &str| {
+        format!(
+            "[image]\nbase = \"scratch\"\n\n[debian]\nsuite = \"bookworm\"\nmirror = \"file://{}\"\nkeyring = \"{}\"\npackages = [\"{pkg}\"]\n",
+            repo.display(),
+            keyring.display()
+        )
+    };
+    let (_t, k) = store(Who::Caller);
+    let ok = variant(&file("good"), None);
+    build_id(&k, &toml(ok.path()), "good:1");
+    let rootfs = d.path().join("rootfs");
+    k.rootfs("good:1", &rootfs);
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/good")).unwrap(),
+        "good\n"
+    );
+
+    let (_t2, k2) = store(Who::Caller);
+    let bad = variant(&file("evil"), None);
+    let err = fails(&k2, &["build", "-f", &toml(bad.path()), "-t", "evil:1"]);
+    assert!(
+        err.contains("package evil 1: refused member \"./../../../etc/evil\"")
+            && err.contains("`..`"),
+        "{err}"
+    );
+    assert!(!k2.ok(&["images"]).contains("evil"), "nothing tagged");
+    let blobs = k2.root.join("blobs/sha256");
+    let stored = fs::read_dir(&blobs).map_or(0, |d| d.count());
+    assert_eq!(stored, 0, "no layer of the refused package is in the store");
 }
