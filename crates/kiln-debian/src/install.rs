@@ -368,6 +368,7 @@ mod tests {
                 date: String::new(),
                 requested: Vec::new(),
                 essential: false,
+                excluded: Vec::new(),
             },
             packages,
         }

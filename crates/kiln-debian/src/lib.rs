@@ -103,6 +103,8 @@ pub struct Request {
     pub keyring: Option<PathBuf>,
     pub packages: Vec<String>,
     pub essential: bool,
+    /// Names that dependencies may not pull in (counted as installed).
+    pub exclude: Vec<String>,
 }
 
 /// Debian's architecture name for an OCI one (`amd64`, `arm64`,
@@ -162,7 +164,7 @@ pub fn resolve_lock(fetcher: &Fetcher, req: &Request) -> Result<Lock, DebianErro
             fetcher, &mirror, &req.suite, &rel, comp, &req.arch,
         )?);
     }
-    let chosen = resolve::resolve(&index, &req.packages, req.essential)?;
+    let chosen = resolve::resolve(&index, &req.packages, req.essential, &req.exclude)?;
     Ok(Lock {
         version: 1,
         release: LockedRelease {
@@ -174,6 +176,7 @@ pub fn resolve_lock(fetcher: &Fetcher, req: &Request) -> Result<Lock, DebianErro
             date: rel.fields.get("Date").unwrap_or("").to_string(),
             requested: req.packages.clone(),
             essential: req.essential,
+            excluded: req.exclude.clone(),
         },
         packages: chosen.iter().map(LockedPackage::of).collect(),
     })

@@ -52,6 +52,8 @@ pub struct LockedRelease {
     pub requested: Vec<String>,
     #[serde(default)]
     pub essential: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,12 +111,16 @@ impl Lock {
         format!("# Written by `kiln lock`: the exact Debian packages a build installs.\n{body}")
     }
 
-    /// Whether this lock answers a request for `requested` (order aside).
-    pub fn answers(&self, suite: &str, requested: &[String], essential: bool) -> bool {
-        let mut a = self.release.requested.clone();
-        let mut b = requested.to_vec();
-        a.sort();
-        b.sort();
-        self.release.suite == suite && a == b && self.release.essential == essential
+    /// Whether this lock answers `req` (list order aside).
+    pub fn answers(&self, req: &crate::Request) -> bool {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        self.release.suite == req.suite
+            && sorted(&self.release.requested) == sorted(&req.packages)
+            && sorted(&self.release.excluded) == sorted(&req.exclude)
+            && self.release.essential == req.essential
     }
 }

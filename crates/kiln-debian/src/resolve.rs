@@ -6,6 +6,8 @@
 //! One version per package (an image has one dpkg database), the newest
 //! that fits; an alternative or provider already chosen is preferred, then
 //! the provider with the most important `Priority`.
+//! Names in `exclude` count as installed without being installed (what
+//! distroless leaves out: dpkg, a shell, an awk for base-files' script).
 //! `Conflicts`, `Breaks` and `Recommends` are not considered: distroless
 //! images are small on purpose, and what they list is a deliberate choice.
 
@@ -19,12 +21,21 @@ pub fn resolve(
     index: &Index,
     roots: &[String],
     essential: bool,
+    exclude: &[String],
 ) -> Result<Vec<Package>, DebianError> {
+    if let Some(both) = roots.iter().find(|r| exclude.contains(r)) {
+        return Err(DebianError::Invalid(format!(
+            "{both:?} is both asked for and excluded"
+        )));
+    }
     let mut work: Vec<(Alternatives, Vec<String>)> = Vec::new();
     let mut names: Vec<String> = roots.to_vec();
     if essential {
         for list in index.packages.values() {
-            if let Some(p) = list.first().filter(|p| p.essential) {
+            if let Some(p) = list
+                .first()
+                .filter(|p| p.essential && !exclude.contains(&p.name))
+            {
                 names.push(p.name.clone());
             }
         }
@@ -46,7 +57,10 @@ pub fn resolve(
     }
     let mut selected: BTreeMap<String, Package> = BTreeMap::new();
     while let Some((alts, chain)) = work.pop() {
-        if alts.iter().any(|d| satisfied(&selected, d)) {
+        if alts
+            .iter()
+            .any(|d| excluded(index, exclude, d) || satisfied(&selected, d))
+        {
             continue;
         }
         let Some(pkg) = alts.iter().find_map(|d| candidate(index, &selected, d)) else {
@@ -73,6 +87,16 @@ pub fn resolve(
         selected.insert(pkg.name.clone(), pkg.clone());
     }
     Ok(selected.into_values().collect())
+}
+
+/// Whether `dep` names an excluded package, or a virtual one an excluded
+/// package provides (excluding `mawk` drops the `awk` it stands for).
+fn excluded(index: &Index, exclude: &[String], dep: &Dep) -> bool {
+    exclude.contains(&dep.name)
+        || index
+            .providers
+            .get(&dep.name)
+            .is_some_and(|ps| ps.iter().any(|(p, _)| exclude.contains(p)))
 }
 
 fn fits(version: &str, dep: &Dep) -> bool {
@@ -239,10 +263,20 @@ mod tests {
             pkg("mawk", "1.3", "", "awk"),
             pkg("base", "1", "", ""),
         ]);
-        let r = resolve(&i, &["app".into()], false).unwrap();
+        let r = resolve(&i, &["app".into()], false, &[]).unwrap();
         assert_eq!(names(&r), ["app=1", "libc=2.1", "mawk=1.3", "postfix=3"]);
-        let r = resolve(&i, &["app".into()], true).unwrap();
+        let r = resolve(&i, &["app".into()], true, &[]).unwrap();
         assert!(names(&r).contains(&"base=1".to_string()));
+        // An excluded name counts as there: distroless-style trimming.
+        let r = resolve(
+            &i,
+            &["app".into()],
+            false,
+            &["postfix".into(), "mawk".into()],
+        )
+        .unwrap();
+        assert_eq!(names(&r), ["app=1", "libc=2.1"]);
+        assert!(resolve(&i, &["app".into()], false, &["app".into()]).is_err());
     }
 
     #[test]
@@ -252,7 +286,9 @@ mod tests {
             pkg("mid", "2", "leaf (>= 5)", ""),
             pkg("leaf", "3", "", ""),
         ]);
-        let err = resolve(&i, &["top".into()], false).unwrap_err().to_string();
+        let err = resolve(&i, &["top".into()], false, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leaf (>= 5)"), "{err}");
         assert!(err.contains("top 1 → mid 2"), "{err}");
         assert!(err.contains("the mirror has leaf 3"), "{err}");
@@ -264,7 +300,7 @@ mod tests {
             pkg("python3-minimal", "3", "", ""),
             pkg("python3", "3", "", ""),
         ]);
-        let err = resolve(&i, &["python3-minimall".into()], false).unwrap_err();
+        let err = resolve(&i, &["python3-minimall".into()], false, &[]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("no package \"python3-minimall\""), "{msg}");
         assert!(msg.contains("python3-minimal"), "{msg}");

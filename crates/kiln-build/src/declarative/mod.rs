@@ -76,6 +76,7 @@ pub fn request(file: &BuildFile, platform: &Platform) -> Result<Option<Request>,
         keyring: d.keyring.clone(),
         packages: d.packages.clone(),
         essential: d.essential,
+        exclude: d.exclude.clone(),
     }))
 }
 
@@ -124,9 +125,9 @@ pub fn build(store: &Store, opts: &DeclarativeOptions) -> Result<BuildResult, Bu
         let lock = match std::fs::read_to_string(&lock_file) {
             Ok(text) => {
                 let lock = Lock::parse(&text).map_err(debian_error)?;
-                if !lock.answers(&req.suite, &req.packages, req.essential) {
+                if !lock.answers(&req) {
                     return Err(BuildError::Usage(format!(
-                        "{} does not match [debian] in {} (suite or packages changed): run `kiln lock -f {}`",
+                        "{} does not match [debian] in {} (suite, packages or exclude changed): run `kiln lock -f {}`",
                         lock_file.display(),
                         opts.file.display(),
                         opts.file.display()

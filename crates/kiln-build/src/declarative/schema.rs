@@ -62,6 +62,10 @@ pub struct DebianSection {
     /// Add every `Essential: yes` package too.
     #[serde(default)]
     pub essential: bool,
+    /// Packages dependencies may not pull in: counted as installed, not
+    /// installed (e.g. `dpkg`, `mawk`, `debconf` for a distroless image).
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 fn main() -> Vec<String> {
