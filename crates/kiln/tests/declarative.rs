@@ -193,7 +193,7 @@ fn two_builds_one_digest_and_offline_from_the_cache() {
         return;
     }
     let dir = project();
-    let (_a, ka) = store(Who::Caller);
+    let (a_dir, ka) = store(Who::Caller);
     let first = build_id(&ka, &toml(dir), "py:1");
     harvest(&ka);
     let (_b, kb) = store(Who::Caller);
@@ -219,6 +219,33 @@ fn two_builds_one_digest_and_offline_from_the_cache() {
     assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), first);
     let cfg = ka.config_blob("py:epoch");
     assert_eq!(cfg["created"], "2023-11-14T22:13:20Z");
+
+    // -o type=oci as for a Dockerfile build: layers leave compressed.
+    let archive = a_dir.path().join("py-oci.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    ka.ok(&["build", "-f", &toml(dir), "-t", "py:1", "-o", &dest]);
+    let mut blobs = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(fs::File::open(&archive).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+        blobs.insert(name, body);
+    }
+    let index: serde_json::Value = serde_json::from_slice(&blobs["index.json"]).unwrap();
+    let top = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .replace(':', "/");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blobs[&format!("blobs/{top}")]).unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
 }
 
 /// A project copy whose kiln.toml is `text` (and whose lock is the

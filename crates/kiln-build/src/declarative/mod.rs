@@ -115,6 +115,7 @@ pub fn build(store: &Store, opts: &DeclarativeOptions) -> Result<BuildResult, Bu
     let mtime = epoch.unwrap_or(0);
     let created = kiln_image::time::rfc3339(mtime);
     let mut image = base_image(store, &file.image.base, platform, opts)?;
+    let base_layers = image.layers.len();
     let mut warnings = Vec::new();
     let mut steps = 0;
     let mut cached = 0;
@@ -230,6 +231,11 @@ pub fn build(store: &Store, opts: &DeclarativeOptions) -> Result<BuildResult, Bu
         if let Some(s) = &img.stop_signal {
             rc.stop_signal = Some(s.clone());
         }
+    }
+    // Built here, so stored plain: marked for compression on the way out
+    // (kiln_image::compressed), as the solver marks its layers.
+    for l in &image.layers[base_layers..] {
+        kiln_image::compressed::mark_built(store, &l.digest)?;
     }
     let image = image.created_at(created);
     let manifest = image.write(store)?;

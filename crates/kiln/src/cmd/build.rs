@@ -368,6 +368,24 @@ fn declarative_build(
     file: &Path,
 ) -> anyhow::Result<(kiln_build::BuildResult, ProgressMode)> {
     let mode = progress_mode(a.quiet, &a.progress)?;
+    // Flags that shape a Dockerfile build mean nothing here: said, not
+    // silently dropped.
+    let ignored = [
+        ("--build-arg", !a.build_args.is_empty()),
+        ("--target", a.target.is_some()),
+        ("--secret", !a.secrets.is_empty()),
+        ("--ssh", !a.ssh.is_empty()),
+        ("--network", a.network.is_some()),
+        ("--add-host", !a.add_hosts.is_empty()),
+        ("--build-context", !a.build_contexts.is_empty()),
+        ("--no-cache", a.no_cache),
+        ("--label (use [image] labels)", !a.labels.is_empty()),
+    ];
+    for (flag, _) in ignored.iter().filter(|(_, set)| *set) {
+        if mode != ProgressMode::Quiet {
+            eprintln!("warning: {flag}: ignored for a kiln.toml build");
+        }
+    }
     let context = match &a.context {
         Some(c) => PathBuf::from(c),
         None => file
