@@ -19,117 +19,117 @@ pub struct BuildArgs {
     /// `kiln.toml` (a `.toml` name, or TOML with an `[image]` table) is a
     /// declarative build instead (see the README).
     #[arg(short, long)]
-    file: Option<String>,
+    pub(super) file: Option<String>,
     /// Name the image (repeatable).
     #[arg(short, long = "tag")]
-    tags: Vec<String>,
+    pub(super) tags: Vec<String>,
     /// Set a build-time variable that an ARG declares (K alone takes K's
     /// value from the environment). Repeatable.
     #[arg(long = "build-arg", value_name = "K=V")]
-    build_args: Vec<String>,
+    pub(super) build_args: Vec<String>,
     /// Build this stage (by name) and what it needs, not the last stage.
     #[arg(long)]
-    target: Option<String>,
+    pub(super) target: Option<String>,
     /// The platform to build for (os/arch[/variant]; default: the host's).
     /// Base images are picked for it; a RUN for a foreign architecture
     /// needs a binfmt_misc handler (kiln does not emulate).
     #[arg(long)]
-    platform: Option<String>,
+    pub(super) platform: Option<String>,
     /// id=ID,src=PATH or id=ID,env=VAR
     #[arg(long = "secret")]
-    secrets: Vec<String>,
+    pub(super) secrets: Vec<String>,
     /// default or ID=SOCKET
     #[arg(long)]
-    ssh: Vec<String>,
+    pub(super) ssh: Vec<String>,
     /// Run every step again instead of taking it from the cache.
     #[arg(long)]
-    no_cache: bool,
+    pub(super) no_cache: bool,
     /// Run the steps of these stages again (repeatable).
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
-    no_cache_filter: Vec<String>,
+    pub(super) no_cache_filter: Vec<String>,
     /// Pull base images from their registry even when the store has them
     /// (without it, only those the store lacks for the platform).
     #[arg(long)]
-    pull: bool,
+    pub(super) pull: bool,
     /// Default network for RUN (default, none or host).
     #[arg(long)]
-    network: Option<String>,
+    pub(super) network: Option<String>,
     /// Add NAME:IP to every RUN's /etc/hosts (repeatable; also NAME=IP).
     #[arg(long = "add-host", value_name = "NAME:IP")]
-    add_hosts: Vec<String>,
+    pub(super) add_hosts: Vec<String>,
     /// The size of every RUN's /dev/shm: bytes, or with a unit (k, m, g;
     /// default 64m, as docker).
     #[arg(long = "shm-size", value_name = "SIZE")]
-    shm_size: Option<String>,
+    pub(super) shm_size: Option<String>,
     /// Let the Dockerfile use an entitlement: network.host (RUN
     /// --network=host, ADD from this host's own network) or
     /// security.insecure (RUN --security=insecure). Repeatable, or
     /// comma-separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
-    allow: Vec<String>,
+    pub(super) allow: Vec<String>,
     /// Set a label on the image (repeatable).
     #[arg(long = "label", value_name = "K=V")]
-    labels: Vec<String>,
+    pub(super) labels: Vec<String>,
     /// NAME=PATH, NAME=docker-image://REF (an image in the store) or
     /// NAME=oci-layout://DIR[:TAG][@sha256:…].
     #[arg(long = "build-context")]
-    build_contexts: Vec<String>,
+    pub(super) build_contexts: Vec<String>,
     /// auto, tty, plain or quiet
     #[arg(long, default_value = "auto")]
-    progress: String,
+    pub(super) progress: String,
     /// Print only the image ID on success (progress is suppressed).
     #[arg(short, long)]
-    quiet: bool,
+    pub(super) quiet: bool,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
-    iidfile: Option<PathBuf>,
+    pub(super) iidfile: Option<PathBuf>,
     /// Write buildx's build metadata (digests, names) as JSON to this file.
     #[arg(long, value_name = "FILE")]
-    metadata_file: Option<PathBuf>,
+    pub(super) metadata_file: Option<PathBuf>,
     /// type=image|oci|docker|tar|local|registry,dest=…,name=…,push=true,compression=gzip|zstd,rewrite-timestamp=true
     #[arg(short, long)]
-    output: Vec<String>,
+    pub(super) output: Vec<String>,
     /// Push the image to its registry (-t names): `-o type=registry`.
     #[arg(long)]
-    push: bool,
+    pub(super) push: bool,
     /// How RUN is isolated: auto (the strongest the host allows), rootless
     /// (a user namespace of the caller's subordinate IDs), root
     /// (namespaces as real root) or chroot.
     #[arg(long, default_value = "auto")]
-    isolation: String,
+    pub(super) isolation: String,
     /// Accepted for buildx scripts: the image is in the store either way.
     #[arg(long)]
-    load: bool,
+    pub(super) load: bool,
     /// Accepted for docker build scripts: kiln leaves no intermediate
     /// containers either way.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    rm: Option<bool>,
+    pub(super) rm: Option<bool>,
     /// Accepted for docker build scripts, as --rm.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    force_rm: Option<bool>,
+    pub(super) force_rm: Option<bool>,
     /// Provenance attestations: kiln writes none yet; anything but false
     /// says so.
     #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    provenance: Option<String>,
+    pub(super) provenance: Option<String>,
     /// SBOM attestations: kiln writes none yet; anything but false says so.
     #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    sbom: Option<String>,
+    pub(super) sbom: Option<String>,
     /// A build cache to import (buildx's syntax): not supported yet, so
     /// ignored with a warning; the local cache is used.
     #[arg(long = "cache-from", value_name = "SPEC")]
-    cache_from: Vec<String>,
+    pub(super) cache_from: Vec<String>,
     /// A build cache to export (buildx's syntax): not supported yet, so
     /// ignored with a warning.
     #[arg(long = "cache-to", value_name = "SPEC")]
-    cache_to: Vec<String>,
+    pub(super) cache_to: Vec<String>,
     /// overlay or copy (default: overlay where the kernel allows it).
     #[arg(long)]
-    snapshotter: Option<String>,
+    pub(super) snapshotter: Option<String>,
     /// The build context: a directory, `-` (a tar, or a bare Dockerfile,
     /// on standard input), a git URL (`https://…/repo.git#ref:subdir`,
     /// `git@host:…`, `git://…`) or a tarball URL. A `kiln.toml` build
     /// reads `[[file]]` sources from here (default: the file's directory).
-    context: Option<String>,
+    pub(super) context: Option<String>,
 }
 
 fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -171,7 +171,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         .map(|o| Push::plan(o, &a.tags))
         .collect::<Result<Vec<_>, _>>()?;
     let (result, mode) = match a.file.as_deref().map(Path::new) {
-        Some(f) if kiln_build::declarative::is_build_file(f) => declarative_build(&store, &a, f)?,
+        Some(f) if kiln_build::declarative::is_build_file(f) => {
+            super::build_toml::build(&store, &a, f)?
+        }
         _ => dockerfile_build(&store, &a, &outputs)?,
     };
     let quiet = mode == ProgressMode::Quiet;
@@ -360,56 +362,7 @@ fn dockerfile_build(
     Ok((result?, mode))
 }
 
-/// A `kiln.toml` build (kiln_build::declarative): no context upload, no
-/// sandbox; the context defaults to the build file's directory.
-fn declarative_build(
-    store: &kiln_image::Store,
-    a: &BuildArgs,
-    file: &Path,
-) -> anyhow::Result<(kiln_build::BuildResult, ProgressMode)> {
-    let mode = progress_mode(a.quiet, &a.progress)?;
-    // Flags that shape a Dockerfile build mean nothing here: said, not
-    // silently dropped.
-    let ignored = [
-        ("--build-arg", !a.build_args.is_empty()),
-        ("--target", a.target.is_some()),
-        ("--secret", !a.secrets.is_empty()),
-        ("--ssh", !a.ssh.is_empty()),
-        ("--network", a.network.is_some()),
-        ("--add-host", !a.add_hosts.is_empty()),
-        ("--build-context", !a.build_contexts.is_empty()),
-        ("--no-cache", a.no_cache),
-        ("--label (use [image] labels)", !a.labels.is_empty()),
-    ];
-    for (flag, _) in ignored.iter().filter(|(_, set)| *set) {
-        if mode != ProgressMode::Quiet {
-            eprintln!("warning: {flag}: ignored for a kiln.toml build");
-        }
-    }
-    let context = match &a.context {
-        Some(c) => PathBuf::from(c),
-        None => file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    };
-    let platform = match &a.platform {
-        Some(p) => one_platform(p)?,
-        None => Platform::host(),
-    };
-    let opts = kiln_build::declarative::DeclarativeOptions {
-        file: file.to_path_buf(),
-        context,
-        platform,
-        source_date_epoch: super::source_date_epoch()?,
-        fetch_base: Some(export::base_fetcher()?),
-    };
-    let result = kiln_build::declarative::build(store, &opts)
-        .with_context(|| format!("building {}", file.display()))?;
-    Ok((result, mode))
-}
-
-fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
+pub(super) fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
     use std::io::IsTerminal;
     Ok(match progress {
         _ if quiet => ProgressMode::Quiet,
@@ -425,7 +378,7 @@ fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
 /// `--platform`: buildx takes a list, one image per platform in an index;
 /// kiln builds one platform per build so far, and says so rather than read
 /// the list as one platform.
-fn one_platform(spec: &str) -> anyhow::Result<Platform> {
+pub(super) fn one_platform(spec: &str) -> anyhow::Result<Platform> {
     let mut list: Vec<Platform> = Vec::new();
     for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let p = Platform::parse(p)?;

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod archive;
 pub mod build;
+pub mod build_toml;
 pub mod change;
 pub mod completion;
 pub mod container;

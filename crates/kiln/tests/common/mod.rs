@@ -26,6 +26,8 @@ macro_rules! both {
 pub mod build;
 /// Host canaries for the remote-source safety tests.
 pub mod canary;
+/// kiln.toml test support (acceptance file, seeded stores).
+pub mod declarative;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
