@@ -254,3 +254,31 @@ pub fn file_entries(
     }
     Ok(entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_stay_in_the_context() {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::create_dir(ctx.path().join("app")).unwrap();
+        std::fs::write(ctx.path().join("app/a.py"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", ctx.path().join("out")).unwrap();
+        let file = BuildFile::parse("[image]\n").unwrap();
+        let entry = |src: &str| FileEntry {
+            src: src.into(),
+            dest: "/app/".into(),
+            mode: None,
+            owner: None,
+        };
+        let ok = file_entries(&file, &entry("app/"), ctx.path(), 0).unwrap();
+        assert!(ok.iter().any(|e| e.path == Path::new("app/a.py")));
+        for bad in ["../x", "/etc/passwd", "out/", "out/passwd"] {
+            let err = file_entries(&file, &entry(bad), ctx.path(), 0)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("context"), "{bad}: {err}");
+        }
+    }
+}

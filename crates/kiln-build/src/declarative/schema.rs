@@ -117,3 +117,22 @@ impl BuildFile {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_file_parses_and_typos_do_not() {
+        let f = BuildFile::parse(
+            "[image]\nbase = \"scratch\"\nuser = \"nonroot\"\nentrypoint = [\"/usr/bin/python3\"]\nenv = { LANG = \"C.UTF-8\" }\n\n[debian]\nsuite = \"bookworm\"\npackages = [\"libc6\"]\n\n[[user]]\nname = \"nonroot\"\nuid = 65532\ngid = 65532\nhome = \"/home/nonroot\"\n\n[[file]]\nsrc = \"app/\"\ndest = \"/app/\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.debian.unwrap().components, ["main"]);
+        assert_eq!(f.users[0].shell, "/sbin/nologin");
+        assert_eq!(f.files[0].dest, "/app/");
+        let err =
+            BuildFile::parse("[image]\nbase = \"scratch\"\nentrypiont = [\"x\"]\n").unwrap_err();
+        assert!(err.contains("entrypiont"), "{err}");
+    }
+}
