@@ -19,6 +19,7 @@ pub mod commit;
 pub mod context;
 pub mod copy;
 mod copy_step;
+pub mod declarative;
 pub mod entitlements;
 pub mod exec;
 pub mod export;

@@ -47,8 +47,10 @@ enum Command {
     Tag(cmd::image::TagArgs),
     /// Remove image names.
     Rmi(cmd::image::RmiArgs),
-    /// Build an image from a Dockerfile.
+    /// Build an image from a Dockerfile or a kiln.toml.
     Build(Box<cmd::build::BuildArgs>),
+    /// Resolve a kiln.toml's Debian packages into kiln.lock.
+    Lock(cmd::lock::LockArgs),
     /// Run a command in a throwaway container of an image.
     Run(cmd::container::RunArgs),
     /// Remove content no image or cache entry uses.
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
         Command::Rmi(a) => cmd::image::rmi(&root, a),
         Command::Run(a) => cmd::container::run(&root, a),
         Command::Build(a) => cmd::build::build(&root, *a),
+        Command::Lock(a) => cmd::lock::lock(&root, a),
         Command::Prune(a) => cmd::image::prune(&root, a),
         Command::Check => cmd::image::check(&root),
         Command::Mutate(a) => cmd::surgery::mutate(a),

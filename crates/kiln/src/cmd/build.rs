@@ -15,141 +15,144 @@ use super::open_store;
 #[derive(Args)]
 pub struct BuildArgs {
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard
-    /// input). For a tar or git context, a path inside the context.
+    /// input). For a tar or git context, a path inside the context. A
+    /// `kiln.toml` (a `.toml` name, or TOML with an `[image]` table) is a
+    /// declarative build instead (see the README).
     #[arg(short, long)]
-    file: Option<String>,
+    pub(super) file: Option<String>,
     /// Name the image (repeatable).
     #[arg(short, long = "tag")]
-    tags: Vec<String>,
+    pub(super) tags: Vec<String>,
     /// Set a build-time variable that an ARG declares (K alone takes K's
     /// value from the environment). Repeatable.
     #[arg(long = "build-arg", value_name = "K=V")]
-    build_args: Vec<String>,
+    pub(super) build_args: Vec<String>,
     /// Build this stage (by name) and what it needs, not the last stage.
     #[arg(long)]
-    target: Option<String>,
+    pub(super) target: Option<String>,
     /// The platform to build for (os/arch[/variant]; default: the host's).
     /// Base images are picked for it; a RUN for a foreign architecture
     /// needs a binfmt_misc handler (kiln does not emulate).
     #[arg(long)]
-    platform: Option<String>,
+    pub(super) platform: Option<String>,
     /// id=ID,src=PATH or id=ID,env=VAR
     #[arg(long = "secret")]
-    secrets: Vec<String>,
+    pub(super) secrets: Vec<String>,
     /// default or ID=SOCKET
     #[arg(long)]
-    ssh: Vec<String>,
+    pub(super) ssh: Vec<String>,
     /// Run every step again instead of taking it from the cache.
     #[arg(long)]
-    no_cache: bool,
+    pub(super) no_cache: bool,
     /// Run the steps of these stages again (repeatable).
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
-    no_cache_filter: Vec<String>,
+    pub(super) no_cache_filter: Vec<String>,
     /// Pull base images from their registry even when the store has them
     /// (without it, only those the store lacks for the platform).
     #[arg(long)]
-    pull: bool,
+    pub(super) pull: bool,
     /// Default network for RUN (default, none or host).
     #[arg(long)]
-    network: Option<String>,
+    pub(super) network: Option<String>,
     /// Add NAME:IP to every RUN's /etc/hosts (repeatable; also NAME=IP).
     #[arg(long = "add-host", value_name = "NAME:IP")]
-    add_hosts: Vec<String>,
+    pub(super) add_hosts: Vec<String>,
     /// The size of every RUN's /dev/shm: bytes, or with a unit (k, m, g;
     /// default 64m, as docker).
     #[arg(long = "shm-size", value_name = "SIZE")]
-    shm_size: Option<String>,
+    pub(super) shm_size: Option<String>,
     /// A resource limit of every RUN, as docker's: `NAME=SOFT[:HARD]` with
     /// NAME one of core, cpu, data, fsize, locks, memlock, msgqueue, nice,
     /// nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 is
     /// unlimited. At most kiln's own hard limit (repeatable).
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
-    ulimits: Vec<String>,
+    pub(super) ulimits: Vec<String>,
     /// Add an annotation to the image's manifest: KEY=VALUE, or buildx's
     /// `manifest:KEY=VALUE` (`index:` and `index-descriptor:` are refused, as
     /// buildx does for one platform). Repeatable.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
-    annotations: Vec<String>,
+    pub(super) annotations: Vec<String>,
     /// Let the Dockerfile use an entitlement: network.host (RUN
     /// --network=host, ADD from this host's own network) or
     /// security.insecure (RUN --security=insecure). Repeatable, or
     /// comma-separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
-    allow: Vec<String>,
+    pub(super) allow: Vec<String>,
     /// Set a label on the image (repeatable).
     #[arg(long = "label", value_name = "K=V")]
-    labels: Vec<String>,
+    pub(super) labels: Vec<String>,
     /// NAME=PATH, NAME=docker-image://REF (an image in the store) or
     /// NAME=oci-layout://DIR[:TAG][@sha256:…].
     #[arg(long = "build-context")]
-    build_contexts: Vec<String>,
+    pub(super) build_contexts: Vec<String>,
     /// auto, tty, plain or quiet
     #[arg(long, default_value = "auto")]
-    progress: String,
+    pub(super) progress: String,
     /// Print only the image ID on success (progress is suppressed).
     #[arg(short, long)]
-    quiet: bool,
+    pub(super) quiet: bool,
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
-    iidfile: Option<PathBuf>,
+    pub(super) iidfile: Option<PathBuf>,
     /// Write buildx's build metadata (digests, names) as JSON to this file.
     #[arg(long, value_name = "FILE")]
-    metadata_file: Option<PathBuf>,
+    pub(super) metadata_file: Option<PathBuf>,
     /// type=image|oci|docker|tar|local|registry,dest=…,name=…,push=true,compression=gzip|zstd,rewrite-timestamp=true
     #[arg(short, long)]
-    output: Vec<String>,
+    pub(super) output: Vec<String>,
     /// Push the image to its registry (-t names): `-o type=registry`.
     #[arg(long)]
-    push: bool,
+    pub(super) push: bool,
     /// Squash the target stage's new layers into one, as `docker build
     /// --squash` (the base image's layers are kept)
     #[arg(long)]
-    squash: bool,
+    pub(super) squash: bool,
     /// How RUN is isolated: auto (the strongest the host allows), rootless
     /// (a user namespace of the caller's subordinate IDs), root
     /// (namespaces as real root) or chroot (root in a pod that refuses
     /// namespaces: mounts are copied in; see `kiln info`).
     #[arg(long, default_value = "auto")]
-    isolation: String,
+    pub(super) isolation: String,
     /// Accepted for buildx scripts: the image is in the store either way.
     #[arg(long)]
-    load: bool,
+    pub(super) load: bool,
     /// Accepted for docker build scripts: kiln leaves no intermediate
     /// containers either way.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    rm: Option<bool>,
+    pub(super) rm: Option<bool>,
     /// Accepted for docker build scripts, as --rm.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    force_rm: Option<bool>,
+    pub(super) force_rm: Option<bool>,
     /// Provenance attestations: kiln writes none yet; anything but false
     /// says so.
     #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    provenance: Option<String>,
+    pub(super) provenance: Option<String>,
     /// SBOM attestations: kiln writes none yet; anything but false says so.
     #[arg(long, value_name = "VALUE", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    sbom: Option<String>,
+    pub(super) sbom: Option<String>,
     /// A build cache to import when the store's misses (buildx's syntax:
     /// type=registry,ref=REF or type=local,src=DIR); repeatable, tried in
     /// order.
     #[arg(long = "cache-from", value_name = "SPEC")]
-    cache_from: Vec<String>,
+    pub(super) cache_from: Vec<String>,
     /// `stages`: print the build as jobs (one per named stage, each with
     /// the `kiln build` command that builds it alone and exports its
     /// cache next to the one `--cache-to` names) as JSON, and build
     /// nothing. For a CI matrix or Kubernetes Jobs; see the README.
     #[arg(long, value_name = "WHAT")]
-    print: Option<String>,
+    pub(super) print: Option<String>,
     /// Where to export the build cache (buildx's syntax:
     /// type=registry,ref=REF or type=local,dest=DIR; mode=min|max).
     #[arg(long = "cache-to", value_name = "SPEC")]
-    cache_to: Vec<String>,
+    pub(super) cache_to: Vec<String>,
     /// overlay or copy (default: overlay where the kernel allows it).
     #[arg(long)]
-    snapshotter: Option<String>,
+    pub(super) snapshotter: Option<String>,
     /// The build context: a directory, `-` (a tar, or a bare Dockerfile,
     /// on standard input), a git URL (`https://…/repo.git#ref:subdir`,
-    /// `git@host:…`, `git://…`) or a tarball URL.
-    context: String,
+    /// `git@host:…`, `git://…`) or a tarball URL. A `kiln.toml` build
+    /// reads `[[file]]` sources from here (default: the file's directory).
+    pub(super) context: Option<String>,
 }
 
 fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -191,6 +194,12 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         .filter(|o| o.push)
         .map(|o| Push::plan(o, &a.tags).map(|p| p.mount_from(&caches.registry_refs())))
         .collect::<Result<Vec<_>, _>>()?;
+    let toml = a.file.as_deref().map(Path::new);
+    if let Some(file) = toml.filter(|f| kiln_build::declarative::is_build_file(f)) {
+        let (result, mode) = super::build_toml::build(&store, &a, file)?;
+        let quiet = mode == ProgressMode::Quiet;
+        return deliver(&store, &a, &outputs, &pushes, &[result], quiet, None);
+    }
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,
         Some("none") => kiln_dockerfile::instructions::Network::None,
@@ -200,8 +209,13 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     let entitlements = kiln_build::Entitlements::parse(&a.allow)?;
     // The context (and the Dockerfile in it) may come from standard
     // input, a git repository or a URL; it lives until the build is done.
+    let Some(context) = a.context.as_deref() else {
+        bail!(
+            "kiln build: a context is required (a directory, a git or http URL, or - for a tar on standard input)"
+        );
+    };
     let inputs = kiln_build::source::load(
-        &kiln_build::source::ContextArg::parse(&a.context),
+        &kiln_build::source::ContextArg::parse(context),
         a.file.as_deref(),
         &mut std::io::stdin().lock(),
         &store.dir("tmp")?,
@@ -349,14 +363,39 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         results.push(result);
     }
     drop(inputs);
+    deliver(
+        &store,
+        &a,
+        &outputs,
+        &pushes,
+        &results,
+        quiet,
+        Some((&caches, &session)),
+    )
+}
+
+/// After the build: warnings, names, outputs, the cache export, pushes,
+/// and what docker prints. Several results (platforms) become one index.
+fn deliver(
+    store: &kiln_image::Store,
+    a: &BuildArgs,
+    outputs: &[Output],
+    pushes: &[Push],
+    results: &[kiln_build::BuildResult],
+    quiet: bool,
+    cache: Option<(
+        &super::build_cache::CacheFlags,
+        &kiln_build::cache_session::CacheSession,
+    )>,
+) -> anyhow::Result<()> {
     for w in results.iter().flat_map(|r| &r.warnings).filter(|_| !quiet) {
         eprintln!("warning: {w}");
     }
-    let (id, desc) = if let [result] = &results[..] {
+    let (id, desc) = if let [result] = results {
         (result.image.id(), result.manifest.descriptor())
     } else {
         let mut index = kiln_image::index_edit::empty();
-        for r in &results {
+        for r in results {
             index = kiln_image::index_edit::add(
                 index,
                 kiln_image::index_edit::entry(&r.manifest, &r.image.config),
@@ -371,7 +410,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         .iter()
         .map(|t| Reference::parse(t))
         .collect::<Result<_, _>>()?;
-    for o in &outputs {
+    for o in outputs {
         for n in &o.names {
             names.push(Reference::parse(n)?);
         }
@@ -379,21 +418,21 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     for n in &names {
         store.tag(n, &desc)?;
     }
-    if let [result] = &results[..] {
-        for o in &outputs {
-            export::export(&store, result, o, &names)?;
+    if let [result] = results {
+        for o in outputs {
+            export::export(store, result, o, &names)?;
         }
     }
     // The cache's mode=min follows the last platform's image; mode=max
     // has every step of every platform anyway.
-    if let Some(last) = results.last() {
-        caches.finish(&store, &session, &last.image, quiet)?;
+    if let (Some(last), Some((caches, session))) = (results.last(), cache) {
+        caches.finish(store, session, &last.image, quiet)?;
     }
     // What a registry gets has compressed layers, so a different manifest
     // digest than the store's (as after `docker push`); buildx reports it.
     let mut pushed = None;
-    for p in &pushes {
-        let top = p.run(&store, &desc)?;
+    for p in pushes {
+        let top = p.run(store, &desc)?;
         for n in &names {
             store.set_registry_digest(n, &top.digest)?;
         }
@@ -432,7 +471,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
 }
 
 /// `--progress`: auto is the TTY view when standard error is a terminal.
-fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
+pub(super) fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
     use std::io::IsTerminal;
     Ok(match progress {
         _ if quiet => ProgressMode::Quiet,
@@ -447,6 +486,19 @@ fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
 
 /// `--platform`: buildx's list (`linux/amd64,linux/arm64`), each platform
 /// once, in order.
+/// The one platform of a `--platform` that must name one (a kiln.toml
+/// build writes no index yet).
+pub(super) fn one_platform(spec: &str) -> anyhow::Result<Platform> {
+    match &platform_list(spec)?[..] {
+        [one] => Ok(one.clone()),
+        many => bail!(
+            "--platform {spec}: a kiln.toml build makes one platform's image; \
+             build each with its own --platform (e.g. --platform {})",
+            many[0]
+        ),
+    }
+}
+
 fn platform_list(spec: &str) -> anyhow::Result<Vec<Platform>> {
     let mut list: Vec<Platform> = Vec::new();
     for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {

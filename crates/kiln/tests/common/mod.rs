@@ -28,6 +28,8 @@ pub mod build;
 pub mod buildkit;
 /// Host canaries for the remote-source safety tests.
 pub mod canary;
+/// kiln.toml test support (acceptance file, seeded stores).
+pub mod declarative;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
