@@ -66,6 +66,28 @@ pub struct BuildOptions {
     pub cache_session: Option<std::sync::Arc<crate::cache_session::CacheSession>>,
 }
 
+impl BuildOptions {
+    /// What the frontend resolves the Dockerfile with: the build args,
+    /// target, platforms and named contexts (base images' configs are
+    /// added by the solver once it has loaded them).
+    pub fn resolve_options(&self) -> kiln_dockerfile::ResolveOptions {
+        kiln_dockerfile::ResolveOptions {
+            build_args: self.build_args.clone(),
+            target: self.target.clone(),
+            build_platform: crate::platform::arg_platform(&Platform::host()),
+            target_platform: crate::platform::arg_platform(&self.platform),
+            named_contexts: self.named_contexts.keys().cloned().collect(),
+            ..kiln_dockerfile::ResolveOptions::default()
+        }
+    }
+
+    /// The Dockerfile, parsed and resolved without base images.
+    pub fn resolve_alone(&self) -> Result<kiln_dockerfile::ResolvedBuild, crate::BuildError> {
+        let df = kiln_dockerfile::parse(&self.dockerfile_name, &self.dockerfile)?;
+        Ok(kiln_dockerfile::resolve(&df, &self.resolve_options())?)
+    }
+}
+
 /// Fetches `reference` for a platform into the store, tagged with that
 /// name. kiln-build does not talk to registries; its caller does.
 pub type FetchBase = Box<dyn Fn(&Store, &str, &Platform) -> Result<(), String> + Send + Sync>;

@@ -9,14 +9,11 @@
 
 use std::collections::BTreeSet;
 
-use kiln_dockerfile::ResolveOptions;
 use kiln_dockerfile::stage::Stage;
-use kiln_image::Platform;
 use serde::Serialize;
 
 use crate::BuildError;
 use crate::options::BuildOptions;
-use crate::platform::arg_platform;
 
 /// One job of the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,16 +30,7 @@ pub struct StageJob {
 /// The jobs of `opts`' build: one per named stage the target needs, in
 /// an order where each follows those it depends on, then the final job.
 pub fn stage_jobs(opts: &BuildOptions) -> Result<Vec<StageJob>, BuildError> {
-    let df = kiln_dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)?;
-    let ropts = ResolveOptions {
-        build_args: opts.build_args.clone(),
-        target: opts.target.clone(),
-        build_platform: arg_platform(&Platform::host()),
-        target_platform: arg_platform(&opts.platform),
-        named_contexts: opts.named_contexts.keys().cloned().collect(),
-        ..ResolveOptions::default()
-    };
-    let build = kiln_dockerfile::resolve(&df, &ropts)?;
+    let build = opts.resolve_alone()?;
     let by_index = |i: usize| build.stages.iter().find(|s| s.index == i);
     // The named stages `stage` needs, looking through unnamed ones.
     let named_deps = |stage: &Stage| {

@@ -5,9 +5,8 @@
 
 use std::sync::atomic::Ordering;
 
-use kiln_dockerfile::ResolveOptions;
 use kiln_dockerfile::stage::Stage;
-use kiln_image::{Image, NewLayer, Platform, Store};
+use kiln_image::{Image, NewLayer, Store};
 use kiln_sandbox::Sandbox;
 use kiln_snapshot::Snapshots;
 
@@ -17,7 +16,6 @@ use crate::context::Context;
 use crate::graph::lower::lower;
 use crate::graph::{Node, StagePlan};
 use crate::options::{BuildOptions, BuildResult};
-use crate::platform::arg_platform;
 use crate::precompress::Precompress;
 use crate::progress::Progress;
 use crate::source::ContextKind;
@@ -32,14 +30,7 @@ pub fn build(
     progress: &Progress,
 ) -> Result<BuildResult, BuildError> {
     let df = kiln_dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)?;
-    let mut ropts = ResolveOptions {
-        build_args: opts.build_args.clone(),
-        target: opts.target.clone(),
-        build_platform: arg_platform(&Platform::host()),
-        target_platform: arg_platform(&opts.platform),
-        named_contexts: opts.named_contexts.keys().cloned().collect(),
-        ..ResolveOptions::default()
-    };
+    let mut ropts = opts.resolve_options();
     // Resolve once to learn the base images, then again with their configs
     // so that their ENV is in scope and their ONBUILD triggers run.
     let first = kiln_dockerfile::resolve(&df, &ropts)?;

@@ -9,7 +9,6 @@
 //! stage that stage's image, built again as the target (every step a cache
 //! hit). The built image must start with exactly those layers.
 
-use kiln_dockerfile::ResolveOptions;
 use kiln_dockerfile::stage::Base;
 use kiln_image::layer::LayerOptions;
 use kiln_image::media::Compression;
@@ -18,22 +17,12 @@ use kiln_image::store_io::{StoreSink, StoreSource};
 use kiln_image::transport::{CopyOptions, copy};
 use kiln_image::{Digest, History, Image, Platform, Store};
 
-use crate::platform::arg_platform;
 use crate::{BuildError, BuildOptions, BuildResult, Progress, ProgressMode};
 
 /// The diff IDs of the target stage's base, bottom first. `opts` is lent
 /// back unchanged (its target is switched while a base stage is built).
 pub fn base_diff_ids(store: &Store, opts: &mut BuildOptions) -> Result<Vec<Digest>, BuildError> {
-    let df = kiln_dockerfile::parse(&opts.dockerfile_name, &opts.dockerfile)?;
-    let ropts = ResolveOptions {
-        build_args: opts.build_args.clone(),
-        target: opts.target.clone(),
-        build_platform: arg_platform(&Platform::host()),
-        target_platform: arg_platform(&opts.platform),
-        named_contexts: opts.named_contexts.keys().cloned().collect(),
-        ..ResolveOptions::default()
-    };
-    let build = kiln_dockerfile::resolve(&df, &ropts)?;
+    let build = opts.resolve_alone()?;
     let stage = build
         .stages
         .iter()

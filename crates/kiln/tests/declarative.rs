@@ -153,34 +153,19 @@ fn podman_runs_the_acceptance_image() {
     let archive = tmp.path().join("py.tar");
     k.ok(&["save", "kiln-test/py:1", "-o", archive.to_str().unwrap()]);
     // A private podman store, so the test leaves the host's alone.
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(tmp.path().join("podman-root"))
-            .arg("--runroot")
-            .arg(tmp.path().join("podman-run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        let out = c.output().unwrap();
-        assert_success(&out, &format!("podman {}", args.join(" ")));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let podman = |args: &[&str]| common::podman(tmp.path(), args);
     podman(&["load", "-i", archive.to_str().unwrap()]);
-    let out = podman(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "kiln-test/py:1",
-        "-c",
-        "import ssl, os; print(ssl.OPENSSL_VERSION, os.getuid())",
-    ]);
+    let out = podman(
+        &[
+            common::PODMAN_RUN,
+            &[
+                "kiln-test/py:1",
+                "-c",
+                "import ssl, os; print(ssl.OPENSSL_VERSION, os.getuid())",
+            ],
+        ]
+        .concat(),
+    );
     assert!(
         out.contains("OpenSSL 3.") && out.contains(" 65532"),
         "{out}"

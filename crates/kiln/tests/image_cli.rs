@@ -263,33 +263,10 @@ fn podman_loads_and_runs_the_docker_archive() {
         docker.to_str().unwrap(),
     ]);
     // A private podman store, so the test leaves the host's alone.
-    let proot = tmp.path().join("podman-root");
-    let prun = tmp.path().join("podman-run");
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root").arg(&proot).arg("--runroot").arg(&prun);
-        c.arg("--storage-driver").arg("vfs");
-        c.args(args);
-        let out = c.output().unwrap();
-        common::assert_success(&out, &format!("podman {}", args.join(" ")));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let podman = |args: &[&str]| common::podman(tmp.path(), args);
     let loaded = podman(&["load", "-i", docker.to_str().unwrap()]);
     assert!(loaded.contains("kiln-test/busybox:1"), "{loaded}");
-    podman(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "kiln-test/busybox:1",
-        "true",
-    ]);
+    podman(&[common::PODMAN_RUN, &["kiln-test/busybox:1", "true"]].concat());
 }
 
 /// `kiln images | head -1`: the reader closes the pipe early, and kiln must

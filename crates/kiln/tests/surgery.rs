@@ -10,6 +10,8 @@ mod support;
 mod common;
 mod surgery_support;
 
+use common::{PODMAN_RUN, podman};
+
 use std::process::Command;
 
 use common::build::missing_prerequisite;

@@ -9,6 +9,8 @@ mod support;
 mod common;
 mod surgery_support;
 
+use common::{PODMAN_RUN, podman};
+
 use common::build::missing_prerequisite;
 use common::is_root;
 use support::{Auth, Registry, kiln, kiln_ok};

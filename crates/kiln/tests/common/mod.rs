@@ -175,3 +175,31 @@ pub fn tree_listing(root: &Path) -> Vec<String> {
     }
     out
 }
+
+/// podman with its own storage under `h` (vfs, so it needs nothing from
+/// the host's), checked to succeed; its standard output.
+pub fn podman(h: &Path, args: &[&str]) -> String {
+    let mut c = std::process::Command::new("podman");
+    c.arg("--root").arg(h.join("podman-root"));
+    c.arg("--runroot").arg(h.join("podman-run"));
+    c.arg("--storage-driver").arg("vfs");
+    c.args(args);
+    let out = c.output().unwrap();
+    assert_success(&out, &format!("podman {}", args.join(" ")));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `podman run` as this machine allows it (runc, rlimits at or below the
+/// current ones, no network).
+pub const PODMAN_RUN: &[&str] = &[
+    "run",
+    "--rm",
+    "--runtime",
+    "runc",
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
