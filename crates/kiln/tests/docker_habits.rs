@@ -173,9 +173,15 @@ both!(build_annotations_reach_the_manifest, |who| {
         ],
     );
     assert!(out.status.success(), "{log}");
+    // Beside the user's, the base image's name and digest, as BuildKit
+    // writes them (what `kiln rebase` without flags follows).
+    let base: serde_json::Value =
+        serde_json::from_str(&k.ok(&["inspect", "kiln-test/busybox:1"])).unwrap();
     let want = serde_json::json!({
         "org.opencontainers.image.title": "app",
         "com.example.build": "42",
+        "org.opencontainers.image.base.name": "docker.io/kiln-test/busybox:1",
+        "org.opencontainers.image.base.digest": base["Digest"],
     });
     let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "annotated:1"])).unwrap();
     assert_eq!(v["Manifest"]["annotations"], want, "{v}");
