@@ -81,18 +81,7 @@ impl Output {
                 "type" => kind = v.to_string(),
                 "dest" => dest = Some(PathBuf::from(v)),
                 "name" => out.names.extend(v.split(';').map(str::to_string)),
-                "compression" => {
-                    out.compression = Some(match v {
-                        "gzip" => Compression::Gzip,
-                        "zstd" => Compression::Zstd,
-                        "uncompressed" => Compression::None,
-                        _ => {
-                            return Err(usage(format!(
-                                "compression={v}: expected gzip, zstd or uncompressed"
-                            )));
-                        }
-                    })
-                }
+                "compression" => out.compression = Some(compression_named(v).map_err(usage)?),
                 "rewrite-timestamp" => out.rewrite_timestamp = v == "true",
                 "push" => out.push = v == "true",
                 "registry.insecure" => out.insecure = v == "true",
@@ -371,6 +360,18 @@ pub fn base_fetcher() -> Result<crate::FetchBase, BuildError> {
 
 fn registry_error(what: &'static str) -> impl FnOnce(kiln_registry::RegistryError) -> BuildError {
     move |e| BuildError::Io(format!("{what}: {e}"))
+}
+
+/// A `compression=` value of `-o` or `--cache-to`, as buildx spells it.
+pub(crate) fn compression_named(v: &str) -> Result<Compression, String> {
+    match v {
+        "gzip" => Ok(Compression::Gzip),
+        "zstd" => Ok(Compression::Zstd),
+        "uncompressed" => Ok(Compression::None),
+        _ => Err(format!(
+            "compression={v}: expected gzip, zstd or uncompressed"
+        )),
+    }
 }
 
 #[cfg(test)]

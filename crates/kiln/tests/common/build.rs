@@ -778,6 +778,20 @@ impl Case {
             .collect()
     }
 
+    /// The builds of this case, in order: its prebuilds (tag, Dockerfile,
+    /// no flags), then the case itself with its flags and `tool_flags`.
+    pub fn builds(&self, ctx: &Ctx, tool_flags: &[String]) -> Vec<(String, String, Vec<String>)> {
+        let mut builds: Vec<(String, String, Vec<String>)> = self
+            .prebuild
+            .iter()
+            .map(|(t, d)| (t.clone(), d.clone(), vec![]))
+            .collect();
+        let mut flags = self.expand(&self.flags, ctx);
+        flags.extend(self.expand(tool_flags, ctx));
+        builds.push((self.tag(), self.dockerfile.clone(), flags));
+        builds
+    }
+
     pub fn tag(&self) -> String {
         format!("kiln-case/{}:latest", self.name)
     }
@@ -999,14 +1013,7 @@ pub fn kiln_build_case(
 ) -> Result<Built, String> {
     let mut log = String::new();
     let context = case.dir.join(&case.context);
-    let mut builds: Vec<(String, String, Vec<String>)> = case
-        .prebuild
-        .iter()
-        .map(|(t, d)| (t.clone(), d.clone(), vec![]))
-        .collect();
-    let mut flags = case.expand(&case.flags, ctx);
-    flags.extend(case.expand(&case.kiln_flags, ctx));
-    builds.push((case.tag(), case.dockerfile.clone(), flags));
+    let builds = case.builds(ctx, &case.kiln_flags);
     for (tag, df, flags) in builds {
         let mut c = k.cmd();
         c.arg("build")
@@ -1046,14 +1053,7 @@ pub fn buildah_build_case(
 ) -> Result<Built, String> {
     let mut log = String::new();
     let context = case.dir.join(&case.context);
-    let mut builds: Vec<(String, String, Vec<String>)> = case
-        .prebuild
-        .iter()
-        .map(|(t, d)| (t.clone(), d.clone(), vec![]))
-        .collect();
-    let mut flags = case.expand(&case.flags, ctx);
-    flags.extend(case.expand(&case.buildah_flags, ctx));
-    builds.push((case.tag(), case.dockerfile.clone(), flags));
+    let builds = case.builds(ctx, &case.buildah_flags);
     for (tag, df, flags) in builds {
         let mut c = b.build_cmd();
         c.arg("-f")

@@ -204,14 +204,7 @@ impl Docker {
 
     pub fn build_case(&self, case: &Case, ctx: &Ctx, work: &Path) -> Result<Built, String> {
         let context = case.dir.join(&case.context);
-        let mut builds: Vec<(String, String, Vec<String>)> = case
-            .prebuild
-            .iter()
-            .map(|(t, d)| (t.clone(), d.clone(), vec![]))
-            .collect();
-        let mut flags = case.expand(&case.flags, ctx);
-        flags.extend(case.expand(&case.buildkit_flags, ctx));
-        builds.push((case.tag(), case.dockerfile.clone(), flags));
+        let builds = case.builds(ctx, &case.buildkit_flags);
         let mut log = String::new();
         for (tag, df, flags) in builds {
             let out = self

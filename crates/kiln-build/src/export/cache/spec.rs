@@ -128,16 +128,7 @@ fn parse_spec(flag: &str, spec: &str, dir_key: &str) -> Result<Option<Spec>, Bui
             }
             "ignore-error" => out.ignore_error = Some(bool_of(k, v)?),
             "compression" => {
-                out.compression = Some(match v {
-                    "gzip" => Compression::Gzip,
-                    "zstd" => Compression::Zstd,
-                    "uncompressed" => Compression::None,
-                    _ => {
-                        return Err(usage(format!(
-                            "compression={v}: expected gzip, zstd or uncompressed"
-                        )));
-                    }
-                })
+                out.compression = Some(crate::export::compression_named(v).map_err(usage)?);
             }
             // A cache is always an OCI image manifest, compressed once per
             // layer at the default level.
