@@ -17,7 +17,7 @@ const KNOWN_GAPS: &[(&str, &str)] = &[];
 /// A store with the busybox base, or None (loudly) without `kiln build`.
 fn setup(name: &str) -> Option<(tempfile::TempDir, KilnBuild)> {
     if !kiln_build_available() {
-        loud(&format!("build_cache::{name} SKIPPED: no `kiln build`"));
+        missing_prerequisite(&format!("build_cache::{name}: no `kiln build`"));
         return None;
     }
     let tmp = scratch("kiln-bt-cache-");

@@ -21,7 +21,7 @@ use sha2::Digest as _;
 /// A store with the busybox base, or None (loudly) without `kiln build`.
 fn setup(name: &str) -> Option<(tempfile::TempDir, KilnBuild)> {
     if !kiln_build_available() {
-        loud(&format!("build_inputs::{name} SKIPPED: no `kiln build`"));
+        missing_prerequisite(&format!("build_inputs::{name}: no `kiln build`"));
         return None;
     }
     let tmp = scratch("kiln-bt-inputs-");
@@ -173,7 +173,7 @@ fn context_tar_on_stdin_in_every_compression() {
     // -f names a file inside the tar; each compression is detected.
     for tool in ["gzip", "bzip2", "xz", "zstd"] {
         if !have(tool) {
-            loud(&format!("{tool} missing: its stdin context case SKIPPED"));
+            missing_prerequisite(&format!("{tool} missing: its stdin context case"));
             continue;
         }
         let tag = format!("stdin:{tool}");

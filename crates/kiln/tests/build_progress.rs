@@ -17,7 +17,7 @@ const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 fn setup(name: &str) -> Option<(tempfile::TempDir, KilnBuild)> {
     if !kiln_build_available() {
-        loud(&format!("build_progress::{name} SKIPPED: no `kiln build`"));
+        missing_prerequisite(&format!("build_progress::{name}: no `kiln build`"));
         return None;
     }
     let tmp = scratch("kiln-bt-progress-");
