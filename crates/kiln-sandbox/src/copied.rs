@@ -63,7 +63,11 @@ pub(crate) fn warn_once(key: &'static str, msg: &str) {
 
 /// What to put at a target.
 enum Content<'a> {
-    Dev,
+    /// A `/dev`; `nodes`: try `mknod` (traced runs see the host's nodes
+    /// through the tracer instead, and get empty files as placeholders).
+    Dev {
+        nodes: bool,
+    },
     Bytes(&'a [u8]),
     /// A copy of the node open as this `O_PATH` fd.
     Copy(OwnedFd),
@@ -138,7 +142,8 @@ pub(crate) fn provision(plan: &Plan<'_>) -> Result<Provisioned> {
 
 impl Provisioned {
     fn fill(&mut self, root: BorrowedFd<'_>, plan: &Plan<'_>) -> Result<()> {
-        self.put(root, Path::new("/dev"), Content::Dev, None)?;
+        let nodes = plan.mode != crate::spawn::Mode::Traced;
+        self.put(root, Path::new("/dev"), Content::Dev { nodes }, None)?;
         for (name, data) in [
             ("hosts", plan.hosts.as_deref()),
             ("resolv.conf", plan.resolv_conf.as_deref()),
@@ -271,7 +276,7 @@ impl Provisioned {
         let item = self.items.last().expect("just pushed");
         let (dir, name, shown) = (item.parent.as_fd(), item.name.as_c_str(), &item.shown);
         match content {
-            Content::Dev => make_dev(dir, name, shown),
+            Content::Dev { nodes } => make_dev(dir, name, shown, nodes),
             Content::Bytes(data) => write_new(dir, name, data, shown),
             Content::Copy(src) => crate::tree::copy_fd(src.as_fd(), dir, name, shown),
             Content::EmptyDir(mode) => {
@@ -362,11 +367,19 @@ fn write_new(dir: BorrowedFd<'_>, name: &CStr, data: &[u8], shown: &str) -> Resu
 }
 
 /// A `/dev` directory: device nodes where `mknod` is allowed.
-fn make_dev(parent: BorrowedFd<'_>, name: &CStr, shown: &str) -> Result<()> {
+fn make_dev(parent: BorrowedFd<'_>, name: &CStr, shown: &str, nodes: bool) -> Result<()> {
     rfs::mkdirat(parent, name, Mode::from_raw_mode(0o755)).map_err(at("mkdir", shown))?;
     let dev = crate::tree::open_dir_nofollow(parent, name).map_err(at("open", shown))?;
     rfs::fchmod(&dev, Mode::from_raw_mode(0o755)).map_err(at("chmod", shown))?;
-    for (node, major, minor) in DEVICES {
+    for (node, _, _) in DEVICES.iter().filter(|_| !nodes) {
+        write_new(
+            dev.as_fd(),
+            &CString::new(*node).expect("no NUL"),
+            b"",
+            &format!("/dev/{node}"),
+        )?;
+    }
+    for (node, major, minor) in DEVICES.iter().filter(|_| nodes) {
         let made = rfs::mknodat(
             &dev,
             *node,

@@ -27,7 +27,7 @@ pub struct HostInfo {
     pub newuidmap: bool,
     /// What `Isolation::Auto` resolves to here.
     pub auto_isolation: Isolation,
-    /// Each isolation mode (`rootless`, `root`, `chroot`): whether it works
+    /// Each isolation mode (`rootless`, `root`, `chroot`, `traced`): whether it works
     /// here (with how, for chroot), else what the host refused.
     pub isolation_modes: Vec<(Isolation, Result<String, String>)>,
     /// The default network (`Network::Private`): the slirp4netns it uses,
@@ -217,10 +217,16 @@ pub fn probe_isolation_modes() -> Vec<(Isolation, Result<String, String>)> {
                    copied in; copy snapshotter; no pid/net/uts isolation"
             .to_string(),
     });
+    let traced = crate::traced::probe().map(|()| {
+        "traced (ptrace + seccomp, no privilege): paths resolved in the rootfs, uid 0 \
+         emulated; copy snapshotter; no pid/net/uts isolation"
+            .to_string()
+    });
     vec![
         (Isolation::Rootless, rootless),
         (Isolation::Root, root),
         (Isolation::Chroot, chroot),
+        (Isolation::Traced, traced),
     ]
 }
 

@@ -15,7 +15,7 @@
 //! `no_new_privs` is off by default, like Docker: RUN steps may use setuid
 //! programs (su, sudo, ping); `RunSpec::no_new_privileges` turns it on.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::AsFd;
 
 use crate::caps;
@@ -206,19 +206,7 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
     }
 
     let argv0 = spec.argv.first().map(String::as_str).unwrap_or_default();
-    let candidates = if argv0.contains('/') {
-        vec![CString::new(argv0).map_err(|e| Error::InvalidSpec(e.to_string()))?]
-    } else {
-        let path = env
-            .iter()
-            .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_else(|| DEFAULT_PATH.to_string());
-        path.split(':')
-            .map(|d| if d.is_empty() { "." } else { d })
-            .filter_map(|d| CString::new(format!("{d}/{argv0}")).ok())
-            .collect()
-    };
+    let candidates = path_candidates(argv0, &env)?;
 
     Ok(Exec {
         user,
@@ -237,7 +225,7 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
             .collect::<Result<_>>()?,
         drop_caps: match plan.mode {
             crate::spawn::Mode::Chroot { .. } => 1u64 << caps::CAP_SYS_CHROOT,
-            crate::spawn::Mode::Namespaces { .. } => 0,
+            crate::spawn::Mode::Namespaces { .. } | crate::spawn::Mode::Traced => 0,
         },
     })
 }
@@ -245,7 +233,7 @@ fn prepare(plan: &Plan<'_>, have_mntns: bool, new_pidns: bool, new_netns: bool) 
 /// Make the caller's replacement fds our 0, 1, 2 (W inherits them). Each is
 /// first duplicated above 2, so that e.g. stdout=0 cannot be clobbered by an
 /// earlier dup2; the copies are closed with everything else afterwards.
-fn install_stdio(io: [Option<i32>; 3]) -> Result<()> {
+pub(crate) fn install_stdio(io: [Option<i32>; 3]) -> Result<()> {
     let mut high = [None; 3];
     for (i, fd) in io.iter().enumerate() {
         if let Some(fd) = *fd {
@@ -453,22 +441,47 @@ fn switch_user(u: &ExecUser) -> std::result::Result<(), (&'static str, i32)> {
     Ok(())
 }
 
+/// The paths `execvp` would try for `argv0`: itself when it names a path,
+/// else each directory of the `PATH` in `env` (or the default PATH).
+pub(crate) fn path_candidates(argv0: &str, env: &[CString]) -> Result<Vec<CString>> {
+    if argv0.contains('/') {
+        return Ok(vec![
+            CString::new(argv0).map_err(|e| Error::InvalidSpec(e.to_string()))?,
+        ]);
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| DEFAULT_PATH.to_string());
+    Ok(path
+        .split(':')
+        .map(|d| if d.is_empty() { "." } else { d })
+        .filter_map(|d| CString::new(format!("{d}/{argv0}")).ok())
+        .collect())
+}
+
 fn exec(x: &Exec) -> i32 {
-    let argv: Vec<*const libc::c_char> = x
-        .argv
+    exec_candidates(&x.argv, &x.env, &x.candidates)
+}
+
+/// `execve`s each candidate path for argv[0] in turn, as `execvp` walks
+/// PATH, and returns the errno that ends the search (it returns only on
+/// failure): the first error other than "not there", else EACCES if a
+/// candidate was refused, else ENOENT.
+pub(crate) fn exec_candidates(argv: &[CString], env: &[CString], candidates: &[CString]) -> i32 {
+    let argv: Vec<*const libc::c_char> = argv
         .iter()
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let envp: Vec<*const libc::c_char> = x
-        .env
+    let envp: Vec<*const libc::c_char> = env
         .iter()
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let mut err = libc::ENOENT;
-    for c in &x.candidates {
-        let c: &CStr = c;
+    for c in candidates {
         // SAFETY: NULL-terminated arrays of valid C strings.
         unsafe { libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         match last_errno() {

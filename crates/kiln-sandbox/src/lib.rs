@@ -47,6 +47,13 @@
 //!   namespace: the command sees and, as root, may signal the container's
 //!   processes), network ([`Sandbox::default_network`]), hostname; no
 //!   `/proc` or `/sys`; binds are writable copies whose writes are dropped.
+//! - traced, for a process with no privilege at all (`Isolation::Traced`,
+//!   x86_64; what `Auto` picks where namespaces and chroot are both
+//!   refused): the rootfs must be a [`Rootfs::Dir`], provisioned as for
+//!   chroot without a mount namespace; the command runs as the caller,
+//!   ptraced under a seccomp filter, its paths resolved inside the rootfs
+//!   and uid 0 emulated (chown recorded in [`traced::OWNER_XATTR`] for the
+//!   differ). Same gaps as chroot, and see [`traced`].
 //! - filesystem: fresh /proc (Docker's masked/read-only paths), minimal /dev
 //!   ([`dev`]), /sys read-only bind (best effort), and /etc/hosts,
 //!   /etc/resolv.conf, /etc/hostname bind-mounted from files kept outside the
@@ -105,7 +112,8 @@
 //! comparison.
 //!
 //! # Not here
-//! cgroups/resource limits, seccomp, image resolution, snapshots and diffs,
+//! cgroups/resource limits, seccomp (but traced isolation's own filter),
+//! image resolution, snapshots and diffs,
 //! relaying between a [`pty::Pty`] and the caller's terminal.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -123,6 +131,7 @@ pub mod private_net;
 pub mod pty;
 mod resolve;
 mod spawn;
+pub mod traced;
 mod tree;
 pub mod ulimit;
 pub mod user;
@@ -324,6 +333,12 @@ pub enum Isolation {
     /// [`Rootfs::Dir`], and `/dev`, the `/etc` files and the mounts are
     /// copied in and taken out again (see the `copied` module).
     Chroot,
+    /// No privilege at all (a non-root pod without capabilities under the
+    /// "restricted" policy): the command is traced with ptrace under a
+    /// seccomp filter, every path it passes is resolved inside the rootfs
+    /// (a [`Rootfs::Dir`]) and uid 0 is emulated; see [`traced`]. x86_64
+    /// only. No pid/net/ipc/uts isolation, as chroot without namespaces.
+    Traced,
 }
 
 impl fmt::Display for Isolation {
@@ -333,6 +348,7 @@ impl fmt::Display for Isolation {
             Isolation::Rootless => "rootless",
             Isolation::Root => "root",
             Isolation::Chroot => "chroot",
+            Isolation::Traced => "traced",
         })
     }
 }
@@ -345,9 +361,10 @@ impl FromStr for Isolation {
             "rootless" => Isolation::Rootless,
             "root" => Isolation::Root,
             "chroot" => Isolation::Chroot,
+            "traced" => Isolation::Traced,
             _ => {
                 return Err(Error::InvalidSpec(format!(
-                    "isolation {s:?}: expected auto, rootless, root or chroot"
+                    "isolation {s:?}: expected auto, rootless, root, chroot or traced"
                 )));
             }
         })
@@ -369,6 +386,17 @@ pub(crate) fn resolve_auto() -> (Isolation, Option<String>) {
         match probe {
             Ok(()) if euid == 0 && !userns::in_user_namespace() => (Isolation::Root, None),
             Ok(()) => (Isolation::Rootless, None),
+            // Not even chroot (a non-root pod without capabilities): the
+            // traced mode needs no privilege.
+            Err(e) if info::probe_chroot().is_err() && traced::probe().is_ok() => (
+                Isolation::Traced,
+                Some(format!(
+                    "isolation auto: namespaces are refused here ({}) and so is chroot; \
+                     using traced isolation (ptrace + seccomp, uid 0 emulated; RUN steps \
+                     share this container's processes and network; `kiln info` lists the modes)",
+                    e.trim()
+                )),
+            ),
             Err(e) => (
                 Isolation::Chroot,
                 Some(format!(
@@ -444,6 +472,15 @@ impl Sandbox {
             Isolation::Chroot | Isolation::Auto => spawn::Mode::Chroot {
                 mount_ns: info::probe_mount_ns().is_ok(),
             },
+            Isolation::Traced => {
+                if let Err(reason) = traced::probe() {
+                    return Err(Error::Unsupported {
+                        mode: "traced",
+                        reason,
+                    });
+                }
+                spawn::Mode::Traced
+            }
         };
         // Asked for by name, namespaces the host refuses fail here, before
         // anything runs, naming what was refused.
@@ -464,16 +501,22 @@ impl Sandbox {
         let netns = match mode {
             spawn::Mode::Namespaces { .. } => true,
             spawn::Mode::Chroot { .. } => info::probe_netns().is_ok(),
+            // The traced command never joins a namespace.
+            spawn::Mode::Traced => false,
         };
         let unusable = match mode {
             spawn::Mode::Chroot { .. } => info::probe_chroot().err().map(|e| {
+                let traced = match traced::probe() {
+                    Ok(()) => "--isolation traced works here".to_string(),
+                    Err(t) => format!("traced isolation is refused too ({t})"),
+                };
                 format!(
                     "this host refuses namespaces and {e}: chroot needs root with \
-                     CAP_SYS_CHROOT (a pod under the \"restricted\" policy has neither; \
-                     `kiln info` lists what was tried)"
+                     CAP_SYS_CHROOT (a pod under the \"restricted\" policy has neither); \
+                     {traced}; `kiln info` lists what was tried"
                 )
             }),
-            spawn::Mode::Namespaces { .. } => None,
+            spawn::Mode::Namespaces { .. } | spawn::Mode::Traced => None,
         };
         let scratch = tempfile::Builder::new()
             .prefix(".kiln-sandbox-")
@@ -498,13 +541,17 @@ impl Sandbox {
     /// Whether runs get a mount namespace; without one (chroot isolation
     /// in a default container) the rootfs must be a [`Rootfs::Dir`].
     pub fn has_mount_namespace(&self) -> bool {
-        self.mode != spawn::Mode::Chroot { mount_ns: false }
+        !matches!(
+            self.mode,
+            spawn::Mode::Chroot { mount_ns: false } | spawn::Mode::Traced
+        )
     }
 
     /// The network a build step gets when it asks for none in particular:
     /// [`Network::Private`], or, where this host refuses network namespaces
     /// (chroot isolation in a default container or pod), [`Network::Host`],
-    /// which there is the container's own network namespace (said once).
+    /// which there is the container's own network namespace (said once);
+    /// always so under traced isolation.
     /// An explicit [`Network::Private`] is never replaced like this.
     pub fn default_network(&self) -> Network {
         if self.netns {
@@ -512,7 +559,11 @@ impl Sandbox {
         }
         copied::warn_once(
             "netns",
-            "this host refuses network namespaces: RUN steps share this container's network",
+            if self.mode == spawn::Mode::Traced {
+                "traced isolation makes no network namespace: RUN steps share this host's network"
+            } else {
+                "this host refuses network namespaces: RUN steps share this container's network"
+            },
         );
         Network::Host
     }
@@ -590,6 +641,16 @@ impl Sandbox {
             ),
             EtcFile::Host => Some(std::fs::read("/etc/resolv.conf").unwrap_or_default()),
         };
+        if self.mode == spawn::Mode::Traced && spec.network != Network::Host {
+            return Err(Error::Unsupported {
+                mode: "traced",
+                reason: format!(
+                    "network {} needs a network namespace, which traced isolation does not \
+                     make: RUN steps use the host's (or pod's) network",
+                    spec.network
+                ),
+            });
+        }
         // The fds stay open while `self` lives, i.e. for the whole run.
         let private_ns = match spec.network {
             Network::Private => Some(self.private_namespaces()?),
@@ -598,11 +659,17 @@ impl Sandbox {
         if let Rootfs::Overlay { .. } = spec.rootfs
             && !self.has_mount_namespace()
         {
+            let traced = self.mode == spawn::Mode::Traced;
             return Err(Error::Unsupported {
-                mode: "chroot",
-                reason: "an overlay rootfs needs a mount namespace, which this host refuses; \
-                         use the copy snapshotter (--snapshotter copy)"
-                    .into(),
+                mode: if traced { "traced" } else { "chroot" },
+                reason: if traced {
+                    "traced isolation mounts nothing, so an overlay rootfs cannot be used; \
+                     use the copy snapshotter (--snapshotter copy)"
+                } else {
+                    "an overlay rootfs needs a mount namespace, which this host refuses; \
+                     use the copy snapshotter (--snapshotter copy)"
+                }
+                .into(),
             });
         }
         let plan = spawn::Plan {
@@ -625,7 +692,11 @@ impl Sandbox {
         }
         // No mount namespace: what would be mounted is copied in, and out.
         let provisioned = copied::provision(&plan)?;
-        let status = spawn::run(&plan, self.forward_signals);
+        let status = if self.mode == spawn::Mode::Traced {
+            traced::run(&plan, self.forward_signals)
+        } else {
+            spawn::run(&plan, self.forward_signals)
+        };
         let restored = provisioned.restore();
         let status = status?;
         restored?;

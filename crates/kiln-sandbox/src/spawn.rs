@@ -39,6 +39,8 @@ pub(crate) enum Mode {
     /// chroot, plus a mount namespace if the host allows one (probed when
     /// the sandbox is made); without one, see [`crate::copied`].
     Chroot { mount_ns: bool },
+    /// No namespace, no chroot: traced with ptrace, see [`crate::traced`].
+    Traced,
 }
 
 /// Everything the children need, computed by the parent before forking so
@@ -100,7 +102,7 @@ struct ReportData {
 pub(crate) struct Report(*mut ReportData);
 
 impl Report {
-    fn new() -> Result<Report> {
+    pub(crate) fn new() -> Result<Report> {
         // SAFETY: anonymous shared mapping, checked for MAP_FAILED; zeroed by
         // the kernel, which is a valid ReportData.
         let p = unsafe {
@@ -329,7 +331,12 @@ pub(crate) fn run(plan: &Plan<'_>, forward: bool) -> Result<ExitStatus> {
         restore_forwarding(saved);
     }
     let status = status.map_err(|e| Error::sys("waitpid", e))?;
+    outcome(plan, &report, status)
+}
 
+/// The run's result from the report page, once the first child (exit
+/// status `status`) has ended.
+pub(crate) fn outcome(plan: &Plan<'_>, report: &Report, status: i32) -> Result<ExitStatus> {
     // SAFETY: the children have exited; we are the only accessor now.
     let d = unsafe { &*report.data() };
     match d.state {
@@ -389,6 +396,12 @@ fn relay(plan: &Plan<'_>, report: &Report, parent: i32) -> Result<()> {
                 write_proc("/proc/self/gid_map", &format!("0 {} 1", plan.egid))?;
             }
             (true, true)
+        }
+        Mode::Traced => {
+            return Err(Error::Unsupported {
+                mode: "traced",
+                reason: "traced runs do not go through the namespace relay".into(),
+            });
         }
         Mode::Chroot { mount_ns } => {
             // `Network::None` is a promise: without a network namespace, fail.

@@ -4,7 +4,8 @@
 //! Every step is relative to the fd of a directory already opened, with
 //! `O_NOFOLLOW`, so a tree that a RUN rearranged while we walk it (a
 //! directory swapped for a symlink to `/`) is copied or removed as it is,
-//! never through the link. Owners, modes and times are kept; xattrs and
+//! never through the link. Owners (unprivileged: recorded in kiln's owner
+//! xattr instead), modes and times are kept; xattrs and
 //! hard links between copied files are not (mount contents do not need them).
 
 use std::ffi::CStr;
@@ -182,12 +183,25 @@ fn copy_dir(
 }
 
 fn set_owner_mode(fd: BorrowedFd<'_>, st: &rfs::Stat, shown: &str) -> Result<()> {
-    rfs::fchown(
+    match rfs::fchown(
         fd,
         Some(rfs::Uid::from_raw(st.st_uid)),
         Some(rfs::Gid::from_raw(st.st_gid)),
-    )
-    .map_err(err("chown", shown))?;
+    ) {
+        Ok(()) => {}
+        // Unprivileged (traced isolation): the owner is recorded where the
+        // traced RUN sees it, as for an extracted layer.
+        Err(Errno::PERM) if !rustix::process::geteuid().is_root() => {
+            let v = format!("{}:{}", st.st_uid, st.st_gid);
+            let _ = rfs::fsetxattr(
+                fd,
+                kiln_image::layer::OWNER_XATTR,
+                v.as_bytes(),
+                rfs::XattrFlags::empty(),
+            );
+        }
+        Err(e) => return Err(Error::path("chown", shown, e)),
+    }
     // After chown, which clears setuid bits.
     rfs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(err("chmod", shown))
 }
@@ -201,14 +215,18 @@ fn finish(
     mode: Option<u32>,
     shown: &str,
 ) -> Result<()> {
-    rfs::chownat(
+    match rfs::chownat(
         dir,
         name,
         Some(rfs::Uid::from_raw(st.st_uid)),
         Some(rfs::Gid::from_raw(st.st_gid)),
         AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(err("chown", shown))?;
+    ) {
+        Ok(()) => {}
+        // Unprivileged: symlinks and nodes keep kiln's owner.
+        Err(Errno::PERM) if !rustix::process::geteuid().is_root() => {}
+        Err(e) => return Err(Error::path("chown", shown, e)),
+    }
     if let Some(mode) = mode {
         rfs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
             .map_err(err("chmod", shown))?;

@@ -13,7 +13,13 @@
 //!   container, and on the host through a bind) untouched; `chroot` is
 //!   refused to it (the classic chroot escape needs it);
 //! - `--isolation rootless` fails at once naming what the host refused,
-//!   and runs nothing.
+//!   and runs nothing;
+//! - as a pod under the "restricted" policy (non-root, no capability, no
+//!   new privileges, a seccomp profile refusing `unshare`): traced
+//!   isolation, named by `kiln info` and on stderr, builds the same busybox
+//!   build (owners included), keeps the secret out, and the escapes of
+//!   `tests/data/traced_escape.c` and the shell leave the canaries alone;
+//!   `apt-get install` works there too (`apt_in_restricted_pod`).
 //!
 //! The container image is busybox-static plus the C libraries the kiln
 //! binary links, imported with `podman import` (no registry, no network);
@@ -153,8 +159,18 @@ const RESTRICTED: &[&str] = &[
 /// and capabilities, no privileges; rlimits at or below ours. `extra`
 /// narrows the privileges further.
 fn podman_run(share: &Path, extra: &[&str], script: &str) -> std::process::Output {
+    podman_run_on(share, "none", extra, script)
+}
+
+/// [`podman_run`] on the podman network `network`.
+fn podman_run_on(
+    share: &Path,
+    network: &str,
+    extra: &[&str],
+    script: &str,
+) -> std::process::Output {
     Command::new("podman")
-        .args(["run", "--rm", "--runtime", "runc", "--network", "none"])
+        .args(["run", "--rm", "--runtime", "runc", "--network", network])
         .args(extra)
         .args([
             "--ulimit",
@@ -392,19 +408,374 @@ exit 0
     extract_tar(&share.join("least.tar"), &least_tree);
     assert_eq!(tree_listing(&least_tree), h, "with the Job's privileges");
 
-    // Restricted: no isolation works; RUN fails naming why, before it runs.
-    let restricted = r#"
+    restricted_pod_builds_traced(work.path(), &share, &h, &host);
+}
+
+/// Escapes tried from a RUN under traced isolation, at canary directories
+/// the pod's user can write (so that a way out would show): the
+/// container's /tmp/canary and the host's (bind-mounted) /share/r/canary.
+/// Also: owners given by chown reach the layer and are seen by the next
+/// step.
+const TRACED_ESCAPE: &str = r#"FROM kiln-test/busybox:1
+COPY escape /escape
+RUN mkdir -p /tmp/canary /share/r/canary && ln -s / /up && ln -s /tmp/canary /canlink \
+ && touch /owned /mine && chown 1:2 /owned && mkdir /owned-dir && chown 3:4 /owned-dir
+RUN stat -c '%u:%g' /owned /owned-dir /mine > /owners-seen \
+ && /escape /tmp/canary && /escape /share/r/canary
+RUN --mount=type=secret,id=tok,target=/up/tmp/canary/via-secret \
+    --mount=type=cache,target=/up/share/r/canary/via-cache \
+    sh -c 'for t in /tmp/canary/c /share/r/canary/c ../../../../tmp/canary/c \
+      /up/tmp/canary/c /up/share/r/canary/c /canlink/c /proc/self/root/tmp/canary/c \
+      /proc/1/root/tmp/canary/c /proc/self/cwd/../../tmp/canary/c; do \
+        (echo pwned > "$t") 2>/dev/null; (echo pwned > "$t.new") 2>/dev/null; done; \
+      (cd / && cd .. && cd .. && echo pwned > tmp/canary/c.up) 2>/dev/null; \
+      if chroot / /bin/true 2>/dev/null; then echo chroot-allowed > /chroot-allowed; fi; true'
+RUN sleep 1017 & sh -c 'sleep 1018 &' ; true
+"#;
+
+/// podman's default seccomp profile with `unshare` refused (EPERM) and
+/// `clone` allowed only without namespace flags, `clone3` ENOSYS: what
+/// Kubernetes' RuntimeDefault (containerd's profile) gives a pod without
+/// CAP_SYS_ADMIN. podman's own default allows `unshare`.
+fn restricted_seccomp(work: &Path) -> PathBuf {
+    let default = Path::new("/usr/share/containers/seccomp.json");
+    let text = fs::read_to_string(default)
+        .unwrap_or_else(|e| panic!("{} (podman's default profile): {e}", default.display()));
+    let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rules = profile["syscalls"].as_array_mut().unwrap();
+    for r in rules.iter_mut() {
+        if let Some(names) = r["names"].as_array_mut() {
+            names.retain(|n| !matches!(n.as_str(), Some("unshare" | "clone" | "clone3")));
+        }
+    }
+    rules
+        .push(serde_json::json!({"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}));
+    rules
+        .push(serde_json::json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
+    rules.push(serde_json::json!({
+        "names": ["clone"],
+        "action": "SCMP_ACT_ALLOW",
+        "args": [{"index": 0, "value": 0x7E02_0000u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+    }));
+    let out = work.join("restricted-seccomp.json");
+    fs::write(&out, serde_json::to_vec(&profile).unwrap()).unwrap();
+    out
+}
+
+/// [`restricted_seccomp`] with `ptrace` refused as well (EPERM).
+fn restricted_seccomp_without_ptrace(work: &Path) -> PathBuf {
+    let with = restricted_seccomp(work);
+    let mut profile: serde_json::Value = serde_json::from_slice(&fs::read(&with).unwrap()).unwrap();
+    let rules = profile["syscalls"].as_array_mut().unwrap();
+    for r in rules.iter_mut() {
+        if let Some(names) = r["names"].as_array_mut() {
+            names.retain(|n| n.as_str() != Some("ptrace"));
+        }
+    }
+    rules.push(serde_json::json!({"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}));
+    let out = work.join("restricted-no-ptrace-seccomp.json");
+    fs::write(&out, serde_json::to_vec(&profile).unwrap()).unwrap();
+    out
+}
+
+/// A pod under the "restricted" policy whose runtime refuses `unshare`:
+/// traced isolation builds the same image as the host, owners included;
+/// escapes leave the canaries alone; the secret stays out.
+fn restricted_pod_builds_traced(
+    work: &Path,
+    share: &Path,
+    host_listing: &[String],
+    host: &KilnBuild,
+) {
+    if !have("cc") {
+        missing_prerequisite("cc (to build the static escape helper) is not installed");
+        return;
+    }
+    let r = share.join("r");
+    fs::create_dir_all(r.join("canary")).unwrap();
+    fs::set_permissions(share, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(r.join("canary/c"), "canary\n").unwrap();
+    fs::write(r.join("tok"), SECRET).unwrap();
+    let esc = context(share, "traced-escape", TRACED_ESCAPE);
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/traced_escape.c");
+    let out = Command::new("cc")
+        .args(["-static", "-O1", "-pthread", "-o"])
+        .arg(esc.join("escape"))
+        .arg(&helper)
+        .output()
+        .unwrap();
+    assert_success(&out, "cc -static traced_escape.c");
+    // The pod's user (1000) owns what it must write, and nothing else.
+    for p in [
+        r.clone(),
+        r.join("canary"),
+        r.join("canary/c"),
+        r.join("tok"),
+    ] {
+        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
+    }
+    fs::set_permissions(r.join("tok"), fs::Permissions::from_mode(0o600)).unwrap();
+    let profile = restricted_seccomp(work);
+    let mut args = RESTRICTED.to_vec();
+    let seccomp = format!("--security-opt=seccomp={}", profile.display());
+    args.push(&seccomp);
+    let script = r#"
+K="kiln --root /share/r/store"
+mkdir -p /tmp/canary && echo canary > /tmp/canary/c
+SOURCE_DATE_EPOCH=1700000000 $K import /share/busybox kiln-test/busybox:1 >/share/r/import.log 2>&1 || { cat /share/r/import.log; exit 10; }
+$K info >/share/r/info.txt 2>&1
+$K build -t traced-good --secret id=tok,src=/share/r/tok /share/good >/share/r/good.log 2>&1; echo $? >/share/r/good.rc
+$K save traced-good -o /share/r/good.tar >/share/r/save.log 2>&1
+$K build -t traced-escape --secret id=tok,src=/share/r/tok /share/traced-escape >/share/r/escape.log 2>&1; echo $? >/share/r/escape.rc
+$K save traced-escape -o /share/r/escape.tar >>/share/r/save.log 2>&1
+ps | grep -c '[s]leep 101[78]' >/share/r/leftovers.txt
+ls -A /tmp/canary >/share/r/canary-ls.txt; cat /tmp/canary/c >/share/r/canary-c.txt
+exit 0
+"#;
+    let started = std::time::Instant::now();
+    let out = podman_run(share, &args, script);
+    eprintln!("in the restricted container: {:?}", started.elapsed());
+    assert_success(&out, "podman run as a restricted pod");
+
+    let info = read(&r.join("info.txt"));
+    assert!(info.contains("isolation (auto):    traced"), "{info}");
+    assert!(info.contains("isolation traced:    yes ("), "{info}");
+    assert!(info.contains("isolation chroot:    no ("), "{info}");
+
+    let log = read(&r.join("good.log"));
+    assert_eq!(read(&r.join("good.rc")).trim(), "0", "{log}");
+    assert!(log.contains("using traced isolation"), "{log}");
+    assert!(!log.contains(SECRET), "the secret is in the log:\n{log}");
+    // The image, loaded on the host, equals the host build file for file,
+    // owners and modes included.
+    let out = host
+        .cmd()
+        .arg("load")
+        .arg("-i")
+        .arg(r.join("good.tar"))
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln load (the restricted pod's image)");
+    let tree = work.join("traced-tree");
+    host.rootfs("traced-good", &tree);
+    let t = tree_listing(&tree);
+    let only = |a: &[String], b: &[String]| {
+        a.iter()
+            .filter(|l| !b.contains(l))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        host_listing,
+        t.as_slice(),
+        "host and traced builds differ:\nonly on the host: {:#?}\nonly traced: {:#?}",
+        only(host_listing, &t),
+        only(&t, host_listing)
+    );
+
+    // Escapes.
+    let elog = read(&r.join("escape.log"));
+    assert_eq!(read(&r.join("escape.rc")).trim(), "0", "{elog}");
+    assert!(!elog.contains(SECRET), "the secret is in the log:\n{elog}");
+    assert_eq!(read(&r.join("canary-c.txt")), "canary\n", "{elog}");
+    assert_eq!(
+        read(&r.join("canary-ls.txt")),
+        "c\n",
+        "new files in /tmp/canary:\n{elog}"
+    );
+    assert_eq!(read(&r.join("canary/c")), "canary\n", "{elog}");
+    let names: Vec<_> = fs::read_dir(r.join("canary"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["c"], "new files in the host's canary dir:\n{elog}");
+    for refused in [
+        "inherited fds: 0",
+        "ptrace attach tracer: Operation not permitted",
+        "ptrace traceme: Operation not permitted",
+        "process_vm_writev: Operation not permitted",
+        "pidfd_getfd: Operation not permitted",
+        "seccomp: Operation not permitted",
+        "prctl seccomp: Operation not permitted",
+        "io_uring_setup: Function not implemented",
+        "name_to_handle_at: Operation not permitted",
+        "open_by_handle_at: Operation not permitted",
+        "chroot: Operation not permitted",
+        "mount: Operation not permitted",
+        "clone untraced: Operation not permitted",
+        "open tracer mem: No such file or directory",
+        "getcwd: /\n",
+        "readlink root: /\n",
+        "uid: 0 euid: 0",
+        "race reached: 0 (",
+    ] {
+        assert!(elog.contains(refused), "{refused:?} not in:\n{elog}");
+    }
+    assert_eq!(
+        read(&r.join("leftovers.txt")),
+        "0\n",
+        "a RUN's process is left"
+    );
+    let out = host
+        .cmd()
+        .arg("load")
+        .arg("-i")
+        .arg(r.join("escape.tar"))
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln load (the escape image)");
+    let esc_tree = work.join("traced-escape-tree");
+    host.rootfs("traced-escape", &esc_tree);
+    // The writes landed in the RUN's own rootfs; chroot was refused.
+    assert_eq!(read(&esc_tree.join("tmp/canary/c")), "pwned\n");
+    assert!(
+        !esc_tree.join("chroot-allowed").exists(),
+        "the RUN could chroot"
+    );
+    assert!(!esc_tree.join("tmp/canary/via-secret").exists());
+    // Owners: what chown gave, seen by the next step and in the layer;
+    // what the RUN made is root's.
+    assert_eq!(read(&esc_tree.join("owners-seen")), "1:2\n3:4\n0:0\n");
+    use std::os::unix::fs::MetadataExt;
+    let owner = |p: &str| {
+        let m = fs::symlink_metadata(esc_tree.join(p)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner("owned"), (1, 2));
+    assert_eq!(owner("owned-dir"), (3, 4));
+    assert_eq!(owner("mine"), (0, 0));
+    assert_eq!(owner("escape"), (0, 0));
+
+    // Where ptrace is refused as well, no isolation works: a RUN fails at
+    // once naming why, and `--isolation traced` fails before any step.
+    let no_ptrace = restricted_seccomp_without_ptrace(work);
+    let mut args = RESTRICTED.to_vec();
+    let seccomp = format!("--security-opt=seccomp={}", no_ptrace.display());
+    args.push(&seccomp);
+    let script = r#"
 K="kiln --root /tmp/store"
 SOURCE_DATE_EPOCH=1700000000 $K import /share/busybox kiln-test/busybox:1 >/tmp/import.log 2>&1 || { cat /tmp/import.log; exit 10; }
 $K build -t r /share/rootless 2>&1; echo "rc=$?"
+$K build --isolation traced -t r /share/rootless 2>&1; echo "rc=$?"
 exit 0
 "#;
-    let out = podman_run(&share, RESTRICTED, restricted);
-    assert_success(&out, "podman run as a restricted pod");
+    let out = podman_run(share, &args, script);
+    assert_success(&out, "podman run as a restricted pod without ptrace");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("chroot needs root with CAP_SYS_CHROOT") && text.contains("rc=1"),
+        text.contains("chroot needs root with CAP_SYS_CHROOT")
+            && text.contains("traced isolation is refused too (ptrace")
+            && text.contains("isolation traced unavailable: ptrace")
+            && !text.contains("rc=0"),
         "{text}"
     );
     assert!(!share.join("ran-rootless").exists());
+
+    // The secret: in no file of the pod's store.
+    for (path, bytes) in all_bytes(&r.join("store")) {
+        assert!(
+            !find_bytes(&bytes, SECRET.as_bytes()),
+            "the secret is in {}",
+            path.display()
+        );
+    }
+}
+
+/// An apt build in Debian: installs a package, which drops privileges to
+/// `_apt` for its downloads and chowns its partial directories.
+const APT: &str = r#"FROM kiln-test/debian:bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends hello && hello > /hello-ran \
+ && rm -rf /var/lib/apt/lists/*
+"#;
+
+/// A line of [`tree_listing`] without the file's contents (apt's logs and
+/// caches hold times), and nothing under the trees that hold them.
+fn shape(listing: &[String]) -> Vec<String> {
+    listing
+        .iter()
+        .filter(|l| !l.starts_with("var/log/") && !l.starts_with("var/cache/"))
+        .map(|l| l.split(' ').take(4).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// `apt-get install` in a restricted pod (traced isolation, the pod's
+/// network): the package is installed, and every path of the result has
+/// the kind, mode and owner the host build gives it (apt's `_apt` dirs
+/// included).
+#[test]
+fn apt_in_restricted_pod() {
+    if !podman_ok() {
+        return;
+    }
+    if skip_debian() {
+        missing_prerequisite("KILN_SKIP_DEBIAN=1: the Debian base");
+        return;
+    }
+    let work = scratch("kiln-pod-apt-");
+    let _image = make_image(work.path());
+    let share = work.path().join("share");
+    fs::create_dir_all(share.join("r")).unwrap();
+    fs::set_permissions(&share, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(share.join("r"), Some(1000), Some(1000)).unwrap();
+    context(&share, "apt", APT);
+    let host = KilnBuild::new(&work.path().join("host-store"), Who::Caller);
+    assert!(import_bases(&host, true), "the Debian base");
+    let out = host
+        .cmd()
+        .args(["build", "-t", "apt"])
+        .arg(share.join("apt"))
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln build (apt) on the host");
+    let out = host
+        .cmd()
+        .args(["save", DEBIAN_IMAGE, "-o"])
+        .arg(share.join("debian.tar"))
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln save (the Debian base)");
+    fs::set_permissions(share.join("debian.tar"), fs::Permissions::from_mode(0o644)).unwrap();
+    let profile = restricted_seccomp(work.path());
+    let mut args = RESTRICTED.to_vec();
+    let seccomp = format!("--security-opt=seccomp={}", profile.display());
+    args.push(&seccomp);
+    let script = r#"
+K="kiln --root /share/r/store"
+$K load -i /share/debian.tar >/share/r/load.log 2>&1 || { cat /share/r/load.log; exit 10; }
+$K build -t traced-apt /share/apt >/share/r/apt.log 2>&1; echo $? >/share/r/apt.rc
+$K save traced-apt -o /share/r/apt.tar >/share/r/save.log 2>&1
+exit 0
+"#;
+    let started = std::time::Instant::now();
+    let out = podman_run_on(&share, "host", &args, script);
+    eprintln!("apt in the restricted container: {:?}", started.elapsed());
+    assert_success(&out, "podman run (apt, restricted)");
+    let log = read(&share.join("r/apt.log"));
+    assert_eq!(read(&share.join("r/apt.rc")).trim(), "0", "{log}");
+    assert!(log.contains("using traced isolation"), "{log}");
+    let out = host
+        .cmd()
+        .arg("load")
+        .arg("-i")
+        .arg(share.join("r/apt.tar"))
+        .output()
+        .unwrap();
+    assert_success(&out, "kiln load (the pod's apt image)");
+    let (ht, pt) = (work.path().join("host-apt"), work.path().join("pod-apt"));
+    host.rootfs("apt", &ht);
+    host.rootfs("traced-apt", &pt);
+    assert_eq!(read(&pt.join("hello-ran")), "Hello, world!\n");
+    let (h, p) = (shape(&tree_listing(&ht)), shape(&tree_listing(&pt)));
+    let only = |a: &[String], b: &[String]| {
+        a.iter()
+            .filter(|l| !b.contains(l))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        h == p,
+        "host and traced apt builds differ:\nonly on the host: {:#?}\nonly traced: {:#?}",
+        only(&h, &p),
+        only(&p, &h)
+    );
 }
