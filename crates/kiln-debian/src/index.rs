@@ -20,6 +20,11 @@ pub struct Package {
     pub depends: Vec<Alternatives>,
     pub pre_depends: Vec<Alternatives>,
     pub provides: Vec<Dep>,
+    /// `Conflicts` and `Breaks` (each flattened: no alternatives there):
+    /// two chosen packages that name each other here cannot be installed
+    /// together, which dpkg would refuse.
+    pub conflicts: Vec<Dep>,
+    pub breaks: Vec<Dep>,
     pub essential: bool,
     /// `Priority`: 0 required, 1 important, 2 standard, 3 optional, 4 extra
     /// or unknown. Among providers of a virtual package the most important
@@ -170,6 +175,8 @@ fn package_of(p: &Paragraph) -> Result<Package, String> {
         depends: deps("Depends")?,
         pre_depends: deps("Pre-Depends")?,
         provides: deps("Provides")?.into_iter().flatten().collect(),
+        conflicts: deps("Conflicts")?.into_iter().flatten().collect(),
+        breaks: deps("Breaks")?.into_iter().flatten().collect(),
         essential: p.get("Essential") == Some("yes"),
         priority: match p.get("Priority") {
             Some("required") => 0,

@@ -355,6 +355,7 @@ mod tests {
                 size: deb.len() as u64,
                 sha256: crate::sha256_hex(&deb),
                 path,
+                only: Vec::new(),
             });
         }
         Lock {
@@ -369,6 +370,7 @@ mod tests {
                 requested: Vec::new(),
                 essential: false,
                 excluded: Vec::new(),
+                architectures: Vec::new(),
             },
             packages,
         }

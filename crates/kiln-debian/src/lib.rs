@@ -61,6 +61,15 @@ pub enum DebianError {
         chain: Vec<String>,
         why: String,
     },
+    #[error(
+        "{package} {field} {relation}, and {other} is chosen too: they cannot be installed together (change the package list or add the one to exclude)"
+    )]
+    Conflict {
+        package: String,
+        field: String,
+        relation: String,
+        other: String,
+    },
     #[error("package {package}: refused member {member:?}: {reason}")]
     Hostile {
         package: String,
@@ -105,6 +114,9 @@ pub struct Request {
     pub essential: bool,
     /// Names that dependencies may not pull in (counted as installed).
     pub exclude: Vec<String>,
+    /// Refuse an `InRelease` whose `Valid-Until` has passed (apt's
+    /// `Check-Valid-Until`); off for archive snapshots.
+    pub check_valid_until: bool,
 }
 
 /// Debian's architecture name for an OCI one (`amd64`, `arm64`,
@@ -158,6 +170,12 @@ pub fn resolve_lock(fetcher: &Fetcher, req: &Request) -> Result<Lock, DebianErro
     let url = format!("{mirror}/dists/{}/InRelease", req.suite);
     let bytes = fetcher.get(&url)?;
     let rel = release::verify(&bytes, &url, &req.suite, &keys)?;
+    if req.check_valid_until {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        release::check_valid_until(&rel.fields, &url, now)?;
+    }
     let mut index = index::Index::default();
     for comp in &req.components {
         index.merge(packages_index(
@@ -177,6 +195,7 @@ pub fn resolve_lock(fetcher: &Fetcher, req: &Request) -> Result<Lock, DebianErro
             requested: req.packages.clone(),
             essential: req.essential,
             excluded: req.exclude.clone(),
+            architectures: vec![req.arch.clone()],
         },
         packages: chosen.iter().map(LockedPackage::of).collect(),
     })

@@ -7,7 +7,10 @@
 //! (as apt does); signatures by other keys are ignored when one good
 //! signature by a known key is there; none at all is "unknown key".
 //! Key expiry and revocation are not checked (the keyring is trusted as
-//! given).
+//! given). A `Valid-Until` in the past is refused, as apt's
+//! `Check-Valid-Until` does (a mirror replaying an old, validly signed
+//! index to hold back security fixes), unless the caller opts out (an
+//! archive snapshot is expired by design): see [`check_valid_until`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -152,4 +155,104 @@ pub fn verify(
         file_sha256: crate::sha256_hex(bytes),
         signer,
     })
+}
+
+/// Refuses a Release whose `Valid-Until` is before `now` (epoch seconds).
+/// A Release without the field has no expiry (Debian's stable suites
+/// set none; security and snapshot suites do).
+pub fn check_valid_until(fields: &Paragraph, url: &str, now: i64) -> Result<(), DebianError> {
+    let Some(v) = fields.get("Valid-Until") else {
+        return Ok(());
+    };
+    let until = parse_release_date(v)
+        .ok_or_else(|| DebianError::Invalid(format!("{url}: Valid-Until {v:?} is not a date")))?;
+    if until < now {
+        return Err(DebianError::Invalid(format!(
+            "{url}: expired: Valid-Until {v} is in the past (now {}): the mirror serves a stale or replayed index; \
+             for an archive snapshot set `check_valid_until = false` in [debian]",
+            kiln_image::time::rfc3339(now)
+        )));
+    }
+    Ok(())
+}
+
+/// A Release date (`Sat, 09 Dec 2023 08:12:34 UTC`, RFC 2822 style;
+/// `UTC`, `GMT`, `Z` or `+0000`) as epoch seconds.
+pub fn parse_release_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let s = s.split_once(", ").map_or(s, |(_, rest)| rest);
+    let w: Vec<&str> = s.split_whitespace().collect();
+    let [day, month, year, time, zone] = w[..] else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS.iter().position(|x| *x == month)? + 1;
+    let offset = match zone {
+        "UTC" | "GMT" | "Z" | "+0000" | "-0000" => "Z".to_string(),
+        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+            format!("{}:{}", &z[..3], &z[3..])
+        }
+        _ => return None,
+    };
+    let day: u32 = day.parse().ok()?;
+    let year: u32 = year.parse().ok()?;
+    kiln_image::time::parse_rfc3339(&format!("{year:04}-{m:02}-{day:02}T{time}{offset}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(text: &str) -> Paragraph {
+        control::parse(text).unwrap().remove(0)
+    }
+
+    #[test]
+    fn release_dates() {
+        assert_eq!(
+            parse_release_date("Sat, 09 Dec 2023 08:12:34 UTC"),
+            Some(1_702_109_554)
+        );
+        assert_eq!(
+            parse_release_date("Sat, 09 Dec 2023 09:12:34 +0100"),
+            Some(1_702_109_554)
+        );
+        assert_eq!(
+            parse_release_date("09 Dec 2023 08:12:34 GMT"),
+            Some(1_702_109_554)
+        );
+        for bad in [
+            "yesterday",
+            "Sat, 09 Foo 2023 08:12:34 UTC",
+            "Sat, 09 Dec 2023 08:12 UTC",
+        ] {
+            assert_eq!(parse_release_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_expired_release_is_refused_unless_it_has_no_expiry() {
+        let f = fields("Codename: bookworm\nValid-Until: Sat, 09 Dec 2023 08:12:34 UTC\n");
+        let before = 1_702_109_554 - 60;
+        assert!(check_valid_until(&f, "u", before).is_ok());
+        let err = check_valid_until(&f, "http://m/InRelease", before + 3600)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expired") && err.contains("check_valid_until = false"),
+            "{err}"
+        );
+        assert!(err.contains("http://m/InRelease"), "{err}");
+        let none = fields("Codename: bookworm\n");
+        assert!(check_valid_until(&none, "u", i64::MAX).is_ok());
+        let garbage = fields("Valid-Until: soon\n");
+        assert!(
+            check_valid_until(&garbage, "u", 0)
+                .unwrap_err()
+                .to_string()
+                .contains("not a date")
+        );
+    }
 }

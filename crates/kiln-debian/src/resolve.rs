@@ -8,8 +8,11 @@
 //! the provider with the most important `Priority`.
 //! Names in `exclude` count as installed without being installed (what
 //! distroless leaves out: dpkg, a shell, an awk for base-files' script).
-//! `Conflicts`, `Breaks` and `Recommends` are not considered: distroless
-//! images are small on purpose, and what they list is a deliberate choice.
+//! `Conflicts` and `Breaks` among the chosen packages are refused with an
+//! error naming both (dpkg would refuse to install them together; the
+//! resolver does not search for another set, as apt might: the user
+//! changes the list). `Recommends` is not followed: distroless images are
+//! small on purpose, and what they list is a deliberate choice.
 
 use std::collections::BTreeMap;
 
@@ -86,7 +89,44 @@ pub fn resolve(
         }
         selected.insert(pkg.name.clone(), pkg.clone());
     }
+    check_conflicts(&selected)?;
     Ok(selected.into_values().collect())
+}
+
+/// Refuses a chosen set in which one package `Conflicts` with or `Breaks`
+/// another (by name and version, or through what the other provides).
+/// A package's relation to a name it provides itself is Debian's idiom
+/// for "only one provider" and names no one else.
+fn check_conflicts(selected: &BTreeMap<String, Package>) -> Result<(), DebianError> {
+    for p in selected.values() {
+        let relations = p
+            .conflicts
+            .iter()
+            .map(|d| ("Conflicts", d))
+            .chain(p.breaks.iter().map(|d| ("Breaks", d)));
+        for (field, dep) in relations {
+            for q in selected.values().filter(|q| q.name != p.name) {
+                let hit = (q.name == dep.name && fits(&q.version, dep))
+                    || q.provides.iter().any(|pr| {
+                        pr.name == dep.name
+                            && match (&dep.relation, &pr.relation) {
+                                (None, _) => true,
+                                (Some(_), Some((_, v))) => fits(v, dep),
+                                (Some(_), None) => false,
+                            }
+                    });
+                if hit {
+                    return Err(DebianError::Conflict {
+                        package: format!("{} {}", p.name, p.version),
+                        field: field.into(),
+                        relation: dep.to_string(),
+                        other: format!("{} {}", q.name, q.version),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether `dep` names an excluded package, or a virtual one an excluded
@@ -233,6 +273,8 @@ mod tests {
                 .into_iter()
                 .flatten()
                 .collect(),
+            conflicts: Vec::new(),
+            breaks: Vec::new(),
             essential: name == "base",
             priority: if name == "mawk" { 0 } else { 3 },
         }
@@ -292,6 +334,54 @@ mod tests {
         assert!(err.contains("leaf (>= 5)"), "{err}");
         assert!(err.contains("top 1 → mid 2"), "{err}");
         assert!(err.contains("the mirror has leaf 3"), "{err}");
+    }
+
+    #[test]
+    fn breaks_and_conflicts_among_the_chosen_are_refused() {
+        let mut app = pkg("app", "1", "libold, newtool", "");
+        app.breaks = parse_deps("libold (<< 2)").unwrap().concat();
+        let i = index(vec![
+            app.clone(),
+            pkg("libold", "1.5", "", ""),
+            pkg("newtool", "1", "", ""),
+        ]);
+        let err = resolve(&i, &["app".into()], false, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("app 1") && err.contains("libold 1.5"), "{err}");
+        assert!(err.contains("Breaks libold (<< 2)"), "{err}");
+        // A version outside the relation is fine.
+        let i = index(vec![
+            app,
+            pkg("libold", "2", "", ""),
+            pkg("newtool", "1", "", ""),
+        ]);
+        assert!(resolve(&i, &["app".into()], false, &[]).is_ok());
+
+        // Conflicts through a virtual name the other provides; a package
+        // conflicting with what it provides itself is not a conflict.
+        let mut exim = pkg("exim", "4", "", "mta");
+        exim.conflicts = parse_deps("mta").unwrap().concat();
+        let mut postfix = pkg("postfix", "3", "", "mta");
+        postfix.conflicts = parse_deps("mta").unwrap().concat();
+        let i = index(vec![exim.clone(), postfix]);
+        assert!(resolve(&i, &["exim".into()], false, &[]).is_ok());
+        let err = resolve(&i, &["exim".into(), "postfix".into()], false, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Conflicts mta"), "{err}");
+        assert!(err.contains("exim 4") && err.contains("postfix 3"), "{err}");
+    }
+
+    #[test]
+    fn essential_only_when_asked() {
+        let i = index(vec![pkg("app", "1", "", ""), pkg("base", "1", "", "")]);
+        let r = resolve(&i, &["app".into()], false, &[]).unwrap();
+        assert_eq!(names(&r), ["app=1"]);
+        let r = resolve(&i, &["app".into()], true, &[]).unwrap();
+        assert_eq!(names(&r), ["app=1", "base=1"]);
+        let r = resolve(&i, &["app".into()], true, &["base".into()]).unwrap();
+        assert_eq!(names(&r), ["app=1"]);
     }
 
     #[test]

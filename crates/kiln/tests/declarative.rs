@@ -2,7 +2,8 @@
 //! mirror without RUN. The acceptance image is the file,
 //! unchanged: it runs under `kiln run` (root and kilntest) and podman/runc,
 //! dpkg-query lists its packages, two stores give one ID, offline from the
-//! cache; an app's code change changes one layer. Refusals are in
+//! cache; a Python app's code change changes one layer, its requirements'
+//! change another. Refusals are in
 //! `declarative_refusals.rs`.
 
 #[macro_use]
@@ -172,46 +173,246 @@ fn podman_runs_the_acceptance_image() {
     );
 }
 
-/// A Python app whose dependencies (installed beforehand into `deps/`)
-/// and code are separate `[[file]]`s: changing one code file changes only
-/// the code layer, the packages and dependencies stay.
+/// `[python]`: an app's pinned requirements installed from a local wheel
+/// directory (no pip, no RUN) into layers of their own before the app's
+/// code, beside a vendored directory as a `[[file]]` of its own (the
+/// generic way for node_modules or a static binary). `import` works as uid
+/// 65532 without PYTHONPATH; a code change changes only the code layer; a
+/// requirements change (after `kiln lock`) only the wheel's layer; a wheel
+/// that no longer matches the lock is refused.
 #[test]
-fn an_app_code_change_changes_only_its_layer() {
+fn a_python_app_with_wheels_layers_dependencies_apart_from_code() {
+    // The acceptance file's [[file]] app/ stays last: the code layer.
+    let (head, app) = ACCEPTANCE.split_at(ACCEPTANCE.find("[[file]]").unwrap());
     let text = format!(
-        "{ACCEPTANCE}\n[[file]]\nsrc = \"deps/\"\ndest = \"/usr/lib/python3/dist-packages/\"\n\n[[file]]\nsrc = \"code/\"\ndest = \"/app/\"\nowner = \"nonroot\"\n"
+        "{head}[[file]]\nsrc = \"vendor/\"\ndest = \"/usr/lib/python3/dist-packages/\"\n\n{app}\n[python]\nrequirements = \"requirements.txt\"\nwheels = \"wheels/\"\n"
     );
     let v = variant(&text, Some(&|l: String| l));
-    fs::create_dir_all(v.path().join("deps/greeting")).unwrap();
+    let dir = v.path();
+    fs::create_dir_all(dir.join("vendor/vendored")).unwrap();
+    fs::write(dir.join("vendor/vendored/__init__.py"), "MARK = '!'\n").unwrap();
+    let wheels = dir.join("wheels");
+    let greeting = |word: &str| format!("WORD = {word:?}\n");
+    let sha1 = write_wheel(
+        &wheels,
+        "greeting",
+        "1.0",
+        &[("greeting/__init__.py", &greeting("hello"))],
+        &[],
+    );
     fs::write(
-        v.path().join("deps/greeting/__init__.py"),
-        "WORD = 'hello'\n",
+        dir.join("requirements.txt"),
+        format!("# pinned\ngreeting==1.0 \\\n    --hash=sha256:{sha1}\n"),
     )
     .unwrap();
-    fs::create_dir_all(v.path().join("code")).unwrap();
-    fs::write(v.path().join("code/util.py"), "X = 1\n").unwrap();
+    let main = "import greeting, os, vendored\nprint(greeting.WORD + vendored.MARK, '{}', os.getuid(), greeting.__file__)\n";
+    fs::write(dir.join("app/main.py"), main.replace("{}", "one")).unwrap();
+    let (_t, k) = store(Who::Caller);
+    let file = toml(dir);
+
+    // The acceptance lock pins no wheels: the build says to lock.
+    let err = fails(&k, &["build", "-f", &file, "-t", "app:0"]);
+    assert!(
+        err.contains("pins no wheels for [python]") && err.contains("kiln lock"),
+        "{err}"
+    );
+    k.ok(&["lock", "-f", &file]);
+    harvest(&k);
+    let lock = fs::read_to_string(dir.join("kiln.lock")).unwrap();
+    assert!(lock.contains("requested = [\"greeting==1.0\"]"), "{lock}");
+    assert!(
+        lock.contains("file = \"greeting-1.0-py3-none-any.whl\""),
+        "{lock}"
+    );
+    assert!(lock.contains(&format!("sha256 = \"{sha1}\"")), "{lock}");
+
+    build_id(&k, &file, "app:1");
+    let out = k.ok(&["run", "app:1", "/app/main.py"]);
+    assert!(
+        out.contains(
+            "hello! one 65532 /usr/local/lib/python3.11/dist-packages/greeting/__init__.py"
+        ),
+        "{out}"
+    );
+    // The .dist-info as pip leaves it (read in the image: exporting the
+    // rootfs costs seconds).
+    let info = "/usr/local/lib/python3.11/dist-packages/greeting-1.0.dist-info";
+    let out = k.ok(&[
+        "run",
+        "app:1",
+        "-c",
+        &format!(
+            "print(repr(open('{info}/INSTALLER').read())); print(open('{info}/RECORD').read())"
+        ),
+    ]);
+    assert!(out.contains("'kiln\\n'"), "{out}");
+    assert!(out.contains("greeting/__init__.py,sha256="), "{out}");
+    assert!(out.contains("greeting-1.0.dist-info/RECORD,,"), "{out}");
+    let one = layer_digests(&k, "app:1");
+
+    // One code file changes: only the last layer (the app's) changes.
+    fs::write(dir.join("app/main.py"), main.replace("{}", "two")).unwrap();
+    build_id(&k, &file, "app:2");
+    let two = layer_digests(&k, "app:2");
+    assert_eq!(changed(&one, &two), [one.len() - 1], "only the code layer");
+    assert!(
+        k.ok(&["run", "app:2", "/app/main.py"])
+            .contains("hello! two")
+    );
+
+    // A new pin: refused until locked, then only the wheel's layer changes.
+    write_wheel(
+        &wheels,
+        "greeting",
+        "2.0",
+        &[("greeting/__init__.py", &greeting("bonjour"))],
+        &["Colorama>=0.4", "tomli; python_version < '3.11'"],
+    );
+    fs::write(dir.join("requirements.txt"), "greeting==2.0\n").unwrap();
+    let err = fails(&k, &["build", "-f", &file, "-t", "app:3"]);
+    assert!(err.contains("does not match [python]"), "{err}");
+    k.ok(&["lock", "-f", &file]);
+    // 2.0 requires a distribution the file does not pin: said, not installed.
+    let out = k.output(&["build", "-f", &file, "-t", "app:3"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("greeting 2.0 requires colorama, which the requirements file does not pin"),
+        "{log}"
+    );
+    assert!(!log.contains("tomli"), "a marker is not evaluated: {log}");
+    let three = layer_digests(&k, "app:3");
+    assert_eq!(
+        changed(&two, &three),
+        [two.len() - 3],
+        "only the wheel layer"
+    );
+    assert!(
+        k.ok(&["run", "app:3", "/app/main.py"])
+            .contains("bonjour! two")
+    );
+
+    // The wheel file replaced behind the lock's back: refused.
+    write_wheel(
+        &wheels,
+        "greeting",
+        "2.0",
+        &[("greeting/__init__.py", &greeting("evil"))],
+        &[],
+    );
+    let err = fails(&k, &["build", "-f", &file, "-t", "app:4"]);
+    assert!(err.contains("is not the locked"), "{err}");
+}
+
+fn changed(a: &[String], b: &[String]) -> Vec<usize> {
+    assert_eq!(a.len(), b.len());
+    (0..a.len()).filter(|&i| a[i] != b[i]).collect()
+}
+
+/// A kiln.toml on an image names it in the manifest's annotations
+/// (`org.opencontainers.image.base.*`), beside `--annotation`s, as a
+/// Dockerfile's FROM does; on scratch it names none.
+#[test]
+fn a_toml_image_names_its_base_in_annotations() {
+    let d = scratch("kiln-decl-base-");
+    let (_t, k) = store(Who::Caller);
+    import_bases(&k, false);
+    fs::write(d.path().join("a.txt"), "on busybox\n").unwrap();
+    let file = d.path().join("kiln.toml");
+    let body = "cmd = [\"/bin/cat\", \"/a.txt\"]\n\n[[file]]\nsrc = \"a.txt\"\ndest = \"/a.txt\"\n";
     fs::write(
-        v.path().join("code/main.py"),
-        "import greeting; print(greeting.WORD, 'one')\n",
+        &file,
+        format!("[image]\nbase = \"{BUSYBOX_IMAGE}\"\n{body}"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    k.ok(&[
+        "build",
+        "-f",
+        file,
+        "-t",
+        "based:1",
+        "--annotation",
+        "com.example.k=v",
+    ]);
+    let base: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", BUSYBOX_IMAGE])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "based:1"])).unwrap();
+    let want = serde_json::json!({
+        "com.example.k": "v",
+        "org.opencontainers.image.base.name": "docker.io/kiln-test/busybox:1",
+        "org.opencontainers.image.base.digest": base["Digest"],
+    });
+    assert_eq!(v["Manifest"]["annotations"], want, "{v}");
+    assert!(k.ok(&["run", "based:1"]).contains("on busybox"));
+
+    fs::write(d.path().join("kiln.toml"), format!("[image]\n{body}")).unwrap();
+    k.ok(&["build", "-f", file, "-t", "scratch:1"]);
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "scratch:1"])).unwrap();
+    let annotations = &v["Manifest"]["annotations"];
+    assert!(
+        annotations
+            .get("org.opencontainers.image.base.name")
+            .is_none(),
+        "{v}"
+    );
+}
+
+/// `platforms` with two entries: `kiln lock` resolves both architectures
+/// into one lock (an `all` package once), and the build makes an index of
+/// two images, the arm64 one from arm64 `.deb`s (no RUN, so no emulator).
+#[test]
+fn two_platforms_lock_once_and_build_an_index() {
+    let v = scratch("kiln-decl-multi-");
+    let dir = v.path();
+    fs::write(
+        dir.join("kiln.toml"),
+        "[image]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n[debian]\nsuite = \"bookworm\"\npackages = [\"libc6\", \"tzdata\"]\n",
     )
     .unwrap();
     let (_t, k) = store(Who::Caller);
-    build_id(&k, &toml(v.path()), "app:1");
+    let file = toml(dir);
+    k.ok(&["lock", "-f", &file]);
     harvest(&k);
-    let out = k.ok(&["run", "app:1", "/app/main.py"]);
-    assert!(out.contains("hello one"), "{out}");
-    let before = layer_digests(&k, "app:1");
-    fs::write(
-        v.path().join("code/main.py"),
-        "import greeting; print(greeting.WORD, 'two')\n",
-    )
-    .unwrap();
-    build_id(&k, &toml(v.path()), "app:2");
-    let after = layer_digests(&k, "app:2");
-    assert_eq!(before.len(), after.len());
-    let changed: Vec<usize> = (0..before.len())
-        .filter(|&i| before[i] != after[i])
+    let lock: toml::Table = fs::read_to_string(dir.join("kiln.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        lock["release"]["architectures"],
+        toml::Value::Array(vec!["amd64".into(), "arm64".into()])
+    );
+    let pkgs = lock["package"].as_array().unwrap();
+    let of = |name: &str| -> Vec<String> {
+        pkgs.iter()
+            .filter(|p| p["name"].as_str() == Some(name))
+            .map(|p| p["architecture"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(of("libc6"), ["amd64", "arm64"]);
+    assert_eq!(of("tzdata"), ["all"]);
+
+    k.ok(&["build", "-f", &file, "-t", "multi:1"]);
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "multi:1"])).unwrap();
+    let entries = v["Index"]["manifests"].as_array().expect("an index");
+    let archs: Vec<&str> = entries
+        .iter()
+        .map(|e| e["platform"]["architecture"].as_str().unwrap())
         .collect();
-    assert_eq!(changed, [before.len() - 1], "only the code layer changes");
-    let out = k.ok(&["run", "app:2", "/app/main.py"]);
-    assert!(out.contains("hello two"), "{out}");
+    assert_eq!(archs, ["amd64", "arm64"], "{v}");
+    let arm = format!("multi:1@{}", entries[1]["digest"].as_str().unwrap());
+    let arm: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &arm])).unwrap();
+    assert_eq!(arm["Config"]["architecture"], "arm64");
+    let history = arm["Config"]["history"].to_string();
+    assert!(
+        history.contains("libc6 ") && history.contains(" arm64"),
+        "{history}"
+    );
+    assert!(!history.contains(" amd64"), "{history}");
+
+    // A platform the file does not list is refused.
+    let err = fails(
+        &k,
+        &["build", "-f", &file, "--platform", "linux/s390x", "-t", "x"],
+    );
+    assert!(err.contains("not one of them"), "{err}");
 }

@@ -5,16 +5,21 @@
 //! `SOURCE_DATE_EPOCH`, 0 without it).
 //!
 //! Layers, in order: the base's; one per Debian package and one with the
-//! dpkg `status` file; users and groups; then one per `[[file]]`.
+//! dpkg `status` file; users and groups; one per wheel of `[python]`
+//! ([`python`]); then one per `[[file]]`, so an app's dependencies change
+//! apart from its code. Several `platforms` build one image each (the
+//! caller makes the index).
 //! With a `kiln.lock` next to the build file the packages are exactly the
 //! locked ones; without, they are resolved afresh from the mirror.
 
 pub mod layers;
+pub mod lockfile;
+pub mod python;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
 
-use kiln_debian::{Fetcher, Lock, Request};
+use kiln_debian::{Fetcher, Request};
 use kiln_image::config::History;
 use kiln_image::layer::{Entry, LayerOptions, write_entries_layer};
 use kiln_image::media::Compression;
@@ -22,6 +27,7 @@ use kiln_image::mutate::NewLayer;
 use kiln_image::{Descriptor, Image, Platform, Store};
 
 use crate::{BuildError, BuildResult, FetchBase};
+pub use lockfile::LockFile;
 pub use schema::BuildFile;
 
 /// Whether `path` (the `-f` argument) names a declarative build file: a
@@ -77,6 +83,7 @@ pub fn request(file: &BuildFile, platform: &Platform) -> Result<Option<Request>,
         packages: d.packages.clone(),
         essential: d.essential,
         exclude: d.exclude.clone(),
+        check_valid_until: d.check_valid_until,
     }))
 }
 
@@ -84,9 +91,69 @@ pub fn fetcher(store: &Store) -> Result<Fetcher, BuildError> {
     Fetcher::new(&store.dir("debian/sha256")?).map_err(debian_error)
 }
 
-/// Resolves the file's packages into a lock (what `kiln lock` writes).
-pub fn resolve(store: &Store, req: &Request) -> Result<Lock, BuildError> {
-    kiln_debian::resolve_lock(&fetcher(store)?, req).map_err(debian_error)
+/// The platforms `[image] platforms` lists (empty when it lists none).
+pub fn listed_platforms(file: &BuildFile) -> Result<Vec<Platform>, BuildError> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in &file.image.platforms {
+        let p = Platform::parse(p).map_err(|e| BuildError::Usage(format!("kiln.toml: {e}")))?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves the file's Debian packages for each of `platforms` (one lock
+/// covering them all) and chooses its wheels (read from `context`): what
+/// `kiln lock` writes. `None` when there is nothing to lock.
+pub fn lock(
+    store: &Store,
+    file: &BuildFile,
+    context: &Path,
+    platforms: &[Platform],
+) -> Result<Option<LockFile>, BuildError> {
+    let mut out = LockFile::default();
+    let mut per_arch = Vec::new();
+    for platform in platforms {
+        if let Some(req) = request(file, platform)? {
+            let lock = kiln_debian::resolve_lock(&fetcher(store)?, &req).map_err(debian_error)?;
+            per_arch.push(lock);
+        }
+    }
+    if !per_arch.is_empty() {
+        out.debian = Some(kiln_debian::Lock::merge(per_arch.clone()).map_err(debian_error)?);
+    }
+    if let Some(section) = &file.python {
+        let mut chosen: Option<(Vec<String>, Vec<python::LockedWheel>)> = None;
+        for (i, platform) in platforms.iter().enumerate() {
+            let names = per_arch
+                .get(i)
+                .into_iter()
+                .flat_map(|l| l.packages.iter().map(|p| p.name.as_str()));
+            let py = python::load(section, context, names, &platform.architecture)?;
+            let wheels: Vec<_> = python::choose(&py, None)?
+                .into_iter()
+                .map(|c| c.locked)
+                .collect();
+            match &chosen {
+                Some((_, w)) if *w != wheels => {
+                    return Err(BuildError::Usage(format!(
+                        "[python]: {platform} needs other wheels than {}: a lock of platform wheels for several platforms is not supported (use pure-Python wheels, or one platform)",
+                        platforms[0]
+                    )));
+                }
+                Some(_) => {}
+                None => chosen = Some((py.requested(), wheels)),
+            }
+        }
+        if let Some((requested, wheels)) = chosen {
+            out.python = Some(lockfile::PythonPart {
+                python: python::PythonLock { requested },
+                wheels,
+            });
+        }
+    }
+    Ok((out.debian.is_some() || out.python.is_some()).then_some(out))
 }
 
 /// Builds `opts.file` into an image in `store` (untagged: the caller tags
@@ -94,66 +161,64 @@ pub fn resolve(store: &Store, req: &Request) -> Result<Lock, BuildError> {
 pub fn build(store: &Store, opts: &DeclarativeOptions) -> Result<BuildResult, BuildError> {
     let file = load(&opts.file)?;
     let platform = &opts.platform;
-    if !file.image.platforms.is_empty() {
-        let listed = file
-            .image
-            .platforms
-            .iter()
-            .map(|p| Platform::parse(p).map_err(|e| BuildError::Usage(format!("kiln.toml: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !listed
+    let listed = listed_platforms(&file)?;
+    if !listed.is_empty()
+        && !listed
             .iter()
             .any(|p| p.architecture == platform.architecture)
-        {
-            return Err(BuildError::Usage(format!(
-                "kiln.toml lists platforms {:?}; {platform} is not one of them",
-                file.image.platforms
-            )));
-        }
+    {
+        return Err(BuildError::Usage(format!(
+            "kiln.toml lists platforms {:?}; {platform} is not one of them",
+            file.image.platforms
+        )));
     }
     let epoch = opts.source_date_epoch;
     let mtime = epoch.unwrap_or(0);
     let created = kiln_image::time::rfc3339(mtime);
-    let mut image = base_image(store, &file.image.base, platform, opts)?;
+    let (mut image, base) = base_image(store, &file.image.base, platform, opts)?;
     let base_layers = image.layers.len();
     let mut warnings = Vec::new();
     let mut steps = 0;
     let mut cached = 0;
 
-    if let Some(req) = request(&file, platform)? {
-        let fetcher = fetcher(store)?;
-        let lock_file = lock_path(&opts.file);
-        let lock = match std::fs::read_to_string(&lock_file) {
-            Ok(text) => {
-                let lock = Lock::parse(&text).map_err(debian_error)?;
-                if !lock.answers(&req) {
-                    return Err(BuildError::Usage(format!(
-                        "{} does not match [debian] in {} (suite, packages or exclude changed): run `kiln lock -f {}`",
-                        lock_file.display(),
-                        opts.file.display(),
-                        opts.file.display()
-                    )));
-                }
-                if let Some(p) = lock
-                    .packages
-                    .iter()
-                    .find(|p| p.architecture != "all" && p.architecture != req.arch)
-                {
-                    return Err(BuildError::Usage(format!(
-                        "{}: {} is locked for {}, the build is for {}",
-                        lock_file.display(),
-                        p.name,
-                        p.architecture,
-                        req.arch
-                    )));
-                }
-                lock
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                kiln_debian::resolve_lock(&fetcher, &req).map_err(debian_error)?
-            }
-            Err(e) => return Err(BuildError::Io(format!("{}: {e}", lock_file.display()))),
-        };
+    let lock_file = lock_path(&opts.file);
+    let existing = match std::fs::read_to_string(&lock_file) {
+        Ok(text) => Some(LockFile::parse(&text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(BuildError::Io(format!("{}: {e}", lock_file.display()))),
+    };
+    let stale = |what: &str| {
+        BuildError::Usage(format!(
+            "{} {what} in {}: run `kiln lock -f {}`",
+            lock_file.display(),
+            opts.file.display(),
+            opts.file.display()
+        ))
+    };
+    let debian = match request(&file, platform)? {
+        Some(req) => Some(debian_lock(store, &req, existing.as_ref(), &stale)?),
+        None => None,
+    };
+    let debian_names = debian
+        .iter()
+        .flat_map(|(_, l)| l.packages.iter().map(|p| p.name.as_str()));
+    // Every input is checked before anything is installed: a stale lock
+    // or a missing wheel fails at once.
+    let python = match &file.python {
+        Some(section) => {
+            let py = python::load(section, &opts.context, debian_names, &platform.architecture)?;
+            let locked = match existing.as_ref().map(|l| l.python.as_ref()) {
+                Some(Some(p)) if p.python.requested == py.requested() => Some(&p.wheels[..]),
+                Some(Some(_)) => return Err(stale("does not match [python]'s requirements")),
+                Some(None) => return Err(stale("pins no wheels for [python]")),
+                None => None,
+            };
+            let chosen = python::choose(&py, locked)?;
+            Some((py, chosen))
+        }
+        None => None,
+    };
+    if let Some((fetcher, lock)) = debian {
         let installed = kiln_debian::install(store, &fetcher, &lock, epoch, image.format)
             .map_err(debian_error)?;
         warnings.extend(installed.warnings);
@@ -178,6 +243,25 @@ pub fn build(store: &Store, opts: &DeclarativeOptions) -> Result<BuildResult, Bu
         let l = write_layer(store, entries, &opts_layer, &image)?;
         image = image.with_layer(l, history("kiln: users and groups".into()));
         steps += 1;
+    }
+    // The app's dependencies, one layer per wheel, before its own files:
+    // a code change leaves them be, a requirements change leaves the code.
+    if let Some((py, chosen)) = &python {
+        let mut required = Vec::new();
+        for c in chosen {
+            let (entries, requires) = python::wheel_entries(py, c, mtime)?;
+            required.push((format!("{} {}", c.locked.name, c.locked.version), requires));
+            let l = write_layer(store, entries, &opts_layer, &image)?;
+            image = image.with_layer(
+                l,
+                history(format!(
+                    "kiln: python {} {} ({})",
+                    c.locked.name, c.locked.version, c.locked.file
+                )),
+            );
+            steps += 1;
+        }
+        warnings.extend(python::unpinned(py, &required));
     }
     for f in &file.files {
         let entries = layers::file_entries(&file, f, &opts.context, mtime)?;
@@ -245,9 +329,32 @@ pub fn build(store: &Store, opts: &DeclarativeOptions) -> Result<BuildResult, Bu
         steps_run: steps,
         steps_cached: cached,
         warnings,
-        // (kiln.toml images do not name their base in annotations yet.)
-        base: None,
+        base,
     })
+}
+
+/// The Debian packages to install: the lock's (checked against the
+/// request), or resolved afresh without a lock file.
+fn debian_lock(
+    store: &Store,
+    req: &Request,
+    existing: Option<&LockFile>,
+    stale: &dyn Fn(&str) -> BuildError,
+) -> Result<(Fetcher, kiln_debian::Lock), BuildError> {
+    let fetcher = fetcher(store)?;
+    let lock = match existing.map(|l| l.debian.as_ref()) {
+        Some(Some(lock)) => {
+            if !lock.answers(req) {
+                return Err(stale(
+                    "does not match [debian] (suite, packages or exclude changed)",
+                ));
+            }
+            lock.for_arch(&req.arch).map_err(debian_error)?
+        }
+        Some(None) => return Err(stale("pins no packages for [debian]")),
+        None => kiln_debian::resolve_lock(&fetcher, req).map_err(debian_error)?,
+    };
+    Ok((fetcher, lock))
 }
 
 fn write_layer(
@@ -264,24 +371,28 @@ fn write_layer(
     })
 }
 
+/// The base image, and (unless scratch) its reference and the digest of
+/// the manifest it resolved to: what the `org.opencontainers.image.base.*`
+/// annotations name, as for a Dockerfile's `FROM`.
 fn base_image(
     store: &Store,
     base: &str,
     platform: &Platform,
     opts: &DeclarativeOptions,
-) -> Result<Image, BuildError> {
+) -> Result<(Image, Option<(String, String)>), BuildError> {
     if base == "scratch" {
-        return Ok(Image::scratch(platform));
+        return Ok((Image::scratch(platform), None));
     }
-    match Image::load(store, base, platform) {
-        Ok((image, _)) => Ok(image),
+    let (image, raw) = match Image::load(store, base, platform) {
+        Ok(loaded) => loaded,
         Err(first) => {
             let Some(fetch) = &opts.fetch_base else {
                 return Err(first.into());
             };
             fetch(store, base, platform)
                 .map_err(|e| BuildError::Io(format!("base {base}: {e}")))?;
-            Ok(Image::load(store, base, platform)?.0)
+            Image::load(store, base, platform)?
         }
-    }
+    };
+    Ok((image, Some((base.to_string(), raw.digest.to_string()))))
 }

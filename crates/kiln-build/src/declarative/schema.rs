@@ -11,6 +11,7 @@ use serde::Deserialize;
 pub struct BuildFile {
     pub image: ImageSection,
     pub debian: Option<DebianSection>,
+    pub python: Option<PythonSection>,
     #[serde(default, rename = "user")]
     pub users: Vec<UserEntry>,
     #[serde(default, rename = "group")]
@@ -66,10 +67,51 @@ pub struct DebianSection {
     /// installed (e.g. `dpkg`, `mawk`, `debconf` for a distroless image).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Refuse an `InRelease` past its `Valid-Until` (as apt); `false` for
+    /// an archive snapshot (snapshot.debian.org), expired by design.
+    #[serde(default = "yes")]
+    pub check_valid_until: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn main() -> Vec<String> {
     vec!["main".into()]
+}
+
+/// An app's Python dependencies: pinned wheels from a directory in the
+/// context, installed as layers before the app's files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonSection {
+    /// A requirements file pinning every distribution (`name==version`,
+    /// optional `--hash=sha256:`), relative to the context.
+    pub requirements: String,
+    /// The directory of `.whl` files (pip's `--no-index --find-links`).
+    pub wheels: String,
+    /// The image's Python as `3.N`; default: from the `python3.N` package
+    /// `[debian]` installs.
+    pub version: Option<String>,
+    /// site-packages in the image; default
+    /// `/usr/local/lib/python3.N/dist-packages` (on Debian's `sys.path`,
+    /// apart from the directory dpkg owns, as pip on Debian installs).
+    pub target: Option<String>,
+    /// Scripts go to `PREFIX/bin`, `.data/data` files under `PREFIX`.
+    #[serde(default = "usr_local")]
+    pub prefix: String,
+    /// What a script's `#!python` becomes.
+    #[serde(default = "python3")]
+    pub interpreter: String,
+}
+
+fn usr_local() -> String {
+    "/usr/local".into()
+}
+
+fn python3() -> String {
+    "/usr/bin/python3".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

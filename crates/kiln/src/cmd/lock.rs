@@ -1,6 +1,7 @@
 //! `kiln lock`: resolves a kiln.toml's `[debian]` packages against the
-//! mirror (signature and hashes verified) and writes `kiln.lock` next to
-//! it; builds then install exactly what it pins.
+//! mirror (signature and hashes verified) and chooses its `[python]`
+//! wheels, and writes `kiln.lock` next to it; builds then install exactly
+//! what it pins.
 
 use std::path::PathBuf;
 
@@ -16,7 +17,8 @@ pub struct LockArgs {
     /// The build file.
     #[arg(short, long, default_value = "kiln.toml")]
     file: PathBuf,
-    /// The platform to resolve for (default: the host's).
+    /// The platforms to resolve for, comma-separated (default: the file's
+    /// `[image] platforms`, else the host's).
     #[arg(long)]
     platform: Option<String>,
     /// Print the lock instead of writing it.
@@ -26,29 +28,42 @@ pub struct LockArgs {
 
 pub fn lock(root: &std::path::Path, a: LockArgs) -> anyhow::Result<()> {
     let file = declarative::load(&a.file)?;
-    let platform = match &a.platform {
-        Some(p) => Platform::parse(p).with_context(|| format!("--platform {p:?}"))?,
-        None => Platform::host(),
+    let platforms = match &a.platform {
+        Some(p) => super::build::platform_list(p)?,
+        None => match declarative::listed_platforms(&file)? {
+            listed if listed.is_empty() => vec![Platform::host()],
+            listed => listed,
+        },
     };
-    let Some(req) = declarative::request(&file, &platform)? else {
-        bail!("{}: no [debian] section: nothing to lock", a.file.display());
-    };
+    let path = std::path::absolute(&a.file)?;
+    let context = path.parent().unwrap_or(std::path::Path::new("/"));
     let store = open_store(root)?;
-    let lock = declarative::resolve(&store, &req)?;
+    let Some(lock) = declarative::lock(&store, &file, context, &platforms)? else {
+        bail!(
+            "{}: no [debian] or [python] section: nothing to lock",
+            a.file.display()
+        );
+    };
     let text = lock.to_toml();
     if a.dry_run {
         outln!("{}", text.trim_end());
         return Ok(());
     }
-    let dest = declarative::lock_path(&std::path::absolute(&a.file)?);
+    let dest = declarative::lock_path(&path);
     kiln_image::store::write_atomic(&dest, text.as_bytes())
         .with_context(|| format!("writing {}", dest.display()))?;
-    eprintln!(
-        "locked {} packages from {} ({}) into {}",
-        lock.packages.len(),
-        lock.release.url,
-        lock.release.date,
-        dest.display()
-    );
+    if let Some(d) = &lock.debian {
+        eprintln!(
+            "locked {} packages for {} from {} ({}) into {}",
+            d.packages.len(),
+            d.release.architectures.join(", "),
+            d.release.url,
+            d.release.date,
+            dest.display()
+        );
+    }
+    if let Some(p) = &lock.python {
+        eprintln!("locked {} wheels into {}", p.wheels.len(), dest.display());
+    }
     Ok(())
 }

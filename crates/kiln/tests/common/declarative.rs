@@ -75,7 +75,7 @@ pub fn harvest(k: &KilnBuild) {
 pub fn project() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = scratch("kiln-decl-project-").keep();
+        let d = process_scratch("kiln-decl-project-");
         fs::write(d.join("kiln.toml"), ACCEPTANCE).unwrap();
         fs::create_dir_all(d.join("app")).unwrap();
         fs::write(d.join("app/main.py"), "print('hello from the app')\n").unwrap();
@@ -151,4 +151,110 @@ pub fn layer_digests(k: &KilnBuild, name: &str) -> Vec<String> {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// CRC-32 (IEEE), for the ZIP files the tests write.
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A stored (uncompressed) ZIP of `(name, bytes)` members, written by
+/// hand: the tests need no zip tool, and can make any archive.
+pub fn zip_stored(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut cd = Vec::new();
+    for (name, data) in members {
+        let off = out.len() as u32;
+        let mut common = Vec::new();
+        common.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        common.extend_from_slice(&[0; 8]); // flags, method (stored), time, date
+        common.extend_from_slice(&crc32(data).to_le_bytes());
+        common.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        common.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        common.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        common.extend_from_slice(&0u16.to_le_bytes()); // extra
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&common);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        cd.extend_from_slice(b"PK\x01\x02");
+        cd.extend_from_slice(&0x0314u16.to_le_bytes()); // made on Unix
+        cd.extend_from_slice(&common);
+        cd.extend_from_slice(&[0; 6]); // comment, disk, internal attrs
+        cd.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+        cd.extend_from_slice(&off.to_le_bytes());
+        cd.extend_from_slice(name.as_bytes());
+    }
+    let cd_off = out.len() as u32;
+    out.extend_from_slice(&cd);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    let n = (members.len() as u16).to_le_bytes();
+    out.extend_from_slice(&n);
+    out.extend_from_slice(&n);
+    out.extend_from_slice(&(cd.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_off.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+/// Writes the pure-Python wheel `NAME-VERSION-py3-none-any.whl` into
+/// `dir` with `files` (path, text) and the `.dist-info` a wheel carries
+/// (METADATA with `requires` as `Requires-Dist`, WHEEL, RECORD); returns
+/// its SHA-256.
+pub fn write_wheel(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    files: &[(&str, &str)],
+    requires: &[&str],
+) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let info = format!("{name}-{version}.dist-info");
+    let mut m: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
+        .collect();
+    m.push((
+        format!("{info}/METADATA"),
+        format!(
+            "Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{}",
+            requires
+                .iter()
+                .map(|r| format!("Requires-Dist: {r}\n"))
+                .collect::<String>()
+        )
+        .into_bytes(),
+    ));
+    m.push((
+        format!("{info}/WHEEL"),
+        b"Wheel-Version: 1.0\nGenerator: kiln-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            .to_vec(),
+    ));
+    let mut record = String::new();
+    for (p, d) in &m {
+        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(d));
+        record.push_str(&format!("{p},sha256={h},{}\n", d.len()));
+    }
+    record.push_str(&format!("{info}/RECORD,,\n"));
+    m.push((format!("{info}/RECORD"), record.into_bytes()));
+    let bytes = zip_stored(&m);
+    fs::create_dir_all(dir).unwrap();
+    fs::write(
+        dir.join(format!("{name}-{version}-py3-none-any.whl")),
+        &bytes,
+    )
+    .unwrap();
+    hex::encode(sha2::Sha256::digest(&bytes))
 }
