@@ -13,6 +13,7 @@
 //! append, rebase, flatten, squash, index).
 
 pub mod archive;
+pub mod blob_sources;
 pub mod canonical;
 pub mod clean_path;
 pub mod compressed;

@@ -76,7 +76,10 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + use<> {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> StoreError + use<> {
     let path = path.to_path_buf();
     move |cause| StoreError::Io { op, path, cause }
 }
@@ -206,6 +209,11 @@ impl Store {
             make_private(&dir)?;
         }
         Ok(p)
+    }
+
+    /// Where the store's blobs were fetched from (see [`crate::blob_sources`]).
+    pub fn blob_sources(&self) -> crate::blob_sources::BlobSources {
+        crate::blob_sources::BlobSources::new(&self.root)
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -583,6 +591,7 @@ impl Store {
                     report.blobs += 1;
                     let p = e.path();
                     fs::remove_file(&p).map_err(io_err("remove", &p))?;
+                    store.blob_sources().forget(algo, &name);
                 }
             }
         }

@@ -60,17 +60,42 @@ impl ImageSource for StoreSource<'_> {
 pub struct StoreSink<'a> {
     store: &'a Store,
     name: Option<Reference>,
+    /// The registry repository the blobs are read from, recorded for each
+    /// (see [`crate::blob_sources`]).
+    source: Option<Reference>,
 }
 
 impl<'a> StoreSink<'a> {
     pub fn new(store: &'a Store, name: Option<Reference>) -> StoreSink<'a> {
-        StoreSink { store, name }
+        StoreSink {
+            store,
+            name,
+            source: None,
+        }
+    }
+
+    /// Records `repo` as a source of every blob this sink receives or
+    /// already has, so that a later push can mount them from there.
+    pub fn with_source(mut self, repo: Reference) -> StoreSink<'a> {
+        self.source = Some(repo);
+        self
+    }
+
+    fn note_source(&self, digest: &crate::Digest) {
+        if let Some(repo) = &self.source {
+            // A hint: failing to keep it costs an upload later, not this copy.
+            let _ = self.store.blob_sources().record(digest, repo);
+        }
     }
 }
 
 impl ImageSink for StoreSink<'_> {
     fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        Ok(self.store.has_blob(&desc.digest))
+        let has = self.store.has_blob(&desc.digest);
+        if has {
+            self.note_source(&desc.digest);
+        }
+        Ok(has)
     }
 
     fn put_blob(&self, desc: &Descriptor, data: &mut dyn Read) -> Result<()> {
@@ -85,6 +110,7 @@ impl ImageSink for StoreSink<'_> {
             )));
         }
         w.commit(Some(&desc.digest))?;
+        self.note_source(&desc.digest);
         Ok(())
     }
 

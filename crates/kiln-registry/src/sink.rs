@@ -1,5 +1,6 @@
 //! `docker://` as an [`ImageSink`]: skips blobs the repository has (HEAD),
-//! mounts blobs from a source repository on the same registry, uploads the
+//! mounts blobs from a source repository on the same registry (the copy's
+//! source, or where the store recorded fetching the blob), uploads the
 //! rest, and puts manifests by digest (children) and by tag (the top).
 //!
 //! It never publishes content that does not match its descriptor: the
@@ -10,6 +11,7 @@ use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+use kiln_image::blob_sources::BlobSources;
 use kiln_image::transport::{ImageSink, RawManifest, Result, TransportError};
 use kiln_image::{Descriptor, Digest, Reference};
 use reqwest::Url;
@@ -25,6 +27,9 @@ pub struct RegistrySink {
     /// of a registry-to-registry copy, the new base of a rebase): blobs
     /// are mounted from them, tried in order.
     mount_from: Vec<Reference>,
+    /// Where the local store fetched each blob from: tried before
+    /// `mount_from`, for that blob only.
+    sources: Option<BlobSources>,
     /// Upload sessions a failed mount opened, to upload into.
     sessions: Mutex<HashMap<Digest, Url>>,
 }
@@ -35,6 +40,7 @@ impl RegistrySink {
             client: client.clone(),
             reference,
             mount_from: Vec::new(),
+            sources: None,
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -53,6 +59,38 @@ impl RegistrySink {
         }
         self
     }
+
+    /// Also mount each blob from the repositories the store recorded it
+    /// came from (a pulled base's layers, say), when on this registry, and
+    /// record this repository for every blob it is found to hold.
+    pub fn mount_recorded(mut self, sources: BlobSources) -> RegistrySink {
+        self.sources = Some(sources);
+        self
+    }
+
+    /// Records that this repository now holds `digest`, so a later push
+    /// elsewhere on the registry mounts it from here (as docker does).
+    fn note_here(&self, digest: &Digest) {
+        if let Some(s) = &self.sources {
+            // A hint: losing it costs a later upload, not this push.
+            let _ = s.record(digest, &self.reference);
+        }
+    }
+
+    /// The repositories to try mounting `digest` from, in order.
+    fn mount_candidates(&self, digest: &Digest) -> Vec<Reference> {
+        let recorded = self.sources.iter().flat_map(|s| s.get(digest));
+        let mut out: Vec<Reference> = Vec::new();
+        for from in recorded.chain(self.mount_from.iter().cloned()) {
+            if from.registry() == self.reference.registry()
+                && from.repository() != self.reference.repository()
+                && !out.iter().any(|r| r.repository() == from.repository())
+            {
+                out.push(from);
+            }
+        }
+        out
+    }
 }
 
 impl ImageSink for RegistrySink {
@@ -62,11 +100,15 @@ impl ImageSink for RegistrySink {
             .map_err(to_transport)?
         {
             c.inner.stats.blobs_skipped.fetch_add(1, Ordering::Relaxed);
+            self.note_here(&desc.digest);
             return Ok(true);
         }
-        for from in &self.mount_from {
+        for from in &self.mount_candidates(&desc.digest) {
             match c.mount_blob(&self.reference, from, &desc.digest) {
-                Mount::Mounted => return Ok(true),
+                Mount::Mounted => {
+                    self.note_here(&desc.digest);
+                    return Ok(true);
+                }
                 Mount::Upload(url) => {
                     // The registry opened an upload instead; the first
                     // such session is the one uploaded into, if it comes
@@ -91,6 +133,7 @@ impl ImageSink for RegistrySink {
             .remove(&desc.digest);
         self.client
             .upload_blob(&self.reference, desc, data, session)
+            .map(|()| self.note_here(&desc.digest))
             .map_err(|e| {
                 if e.is_transient() {
                     // copy() will open the source again and start over.

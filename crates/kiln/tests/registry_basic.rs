@@ -100,6 +100,46 @@ fn push_pull_copy_mount_and_inspect() {
     );
 }
 
+/// A pulled image pushed to another repository of the same registry has
+/// its blobs mounted from the one it came from, and an image pushed once
+/// lends its blobs to the next push elsewhere (docker keeps the same
+/// record): no byte goes up either time.
+#[test]
+fn pushes_mount_blobs_from_where_the_store_got_them() {
+    let reg = Registry::start(Auth::None);
+    let seed = tempfile::tempdir().unwrap();
+    let img = TestImage::new(&[300_000, 1000], 3);
+    let name = format!("{}/base:1", reg.host());
+    img.to_store(&seed.path().join("store"), &name);
+    kiln_ok(seed.path(), &["push", &name]);
+
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    kiln_ok(h, &["pull", &name]);
+    let mounted_into = |dest: &str, from: &str| {
+        let out = kiln(h, &["push", &name, dest, "-v"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(" 0 B up") && err.contains("3 mounts"), "{err}");
+        let repo = dest.split_once('/').unwrap().1.rsplit_once(':').unwrap().0;
+        let log = reg.log_text();
+        let mounts = log
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("POST /v2/{repo}/blobs/uploads/?"))
+                    && l.contains(&format!("from={from}"))
+                    && l.contains("\" 201 ")
+            })
+            .count();
+        assert_eq!(mounts, 3, "mounts into {repo} from {from}:\n{log}");
+        assert_eq!(skopeo_digest(dest), img.digest().to_string());
+    };
+    // From the repository the pull read.
+    mounted_into(&format!("{}/team/app:1", reg.host()), "base");
+    // The store forgot nothing: the newest holder is tried first.
+    mounted_into(&format!("{}/team/other:1", reg.host()), "team/app");
+}
+
 #[test]
 fn skopeo_pushes_kiln_pulls() {
     let reg = Registry::start(Auth::None);

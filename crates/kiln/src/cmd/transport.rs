@@ -218,10 +218,18 @@ pub fn open_sink_mounting<'e>(
                     sink = sink.mount_from(from);
                 }
             }
+            if let Some(Location::Store(_)) = source {
+                // A pulled base's layers are mounted from where they came.
+                sink = sink.mount_recorded(env.store()?.blob_sources());
+            }
             Box::new(sink)
         }
         Location::Store(name) => {
-            Box::new(StoreSink::new(env.store()?, Some(Reference::parse(name)?)))
+            let sink = StoreSink::new(env.store()?, Some(Reference::parse(name)?));
+            Box::new(match source {
+                Some(Location::Docker(from)) => sink.with_source(from.clone()),
+                _ => sink,
+            })
         }
         Location::Oci { dir, tag } => Box::new(
             LayoutSink::create(dir, tag.as_deref())?
