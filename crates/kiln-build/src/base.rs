@@ -1,6 +1,9 @@
 //! Base images: the images a build's stages start from, brought into the
 //! store (through the caller's fetcher) and checked against the platform
-//! each stage builds for, before anything is lowered or run.
+//! each stage builds for, before anything is lowered or run. A fetcher
+//! may load a registry image's manifest and config only (its layers are
+//! the build's remote layers, see `crate::lazy`): such an image is named
+//! in the store only once its layers are all there.
 
 use std::collections::BTreeMap;
 
@@ -59,6 +62,16 @@ pub fn load_base(
             // and none could be pulled, is used as it is (the caller warns),
             // as docker does with a local one.
             let fallback = !asked && stored.is_some();
+            if let Ok(Some(digest)) = &fetched {
+                // Loaded without its layers (they come when needed): in
+                // the store as blobs, named by no tag yet.
+                return Image::load_manifest(store, digest, platform)
+                    .map(|(image, raw)| BaseImage {
+                        image,
+                        digest: raw.digest,
+                    })
+                    .map_err(|e| BuildError::Instruction(format!("base image {reference}: {e}")));
+            }
             if let Err(e) = fetched
                 && !fallback
             {
@@ -77,7 +90,8 @@ pub fn load_base(
     }
     Image::load(store, reference, platform)
         .map(|(image, raw)| BaseImage {
-            image,
+            // A child image never carries its base's inline cache.
+            image: crate::export::inline::without_inline_cache(image),
             digest: raw.digest,
         })
         .map_err(|e| {

@@ -65,15 +65,41 @@ impl<'a> Cache<'a> {
 
     pub fn get(&self, key: &Digest) -> Option<CachedLayer> {
         let hit = self.get_local(key).or_else(|| {
-            let entry = self.session.as_ref()?.import(self.store, key)?;
-            // Kept like a layer the build made; failing, it is used anyway.
-            let _ = self.put_local(key, &entry);
+            let session = self.session.as_ref()?;
+            let entry = session.import(self.store, key)?;
+            match &entry.layer {
+                // Still remote: kept here once it is fetched (the store's
+                // cache names no blob the store lacks).
+                Some((blob, _)) if !self.store.has_blob(&blob.digest) => session.defer(key, &entry),
+                // Kept like a layer the build made; failing, it is used anyway.
+                _ => {
+                    let _ = self.put_local(key, &entry);
+                }
+            }
             Some(entry)
         });
         if let (Some(s), Some(entry)) = (&self.session, &hit) {
             s.record(key, entry);
         }
         hit
+    }
+
+    /// Keeps the session's hits whose layers came during the build; those
+    /// still remote wait for the next call (the output may fetch them).
+    pub(crate) fn settle(&self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        for (key, entry) in session.take_deferred() {
+            match &entry.layer {
+                Some((blob, _)) if !self.store.has_blob(&blob.digest) => {
+                    session.defer(&key, &entry)
+                }
+                _ => {
+                    let _ = self.put_local(&key, &entry);
+                }
+            }
+        }
     }
 
     fn get_local(&self, key: &Digest) -> Option<CachedLayer> {
@@ -93,6 +119,13 @@ impl<'a> Cache<'a> {
     pub fn put(&self, key: &Digest, entry: &CachedLayer) -> Result<(), kiln_image::StoreError> {
         if let Some(s) = &self.session {
             s.record(key, entry);
+            // A layer still in a registry is kept here once it came.
+            if let Some((blob, _)) = &entry.layer
+                && !self.store.has_blob(&blob.digest)
+            {
+                s.defer(key, entry);
+                return Ok(());
+            }
         }
         self.put_local(key, entry)
     }

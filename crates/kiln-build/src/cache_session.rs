@@ -5,23 +5,26 @@
 //!
 //! An imported cache is a key → entry map read from a cache manifest (see
 //! `kiln_build::export::cache`) plus the source its layer blobs come from.
-//! A hit fetches the layer blob into the store first ("fetch on hit"): the
-//! steps after it, and the output, find it there. The blob is decompressed
-//! and checked against its diff ID while it is written, so a cache that lies about a
-//! blob puts nothing into the store; its first failure is warned about
-//! once, and the build goes on without that cache.
+//! A hit does not fetch the layer: it names it in the session's
+//! [`RemoteLayers`], and it is fetched when something needs its bytes (see
+//! `crate::lazy`). A fetch decompresses the blob and checks it against its
+//! diff ID while it is written, so a cache that lies about a blob puts
+//! nothing into the store; its first failure is warned about once, the
+//! cache is not asked again, and the solver builds again without it
+//! (what the failed attempt found in it cannot be trusted).
 //!
 //! It does not parse command lines or know registries: a source is any
 //! [`ImageSource`].
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kiln_image::transport::ImageSource;
-use kiln_image::{Descriptor, Digest, Store};
+use kiln_image::{Descriptor, Digest, Platform, Reference, Store};
 
 use crate::cache::CachedLayer;
+use crate::lazy::{Origin, RemoteLayers};
 
 /// One entry of an imported cache: as the store will keep it (a plain
 /// layer), and the blob to fetch for it (compressed or not).
@@ -36,7 +39,7 @@ pub struct ImportedCache {
     /// What the user named (`registry.example/cache:main`), for messages.
     pub name: String,
     pub entries: BTreeMap<Digest, ImportedEntry>,
-    source: Box<dyn ImageSource>,
+    source: Arc<dyn ImageSource>,
     /// A failure of a required cache (`ignore-error=false`) fails the build
     /// after it; otherwise it is a warning.
     required: bool,
@@ -54,7 +57,7 @@ impl ImportedCache {
         ImportedCache {
             name,
             entries,
-            source,
+            source: Arc::from(source),
             required,
             broken: AtomicBool::new(false),
         }
@@ -75,15 +78,147 @@ pub struct CacheSession {
     recorded: Mutex<BTreeMap<Digest, CachedLayer>>,
     warnings: Mutex<Vec<String>>,
     errors: Mutex<Vec<String>>,
-    layers: AtomicU64,
-    bytes: AtomicU64,
+    /// Layers the build uses that are still elsewhere (cache hits,
+    /// registry base images).
+    layers: RemoteLayers,
+    /// How many imported caches failed during the build.
+    breaks: AtomicU64,
+    /// Hits whose layer was not in the store yet: kept in the store's
+    /// cache once it is (see `Cache::settle`).
+    deferred: Mutex<Vec<(Digest, CachedLayer)>>,
+    /// Base images loaded without their layers: (name, manifest,
+    /// platform), named in the store once every layer is there.
+    lazy_bases: Mutex<Vec<(Reference, Descriptor, Platform)>>,
+    /// Whether the outputs need the built image's bytes (a store image,
+    /// an archive); a build that only pushes leaves its layers remote.
+    outputs_need_bytes: AtomicBool,
+    /// Whether the build exports a cache (`--cache-to`): then every step
+    /// finds its content key too, not only its definition key.
+    exporting: AtomicBool,
+    /// The cache mounts the build used, and those the imports carry.
+    pub mounts: crate::cache_mount_transfer::CacheMounts,
 }
 
 impl CacheSession {
     pub fn new(imports: Vec<ImportedCache>) -> CacheSession {
         CacheSession {
             imports,
+            outputs_need_bytes: AtomicBool::new(true),
             ..CacheSession::default()
+        }
+    }
+
+    /// The build's remote layers.
+    pub fn layers(&self) -> &RemoteLayers {
+        &self.layers
+    }
+
+    /// Says that the outputs only push (or not): then the built image's
+    /// layers are left where they are, for the push to mount.
+    pub fn set_outputs_need_bytes(&self, need: bool) {
+        self.outputs_need_bytes.store(need, Ordering::Relaxed);
+    }
+
+    /// Says that the build's entries will be exported: a step is then
+    /// looked up by its content key (reading its inputs' files) so the
+    /// export has both keys, as a build without definition keys would.
+    pub fn set_exporting(&self, exporting: bool) {
+        self.exporting.store(exporting, Ordering::Relaxed);
+    }
+
+    pub fn exporting(&self) -> bool {
+        self.exporting.load(Ordering::Relaxed)
+    }
+
+    pub fn outputs_need_bytes(&self) -> bool {
+        self.outputs_need_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many imported caches have failed so far.
+    pub fn breaks(&self) -> u64 {
+        self.breaks.load(Ordering::Relaxed)
+    }
+
+    /// Makes the layer blob `stored` present in the store (fetching a
+    /// remote one); a cache whose blob fails is dropped for the rest of
+    /// the build, and said so once.
+    pub fn ensure(&self, store: &Store, stored: &Digest) -> Result<(), String> {
+        self.layers.ensure(store, stored).map_err(|f| {
+            let Some(Origin::Cache(i)) = f.origin else {
+                return f.why;
+            };
+            let remote = f.remote.unwrap_or_else(|| stored.clone());
+            self.break_cache(i, &remote, &f.why)
+        })
+    }
+
+    /// Drops the cache at `i` for the rest of the build because its layer
+    /// `remote` failed, saying so once; returns the failure.
+    fn break_cache(&self, i: usize, remote: &Digest, why: &str) -> String {
+        let cache = &self.imports[i];
+        let msg = format!("--cache-from {}: layer {remote}: {why}", cache.name);
+        if !cache.broken.swap(true, Ordering::Relaxed) {
+            self.layers.forget_cache(i);
+            let list = if cache.required {
+                &self.errors
+            } else {
+                &self.warnings
+            };
+            list.lock()
+                .expect("lock")
+                .push(format!("{msg}; building without this cache"));
+            self.breaks.fetch_add(1, Ordering::Relaxed);
+        }
+        msg
+    }
+
+    /// Fetches the layer of every entry the build used or made, for an
+    /// export that writes them (`--cache-to`).
+    pub fn ensure_recorded(&self, store: &Store) -> Result<(), String> {
+        for entry in self.recorded().values() {
+            if let Some((blob, _)) = &entry.layer {
+                self.ensure(store, &blob.digest)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn defer(&self, key: &Digest, entry: &CachedLayer) {
+        self.deferred
+            .lock()
+            .expect("lock")
+            .push((key.clone(), entry.clone()));
+    }
+
+    pub(crate) fn take_deferred(&self) -> Vec<(Digest, CachedLayer)> {
+        std::mem::take(&mut *self.deferred.lock().expect("lock"))
+    }
+
+    /// A base image `name` loaded for `platform` without its layers, from
+    /// the manifest `top` (its blob and config's are in the store).
+    pub fn add_lazy_base(&self, name: &Reference, top: &Descriptor, platform: &Platform) {
+        self.lazy_bases
+            .lock()
+            .expect("lock")
+            .push((name.clone(), top.clone(), platform.clone()));
+    }
+
+    /// Names in the store each lazily loaded base whose layers all came
+    /// (as a pull would have); the others stay in this build's memory,
+    /// so the store never names an image whose blobs are absent.
+    pub fn settle_bases(&self, store: &Store) {
+        let bases = std::mem::take(&mut *self.lazy_bases.lock().expect("lock"));
+        for (name, top, platform) in bases {
+            let complete = kiln_image::Image::load_manifest(store, &top.digest, &platform)
+                .is_ok_and(|(img, _)| img.layers.iter().all(|l| store.has_blob(&l.digest)));
+            if complete {
+                let _ = store.tag(&name, &top);
+            } else {
+                self.lazy_bases
+                    .lock()
+                    .expect("lock")
+                    .push((name, top, platform));
+            }
         }
     }
 
@@ -110,17 +245,22 @@ impl CacheSession {
         std::mem::take(&mut *self.errors.lock().expect("lock"))
     }
 
+    /// Layers fetched from imported caches and registries so far.
     pub fn fetched(&self) -> Fetched {
+        let counts = self.layers.counts_fetched();
         Fetched {
-            layers: self.layers.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
+            layers: counts.0,
+            bytes: counts.1,
         }
     }
 
-    /// The first imported cache's entry for `key` whose blob (if any) is
-    /// now in the store.
+    /// The first imported cache's entry for `key` whose layer is usable.
+    /// A layer the store lacks stays remote when its source says it has
+    /// it (a registry's HEAD), and is fetched now when the source cannot
+    /// tell (a local layout: nothing to save, and a lie is caught before
+    /// any step relies on it).
     pub(crate) fn import(&self, store: &Store, key: &Digest) -> Option<CachedLayer> {
-        for cache in &self.imports {
+        for (i, cache) in self.imports.iter().enumerate() {
             if cache.broken.load(Ordering::Relaxed) {
                 continue;
             }
@@ -133,63 +273,27 @@ impl CacheSession {
             if store.has_blob(&blob.digest) {
                 return Some(entry.clone());
             }
-            match fetch(store, cache.source.as_ref(), remote, blob) {
-                Ok(()) => {
-                    self.layers.fetch_add(1, Ordering::Relaxed);
-                    self.bytes.fetch_add(remote.size, Ordering::Relaxed);
-                    return Some(entry.clone());
+            let usable = match cache.source.blob_present(remote) {
+                Ok(Some(true)) => {
+                    self.layers
+                        .add_cache_layer(blob, remote, cache.source.clone(), i, None);
+                    Ok(())
                 }
-                Err(e) => {
-                    // Warned once: the cache is not asked again.
-                    if !cache.broken.swap(true, Ordering::Relaxed) {
-                        let msg = format!(
-                            "--cache-from {}: layer {}: {e}; building without this cache",
-                            cache.name, remote.digest
-                        );
-                        let list = if cache.required {
-                            &self.errors
-                        } else {
-                            &self.warnings
-                        };
-                        list.lock().expect("lock").push(msg);
-                    }
+                Ok(Some(false)) => Err("the cache's registry does not have it".to_string()),
+                Ok(None) => {
+                    self.layers
+                        .add_cache_layer(blob, remote, cache.source.clone(), i, None);
+                    self.ensure(store, &blob.digest).map(drop)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match usable {
+                Ok(()) => return Some(entry.clone()),
+                Err(why) => {
+                    self.break_cache(i, &remote.digest, &why);
                 }
             }
         }
         None
     }
-}
-
-/// Fetches `remote` and stores it as the plain layer `plain`, decompressed
-/// on the way; the store's writer checks the plain digest (the diff ID)
-/// and the sizes are checked here, so nothing else is ever committed.
-fn fetch(
-    store: &Store,
-    source: &dyn ImageSource,
-    remote: &Descriptor,
-    plain: &Descriptor,
-) -> Result<(), String> {
-    use std::io::Read;
-    let compression = kiln_image::media::layer_compression(&remote.media_type)
-        .ok_or_else(|| format!("{} is not a layer media type", remote.media_type))?;
-    let reader = source.blob(remote).map_err(|e| e.to_string())?;
-    // One byte more than announced, to notice a blob that is longer.
-    let reader = std::io::BufReader::with_capacity(256 * 1024, reader.take(remote.size + 1));
-    let reader = kiln_image::layer::decompress(reader, compression)
-        .map_err(|e| format!("reading it: {e}"))?;
-    let mut writer = store.blob_writer().map_err(|e| e.to_string())?;
-    let copied = std::io::copy(&mut reader.take(plain.size + 1), &mut writer)
-        .map_err(|e| format!("reading it: {e}"))?;
-    if copied != plain.size {
-        return Err(format!(
-            "it unpacks to {copied} bytes where the cache says {}",
-            plain.size
-        ));
-    }
-    writer
-        .commit(Some(&plain.digest))
-        .map_err(|e| e.to_string())?;
-    // A cached layer is one kiln built: it leaves compressed, as it would
-    // have from the store that made it.
-    kiln_image::compressed::mark_built(store, &plain.digest).map_err(|e| e.to_string())
 }

@@ -54,7 +54,8 @@ pub struct CopySpec<'a> {
     /// The metadata of a directory that already exists below the new
     /// layer (always `None` for `--link`, whose layer must not depend on
     /// its base).
-    pub existing_dir: &'a dyn Fn(&Path) -> Option<fs::Metadata>,
+    /// An existing directory's metadata and the owner a layer gives it.
+    pub existing_dir: &'a dyn Fn(&Path) -> Option<crate::fs::OwnedMeta>,
 }
 
 pub struct CopyPlan {
@@ -363,7 +364,7 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
             // what goes into it.
             let onto_existing = m.meta.is_dir() && !spec.parents && {
                 let rel = target.strip_prefix("/").unwrap_or(&target);
-                (spec.existing_dir)(&Path::new("/").join(rel)).is_some_and(|d| d.is_dir())
+                (spec.existing_dir)(&Path::new("/").join(rel)).is_some_and(|(d, _)| d.is_dir())
             };
             if !onto_existing {
                 push(&m.rel.clone(), target.clone(), m.meta.clone(), &m.rel)?;
@@ -468,13 +469,13 @@ pub fn plan(from: &CopyFrom<'_>, spec: &CopySpec<'_>) -> Result<CopyPlan, BuildE
         // time (think /tmp, or a home directory): a layer that lacked it
         // would get a default one from the unpacker, and that copy would
         // hide the real one in the overlay. The key records what it relied on.
-        if let Some(m) = (spec.existing_dir)(&Path::new("/").join(&p)) {
+        if let Some((m, (ou, og))) = (spec.existing_dir)(&Path::new("/").join(&p)) {
             key.str("existing-parent", &p.to_string_lossy());
-            key.json("existing-meta", &(m.mode(), m.uid(), m.gid(), m.mtime()));
+            key.json("existing-meta", &(m.mode(), ou, og, m.mtime()));
             entries.push(
                 Entry::dir(&p)
                     .with_mode(m.mode() & 0o7777)
-                    .with_owner(u64::from(m.uid()), u64::from(m.gid()))
+                    .with_owner(u64::from(ou), u64::from(og))
                     .with_mtime(m.mtime()),
             );
             continue;

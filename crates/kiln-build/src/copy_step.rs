@@ -13,8 +13,9 @@ use crate::context::Context;
 use crate::copy::{CopyFrom, CopySpec};
 use crate::fs::{StageFs, resolve_chown};
 use crate::graph::{CopyOp, Node};
+use crate::key::KeyHasher;
 use crate::named::NamedContext;
-use crate::step_layer::{Entries, MadeLayer, cached_layer};
+use crate::step_layer::{Entries, MadeLayer, cached_layer, definition_hit, record_definition};
 use crate::worker::Worker;
 
 /// `user:gid` for a user named or numbered in /etc/passwd, with the
@@ -57,34 +58,6 @@ pub(crate) fn copy_step(
     node: &Node,
 ) -> Result<MadeLayer, BuildError> {
     let step = worker.progress.start(&node.name);
-    let owner = chown_ids(worker, onto, op.chown.as_deref())?;
-    let existing_dir = |p: &Path| -> Option<std::fs::Metadata> {
-        if op.link {
-            return None;
-        }
-        onto?
-            .stat(worker.store, &worker.snaps, p)
-            .ok()
-            .flatten()
-            .filter(|m| m.is_dir())
-    };
-    let spec = CopySpec {
-        instruction: op.instruction,
-        sources: &op.sources,
-        dest: &op.dest,
-        workdir: &op.workdir,
-        owner,
-        chmod: op.chmod.as_ref(),
-        parents: op.parents,
-        exclude: &op.exclude,
-        unpack_archives: op.unpack,
-        remote: op.instruction == "ADD",
-        checksum: op.checksum.as_deref(),
-        keep_git_dir: op.keep_git_dir,
-        host_network: worker.opts.entitlements.host_network(),
-        now: worker.now,
-        existing_dir: &existing_dir,
-    };
     // A directory build context is read like the main context (digests
     // remembered, symlinks kept inside), with no .dockerignore.
     let mut named_dir = None;
@@ -124,6 +97,68 @@ pub(crate) fn copy_step(
             }
         },
     };
+    // From a filesystem (a stage, an image), the copy is known by its
+    // definition and its inputs' layers: a hit reads no file of theirs.
+    let definition = from_fs
+        .as_ref()
+        .map(|from| definition_key(op, from, onto))
+        .transpose()?;
+    if let Some(d) = &definition
+        && !node.no_cache
+        && let Some(hit) = definition_hit(worker, d)
+    {
+        worker
+            .cached
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        step.cached();
+        return Ok(hit);
+    }
+    let existing_dir = |p: &Path| -> Option<crate::fs::OwnedMeta> {
+        if op.link {
+            return None;
+        }
+        onto?
+            .stat_owned(worker.store, &worker.snaps, p)
+            .ok()
+            .flatten()
+            .filter(|(m, _)| m.is_dir())
+    };
+    let owner = chown_ids(worker, onto, op.chown.as_deref())?;
+    let spec = CopySpec {
+        instruction: op.instruction,
+        sources: &op.sources,
+        dest: &op.dest,
+        workdir: &op.workdir,
+        owner,
+        chmod: op.chmod.as_ref(),
+        parents: op.parents,
+        exclude: &op.exclude,
+        unpack_archives: op.unpack,
+        remote: op.instruction == "ADD",
+        checksum: op.checksum.as_deref(),
+        keep_git_dir: op.keep_git_dir,
+        host_network: worker.opts.entitlements.host_network(),
+        now: worker.now,
+        existing_dir: &existing_dir,
+    };
+    // From the context onto layers still in a registry: known by what
+    // it copies and those layers' diff IDs, a hit reads none of them.
+    let context_definition = match (&from_fs, &named_dir, onto) {
+        (None, None, Some(onto)) if op.instruction == "COPY" && !op.link => {
+            context_definition(worker, op, &spec, onto)?
+        }
+        _ => None,
+    };
+    if let Some(d) = &context_definition
+        && !node.no_cache
+        && let Some(hit) = definition_hit(worker, d)
+    {
+        worker
+            .cached
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        step.cached();
+        return Ok(hit);
+    }
     let (plan, _view) = match (&from_fs, &named_dir) {
         (None, Some(ctx)) => {
             let plan = crate::copy::plan(&CopyFrom::Context(ctx), &spec)?;
@@ -155,5 +190,75 @@ pub(crate) fn copy_step(
         Ok(Entries::shared(entries))
     });
     drop(scratch);
-    r
+    let made = r?;
+    for d in definition.iter().chain(&context_definition) {
+        record_definition(worker, d, &made)?;
+    }
+    Ok(made)
+}
+
+/// The definition key of a COPY from the context onto `onto`, when the
+/// build exports its cache (to record it) or `onto` has layers still in a
+/// registry (to look it up): the copy's key as if nothing existed below
+/// it, and `onto`'s diff IDs, which decide what does. `None` when the
+/// copy's own key reads nothing below (it is as lazy already) or needs
+/// to (a user name for --chown).
+fn context_definition(
+    worker: &Worker<'_>,
+    op: &CopyOp,
+    spec: &CopySpec<'_>,
+    onto: &StageFs,
+) -> Result<Option<kiln_image::Digest>, BuildError> {
+    let Some(session) = worker.opts.cache_session.as_deref() else {
+        return Ok(None);
+    };
+    let remote = onto
+        .layers
+        .iter()
+        .any(|(blob, _)| session.layers().is_remote(worker.store, &blob.digest));
+    let named_owner = op
+        .chown
+        .as_deref()
+        .is_some_and(|c| !c.split(':').all(|p| p.parse::<u64>().is_ok()));
+    if !(session.exporting() || remote) || named_owner {
+        return Ok(None);
+    }
+    let probed = std::cell::Cell::new(false);
+    let blind = |_: &Path| {
+        probed.set(true);
+        None
+    };
+    let spec = CopySpec {
+        existing_dir: &blind,
+        ..*spec
+    };
+    let plan = crate::copy::plan(&CopyFrom::Context(&worker.context), &spec)?;
+    if !probed.get() {
+        return Ok(None);
+    }
+    let mut k = KeyHasher::new("copy-context-definition-v1");
+    k.str("blind", &plan.key.to_string())
+        .str("onto", &onto.key().to_string());
+    Ok(Some(k.finish()))
+}
+
+/// The definition key of a copy from the filesystem `from` onto `onto`:
+/// the op as the Dockerfile says it (not where it sits in this build's
+/// graph) and the diff IDs of both.
+fn definition_key(
+    op: &CopyOp,
+    from: &StageFs,
+    onto: Option<&StageFs>,
+) -> Result<kiln_image::Digest, BuildError> {
+    let mut def = serde_json::to_value(op)
+        .map_err(|e| BuildError::Instruction(format!("COPY does not serialize: {e}")))?;
+    if let Some(m) = def.as_object_mut() {
+        m.remove("from_node");
+    }
+    let mut k = KeyHasher::new("copy-definition-v1");
+    k.json("op", &def).str("from", &from.key().to_string());
+    if let Some(onto) = onto {
+        k.str("onto", &onto.key().to_string());
+    }
+    Ok(k.finish())
 }

@@ -260,10 +260,9 @@ fn run_in(
                         )));
                     }
                 };
-                let name = match &seed {
-                    None => id.clone(),
-                    Some((fs, src)) => format!("{id}\0{}\0{src}", fs.key()),
-                };
+                let seed_key = seed.as_ref().map(|(fs, src)| (fs.key(), src.as_str()));
+                let name =
+                    crate::cache_mount::cache_name(&id, seed_key.as_ref().map(|(k, s)| (k, *s)));
                 let cache = CacheMount::open(inputs.store, &name)?;
                 let data = cache.data();
                 if let Some((fs, src)) = &seed

@@ -19,12 +19,18 @@ use kiln_image::layer::LayerOptions;
 use kiln_image::media::{Compression, Format};
 use kiln_image::store_io::{StoreSink, StoreSource};
 use kiln_image::transport::{self, CopyOptions};
-use kiln_image::{Descriptor, Image, Platform, Reference, Store};
+use std::sync::Arc;
+
+use kiln_image::{Descriptor, Digest, Image, Platform, Reference, Store};
 use kiln_registry::{Client, ClientConfig, RegistrySink, RegistrySource};
 
+use crate::cache_session::CacheSession;
+use crate::lazy::RemoteLayers;
 use crate::{BuildError, BuildResult};
 
 pub mod cache;
+pub mod inline;
+mod lazy_push;
 
 /// What an `--output` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,8 +303,37 @@ impl Push {
 
     /// Pushes the built image `built` (a manifest in `store`) to every
     /// name, its layers compressed; returns the manifest the registry holds.
-    pub fn run(&self, store: &Store, built: &Descriptor) -> Result<Descriptor, BuildError> {
-        let desc = kiln_image::compressed::compressed_top(store, built, self.compression)?;
+    /// Layers still `remote` are not fetched: each is mounted from the
+    /// repository that holds it when that is on the same registry, else
+    /// streamed from there (a cache's layer is fetched first when the push
+    /// wants another compression than the cache has).
+    pub fn run(
+        &self,
+        store: &Store,
+        built: &Descriptor,
+        remote: Option<&CacheSession>,
+    ) -> Result<Descriptor, BuildError> {
+        let desc = match remote {
+            None => kiln_image::compressed::compressed_top(store, built, self.compression)?,
+            Some(session) => {
+                let absent = |plain: &Digest| {
+                    let layers = session.layers();
+                    if let Some(d) = layers.compressed_remote(store, plain, self.compression) {
+                        return Ok(Some((d.digest, d.size)));
+                    }
+                    session
+                        .ensure(store, plain)
+                        .map_err(kiln_image::transport::TransportError::Invalid)?;
+                    Ok(None)
+                };
+                kiln_image::compressed::compressed_top_with(
+                    store,
+                    built,
+                    self.compression,
+                    &absent,
+                )?
+            }
+        };
         let mut config = ClientConfig::default();
         if self.insecure {
             config.transport.insecure_registries = self
@@ -308,14 +343,18 @@ impl Push {
                 .collect();
         }
         let client = Client::new(config).map_err(registry_error("registry client"))?;
-        let src = StoreSource::from_descriptor(store, desc.clone());
+        let store_src = StoreSource::from_descriptor(store, desc.clone());
+        let layers: Option<&RemoteLayers> = remote.map(|s| s.layers());
+        let src = lazy_push::PushSource::new(store, store_src, layers);
+        let mut mount_from = self.mount_from.clone();
+        mount_from.extend(layers.map(|l| l.repositories()).unwrap_or_default());
         for name in &self.names {
-            let sink = self
-                .mount_from
+            let sink = mount_from
                 .iter()
                 .fold(RegistrySink::new(&client, name.clone()), |s, from| {
                     s.mount_from(from)
-                });
+                })
+                .mount_recorded(store.blob_sources());
             let top = transport::copy(&src, &sink, &CopyOptions::default())
                 .map_err(|e| BuildError::Io(format!("push {name}: {e}")))?;
             if top.digest != desc.digest {
@@ -331,29 +370,59 @@ impl Push {
 }
 
 /// Pulls a base image for one platform into the store, tagged with its
-/// name; each (name, platform) at most once per build.
-pub fn base_fetcher() -> Result<crate::FetchBase, BuildError> {
-    use std::collections::BTreeSet;
+/// name; each (name, platform) at most once per build. With a `lazy`
+/// session, only its manifest and config are fetched (untagged), its
+/// layers left to the session's remote layers (see `crate::lazy`).
+pub fn base_fetcher(lazy: Option<Arc<CacheSession>>) -> Result<crate::FetchBase, BuildError> {
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
     let client = Client::new(ClientConfig::default()).map_err(registry_error("registry client"))?;
-    let pulled = Mutex::new(BTreeSet::new());
+    let pulled: Mutex<BTreeMap<String, Option<Digest>>> = Mutex::new(BTreeMap::new());
     Ok(Box::new(
         move |store: &Store, reference: &str, platform: &Platform| {
             let key = format!("{reference} {platform}");
-            if pulled.lock().map_err(|e| e.to_string())?.contains(&key) {
-                return Ok(());
+            if let Some(done) = pulled.lock().map_err(|e| e.to_string())?.get(&key) {
+                return Ok(done.clone());
             }
             let r = Reference::parse(reference).map_err(|e| e.to_string())?;
             let opts = CopyOptions {
                 platform: Some(platform.clone()),
                 ..CopyOptions::default()
             };
-            let src = RegistrySource::new(&client, r.clone());
-            let top = transport::copy(&src, &StoreSink::new(store, Some(r.clone())), &opts)
-                .map_err(|e| e.to_string())?;
-            eprintln!("pulled {r} for {platform}: {}", top.digest);
-            pulled.lock().map_err(|e| e.to_string())?.insert(key);
-            Ok(())
+            let src = Arc::new(RegistrySource::new(&client, r.clone()));
+            let done = match &lazy {
+                Some(session) => {
+                    let sink = crate::lazy::LazyBaseSink {
+                        store,
+                        layers: session.layers(),
+                        source: src.clone(),
+                        name: r.clone(),
+                    };
+                    let top =
+                        transport::copy(src.as_ref(), &sink, &opts).map_err(|e| e.to_string())?;
+                    session.add_lazy_base(&r, &top.descriptor(), platform);
+                    eprintln!(
+                        "pulled {r} for {platform}: {} (manifest and config; layers when needed)",
+                        top.digest
+                    );
+                    Some(top.digest)
+                }
+                None => {
+                    let top = transport::copy(
+                        src.as_ref(),
+                        &StoreSink::new(store, Some(r.clone())),
+                        &opts,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    eprintln!("pulled {r} for {platform}: {}", top.digest);
+                    None
+                }
+            };
+            pulled
+                .lock()
+                .map_err(|e| e.to_string())?
+                .insert(key, done.clone());
+            Ok(done)
         },
     ))
 }

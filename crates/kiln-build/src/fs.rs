@@ -14,6 +14,10 @@ use kiln_snapshot::Snapshots;
 use crate::BuildError;
 use crate::key::fs_key;
 
+/// A node's metadata with the owner a layer gives it (which, for an
+/// unprivileged kiln, is not the one on disk).
+pub type OwnedMeta = (fs::Metadata, (u32, u32));
+
 #[derive(Debug, Clone, Default)]
 pub struct StageFs {
     /// Oldest first: the blob and its diff ID.
@@ -76,6 +80,22 @@ impl StageFs {
     ) -> Result<Option<fs::Metadata>, BuildError> {
         let dirs = self.layer_dirs(store, snaps)?;
         Ok(kiln_snapshot::lookup(&dirs, path).and_then(|h| fs::symlink_metadata(h).ok()))
+    }
+
+    /// [`StageFs::stat`] with the owner a layer gives the node (the one an
+    /// unprivileged kiln recorded; see `kiln_image::layer::owner_on_disk`).
+    pub fn stat_owned(
+        &self,
+        store: &Store,
+        snaps: &Snapshots,
+        path: &Path,
+    ) -> Result<Option<OwnedMeta>, BuildError> {
+        let dirs = self.layer_dirs(store, snaps)?;
+        Ok(kiln_snapshot::lookup(&dirs, path).and_then(|h| {
+            let m = fs::symlink_metadata(&h).ok()?;
+            let owner = kiln_image::layer::owner_on_disk(&h, &m);
+            Some((m, owner))
+        }))
     }
 
     /// Mounts the merged filesystem (writes go to a throwaway upper dir);

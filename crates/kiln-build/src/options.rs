@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use kiln_dockerfile::instructions::Network;
 use kiln_image::media::Compression;
 use kiln_image::transport::RawManifest;
-use kiln_image::{Image, Platform, Store};
+use kiln_image::{Digest, Image, Platform, Store};
 use kiln_sandbox::Isolation;
 use kiln_snapshot::Mode;
 
@@ -89,8 +89,11 @@ impl BuildOptions {
 }
 
 /// Fetches `reference` for a platform into the store, tagged with that
-/// name. kiln-build does not talk to registries; its caller does.
-pub type FetchBase = Box<dyn Fn(&Store, &str, &Platform) -> Result<(), String> + Send + Sync>;
+/// name (`Ok(None)`), or loads its manifest and config only, untagged,
+/// its layers left remote (`Ok(Some(manifest digest))`). The solver does
+/// not talk to registries; its caller's fetcher does.
+pub type FetchBase =
+    Box<dyn Fn(&Store, &str, &Platform) -> Result<Option<Digest>, String> + Send + Sync>;
 
 pub struct BuildResult {
     pub image: Image,

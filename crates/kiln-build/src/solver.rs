@@ -58,8 +58,44 @@ pub fn build(
         .stages
         .get(&lowered.target)
         .ok_or_else(|| BuildError::Instruction("the target stage was not lowered".into()))?;
+    let session = opts.cache_session.as_deref();
+    let (image, manifest, steps_run, steps_cached) = loop {
+        let breaks = session.map_or(0, |s| s.breaks());
+        match solve(store, opts, progress, &lowered.graph, plan) {
+            // A cache failed under the build (a layer it named is gone or
+            // lies): what this attempt took from it cannot be trusted, so
+            // the build goes again without it (it is not asked again, so
+            // this ends).
+            Err(_) if session.is_some_and(|s| s.breaks() > breaks) => {
+                progress.note("an imported cache failed; building again without it");
+            }
+            solved => break solved?,
+        }
+    };
+    if let Some(s) = session {
+        s.settle_bases(store);
+    }
+    Ok(BuildResult {
+        image,
+        manifest,
+        steps_run,
+        steps_cached,
+        warnings,
+        base: plan.base.clone(),
+    })
+}
+
+/// One attempt at the build: runs the ops the target needs and writes its
+/// image's config and manifest into the store (no name: the caller names
+/// it). Its layers are made present when the outputs need their bytes.
+fn solve(
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &Progress,
+    graph: &crate::graph::Graph,
+    plan: &StagePlan,
+) -> Result<(Image, kiln_image::transport::RawManifest, usize, usize), BuildError> {
     let worker = new_worker(store, opts, progress)?;
-    let graph = &lowered.graph;
     let outputs = std::thread::scope(|s| {
         let worker = &worker;
         s.spawn(move || worker.precompress.work(worker.store));
@@ -81,6 +117,7 @@ pub fn build(
         solved
     });
     worker.context.save();
+    worker.cache.settle();
     let outputs = outputs?;
     let mut image = assemble(plan, &outputs, opts.source_date_epoch)?;
     if !opts.labels.is_empty() {
@@ -94,15 +131,21 @@ pub fn build(
         }
     }
     image = stamp_times(image, opts.source_date_epoch);
+    if let Some(s) = opts.cache_session.as_deref()
+        && s.outputs_need_bytes()
+    {
+        for l in &image.layers {
+            s.ensure(store, &l.digest).map_err(BuildError::Io)?;
+        }
+        worker.cache.settle();
+    }
     let manifest = image.write(store)?;
-    Ok(BuildResult {
+    Ok((
         image,
         manifest,
-        steps_run: worker.run.load(Ordering::Relaxed),
-        steps_cached: worker.cached.load(Ordering::Relaxed),
-        warnings,
-        base: plan.base.clone(),
-    })
+        worker.run.load(Ordering::Relaxed),
+        worker.cached.load(Ordering::Relaxed),
+    ))
 }
 
 fn new_worker<'a>(
@@ -134,11 +177,20 @@ fn new_worker<'a>(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
+    // Every layer unpacked for the build comes through here: one still in
+    // a registry is fetched then, once.
+    let mut snaps = Snapshots::open(store)?;
+    if let Some(session) = &opts.cache_session {
+        let session = session.clone();
+        snaps = snaps.with_ensure_blob(std::sync::Arc::new(move |store, blob| {
+            session.ensure(store, &blob.digest)
+        }));
+    }
     Ok(Worker {
         store,
         opts,
         progress,
-        snaps: Snapshots::open(store)?,
+        snaps,
         cache: Cache::with_session(store, opts.cache_session.clone())?,
         precompress: Precompress::new(opts.compression),
         context,

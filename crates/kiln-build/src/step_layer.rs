@@ -65,23 +65,11 @@ pub(crate) fn cached_layer<K>(
     step: crate::progress::Step<'_>,
     make: impl FnOnce(&crate::progress::Step<'_>) -> Result<Entries<K>, BuildError>,
 ) -> Result<MadeLayer, BuildError> {
-    let mut k = KeyHasher::new("layer");
-    k.str("op", &key.to_string());
-    // Layers are plain in the cache whatever the output wants ("v2"), so a
-    // `--push` after a local build reuses it.
-    k.str("layer", "plain-v2");
-    k.json("clamp", &layer_options(worker).source_date_epoch);
-    let key = k.finish();
-    if !no_cache && let Some(hit) = worker.cache.get(&key) {
+    let key = layer_key(worker, key);
+    if !no_cache && let Some(hit) = lookup(worker, &key) {
         worker.cached.fetch_add(1, Ordering::Relaxed);
         step.cached();
-        if let Some((blob, _)) = &hit.layer {
-            worker.precompress.layer(blob);
-        }
-        return Ok(MadeLayer {
-            layer: hit.layer,
-            made_at: hit.created,
-        });
+        return Ok(hit);
     }
     let Entries {
         entries,
@@ -127,6 +115,65 @@ pub(crate) fn cached_layer<K>(
     worker.run.fetch_add(1, Ordering::Relaxed);
     step.done();
     Ok(MadeLayer { layer, made_at })
+}
+
+/// The cache's key of the layer an op with `key` makes.
+fn layer_key(worker: &Worker<'_>, key: &Digest) -> Digest {
+    let mut k = KeyHasher::new("layer");
+    k.str("op", &key.to_string());
+    // Layers are plain in the cache whatever the output wants ("v2"), so a
+    // `--push` after a local build reuses it.
+    k.str("layer", "plain-v2");
+    k.json("clamp", &layer_options(worker).source_date_epoch);
+    k.finish()
+}
+
+/// A cache hit for the layer key `key` (the caller counts the step).
+fn lookup(worker: &Worker<'_>, key: &Digest) -> Option<MadeLayer> {
+    let hit = worker.cache.get(key)?;
+    // A layer still in a registry is compressed there already.
+    if let Some((blob, _)) = &hit.layer
+        && worker.store.has_blob(&blob.digest)
+    {
+        worker.precompress.layer(blob);
+    }
+    Some(MadeLayer {
+        layer: hit.layer,
+        made_at: hit.created,
+    })
+}
+
+/// A step's definition key: what it does over which input filesystems
+/// (by their layers' diff IDs), known before any file is read. A step
+/// whose own key needs its inputs' files (a COPY's sources and the
+/// directories it lands in, a WORKDIR's parents) is looked up by this
+/// one first, so a hit leaves layers still in a registry there; the
+/// entry is recorded under both keys. The caller counts the step. A
+/// build that exports its cache skips it (see `CacheSession::exporting`).
+pub(crate) fn definition_hit(worker: &Worker<'_>, definition: &Digest) -> Option<MadeLayer> {
+    // An export wants the content key as well, which only the files give.
+    if worker
+        .opts
+        .cache_session
+        .as_ref()
+        .is_some_and(|s| s.exporting())
+    {
+        return None;
+    }
+    lookup(worker, &layer_key(worker, definition))
+}
+
+/// Records what the step with `definition` made (or found) under that key too.
+pub(crate) fn record_definition(
+    worker: &Worker<'_>,
+    definition: &Digest,
+    made: &MadeLayer,
+) -> Result<(), BuildError> {
+    let entry = CachedLayer {
+        layer: made.layer.clone(),
+        created: made.made_at,
+    };
+    Ok(worker.cache.put(&layer_key(worker, definition), &entry)?)
 }
 
 pub(crate) fn unix_now() -> i64 {

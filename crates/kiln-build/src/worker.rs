@@ -25,7 +25,7 @@ use crate::options::BuildOptions;
 use crate::platform::check_can_run;
 use crate::precompress::Precompress;
 use crate::progress::Progress;
-use crate::step_layer::{Entries, MadeLayer, cached_layer};
+use crate::step_layer::{Entries, MadeLayer, cached_layer, definition_hit, record_definition};
 
 pub(crate) struct Worker<'a> {
     pub(crate) store: &'a Store,
@@ -144,8 +144,14 @@ impl Worker<'_> {
             ulimits: &self.opts.ulimits,
         };
         let key = run_key(&op.run, &inputs_of_run)?;
+        // Cache mounts: noted for `--cache-to …,mounts=true`, restored from
+        // `--cache-from` when the RUN runs (see cache_mount_transfer).
+        let cache_mounts = crate::cache_mount::run_cache_mounts(&op.run, &stage_fs);
+        let transfer = self.opts.cache_session.as_deref().map(|s| &s.mounts);
+        transfer.inspect(|t| t.note_used(&cache_mounts));
         let made = cached_layer(self, &key, node.no_cache, step, |step| {
             check_can_run(&op.platform)?;
+            transfer.inspect(|t| t.restore(self.store, &cache_mounts, step));
             let (entries, container) = execute(&op.run, &inputs_of_run, step)?;
             Ok(Entries {
                 entries,
@@ -161,11 +167,35 @@ impl Worker<'_> {
     fn mkdir(&self, node: &Node, op: &MkdirOp, below: &Output) -> Result<Output, BuildError> {
         let fs = &below.fs;
         let path = PathBuf::from(&op.path);
+        let exists = || Output {
+            fs: fs.clone(),
+            ..Output::default()
+        };
+        // Known by its definition over the layers below, it needs none of
+        // their files: an existing directory is recorded as no layer.
+        let mut definition = KeyHasher::new("workdir-definition-v1");
+        definition
+            .json("op", op)
+            .str("below", &fs.key().to_string());
+        let definition = definition.finish();
+        if !node.no_cache
+            && let Some(hit) = definition_hit(self, &definition)
+        {
+            if hit.layer.is_none() {
+                return Ok(exists());
+            }
+            self.cached
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.progress.start(&node.name).cached();
+            return Ok(Output::layered(Some(below), hit));
+        }
         if fs.stat(self.store, &self.snaps, &path)?.is_some() {
-            return Ok(Output {
-                fs: fs.clone(),
-                ..Output::default()
-            });
+            let none = MadeLayer {
+                layer: None,
+                made_at: crate::step_layer::unix_now(),
+            };
+            record_definition(self, &definition, &none)?;
+            return Ok(exists());
         }
         let step = self.progress.start(&node.name);
         let owner = match op.user.as_str() {
@@ -193,15 +223,15 @@ impl Worker<'_> {
             }
             // Existing ancestors are written as they are, so this
             // layer's copy of them does not hide their mode and owner.
-            match fs.stat(self.store, &self.snaps, a)? {
-                Some(m) => {
+            match fs.stat_owned(self.store, &self.snaps, a)? {
+                Some((m, (ou, og))) => {
                     use std::os::unix::fs::MetadataExt;
                     key.str("exists", &rel.to_string_lossy());
-                    key.json("meta", &(m.mode(), m.uid(), m.gid(), m.mtime()));
+                    key.json("meta", &(m.mode(), ou, og, m.mtime()));
                     entries.push(
                         Entry::dir(rel)
                             .with_mode(m.mode() & 0o7777)
-                            .with_owner(u64::from(m.uid()), u64::from(m.gid()))
+                            .with_owner(u64::from(ou), u64::from(og))
                             .with_mtime(m.mtime()),
                     );
                 }
@@ -217,6 +247,7 @@ impl Worker<'_> {
         let made = cached_layer(self, &key.finish(), node.no_cache, step, |_| {
             Ok(Entries::shared(entries))
         })?;
+        record_definition(self, &definition, &made)?;
         Ok(Output::layered(Some(below), made))
     }
 }

@@ -45,12 +45,29 @@ pub fn compressed_top(
     top: &Descriptor,
     compression: Compression,
 ) -> Result<Descriptor> {
+    compressed_top_with(store, top, compression, &|_| Ok(None))
+}
+
+/// What [`compressed_top_with`] does with a plain layer the store lacks:
+/// the compressed blob to name instead, as it is elsewhere (a registry
+/// the push can mount it from), or `None` once the plain layer has been
+/// made present (fetched and marked built).
+pub type Absent<'a> = dyn Fn(&Digest) -> Result<Option<(Digest, u64)>> + 'a;
+
+/// [`compressed_top`], where a plain layer the store does not have is
+/// first handed to `absent`.
+pub fn compressed_top_with(
+    store: &Store,
+    top: &Descriptor,
+    compression: Compression,
+    absent: &Absent<'_>,
+) -> Result<Descriptor> {
     let bytes = store.read_blob(&top.digest)?;
     let changed = match AnyManifest::parse(Some(&top.media_type), &bytes)? {
         AnyManifest::Index(mut index) => {
             let mut any = false;
             for child in &mut index.manifests {
-                let new = compressed_top(store, child, compression)?;
+                let new = compressed_top_with(store, child, compression, absent)?;
                 if new.digest != child.digest {
                     child.digest = new.digest;
                     child.size = new.size;
@@ -69,9 +86,18 @@ pub fn compressed_top(
             };
             let mut any = false;
             for layer in &mut m.layers {
-                if media::layer_compression(&layer.media_type) == Some(Compression::None)
-                    && is_built(store, &layer.digest)?
+                let plain = media::layer_compression(&layer.media_type) == Some(Compression::None);
+                if plain
+                    && !store.has_blob(&layer.digest)
+                    && let Some((digest, size)) = absent(&layer.digest)?
                 {
+                    layer.media_type = format.layer(compression).to_string();
+                    layer.digest = digest;
+                    layer.size = size;
+                    any = true;
+                    continue;
+                }
+                if plain && is_built(store, &layer.digest)? {
                     let (digest, size) = compressed_blob(store, &layer.digest, compression)?;
                     layer.media_type = format.layer(compression).to_string();
                     layer.digest = digest;
@@ -231,6 +257,39 @@ mod tests {
             compressed_top(&store, &only_given, Compression::Gzip).unwrap(),
             only_given
         );
+    }
+
+    #[test]
+    fn an_absent_plain_layer_is_named_as_it_is_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let here = plain_layer(&store, "here", true);
+        // A plain layer the store lacks (still in a registry cache).
+        let away = Descriptor::new(media::OCI_LAYER, Digest::sha256_of(b"away"), 4);
+        let top = manifest(&store, Format::Oci, vec![here.clone(), away.clone()]);
+        let elsewhere = Digest::sha256_of(b"away, gzipped");
+        let asked = std::sync::Mutex::new(Vec::new());
+        let absent = |d: &Digest| {
+            asked.lock().unwrap().push(d.clone());
+            Ok(Some((elsewhere.clone(), 9)))
+        };
+        let out = compressed_top_with(&store, &top, Compression::Gzip, &absent).unwrap();
+        // Only the absent layer was asked about; the other compressed here.
+        assert_eq!(*asked.lock().unwrap(), vec![away.digest.clone()]);
+        let layers = layers_of(&store, &out);
+        assert_eq!(layers[1].digest, elsewhere);
+        assert_eq!(layers[1].size, 9);
+        assert_eq!(layers[1].media_type, media::OCI_LAYER_GZIP);
+        assert!(store.has_blob(&layers[0].digest));
+        assert_ne!(layers[0].digest, here.digest);
+        // Without an answer, a layer that is not here is an error, not a
+        // manifest naming a blob nobody has.
+        let none = |_: &Digest| Ok(None);
+        let mut marked = away.clone();
+        marked.digest = Digest::sha256_of(b"marked but gone");
+        mark_built(&store, &marked.digest).unwrap();
+        let top = manifest(&store, Format::Oci, vec![marked]);
+        assert!(compressed_top_with(&store, &top, Compression::Gzip, &none).is_err());
     }
 
     #[test]

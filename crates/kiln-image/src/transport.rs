@@ -84,6 +84,11 @@ pub trait ImageSource: Send + Sync {
     fn manifest(&self, digest: &Digest) -> Result<RawManifest>;
     /// The bytes of a config or layer blob, streamed.
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
+    /// Whether the source holds the blob, when it can tell without
+    /// sending it (a registry's HEAD); `None` when it cannot.
+    fn blob_present(&self, _desc: &Descriptor) -> Result<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// Where an image is written to.

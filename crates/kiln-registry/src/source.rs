@@ -65,4 +65,11 @@ impl ImageSource for RegistrySource {
             self.verify_blobs,
         )))
     }
+
+    fn blob_present(&self, desc: &Descriptor) -> Result<Option<bool>> {
+        self.client
+            .blob_exists(&self.reference, &desc.digest)
+            .map(Some)
+            .map_err(to_transport)
+    }
 }

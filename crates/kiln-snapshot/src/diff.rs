@@ -24,7 +24,7 @@ use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use kiln_image::layer::{Entry, EntryKind, WalkOptions, host_entry, walk_dir};
+use kiln_image::layer::{Entry, EntryKind, WalkOptions, host_entry, owner_on_disk, walk_dir};
 
 use crate::Result;
 use crate::stat_index::{
@@ -150,7 +150,10 @@ pub fn diff_copy(root: &Path, before: &StatIndex, stubs: &[PathBuf]) -> Result<V
                     .cloned()
             })
             .flatten();
-        if let Some(e) = host_entry(&host, p.to_path_buf(), &md, link_to, true)? {
+        if let Some(mut e) = host_entry(&host, p.to_path_buf(), &md, link_to, true)? {
+            // What traced isolation recorded, not kiln's own IDs.
+            let (uid, gid) = owner_on_disk(&host, &md);
+            (e.uid, e.gid) = (u64::from(uid), u64::from(gid));
             out.push(e);
         }
     }
@@ -163,8 +166,16 @@ pub fn diff_copy(root: &Path, before: &StatIndex, stubs: &[PathBuf]) -> Result<V
     Ok(drop_stubs(out, &stubs, &existed))
 }
 
+/// Whether an unprivileged RUN (traced isolation) recorded an owner for
+/// the node: a directory it chowned changes only in ctime and that record.
+fn has_owner_record(host: &Path) -> bool {
+    let mut buf = [0u8; 32];
+    rustix::fs::lgetxattr(host, kiln_image::layer::OWNER_XATTR, &mut buf).is_ok()
+}
+
 /// The stat walk of [`diff_copy`], spread over a few threads.
 fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
+    let unprivileged = !rustix::process::geteuid().is_root();
     let root_fd = open_root(root)?;
     let dev = dev_of(&stat_at(&root_fd, root, OsStr::new(""))?);
     let start = Job {
@@ -218,7 +229,11 @@ fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
                             found.changed.push(path());
                             true
                         } else {
-                            if (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid) {
+                            if (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid)
+                                || (unprivileged
+                                    && was.ctime != now.ctime
+                                    && has_owner_record(&shown.join(name)))
+                            {
                                 found.changed.push(path());
                             }
                             false

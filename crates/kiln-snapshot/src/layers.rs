@@ -22,9 +22,15 @@ pub enum Mode {
     Copy,
 }
 
+/// Makes a layer blob present in the store before it is unpacked (a
+/// build's layers may still be in a registry); says why it cannot.
+pub type EnsureBlob =
+    std::sync::Arc<dyn Fn(&Store, &Descriptor) -> std::result::Result<(), String> + Send + Sync>;
+
 /// The snapshot area of a store.
 pub struct Snapshots {
     dir: PathBuf,
+    ensure_blob: Option<EnsureBlob>,
 }
 
 pub(crate) fn unique(prefix: &str) -> String {
@@ -40,7 +46,30 @@ impl Snapshots {
         let dir = store.dir("snapshots")?;
         create_dir(&dir.join("layers"))?;
         create_dir(&dir.join("containers"))?;
-        Ok(Snapshots { dir })
+        Ok(Snapshots {
+            dir,
+            ensure_blob: None,
+        })
+    }
+
+    /// Every layer this unpacks is first made present with `ensure`:
+    /// the one place where a build's remote layers are fetched for
+    /// anything that reads their files.
+    pub fn with_ensure_blob(mut self, ensure: EnsureBlob) -> Snapshots {
+        self.ensure_blob = Some(ensure);
+        self
+    }
+
+    fn ensure(&self, store: &Store, blob: &Descriptor) -> Result<()> {
+        match &self.ensure_blob {
+            Some(f) if !store.has_blob(&blob.digest) => {
+                f(store, blob).map_err(|cause| Error::Fetch {
+                    digest: blob.digest.to_string(),
+                    cause,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn layers_dir(&self) -> PathBuf {
@@ -119,6 +148,7 @@ impl Snapshots {
         if dest.is_dir() {
             return Ok(dest);
         }
+        self.ensure(store, blob)?;
         let tmp = self.dir.join("layers").join(unique(".tmp-"));
         create_dir(&tmp)?;
         // Keyed by diff ID, so shared by every image that names it: what is
@@ -236,6 +266,7 @@ impl Snapshots {
         rootfs: &Path,
     ) -> Result<StatIndex> {
         for (blob, diff_id) in layers {
+            self.ensure(store, blob)?;
             let f = store.open_blob(&blob.digest).map_err(Error::from)?;
             let opts = ExtractOptions {
                 expect_diff_id: Some(diff_id.clone()),

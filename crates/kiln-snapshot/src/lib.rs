@@ -23,7 +23,7 @@ mod stage;
 mod stat_index;
 
 pub use diff::{diff_copy, diff_upper};
-pub use layers::{Container, Mode, Snapshots};
+pub use layers::{Container, EnsureBlob, Mode, Snapshots};
 pub use lookup::lookup;
 pub use stage::StagedLayer;
 pub use stat_index::{Stamp, StatIndex};
@@ -43,6 +43,9 @@ pub enum Error {
         diff_id: String,
         cause: kiln_image::layer::ExtractError,
     },
+    /// A layer that is not in the store could not be fetched.
+    #[error("fetching layer {digest}: {cause}")]
+    Fetch { digest: String, cause: String },
     #[error(transparent)]
     Store(#[from] kiln_image::StoreError),
     #[error(transparent)]

@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 
 use common::build::*;
 
-const EPOCH: &str = "SOURCE_DATE_EPOCH=1700000000";
-
 /// A registry and a scratch directory, or None (loudly; a failure under
 /// CI=true) when `kiln build` or docker-registry is missing.
 fn setup(name: &str) -> Option<(tempfile::TempDir, support::Registry)> {
@@ -32,13 +30,6 @@ fn setup(name: &str) -> Option<(tempfile::TempDir, support::Registry)> {
         scratch("kiln-bt-regcache-"),
         support::Registry::start(support::Auth::None),
     ))
-}
-
-/// A fresh store with the busybox base, for `who`.
-fn store(tmp: &Path, name: &str, who: Who) -> KilnBuild {
-    let k = KilnBuild::new(&tmp.join(name).join("store"), who);
-    import_bases(&k, false);
-    k
 }
 
 /// Two stages feeding a third: a COPY of the context and RUNs in each,
@@ -80,34 +71,6 @@ fn copy_dir(from: &Path, to: &Path) {
     ));
 }
 
-/// Builds `ctx` with `flags` (SOURCE_DATE_EPOCH set); returns the log and
-/// the image ID.
-fn build_ok(k: &KilnBuild, ctx: &Path, flags: &[&str]) -> (String, String) {
-    let mut all = vec!["--build-arg", EPOCH];
-    all.extend_from_slice(flags);
-    let (out, _, log) = kiln_build(k, ctx, &all);
-    assert!(out.status.success(), "kiln build failed:\n{log}");
-    let id = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    (log, id)
-}
-
-/// The titles of the RUN/COPY steps that ran (were not cached).
-fn ran(log: &str) -> Vec<String> {
-    exec_steps(log)
-        .into_iter()
-        .filter(|s| !s.cached)
-        .map(|s| s.title)
-        .collect()
-}
-
-fn warnings(log: &str) -> Vec<&str> {
-    log.lines().filter(|l| l.starts_with("warning:")).collect()
-}
-
 fn assert_store_sound(k: &KilnBuild) {
     let store = kiln_image::Store::open(&k.root).unwrap();
     let report = store.check().unwrap();
@@ -124,7 +87,7 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     project(&ctx_a, "tool");
     // Store A, as root, exports every step of every stage to the registry,
     // and the output's steps to a directory.
-    let a = store(t, "a", Who::Caller);
+    let a = store_with_bases(t, "a", Who::Caller);
     let min = t.join("min-layout");
     let (log, id_a) = build_ok(
         &a,
@@ -140,13 +103,17 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     );
     // mode=max: the 8 layer steps of the three stages (WORKDIR makes one);
     // mode=min (the default):
-    // the 4 of the output image.
+    // the 4 of the output image. Each also under its definition key where
+    // it has one (the WORKDIR, each COPY --from, each COPY from the context
+    // into a directory below it: looked up first when those layers are
+    // still in a registry, so a hit reads none of their files), which adds
+    // entries, no layers: 5 with mode=max, 3 in the output stage.
     assert!(
-        log.contains("cache: exported 8 entries (8 layers)"),
+        log.contains("cache: exported 13 entries (8 layers)"),
         "{log}"
     );
     assert!(
-        log.contains("cache: exported 4 entries (4 layers)"),
+        log.contains("cache: exported 7 entries (4 layers)"),
         "{log}"
     );
     // Ordinary OCI content: an image manifest, gzip layers, kiln's config.
@@ -169,7 +136,7 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     // registry, its cached layers are mounted from the cache, not uploaded.
     let ctx_b = t.join("elsewhere/deeper/ctx");
     copy_dir(&ctx_a, &ctx_b);
-    let b = store(t, "b", who);
+    let b = store_with_bases(t, "b", who);
     let from = format!("type=registry,ref={cache}");
     let pushed = format!("{}/built/b:1", reg.host());
     let (log, id_b) = build_ok(
@@ -206,7 +173,7 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
     // One source file changed, in another fresh store: the steps that read
     // it (and those on top of what they made) run again; the rest hit.
     fs::write(ctx_b.join("src/b.txt"), "beta, changed\n").unwrap();
-    let c = store(t, "c", who);
+    let c = store_with_bases(t, "c", who);
     let (log, _) = build_ok(&c, &ctx_b, &["--cache-from", &from]);
     let ran = ran(&log);
     let ran_text = ran.join("\n");
@@ -227,7 +194,7 @@ both!(cache_moves_between_stores_paths_and_users, |who: Who| {
 
 /// Exports a mode=max cache of `project` to `to` from a fresh store.
 fn export_from_fresh(t: &Path, name: &str, ctx: &Path, to: &str) {
-    let k = store(t, name, Who::Caller);
+    let k = store_with_bases(t, name, Who::Caller);
     let (log, _) = build_ok(&k, ctx, &["--cache-to", to]);
     assert!(log.contains("cache: exported"), "{log}");
 }
@@ -235,7 +202,7 @@ fn export_from_fresh(t: &Path, name: &str, ctx: &Path, to: &str) {
 /// Builds with `cache_from` in a fresh store: the build succeeds without
 /// the cache, says why once, and the store holds nothing broken.
 fn builds_without(t: &Path, name: &str, ctx: &Path, cache_from: &str, why: &str) {
-    let k = store(t, name, Who::Caller);
+    let k = store_with_bases(t, name, Who::Caller);
     let (log, _) = build_ok(&k, ctx, &["-t", "fallback:1", "--cache-from", cache_from]);
     let w = warnings(&log);
     assert_eq!(w.len(), 1, "one warning expected:\n{log}");
@@ -298,7 +265,7 @@ fn bad_caches_warn_once_and_build_without_them() {
         &nowhere,
     );
     // Unless the user said a missing cache is an error.
-    let k = store(t, "required", Who::Caller);
+    let k = store_with_bases(t, "required", Who::Caller);
     let (out, _, log) = kiln_build(
         &k,
         &ctx,
@@ -312,7 +279,7 @@ fn bad_caches_warn_once_and_build_without_them() {
 
     // A ref that holds an ordinary image.
     let image_ref = format!("{}/plain/image:1", reg.host());
-    let k = store(t, "pusher", Who::Caller);
+    let k = store_with_bases(t, "pusher", Who::Caller);
     build_ok(&k, &ctx, &["-t", &image_ref, "--push"]);
     builds_without(t, "ordinary", &ctx, &image_ref, "holds no kiln cache");
 
@@ -370,8 +337,10 @@ fn bad_caches_warn_once_and_build_without_them() {
         &ctx,
         &format!("type=registry,ref={gone},mode=max"),
     );
-    let m: serde_json::Value =
-        serde_json::from_str(&store(t, "inspector", Who::Caller).ok(&["manifest", &gone])).unwrap();
+    let m: serde_json::Value = serde_json::from_str(
+        &store_with_bases(t, "inspector", Who::Caller).ok(&["manifest", &gone]),
+    )
+    .unwrap();
     let blobs = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
     for l in m["layers"].as_array().unwrap() {
         let hex = &l["digest"].as_str().unwrap()["sha256:".len()..];
@@ -392,7 +361,7 @@ fn concurrent_exporters_never_leave_missing_blobs() {
         .map(|i| {
             let ctx = t.join(format!("ctx{i}"));
             project(&ctx, &format!("tool-{i}"));
-            (store(t, &format!("w{i}"), Who::Caller), ctx)
+            (store_with_bases(t, &format!("w{i}"), Who::Caller), ctx)
         })
         .collect();
     for round in 0..3 {
@@ -412,12 +381,16 @@ fn concurrent_exporters_never_leave_missing_blobs() {
             }
         });
         // A fresh store reads whichever export won, whole.
-        let reader = store(t, &format!("r{round}"), Who::Caller);
+        let reader = store_with_bases(t, &format!("r{round}"), Who::Caller);
         let (log, _) = build_ok(&reader, &writers[0].1, &["--cache-from", &cache]);
         // Whichever writer won, its cache is whole: no blob is missing, and
         // the builder stage (the same in every writer's project) hits.
         assert!(warnings(&log).is_empty(), "round {round}:\n{log}");
-        assert!(log.contains("cache: 8 entries in"), "round {round}:\n{log}");
+        // 8 layer steps, 5 of them under their definition keys too.
+        assert!(
+            log.contains("cache: 13 entries in"),
+            "round {round}:\n{log}"
+        );
         let ran = ran(&log).join("\n");
         assert!(
             !ran.contains("src/ /work/src/") && !ran.contains("RUN --mount"),

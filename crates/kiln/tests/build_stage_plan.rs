@@ -15,8 +15,6 @@ use std::path::Path;
 use common::assert_success;
 use common::build::*;
 
-const EPOCH: &str = "SOURCE_DATE_EPOCH=1700000000";
-
 fn project(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join("main.txt"), "main\n").unwrap();
@@ -35,14 +33,6 @@ fn project(dir: &Path) {
          RUN cat /app /lint > /report\n",
     )
     .unwrap();
-}
-
-fn ran(log: &str) -> Vec<String> {
-    exec_steps(log)
-        .into_iter()
-        .filter(|s| !s.cached)
-        .map(|s| s.title)
-        .collect()
 }
 
 #[test]

@@ -16,6 +16,13 @@
 //! something else, or a config that does not add up, is refused whole
 //! before the build starts; a blob that is gone or wrong is refused when it
 //! is fetched (see [`crate::cache_session`]).
+//!
+//! With `mounts=true` the cache also carries the build's cache mounts, as
+//! layers named in the config's versioned `cache_mounts` section (see
+//! `mounts`); readers that predate it ignore it.
+//!
+//! `--cache-from` also reads an ordinary image (or the host's image of an
+//! index) that carries an inline cache in its config: [`super::inline`].
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -30,21 +37,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::BuildError;
 use crate::cache::CachedLayer;
+use crate::cache_mount_transfer::ImportedMounts;
 use crate::cache_session::{CacheSession, ImportedCache, ImportedEntry};
 
+mod mounts;
 mod spec;
+pub use mounts::DEFAULT_MOUNTS_MAX_SIZE;
 pub use spec::{CacheFrom, CacheLocation, CacheMode, CacheTo};
 
 /// The media type of a cache manifest's config.
 pub const CACHE_CONFIG: &str = "application/vnd.kiln.cache.config.v1+json";
 
-/// A cache config larger than this is refused unread.
-const MAX_CONFIG: u64 = 64 << 20;
+/// A cache (or image) config larger than this is refused unread.
+pub(crate) const MAX_CONFIG: u64 = 64 << 20;
 
 /// The cache config: key → entry.
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheConfig {
     entries: BTreeMap<String, ConfigEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache_mounts: Option<mounts::MountsSection>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +91,10 @@ pub struct Exported {
     pub manifest: Descriptor,
     pub entries: usize,
     pub layers: usize,
+    /// Cache mounts exported (`mounts=true`).
+    pub mounts: usize,
+    /// Cache mounts left out, one line each (over `mounts-max-size`).
+    pub warnings: Vec<String>,
 }
 
 /// Writes the entries `session` recorded (all of them with `mode=max`;
@@ -99,11 +115,16 @@ pub fn export_cache(
             (Some((blob, _)), CacheMode::Min) => in_image.contains(&blob.digest),
         })
         .collect();
-    let (manifest, config) = cache_manifest(store, &entries, to.compression)?;
+    let mounts = match to.mounts {
+        true => mounts::export_mounts(store, &session.mounts, to.compression, to.mounts_max_size)?,
+        false => mounts::Mounts::default(),
+    };
+    let (manifest, config) = cache_manifest(store, &entries, &mounts.exported, to.compression)?;
     let src = CacheImage {
         store,
         manifest: manifest.clone(),
         config,
+        carried: &session.mounts,
     };
     let what =
         |e: &dyn std::fmt::Display| BuildError::Io(format!("--cache-to {}: {e}", to.location));
@@ -129,12 +150,25 @@ pub fn export_cache(
             let sink = LayoutSink::create(dir, Some(tag)).map_err(|e| what(&e))?;
             copy_to(&src, &sink).map_err(|e| what(&e))?;
         }
+        CacheLocation::Inline => return Err(inline_elsewhere()),
     }
     Ok(Exported {
         manifest: manifest.descriptor(),
         entries: entries.len(),
-        layers: src.layer_count(),
+        // The steps' layers (the mounts' are counted apart).
+        layers: entries
+            .values()
+            .filter_map(|e| e.layer.as_ref().map(|(blob, _)| &blob.digest))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        mounts: mounts.exported.len(),
+        warnings: mounts.warnings,
     })
+}
+
+/// `type=inline` lives in the image: [`super::inline`] writes and reads it.
+fn inline_elsewhere() -> BuildError {
+    BuildError::Usage("type=inline is the image's own config (see export::inline)".into())
 }
 
 /// How often an export starts over after losing a race to another writer.
@@ -167,12 +201,14 @@ fn copy_to(src: &CacheImage<'_>, sink: &dyn ImageSink) -> Result<(), BuildError>
 fn cache_manifest(
     store: &Store,
     entries: &BTreeMap<Digest, CachedLayer>,
+    exported_mounts: &[mounts::ExportedMount],
     compression: Compression,
 ) -> Result<(RawManifest, Vec<u8>), BuildError> {
     let mut layers: Vec<Descriptor> = Vec::new();
     let mut index_of = BTreeMap::new();
     let mut config = CacheConfig {
         entries: BTreeMap::new(),
+        cache_mounts: None,
     };
     for (key, e) in entries {
         let layer = match &e.layer {
@@ -205,6 +241,20 @@ fn cache_manifest(
             },
         );
     }
+    // After the step layers: a reader that predates mounts sees layers no
+    // entry names, which it never fetches.
+    let mut mount_layers = Vec::new();
+    for m in exported_mounts {
+        let i = match layers.iter().position(|l| l.digest == m.blob.digest) {
+            Some(i) => i,
+            None => {
+                layers.push(m.blob.clone());
+                layers.len() - 1
+            }
+        };
+        mount_layers.push(i);
+    }
+    config.cache_mounts = mounts::section(exported_mounts, &mount_layers);
     let config = kiln_image::canonical::to_vec(&config)
         .map_err(|e| BuildError::Io(format!("cache config: {e}")))?;
     let config_desc = Descriptor::new(
@@ -219,20 +269,13 @@ fn cache_manifest(
 }
 
 /// The cache as an image source: its manifest and config from memory, its
-/// layers from the store.
+/// layers from the store, and cache mounts passed on from the imports
+/// that carry them.
 struct CacheImage<'a> {
     store: &'a Store,
     manifest: RawManifest,
     config: Vec<u8>,
-}
-
-impl CacheImage<'_> {
-    fn layer_count(&self) -> usize {
-        match self.manifest.parse() {
-            Ok(AnyManifest::Manifest(m)) => m.layers.len(),
-            _ => 0,
-        }
-    }
+    carried: &'a crate::cache_mount_transfer::CacheMounts,
 }
 
 impl ImageSource for CacheImage<'_> {
@@ -250,46 +293,133 @@ impl ImageSource for CacheImage<'_> {
         if desc.media_type == CACHE_CONFIG {
             return Ok(Box::new(std::io::Cursor::new(self.config.clone())));
         }
+        if !self.store.has_blob(&desc.digest)
+            && let Some(blob) = self.carried.blob(desc)
+        {
+            return blob;
+        }
         Ok(Box::new(self.store.open_blob(&desc.digest)?))
     }
 }
 
-/// Reads the cache `from` names; an error says why it cannot be used.
-pub fn import_cache(from: &CacheFrom) -> Result<ImportedCache, BuildError> {
-    let source: Box<dyn ImageSource> = match &from.location {
+fn open_source(location: &CacheLocation) -> Result<Box<dyn ImageSource>, BuildError> {
+    Ok(match location {
         CacheLocation::Registry { reference, .. } => Box::new(RegistrySource::new(
-            &registry_client(&from.location)?,
+            &registry_client(location)?,
             reference.clone(),
         )),
         CacheLocation::Local { dir, tag } => Box::new(LayoutSource::open(dir, Some(tag))?),
+        CacheLocation::Inline => return Err(inline_elsewhere()),
+    })
+}
+
+/// Reads the cache `from` names; an error says why it cannot be used.
+pub fn import_cache(from: &CacheFrom) -> Result<ImportedCache, BuildError> {
+    Ok(import_cache_and_mounts(from)?.0)
+}
+
+/// [`import_cache`], and the cache mounts it carries (none with
+/// `mounts=false`, none in an inline cache), with a note when it has some
+/// this kiln cannot read.
+pub fn import_cache_and_mounts(
+    from: &CacheFrom,
+) -> Result<(ImportedCache, ImportedMounts, Option<String>), BuildError> {
+    let source = open_source(&from.location)?;
+    let (entries, found, note) = match read_cache(source.as_ref())? {
+        Found::Inline(entries) => (entries, Vec::new(), None),
+        Found::Cache(found) => {
+            let (manifest, mut config) = *found;
+            let section = config.cache_mounts.take().filter(|_| from.mounts);
+            let (found, note) = mounts::imported(&manifest, section)
+                .map_err(|e| BuildError::Io(format!("its cache config is corrupt: {e}")))?;
+            (entries_of(&manifest, config)?, found, note)
+        }
     };
-    let entries = read_entries(source.as_ref())?;
-    Ok(ImportedCache::new(
-        from.location.to_string(),
-        entries,
-        source,
-        !from.ignore_error,
+    let name = from.location.to_string();
+    let mount_source = match found.is_empty() {
+        true => None,
+        false => Some(open_source(&from.location)?),
+    };
+    let imported_mounts =
+        ImportedMounts::new(name.clone(), found, mount_source, !from.ignore_error);
+    Ok((
+        ImportedCache::new(name, entries, source, !from.ignore_error),
+        imported_mounts,
+        note,
     ))
 }
 
+#[cfg(test)]
 fn read_entries(source: &dyn ImageSource) -> Result<BTreeMap<Digest, ImportedEntry>, BuildError> {
+    match read_cache(source)? {
+        Found::Inline(entries) => Ok(entries),
+        Found::Cache(found) => entries_of(&found.0, found.1),
+    }
+}
+
+/// What a `--cache-from` source holds.
+enum Found {
+    /// A kiln cache: its manifest and config.
+    Cache(Box<(Manifest, CacheConfig)>),
+    /// An image whose config carries an inline cache: its entries.
+    Inline(BTreeMap<Digest, ImportedEntry>),
+}
+
+/// A cache's manifest and config, checked to be a kiln cache, or the
+/// entries of an image's inline cache.
+fn read_cache(source: &dyn ImageSource) -> Result<Found, BuildError> {
     let bad = |msg: String| BuildError::Io(msg);
     let top = source.top()?;
-    let manifest = match top.parse().map_err(|e| bad(format!("its manifest: {e}")))? {
+    let mut manifest = top.parse().map_err(|e| bad(format!("its manifest: {e}")))?;
+    // An image index (a multi-platform image): the host's image may carry
+    // an inline cache.
+    if let AnyManifest::Index(index) = &manifest {
+        let host = kiln_image::Platform::host();
+        let Some(d) = index.select(&host) else {
+            return Err(bad(format!(
+                "it holds no kiln cache (an image index without {host})"
+            )));
+        };
+        let raw = source.manifest(&d.digest)?;
+        manifest = raw
+            .parse()
+            .map_err(|e| bad(format!("its manifest for {host}: {e}")))?;
+    }
+    let manifest = match manifest {
         AnyManifest::Manifest(m) if m.config.media_type == CACHE_CONFIG => m,
+        AnyManifest::Manifest(m)
+            if [media::OCI_CONFIG, media::DOCKER_CONFIG]
+                .contains(&m.config.media_type.as_str()) =>
+        {
+            return super::inline::read_entries(source, &m).map(Found::Inline);
+        }
         AnyManifest::Manifest(m) => {
             return Err(bad(format!(
-                "it holds no kiln cache (an image whose config is {})",
+                "it holds no kiln cache (an artifact whose config is {})",
                 m.config.media_type
             )));
         }
         AnyManifest::Index(_) => {
-            return Err(bad("it holds no kiln cache (an image index)".into()));
+            return Err(bad("it holds no kiln cache (an index of indexes)".into()));
         }
     };
+    let bytes = read_config_blob(source, &manifest, "cache config")?;
+    let config: CacheConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("its cache config is corrupt: {e}")))?;
+    Ok(Found::Cache(Box::new((manifest, config))))
+}
+
+/// The config blob `manifest` names (`what` says which, for messages):
+/// refused unread past [`MAX_CONFIG`], and checked against its digest.
+pub(super) fn read_config_blob(
+    source: &dyn ImageSource,
+    manifest: &Manifest,
+    what: &str,
+) -> Result<Vec<u8>, BuildError> {
+    let bad = |msg: String| BuildError::Io(msg);
     if manifest.config.size > MAX_CONFIG {
         return Err(bad(format!(
-            "its cache config is {} bytes, more than kiln reads",
+            "its {what} is {} bytes, more than kiln reads",
             manifest.config.size
         )));
     }
@@ -298,50 +428,68 @@ fn read_entries(source: &dyn ImageSource) -> Result<BTreeMap<Digest, ImportedEnt
         .blob(&manifest.config)?
         .take(manifest.config.size + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("reading its cache config: {e}")))?;
+        .map_err(|e| bad(format!("reading its {what}: {e}")))?;
     if Digest::sha256_of(&bytes) != manifest.config.digest {
-        return Err(bad("its cache config does not match its digest".into()));
+        return Err(bad(format!("its {what} does not match its digest")));
     }
-    let config: CacheConfig = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("its cache config is corrupt: {e}")))?;
+    Ok(bytes)
+}
+
+/// The entries of a cache config, checked against its manifest.
+fn entries_of(
+    manifest: &Manifest,
+    config: CacheConfig,
+) -> Result<BTreeMap<Digest, ImportedEntry>, BuildError> {
+    let bad = |msg: String| BuildError::Io(msg);
     let mut entries = BTreeMap::new();
     for (key, e) in config.entries {
         let corrupt = |why: &str| bad(format!("its cache config is corrupt: entry {key}: {why}"));
         let digest: Digest = key.parse().map_err(|_| corrupt("not a digest"))?;
-        let (layer, remote) = match (e.layer, e.diff_id) {
-            (None, None) => (None, None),
-            (Some(i), Some(diff_id)) => {
-                let remote = manifest
-                    .layers
-                    .get(i)
-                    .ok_or_else(|| corrupt("its layer index is past the layers"))?;
-                // The store keeps the layer plain: its digest is its diff
-                // ID, and a plain blob must say so itself.
-                let size = match media::layer_compression(&remote.media_type) {
-                    Some(Compression::None) if remote.digest != diff_id => {
-                        return Err(corrupt("a plain layer whose digest is not its diff ID"));
-                    }
-                    Some(Compression::None) => remote.size,
-                    Some(_) => e.size.ok_or_else(|| corrupt("a layer without its size"))?,
-                    None => return Err(corrupt("its layer is not a layer")),
-                };
-                let plain = Descriptor::new(media::OCI_LAYER, diff_id.clone(), size);
-                (Some((plain, diff_id)), Some(remote.clone()))
-            }
+        let layer = match (e.layer, e.diff_id) {
+            (None, None) => None,
+            (Some(i), Some(diff_id)) => Some((i, diff_id)),
             _ => return Err(corrupt("a layer without a diff ID, or the reverse")),
         };
-        entries.insert(
-            digest,
-            ImportedEntry {
-                entry: CachedLayer {
-                    layer,
-                    created: e.created,
-                },
-                remote,
-            },
-        );
+        let entry = imported_entry(manifest, layer, e.size, e.created).map_err(|w| corrupt(&w))?;
+        entries.insert(digest, entry);
     }
     Ok(entries)
+}
+
+/// One entry of a cache (or an image's inline cache) whose blobs are
+/// `manifest`'s layers: `layer` is an index into them with its diff ID,
+/// `size` the plain layer's size. An error says what does not add up.
+pub(super) fn imported_entry(
+    manifest: &Manifest,
+    layer: Option<(usize, Digest)>,
+    size: Option<u64>,
+    created: i64,
+) -> Result<ImportedEntry, String> {
+    let (layer, remote) = match layer {
+        None => (None, None),
+        Some((i, diff_id)) => {
+            let remote = manifest
+                .layers
+                .get(i)
+                .ok_or("its layer index is past the layers")?;
+            // The store keeps the layer plain: its digest is its diff
+            // ID, and a plain blob must say so itself.
+            let size = match media::layer_compression(&remote.media_type) {
+                Some(Compression::None) if remote.digest != diff_id => {
+                    return Err("a plain layer whose digest is not its diff ID".into());
+                }
+                Some(Compression::None) => remote.size,
+                Some(_) => size.ok_or("a layer without its size")?,
+                None => return Err("its layer is not a layer".into()),
+            };
+            let plain = Descriptor::new(media::OCI_LAYER, diff_id.clone(), size);
+            (Some((plain, diff_id)), Some(remote.clone()))
+        }
+    };
+    Ok(ImportedEntry {
+        entry: CachedLayer { layer, created },
+        remote,
+    })
 }
 
 #[cfg(test)]
@@ -397,7 +545,7 @@ mod tests {
                 created: 8,
             },
         );
-        let (_, config) = cache_manifest(&store, &entries, Compression::None).unwrap();
+        let (_, config) = cache_manifest(&store, &entries, &[], Compression::None).unwrap();
         let mut config: serde_json::Value = serde_json::from_slice(&config).unwrap();
         edit(&mut config);
         let config = serde_json::to_vec(&config).unwrap();

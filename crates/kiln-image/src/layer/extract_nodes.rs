@@ -229,6 +229,14 @@ impl State<'_> {
         if self.opts.chown {
             let (u, g) = ids(m)?;
             rustix::fs::fchown(fd, Some(u), Some(g)).map_err(|e| chown_fail("chown", e, m))?;
+        } else if (m.uid, m.gid) != (0, 0) {
+            // Unprivileged without a user namespace: the owner is recorded
+            // where kiln-sandbox's traced isolation shows it and the copy
+            // snapshotter's differ finds it (see `OWNER_XATTR`). Best
+            // effort: a filesystem without user xattrs shows root.
+            let v = format!("{}:{}", m.uid, m.gid);
+            let _ =
+                rustix::fs::fsetxattr(fd, super::OWNER_XATTR, v.as_bytes(), XattrFlags::empty());
         }
         Ok(())
     }

@@ -28,6 +28,47 @@ mod tar_writer;
 mod walk;
 
 pub use checked_tar::write_tar_layer;
+
+/// The extended attribute in which an unprivileged kiln without a user
+/// namespace records the owner (`uid:gid`, decimal) a RUN gave a file it
+/// could not really chown (kiln-sandbox's traced isolation); the copy
+/// snapshotter's differ writes it into the layer as the entry's owner, and
+/// never as an xattr.
+pub const OWNER_XATTR: &str = "user.kiln.owner";
+
+/// The owner a layer gives the node at `host` (not followed) whose
+/// metadata is `md`: the one recorded in [`OWNER_XATTR`], else, when kiln
+/// runs unprivileged without a user namespace (so it owns every file it
+/// made or unpacked), its own IDs stand for root, as in a user namespace;
+/// else the node's own.
+pub fn owner_on_disk(host: &std::path::Path, md: &std::fs::Metadata) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let mut buf = [0u8; 32];
+    if let Ok(n) = rustix::fs::lgetxattr(host, OWNER_XATTR, &mut buf)
+        && let Some(o) = parse_owner_xattr(&buf[..n])
+    {
+        return o;
+    }
+    let (uid, gid) = (md.uid(), md.gid());
+    let (me, my_group) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    if me == 0 {
+        return (uid, gid);
+    }
+    (
+        if uid == me { 0 } else { uid },
+        if gid == my_group { 0 } else { gid },
+    )
+}
+
+/// Parses an [`OWNER_XATTR`] value.
+pub fn parse_owner_xattr(v: &[u8]) -> Option<(u32, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (u, g) = s.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
 pub use compress::{LayerInfo, LayerWriter, write_dir_layer, write_entries_layer};
 pub use entry::{Entry, EntryKind, FileSource, compare_tar_names, sort_entries};
 pub use error::LayerError;

@@ -163,7 +163,8 @@ fn read_xattrs(host: &Path, e: &mut Entry) -> Result<(), LayerError> {
         Err(err) => return Err(LayerError::io(shown(), err.into())),
     };
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if is_overlay_xattr(name) {
+        // kiln's own owner record is the entry's owner, never an xattr.
+        if is_overlay_xattr(name) || name == super::OWNER_XATTR.as_bytes() {
             continue;
         }
         let Ok(key) = std::str::from_utf8(name) else {

@@ -109,8 +109,10 @@ pub struct BuildArgs {
     pub(super) squash: bool,
     /// How RUN is isolated: auto (the strongest the host allows), rootless
     /// (a user namespace of the caller's subordinate IDs), root
-    /// (namespaces as real root) or chroot (root in a pod that refuses
-    /// namespaces: mounts are copied in; see `kiln info`).
+    /// (namespaces as real root), chroot (root in a pod that refuses
+    /// namespaces: mounts are copied in) or traced (no privilege at all,
+    /// e.g. a "restricted" pod: ptrace + seccomp, uid 0 emulated, x86_64
+    /// only; see `kiln info`).
     #[arg(long, default_value = "auto")]
     pub(super) isolation: String,
     /// Accepted for buildx scripts: the image is in the store either way.
@@ -196,9 +198,9 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let toml = a.file.as_deref().map(Path::new);
     if let Some(file) = toml.filter(|f| kiln_build::declarative::is_build_file(f)) {
-        let (result, mode) = super::build_toml::build(&store, &a, file)?;
+        let (results, mode) = super::build_toml::build(&store, &a, file, &outputs)?;
         let quiet = mode == ProgressMode::Quiet;
-        return deliver(&store, &a, &outputs, &pushes, &[result], quiet, None);
+        return deliver(&store, &a, &outputs, &pushes, &results, quiet, None);
     }
     let network = match a.network.as_deref() {
         None | Some("default") => kiln_dockerfile::instructions::Network::Default,
@@ -309,7 +311,7 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
         shm_size: a.shm_size.as_deref().map(parse_size).transpose()?,
         ulimits: parse_ulimits(&a.ulimits)?,
         entitlements,
-        fetch_base: Some(export::base_fetcher()?),
+        fetch_base: Some(export::base_fetcher(None)?),
         pull: a.pull,
         dockerignore: inputs.dockerignore.clone(),
         build_args,
@@ -342,6 +344,11 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
     // starts.
     let session = caches.session(quiet)?;
     opts.cache_session = Some(session.clone());
+    // Registry bases load their manifest and config; their layers, and
+    // those of cache hits, are fetched when a step or an output needs them.
+    opts.fetch_base = Some(export::base_fetcher(Some(session.clone()))?);
+    session.set_outputs_need_bytes(!push_only(&a, &outputs));
+    session.set_exporting(!a.cache_to.is_empty());
     // Several platforms: one build each (the solver builds one), then one
     // index of their images, written and named as one image is.
     let mut results = Vec::new();
@@ -357,6 +364,18 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<()> {
             // for a base stage built again (all cache hits).
             let base = kiln_build::squash::base_diff_ids(&store, &mut opts)?;
             result = kiln_build::squash::squash(&store, result, &base, source_date_epoch)?;
+        }
+        if caches.inline() {
+            // Into the config before anything names, exports or pushes it.
+            let n = kiln_build::export::inline::embed(
+                &store,
+                &mut result,
+                &session,
+                source_date_epoch,
+            )?;
+            if !quiet {
+                eprintln!("cache: {n} entries inline in the image");
+            }
         }
         let annotations = kiln_build::annotate::with_base(annotations, result.base.as_ref());
         kiln_build::annotate::annotate(&store, &mut result, &annotations)?;
@@ -415,7 +434,10 @@ fn deliver(
             names.push(Reference::parse(n)?);
         }
     }
-    for n in &names {
+    // A build that only pushes keeps no image in the store (as buildx
+    // without --load): its layers may never have come here.
+    let stored: &[Reference] = if push_only(a, outputs) { &[] } else { &names };
+    for n in stored {
         store.tag(n, &desc)?;
     }
     if let [result] = results {
@@ -432,11 +454,20 @@ fn deliver(
     // digest than the store's (as after `docker push`); buildx reports it.
     let mut pushed = None;
     for p in pushes {
-        let top = p.run(store, &desc)?;
-        for n in &names {
+        let top = p.run(store, &desc, cache.map(|(_, s)| s))?;
+        for n in stored {
             store.set_registry_digest(n, &top.digest)?;
         }
         pushed.get_or_insert(top);
+    }
+    if let Some((_, session)) = cache.filter(|_| !quiet) {
+        let counts = session.layers().counts(store);
+        if counts.fetched > 0 || counts.remote > 0 {
+            eprintln!(
+                "layers: {} fetched ({} bytes), {} stayed remote",
+                counts.fetched, counts.fetched_bytes, counts.remote
+            );
+        }
     }
     if let Some(p) = &a.iidfile {
         std::fs::write(p, id.to_string()).with_context(|| format!("writing {}", p.display()))?;
@@ -470,6 +501,12 @@ fn deliver(
     Ok(())
 }
 
+/// Whether every output is a push and nothing names a store image (no
+/// `-t`, no `--squash`): then the built image's layers need not be here.
+fn push_only(a: &BuildArgs, outputs: &[Output]) -> bool {
+    a.tags.is_empty() && !a.squash && !outputs.is_empty() && outputs.iter().all(|o| o.push)
+}
+
 /// `--progress`: auto is the TTY view when standard error is a terminal.
 pub(super) fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<ProgressMode> {
     use std::io::IsTerminal;
@@ -486,20 +523,7 @@ pub(super) fn progress_mode(quiet: bool, progress: &str) -> anyhow::Result<Progr
 
 /// `--platform`: buildx's list (`linux/amd64,linux/arm64`), each platform
 /// once, in order.
-/// The one platform of a `--platform` that must name one (a kiln.toml
-/// build writes no index yet).
-pub(super) fn one_platform(spec: &str) -> anyhow::Result<Platform> {
-    match &platform_list(spec)?[..] {
-        [one] => Ok(one.clone()),
-        many => bail!(
-            "--platform {spec}: a kiln.toml build makes one platform's image; \
-             build each with its own --platform (e.g. --platform {})",
-            many[0]
-        ),
-    }
-}
-
-fn platform_list(spec: &str) -> anyhow::Result<Vec<Platform>> {
+pub(super) fn platform_list(spec: &str) -> anyhow::Result<Vec<Platform>> {
     let mut list: Vec<Platform> = Vec::new();
     for p in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let p = Platform::parse(p)?;

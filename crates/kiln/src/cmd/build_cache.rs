@@ -3,12 +3,17 @@
 //! build, and the exports after it. A cache that cannot be used is a
 //! warning, once, unless the user said `ignore-error=false` (for
 //! `--cache-from`) or left it so (for `--cache-to`, as buildx).
+//! `type=inline` is written into the image by the build command itself,
+//! before the image is named: here it is only recognized.
 
 use std::sync::Arc;
 
 use anyhow::bail;
+use kiln_build::cache_mount_transfer::{CacheMounts, ImportedMounts, human_bytes};
 use kiln_build::cache_session::{CacheSession, ImportedCache};
-use kiln_build::export::cache::{CacheFrom, CacheLocation, CacheTo, export_cache, import_cache};
+use kiln_build::export::cache::{
+    CacheFrom, CacheLocation, CacheTo, export_cache, import_cache_and_mounts,
+};
 use kiln_image::media::Compression;
 use kiln_image::{Image, Reference, Store};
 
@@ -52,9 +57,16 @@ impl CacheFlags {
         from.chain(to)
             .filter_map(|l| match l {
                 CacheLocation::Registry { reference, .. } => Some(reference.clone()),
-                CacheLocation::Local { .. } => None,
+                CacheLocation::Local { .. } | CacheLocation::Inline => None,
             })
             .collect()
+    }
+
+    /// Whether a `--cache-to type=inline` asks for the entries in the
+    /// image's own config ([`kiln_build::export::inline::embed`], before
+    /// the image is named, exported or pushed).
+    pub fn inline(&self) -> bool {
+        self.to.iter().any(|t| t.location == CacheLocation::Inline)
     }
 
     /// The compression the first `--cache-to` wants, so the build
@@ -70,13 +82,26 @@ impl CacheFlags {
     /// `quiet`: only warnings are printed.
     pub fn session(&self, quiet: bool) -> anyhow::Result<Arc<CacheSession>> {
         let mut imports: Vec<ImportedCache> = Vec::new();
+        let mut mounts: Vec<ImportedMounts> = Vec::new();
         for f in &self.from {
-            match import_cache(f) {
-                Ok(c) => {
+            match import_cache_and_mounts(f) {
+                Ok((c, m, note)) => {
                     if !quiet {
-                        eprintln!("cache: {} entries in {}", c.entries.len(), f.location);
+                        let mounts = match m.len() {
+                            0 => String::new(),
+                            n => format!(" and {n} cache mounts"),
+                        };
+                        eprintln!(
+                            "cache: {} entries{mounts} in {}",
+                            c.entries.len(),
+                            f.location
+                        );
+                    }
+                    if let Some(note) = note {
+                        eprintln!("warning: --cache-from {}: {note}", f.location);
                     }
                     imports.push(c);
+                    mounts.push(m);
                 }
                 Err(e) if f.ignore_error => eprintln!(
                     "warning: --cache-from {}: {e}; building without this cache",
@@ -85,7 +110,9 @@ impl CacheFlags {
                 Err(e) => bail!("--cache-from {}: {e}", f.location),
             }
         }
-        Ok(Arc::new(CacheSession::new(imports)))
+        let mut session = CacheSession::new(imports);
+        session.mounts = CacheMounts::new(mounts);
+        Ok(Arc::new(session))
     }
 
     /// After the build: what the imports fetched, their failures, then
@@ -97,10 +124,15 @@ impl CacheFlags {
         image: &Image,
         quiet: bool,
     ) -> anyhow::Result<()> {
-        for w in session.take_warnings() {
+        for w in session
+            .take_warnings()
+            .into_iter()
+            .chain(session.mounts.take_warnings())
+        {
             eprintln!("warning: {w}");
         }
-        if let Some(e) = session.take_errors().into_iter().next() {
+        let errors = session.take_errors().into_iter();
+        if let Some(e) = errors.chain(session.mounts.take_errors()).next() {
             bail!("{e}");
         }
         let fetched = session.fetched();
@@ -109,14 +141,44 @@ impl CacheFlags {
                 "cache: fetched {} layers ({} bytes)",
                 fetched.layers, fetched.bytes
             );
+            let restored = session.mounts.restored();
+            if !restored.is_empty() {
+                let bytes = restored.iter().map(|r| r.bytes).sum();
+                eprintln!(
+                    "cache: restored {} cache mounts ({})",
+                    restored.len(),
+                    human_bytes(bytes)
+                );
+            }
         }
-        for t in &self.to {
+        // The export writes the layers of what the build used: those
+        // still in an imported cache are fetched first.
+        if !self.to.is_empty()
+            && let Err(e) = session.ensure_recorded(store)
+        {
+            bail!("{e}");
+        }
+        for t in self
+            .to
+            .iter()
+            .filter(|t| t.location != CacheLocation::Inline)
+        {
             match export_cache(store, session, image, t) {
-                Ok(x) if !quiet => eprintln!(
-                    "cache: exported {} entries ({} layers) to {}@{}",
-                    x.entries, x.layers, t.location, x.manifest.digest
-                ),
-                Ok(_) => {}
+                Ok(x) => {
+                    for w in &x.warnings {
+                        eprintln!("warning: --cache-to {}: {w}", t.location);
+                    }
+                    if !quiet {
+                        let mounts = match t.mounts {
+                            true => format!(" and {} cache mounts", x.mounts),
+                            false => String::new(),
+                        };
+                        eprintln!(
+                            "cache: exported {} entries ({} layers){mounts} to {}@{}",
+                            x.entries, x.layers, t.location, x.manifest.digest
+                        );
+                    }
+                }
                 Err(e) if t.ignore_error => eprintln!("warning: {e}"),
                 Err(e) => return Err(e.into()),
             }

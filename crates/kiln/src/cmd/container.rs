@@ -89,7 +89,7 @@ pub struct RunArgs {
     /// Save the changes as a new image with this name.
     #[arg(long, value_name = "NAME")]
     commit: Option<String>,
-    /// auto, rootless, root or chroot.
+    /// auto, rootless, root, chroot or traced.
     #[arg(long, default_value = "auto")]
     isolation: String,
     /// overlay or copy (default: overlay where the kernel allows it).
