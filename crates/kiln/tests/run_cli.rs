@@ -49,7 +49,9 @@ fn debian_store(who: Who) -> Option<KilnBuild> {
     STORES[who as usize]
         .get_or_init(|| {
             let tar = debian_tar()?;
-            let d = scratch("kiln-run-debian-").keep();
+            // One directory per user: `process_scratch` empties its path,
+            // so a shared prefix would wipe the other user's store.
+            let d = process_scratch(&format!("kiln-run-debian-{who:?}-").to_lowercase());
             let k = KilnBuild::new(&d.join("store"), who);
             k.ok(&["import", tar.to_str().unwrap(), DEBIAN_IMAGE]);
             Some(k)

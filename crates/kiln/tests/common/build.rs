@@ -73,6 +73,47 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
     d
 }
 
+/// A scratch directory that lives as long as this test process: for the
+/// bases a `OnceLock` makes once per process, which no destructor removes.
+/// It is named after the process (`<prefix><pid>`), and directories of the
+/// same prefix whose process is gone are removed first, so repeated test
+/// runs do not fill the disk (a Debian store is 600 MB).
+pub fn process_scratch(prefix: &str) -> PathBuf {
+    sweep_dead_scratch(prefix);
+    let d = Path::new("/var/tmp").join(format!("{prefix}{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).expect("process scratch dir");
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Removes `/var/tmp/<prefix><pid>` of processes that have ended. A name
+/// whose suffix is no pid comes from `scratch` (before `process_scratch`
+/// existed); it goes once it is a day old, so a run in progress keeps it.
+fn sweep_dead_scratch(prefix: &str) {
+    let Ok(entries) = fs::read_dir("/var/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(suffix) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let dead = match suffix.parse::<u32>() {
+            Ok(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+            Err(_) => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(24 * 3600)),
+        };
+        if dead {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A prerequisite of a test (root, a peer tool, a package) is missing. Under
 /// `CI=true` that fails the test: CI installs everything the suite needs, so
 /// a skip there would be a pass that tested nothing. Elsewhere the part is
@@ -278,7 +319,7 @@ pub fn extract_tar(tar: &Path, dir: &Path) {
 pub fn busybox_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = scratch("kiln-bt-busybox-").keep();
+        let d = process_scratch("kiln-bt-busybox-");
         let r = d.join("rootfs");
         busybox_rootfs(&r);
         r
@@ -287,28 +328,14 @@ pub fn busybox_dir() -> &'static Path {
 
 /// The host's apt mirror (deb822 `URIs:` or one-line `deb URL`).
 pub fn apt_mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
-        for e in rd.flatten() {
-            texts.push(fs::read_to_string(e.path()).unwrap_or_default());
-        }
-    }
-    texts.push(fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
-    for t in &texts {
-        for l in t.lines().map(str::trim) {
-            let url = l
-                .strip_prefix("URIs:")
-                .and_then(|u| u.split_whitespace().next())
-                .or_else(|| {
-                    l.strip_prefix("deb ")
-                        .and_then(|r| r.split_whitespace().find(|w| w.contains("://")))
-                });
-            if let Some(u) = url.filter(|u| !u.contains("security")) {
-                return u.to_string();
-            }
-        }
-    }
-    "http://deb.debian.org/debian".into()
+    // apt's own reading of the sources (only `.list` and `.sources` files,
+    // deb822 stanzas whole): a farm disables a third-party source by
+    // renaming it, and a line-by-line scan of every file in the directory
+    // took such a source's URI for the Debian mirror.
+    let sources = kiln_debian::sources::host_sources(Path::new("/etc/apt"));
+    kiln_debian::sources::mirror_for(&sources, "bookworm")
+        .map(|s| s.uri.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into())
 }
 
 /// The Debian rootfs tar, in kiln-sandbox's cache format (debootstrap
@@ -1296,6 +1323,44 @@ pub fn exec_steps(log: &str) -> Vec<Step> {
         })
         .collect()
 }
+/// The SOURCE_DATE_EPOCH build arg of the tests that compare digests.
+pub const EPOCH: &str = "SOURCE_DATE_EPOCH=1700000000";
+
+/// Builds `ctx` with `flags` and [`EPOCH`]; fails the test unless the
+/// build succeeds. Returns the log and the image ID.
+pub fn build_ok(k: &KilnBuild, ctx: &Path, flags: &[&str]) -> (String, String) {
+    let mut all = vec!["--build-arg", EPOCH];
+    all.extend_from_slice(flags);
+    let (out, _, log) = kiln_build(k, ctx, &all);
+    assert!(out.status.success(), "kiln build failed:\n{log}");
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    (log, id)
+}
+
+/// The titles of the RUN/COPY steps that ran (were not cached).
+pub fn ran(log: &str) -> Vec<String> {
+    exec_steps(log)
+        .into_iter()
+        .filter(|s| !s.cached)
+        .map(|s| s.title)
+        .collect()
+}
+
+/// The log's `warning:` lines.
+pub fn warnings(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.starts_with("warning:")).collect()
+}
+
+/// A fresh store under `tmp/name` with the busybox base, for `who`.
+pub fn store_with_bases(tmp: &Path, name: &str, who: Who) -> KilnBuild {
+    let k = KilnBuild::new(&tmp.join(name).join("store"), who);
+    import_bases(&k, false);
+    k
+}
 
 /// kiln build for the cache/secret/repro tests: context dir, flags.
 pub fn kiln_build(k: &KilnBuild, context: &Path, flags: &[&str]) -> (Output, Duration, String) {
@@ -1414,7 +1479,7 @@ pub fn guarded(gaps: &[(&str, &str)], name: &str, body: impl FnOnce() + std::pan
 pub fn busybox_archive() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let d = scratch("kiln-bt-seed-").keep();
+        let d = process_scratch("kiln-bt-seed-");
         let k = KilnBuild::new(&d.join("store"), Who::Caller);
         k.ok(&["import", busybox_dir().to_str().unwrap(), BUSYBOX_IMAGE]);
         let tar = d.join("busybox.oci.tar");
