@@ -15,7 +15,7 @@
 //! and their stamps (and those of hard links, whose ctime each link moves)
 //! are taken then. Symlinks and device nodes are copied without xattrs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ use crate::{Error, Result};
 struct Job {
     rel: PathBuf,
     layers: Vec<usize>,
+    /// Only these names of the directory ([`restore`]); `None`: all.
+    only: Option<HashSet<OsString>>,
 }
 
 #[derive(Default)]
@@ -53,6 +55,9 @@ struct Ctx<'a> {
     /// (layer device, inode) of a file linked more than once -> its first
     /// copy in the destination.
     links: Mutex<HashMap<(u32, u32, u64), PathBuf>>,
+    /// A file linked more than once was copied: [`restore`] cannot link
+    /// it to the other names a full copy would.
+    linked_source: AtomicBool,
 }
 
 static NO_REFLINK: AtomicBool = AtomicBool::new(false);
@@ -91,43 +96,233 @@ use kiln_image::layer::overlay::is_opaque_fd as is_opaque;
 /// Copies the merged view of `layers` (top first) into the empty directory
 /// `dest` and returns the stat index of the copy.
 pub(crate) fn copy_layers(layers: &[PathBuf], dest: &Path) -> Result<StatIndex> {
-    let ctx = Ctx {
-        layers,
-        layer_fds: layers.iter().map(|l| open_root(l)).collect::<Result<_>>()?,
-        dest,
-        dest_fd: open_root(dest)?,
-        links: Mutex::new(HashMap::new()),
-    };
+    let ctx = Ctx::new(layers, dest)?;
     let root = Job {
         rel: PathBuf::new(),
         layers: (0..layers.len()).collect(),
+        only: None,
     };
-    let parts = crate::pool::run(
-        vec![root],
-        crate::pool::threads(),
-        |job, part: &mut Part, more| ctx.fill_dir(job, part, more),
-    )?;
     let mut index = StatIndex::default();
-    let mut finish = Vec::new();
-    for part in parts {
-        index.dirs.extend(part.names);
-        finish.extend(part.dir_times);
-        for rel in part.linked {
-            let st = stat_at(&ctx.dest_fd, dest, rel.as_os_str())?;
-            index.insert(&rel, Stamp::of(&st));
-        }
-    }
-    for (rel, times, mode) in finish {
-        let dir = open_dir_beneath(&ctx.dest_fd, dest, &rel)?
-            .ok_or_else(|| errno("open", dest.join(&rel))(Errno::NOENT))?;
-        rustix::fs::fchmod(&dir, mode).map_err(errno("chmod", dest.join(&rel)))?;
-        rustix::fs::futimens(&dir, &times).map_err(errno("set times of", dest.join(&rel)))?;
-        if !rel.as_os_str().is_empty() {
-            let st = stat_at(&dir, dest, OsStr::new(""))?;
-            index.insert(&rel, Stamp::of(&st));
-        }
-    }
+    ctx.run(vec![root], &mut index)?;
     Ok(index)
+}
+
+/// Puts the merged view of `layers` back into `dest`, a copy of them that
+/// a run changed, where the stat walk of the run's changes (`found`, from
+/// `diff::walk_changes` against `index`) says it differs, and updates
+/// `index` to match. Each changed, new or deleted path is removed and
+/// copied again (a whole subtree where a directory was new, replaced or
+/// had its mode or owner changed); every other directory whose stamp moved
+/// gets its mode and times back (a directory whose xattrs differ is copied
+/// again instead). Returns false when the result may differ from a fresh
+/// copy: a file that had other hard links was copied again, and a fresh
+/// copy would have linked it. The cost grows with what the run changed,
+/// not with the tree.
+pub(crate) fn restore(
+    layers: &[PathBuf],
+    dest: &Path,
+    index: &mut StatIndex,
+    found: &crate::diff::Found,
+) -> Result<bool> {
+    let ctx = Ctx::new(layers, dest)?;
+    let mut paths: Vec<PathBuf> = found
+        .changed
+        .iter()
+        .chain(&found.deleted)
+        .chain(&found.opaque)
+        .filter(|p| !found.moved_dirs.contains(p) || found.opaque.contains(p))
+        .cloned()
+        .collect();
+    // Kept directories: their mode and times come back; if the run set an
+    // xattr on one (or changed its mode or owner), the whole directory.
+    let mut dirs = vec![PathBuf::new()];
+    for d in &found.moved_dirs {
+        let same = match ctx.top_dir(d)? {
+            Some((l, src)) => {
+                let now = open_dir_beneath(&ctx.dest_fd, dest, d)?;
+                let was = index.get(d);
+                let here = now
+                    .as_ref()
+                    .map(|fd| stat_at(fd, dest, OsStr::new("")))
+                    .transpose()?;
+                match (now, was, here) {
+                    (Some(now), Some(was), Some(here)) => {
+                        (was.mode, was.uid, was.gid)
+                            == (u32::from(here.stx_mode), here.stx_uid, here.stx_gid)
+                            && xattrs(&src, &layers[l].join(d))? == xattrs(&now, &dest.join(d))?
+                    }
+                    _ => false,
+                }
+            }
+            None => false,
+        };
+        if same {
+            dirs.push(d.clone());
+        } else {
+            paths.push(d.clone());
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    let mut tops: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if !tops.last().is_some_and(|t| p.starts_with(t)) {
+            tops.push(p);
+        }
+    }
+    let under_top = |p: &Path| {
+        p.ancestors()
+            .any(|a| tops.binary_search_by(|t| t.as_path().cmp(a)).is_ok())
+    };
+    for t in &tops {
+        crate::remove::remove_beneath(&ctx.dest_fd, dest, t)?;
+    }
+    index.forget(&|p| under_top(p));
+    // One job per parent directory, limited to the names to put back.
+    let mut by_parent: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
+    for t in &tops {
+        let (Some(parent), Some(name)) = (t.parent(), t.file_name()) else {
+            continue;
+        };
+        by_parent
+            .entry(parent.to_path_buf())
+            .or_default()
+            .insert(name.to_os_string());
+    }
+    for d in dirs {
+        if !under_top(&d) {
+            by_parent.entry(d).or_default();
+        }
+    }
+    let mut jobs = Vec::with_capacity(by_parent.len());
+    for (rel, names) in by_parent {
+        let Some(layers) = ctx.layers_of_dir(&rel)? else {
+            // A parent that is not a directory of the layers was new, so
+            // it is among the tops and gone: nothing to put back there.
+            continue;
+        };
+        jobs.push(Job {
+            rel,
+            layers,
+            only: Some(names),
+        });
+    }
+    ctx.run(jobs, index)?;
+    Ok(!ctx.linked_source.load(Ordering::Relaxed))
+}
+
+/// The xattrs (names and values, overlayfs' own left out) of a directory.
+fn xattrs(fd: &OwnedFd, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let names = list_xattrs(fd, shown)?;
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+            continue;
+        }
+        let os = OsStr::from_bytes(name);
+        let len = match rustix::fs::fgetxattr_query(fd, os) {
+            Ok(len) => len,
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(errno("read xattr", shown.to_path_buf())(e)),
+        };
+        let mut value = vec![0u8; len];
+        let n = rustix::fs::fgetxattr(fd, os, &mut value[..])
+            .map_err(errno("read xattr", shown.to_path_buf()))?;
+        value.truncate(n);
+        out.push((name.to_vec(), value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl<'a> Ctx<'a> {
+    fn new(layers: &'a [PathBuf], dest: &'a Path) -> Result<Ctx<'a>> {
+        Ok(Ctx {
+            layers,
+            layer_fds: layers.iter().map(|l| open_root(l)).collect::<Result<_>>()?,
+            dest,
+            dest_fd: open_root(dest)?,
+            links: Mutex::new(HashMap::new()),
+            linked_source: AtomicBool::new(false),
+        })
+    }
+
+    /// Fills the directories of `jobs` and what they push, then sets the
+    /// directories' modes and times and records every stamp in `index`
+    /// (merged into a directory's names where a job had `only`).
+    fn run(&self, jobs: Vec<Job>, index: &mut StatIndex) -> Result<()> {
+        let parts = crate::pool::run(
+            jobs,
+            crate::pool::threads(),
+            |job, part: &mut Part, more| self.fill_dir(job, part, more),
+        )?;
+        let mut finish = Vec::new();
+        let mut linked = Vec::new();
+        for part in parts {
+            for (dir, names) in part.names {
+                index.dirs.entry(dir).or_default().extend(names);
+            }
+            finish.extend(part.dir_times);
+            linked.extend(part.linked);
+        }
+        for rel in linked {
+            let st = stat_at(&self.dest_fd, self.dest, rel.as_os_str())?;
+            index.insert(&rel, Stamp::of(&st));
+        }
+        for (rel, times, mode) in finish {
+            let dir = open_dir_beneath(&self.dest_fd, self.dest, &rel)?
+                .ok_or_else(|| errno("open", self.dest.join(&rel))(Errno::NOENT))?;
+            rustix::fs::fchmod(&dir, mode).map_err(errno("chmod", self.dest.join(&rel)))?;
+            rustix::fs::futimens(&dir, &times)
+                .map_err(errno("set times of", self.dest.join(&rel)))?;
+            if !rel.as_os_str().is_empty() {
+                let st = stat_at(&dir, self.dest, OsStr::new(""))?;
+                index.insert(&rel, Stamp::of(&st));
+            }
+        }
+        Ok(())
+    }
+
+    /// The layers (indices, top first) that hold a directory at `rel` in
+    /// the merged view, cut below an opaque one; `None` when `rel` is no
+    /// directory there (absent, whited out, or a file in a higher layer).
+    fn layers_of_dir(&self, rel: &Path) -> Result<Option<Vec<usize>>> {
+        let mut layers: Vec<usize> = (0..self.layers.len()).collect();
+        let mut at = PathBuf::new();
+        for c in rel.components() {
+            at.push(c);
+            let mut next = Vec::new();
+            for &l in &layers {
+                let Some(st) = stat_entry(&self.layer_fds[l], &self.layers[l], at.as_os_str())?
+                else {
+                    continue;
+                };
+                if !is_dir(&st) {
+                    break; // a file or a whiteout hides everything below
+                }
+                next.push(l);
+                let opaque = open_dir_beneath(&self.layer_fds[l], &self.layers[l], &at)?
+                    .is_some_and(|fd| is_opaque(&fd));
+                if opaque {
+                    break;
+                }
+            }
+            if next.is_empty() {
+                return Ok(None);
+            }
+            layers = next;
+        }
+        Ok(Some(layers))
+    }
+
+    /// The topmost layer's version of the directory `rel`, opened.
+    fn top_dir(&self, rel: &Path) -> Result<Option<(usize, OwnedFd)>> {
+        let Some(layers) = self.layers_of_dir(rel)? else {
+            return Ok(None);
+        };
+        let l = layers[0];
+        Ok(open_dir_beneath(&self.layer_fds[l], &self.layers[l], rel)?.map(|fd| (l, fd)))
+    }
 }
 
 impl Ctx<'_> {
@@ -163,6 +358,9 @@ impl Ctx<'_> {
             for_each_entry(fd, &src_shown, |name| {
                 // With one layer every name is new; with more, the topmost
                 // version of a name decides (and hides the ones below).
+                if job.only.as_ref().is_some_and(|only| !only.contains(name)) {
+                    return Ok(());
+                }
                 if srcs.len() > 1 && !seen.insert(name.to_os_string()) {
                     return Ok(());
                 }
@@ -184,7 +382,11 @@ impl Ctx<'_> {
                             Some(_) => break,
                         }
                     }
-                    more.push(Job { rel, layers });
+                    more.push(Job {
+                        rel,
+                        layers,
+                        only: None,
+                    });
                     // Its stamp is taken when its times are set, at the end.
                     return Ok(());
                 }
@@ -236,6 +438,7 @@ impl Ctx<'_> {
         let ft = FileType::from_raw_mode(u32::from(st.stx_mode));
         let perm = Mode::from_raw_mode(u32::from(st.stx_mode) & 0o7777);
         if ft == FileType::RegularFile && st.stx_nlink > 1 {
+            self.linked_source.store(true, Ordering::Relaxed);
             let key = (st.stx_dev_major, st.stx_dev_minor, st.stx_ino);
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(first) = links.get(&key) {
@@ -357,22 +560,7 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> std::io::Result<()> {
 /// destination refuses (e.g. `trusted.*` in a user namespace) are skipped,
 /// as unpacking skips them.
 fn copy_xattrs(src: &OwnedFd, dst: &OwnedFd, shown: &Path) -> Result<()> {
-    let mut small = [0u8; 256];
-    let names: Vec<u8> = match rustix::fs::flistxattr(src, &mut small[..]) {
-        Ok(0) => return Ok(()),
-        Ok(n) => small[..n].to_vec(),
-        Err(Errno::RANGE) => {
-            let len = rustix::fs::flistxattr_query(src)
-                .map_err(errno("list xattrs", shown.to_path_buf()))?;
-            let mut buf = vec![0u8; len];
-            let n = rustix::fs::flistxattr(src, &mut buf[..])
-                .map_err(errno("list xattrs", shown.to_path_buf()))?;
-            buf.truncate(n);
-            buf
-        }
-        Err(Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(errno("list xattrs", shown.to_path_buf())(e)),
-    };
+    let names = list_xattrs(src, shown)?;
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
             continue;
@@ -394,12 +582,31 @@ fn copy_xattrs(src: &OwnedFd, dst: &OwnedFd, shown: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The NUL-separated xattr names of `fd` (empty where unsupported).
+fn list_xattrs(fd: &OwnedFd, shown: &Path) -> Result<Vec<u8>> {
+    let mut small = [0u8; 256];
+    match rustix::fs::flistxattr(fd, &mut small[..]) {
+        Ok(n) => Ok(small[..n].to_vec()),
+        Err(Errno::RANGE) => {
+            let len = rustix::fs::flistxattr_query(fd)
+                .map_err(errno("list xattrs", shown.to_path_buf()))?;
+            let mut buf = vec![0u8; len];
+            let n = rustix::fs::flistxattr(fd, &mut buf[..])
+                .map_err(errno("list xattrs", shown.to_path_buf()))?;
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(Errno::NOTSUP) => Ok(Vec::new()),
+        Err(e) => Err(errno("list xattrs", shown.to_path_buf())(e)),
+    }
+}
+
 use std::os::unix::ffi::OsStrExt;
 
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
     use crate::diff::diff_copy;
@@ -502,5 +709,152 @@ mod tests {
             .collect();
         got.sort();
         assert_eq!(got, ["a", "a/f1 (deleted)", "e", "e/kept"]);
+    }
+
+    /// Everything a fresh copy determines about a tree, by path: type,
+    /// mode, owner, size, mtime, link target or content, xattrs.
+    fn describe(root: &Path) -> Vec<String> {
+        fn go(root: &Path, rel: &Path, out: &mut Vec<String>) {
+            let p = root.join(rel);
+            let md = fs::symlink_metadata(&p).unwrap();
+            let what = if md.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&p).unwrap().display())
+            } else if md.is_file() {
+                fs::read_to_string(&p).unwrap()
+            } else {
+                String::new()
+            };
+            let xattrs: Vec<String> = xattr_names(&p);
+            out.push(format!(
+                "{} {:o} {}:{} {} {} {what} {xattrs:?}",
+                rel.display(),
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                if md.is_dir() { 0 } else { md.size() },
+                md.mtime(),
+            ));
+            if md.is_dir() {
+                let mut names: Vec<_> = fs::read_dir(&p)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                names.sort();
+                for n in names {
+                    go(root, &rel.join(n), out);
+                }
+            }
+        }
+        fn xattr_names(p: &Path) -> Vec<String> {
+            let mut buf = vec![0u8; 4096];
+            let n = rustix::fs::llistxattr(p, &mut buf[..]).unwrap_or(0);
+            buf[..n]
+                .split(|&b| b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect()
+        }
+        let mut out = Vec::new();
+        go(root, Path::new(""), &mut out);
+        out
+    }
+
+    /// A run's changes of every kind, undone: the tree equals a fresh copy
+    /// of its layers again, and its index equals a walk of it, so the next
+    /// run's diff starts from the truth.
+    #[test]
+    fn restore_undoes_a_run_to_what_a_fresh_copy_gives() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: whiteouts are device nodes, which need root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper, dest, fresh) = (
+            t.path().join("l"),
+            t.path().join("u"),
+            t.path().join("c"),
+            t.path().join("f"),
+        );
+        for d in ["a/deep/er", "b", "e", "k"] {
+            fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        fs::write(lower.join("a/f1"), "old").unwrap();
+        fs::write(lower.join("a/deep/er/x"), "deep").unwrap();
+        fs::write(lower.join("b/x"), "hidden").unwrap();
+        fs::write(lower.join("e/kept"), "kept").unwrap();
+        fs::write(lower.join("k/same"), "same").unwrap();
+        std::os::unix::fs::symlink("a/f1", lower.join("ln")).unwrap();
+        fs::create_dir_all(upper.join("b")).unwrap();
+        rustix::fs::setxattr(
+            upper.join("b"),
+            "user.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::write(upper.join("b/y"), "mine").unwrap();
+        fs::create_dir_all(upper.join("a")).unwrap();
+        whiteout(&upper.join("a/gone"));
+        fs::write(upper.join("a/f1"), "new").unwrap();
+        let layers = [upper.clone(), lower.clone()];
+        for d in [&dest, &fresh] {
+            fs::create_dir(d).unwrap();
+        }
+        let mut index = copy_layers(&layers, &dest).unwrap();
+        copy_layers(&layers, &fresh).unwrap();
+        let want = describe(&fresh);
+        assert_eq!(describe(&dest), want);
+
+        // The run.
+        fs::write(dest.join("a/f1"), "changed").unwrap();
+        fs::remove_file(dest.join("e/kept")).unwrap();
+        fs::create_dir_all(dest.join("n/m")).unwrap();
+        fs::write(dest.join("n/m/new"), "new").unwrap();
+        fs::remove_dir_all(dest.join("b")).unwrap();
+        fs::create_dir(dest.join("b")).unwrap();
+        fs::write(dest.join("b/z"), "other").unwrap();
+        fs::remove_dir_all(dest.join("a/deep")).unwrap();
+        fs::write(dest.join("a/deep"), "a file where a directory was").unwrap();
+        fs::set_permissions(dest.join("e"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(dest.join("k/tmp"), "made and removed").unwrap();
+        fs::remove_file(dest.join("k/tmp")).unwrap();
+        rustix::fs::setxattr(
+            dest.join("k"),
+            "user.run",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::remove_file(dest.join("ln")).unwrap();
+        std::os::unix::fs::symlink("/", dest.join("ln")).unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o700)).unwrap();
+        assert_ne!(describe(&dest), want);
+
+        let found = crate::diff::walk_changes(&dest, &index).unwrap();
+        assert!(
+            restore(&layers, &dest, &mut index, &found).unwrap(),
+            "inexact"
+        );
+        assert_eq!(describe(&dest), want);
+        let walked = StatIndex::build(&dest).unwrap();
+        assert_eq!(walked.dirs, index.dirs, "the index is not the tree's");
+        assert!(diff_copy(&dest, &index, &[]).unwrap().is_empty());
+    }
+
+    /// A file with other hard links cannot be put back linked: the tree
+    /// is then not reusable, and restore says so.
+    #[test]
+    fn restore_refuses_what_it_cannot_link_again() {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, dest) = (t.path().join("l"), t.path().join("c"));
+        fs::create_dir_all(&lower).unwrap();
+        fs::write(lower.join("h1"), "linked").unwrap();
+        fs::hard_link(lower.join("h1"), lower.join("h2")).unwrap();
+        fs::create_dir(&dest).unwrap();
+        let layers = [lower.clone()];
+        let mut index = copy_layers(&layers, &dest).unwrap();
+        fs::write(dest.join("h1"), "written through one name").unwrap();
+        let found = crate::diff::walk_changes(&dest, &index).unwrap();
+        assert!(!restore(&layers, &dest, &mut index, &found).unwrap());
     }
 }

@@ -95,13 +95,17 @@ pub fn diff_upper(
 
 /// What one stat walk of a copied tree found against its index.
 #[derive(Default)]
-struct Found {
+pub(crate) struct Found {
     /// New or changed paths (everything under an opaque directory too).
-    changed: Vec<PathBuf>,
+    pub(crate) changed: Vec<PathBuf>,
     /// Directories removed and made again: overlay would mark them opaque.
-    opaque: Vec<PathBuf>,
+    pub(crate) opaque: Vec<PathBuf>,
     /// The tops of deleted subtrees.
-    deleted: Vec<PathBuf>,
+    pub(crate) deleted: Vec<PathBuf>,
+    /// Directories still there whose stamp moved at all (a child came or
+    /// went, times or xattrs set): not layer content, but what putting the
+    /// tree back as it was (`copy::restore`) must reset.
+    pub(crate) moved_dirs: Vec<PathBuf>,
     /// (device, inode) of files with more than one link -> the first of
     /// their paths in layer order.
     links: HashMap<(u32, u32, u64), PathBuf>,
@@ -119,6 +123,16 @@ struct Job {
 /// the changed paths and their parents only.
 pub fn diff_copy(root: &Path, before: &StatIndex, stubs: &[PathBuf]) -> Result<Vec<Entry>> {
     let found = walk_changes(root, before)?;
+    entries_of(root, before, stubs, &found)
+}
+
+/// The layer entries of what [`walk_changes`] found.
+pub(crate) fn entries_of(
+    root: &Path,
+    before: &StatIndex,
+    stubs: &[PathBuf],
+    found: &Found,
+) -> Result<Vec<Entry>> {
     let opaque: BTreeSet<&Path> = found.opaque.iter().map(PathBuf::as_path).collect();
     let mut keep: BTreeSet<&Path> = BTreeSet::new();
     for p in found.changed.iter().chain(found.deleted.iter()) {
@@ -174,7 +188,7 @@ fn has_owner_record(host: &Path) -> bool {
 }
 
 /// The stat walk of [`diff_copy`], spread over a few threads.
-fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
+pub(crate) fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
     let unprivileged = !rustix::process::geteuid().is_root();
     let root_fd = open_root(root)?;
     let dev = dev_of(&stat_at(&root_fd, root, OsStr::new(""))?);
@@ -229,6 +243,9 @@ fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
                             found.changed.push(path());
                             true
                         } else {
+                            if *was != now {
+                                found.moved_dirs.push(path());
+                            }
                             if (was.mode, was.uid, was.gid) != (now.mode, now.uid, now.gid)
                                 || (unprivileged
                                     && was.ctime != now.ctime
@@ -268,6 +285,7 @@ fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
         all.changed.extend(part.changed);
         all.opaque.extend(part.opaque);
         all.deleted.extend(part.deleted);
+        all.moved_dirs.extend(part.moved_dirs);
         for (key, p) in part.links {
             match all.links.get_mut(&key) {
                 Some(first) if *first <= p => {}

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use kiln_image::layer::{Entry, ExtractError, ExtractOptions, OverlayFormat, extract};
 use kiln_image::{Descriptor, Digest, Store};
 
-use crate::copy::copy_layers;
-use crate::diff::{diff_copy, diff_upper};
+use crate::copy::{copy_layers, restore};
+use crate::diff::{Found, diff_upper, entries_of, walk_changes};
 use crate::remove::remove_tree;
 use crate::stat_index::StatIndex;
+use crate::tree_pool::{TreePool, chain_key};
 use crate::{Error, Result, io_err};
 
 /// How a container's filesystem is made writable.
@@ -72,6 +73,10 @@ impl Snapshots {
         }
     }
 
+    fn trees(&self) -> TreePool {
+        TreePool::new(self.dir.join("trees"))
+    }
+
     pub(crate) fn layers_dir(&self) -> PathBuf {
         self.dir.join("layers")
     }
@@ -128,6 +133,7 @@ impl Snapshots {
                 removed += 1;
             }
         }
+        removed += self.trees().clear()?;
         let containers = self.dir.join("containers");
         for e in fs::read_dir(&containers)
             .map_err(io_err("read", &containers))?
@@ -198,7 +204,6 @@ impl Snapshots {
         mode: Mode,
     ) -> Result<Container> {
         let dir = self.dir.join("containers").join(unique(""));
-        create_dir(&dir)?;
         let container = match mode {
             Mode::Overlay => {
                 let mut lowers = Vec::with_capacity(layers.len());
@@ -212,22 +217,33 @@ impl Snapshots {
                     mode,
                     lowers,
                     index: None,
+                    pooled: None,
+                    found: std::sync::Mutex::new(None),
                 }
             }
             Mode::Copy => {
-                let rootfs = dir.join("rootfs");
-                create_dir(&rootfs)?;
-                let index = self.fill_copy(store, layers, &rootfs)?;
+                let (index, pooled) = self.fill_copy(store, layers, &dir)?;
                 Container {
                     dir,
                     mode,
                     lowers: Vec::new(),
                     index: Some(index),
+                    pooled,
+                    found: std::sync::Mutex::new(None),
                 }
             }
         };
         Ok(container)
     }
+}
+
+/// Where a copy container's tree goes back to when it is removed.
+struct Pooled {
+    pool: TreePool,
+    key: String,
+    /// The layer directories it shows, top first (what `restore` copies
+    /// from).
+    layer_dirs: Vec<PathBuf>,
 }
 
 impl Snapshots {
@@ -240,8 +256,9 @@ impl Snapshots {
         &self,
         store: &Store,
         layers: &[(Descriptor, Digest)],
-        rootfs: &Path,
-    ) -> Result<StatIndex> {
+        dir: &Path,
+    ) -> Result<(StatIndex, Option<Pooled>)> {
+        let rootfs = dir.join("rootfs");
         let mut dirs = Vec::with_capacity(layers.len());
         for (blob, diff_id) in layers.iter().rev() {
             match self.layer_dir(store, blob, diff_id) {
@@ -249,12 +266,24 @@ impl Snapshots {
                 Err(Error::Extract { cause, .. })
                     if !matches!(cause, ExtractError::DiffIdMismatch { .. }) =>
                 {
-                    return self.unpack_into(store, layers, rootfs);
+                    create_dir(&rootfs)?;
+                    return Ok((self.unpack_into(store, layers, &rootfs)?, None));
                 }
                 Err(e) => return Err(e),
             }
         }
-        copy_layers(&dirs, rootfs)
+        let diff_ids: Vec<&Digest> = layers.iter().map(|(_, d)| d).collect();
+        let pooled = Pooled {
+            pool: self.trees(),
+            key: chain_key(&diff_ids),
+            layer_dirs: dirs,
+        };
+        if let Some(index) = pooled.pool.claim(&pooled.key, dir) {
+            return Ok((index, Some(pooled)));
+        }
+        create_dir(&rootfs)?;
+        let index = copy_layers(&pooled.layer_dirs, &rootfs)?;
+        Ok((index, Some(pooled)))
     }
 
     /// The fallback of [`Snapshots::fill_copy`]: every layer blob unpacked
@@ -293,6 +322,9 @@ pub struct Container {
     mode: Mode,
     lowers: Vec<PathBuf>,
     index: Option<StatIndex>,
+    pooled: Option<Pooled>,
+    /// What the diff's walk found (copy mode), for putting the tree back.
+    found: std::sync::Mutex<Option<Found>>,
 }
 
 impl Container {
@@ -332,17 +364,42 @@ impl Container {
                 };
                 diff_upper(&self.upper(), &existed, mount_targets)
             }
-            Mode::Copy => diff_copy(
-                &self.rootfs(),
-                self.index.as_ref().expect("copy containers have an index"),
-                mount_targets,
-            ),
+            Mode::Copy => {
+                let root = self.rootfs();
+                let index = self.index.as_ref().expect("copy containers have an index");
+                let found = walk_changes(&root, index)?;
+                let entries = entries_of(&root, index, mount_targets, &found)?;
+                *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+                Ok(entries)
+            }
         }
     }
 
-    /// Deletes the container's directories.
-    pub fn remove(self) -> Result<()> {
+    /// Deletes the container's directories; a copied tree is put back as
+    /// its layers show it and kept for the next container over them.
+    pub fn remove(mut self) -> Result<()> {
+        if let (Some(pooled), Some(index)) = (self.pooled.take(), self.index.take()) {
+            let found = self.found.into_inner().unwrap_or_else(|p| p.into_inner());
+            match recycle(&self.dir, pooled, index, found) {
+                Ok(()) => return Ok(()),
+                Err(_) => return remove_tree(&self.dir),
+            }
+        }
         // overlayfs leaves `work/work` with mode 000; root may still remove it.
         remove_tree(&self.dir)
     }
+}
+
+/// Undoes a run's changes in a copied tree and keeps it (or removes it
+/// when the result would not equal a fresh copy).
+fn recycle(dir: &Path, pooled: Pooled, mut index: StatIndex, found: Option<Found>) -> Result<()> {
+    let root = dir.join("rootfs");
+    let found = match found {
+        Some(f) => f,
+        None => walk_changes(&root, &index)?,
+    };
+    if !restore(&pooled.layer_dirs, &root, &mut index, &found)? {
+        return remove_tree(dir);
+    }
+    pooled.pool.put(dir, &pooled.key, &index)
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! <store>/snapshots/layers/<diff-id-hex>/   one layer, whiteouts in overlay form
 //! <store>/snapshots/containers/<id>/        upper/ work/ (overlay) or rootfs/ (copy)
+//! <store>/snapshots/trees/<chain>/          a copied tree kept for the next copy container
 //! ```
 //!
 //! It does not mount or run anything: the sandbox mounts the overlay inside
@@ -21,6 +22,7 @@ mod pool;
 mod remove;
 mod stage;
 mod stat_index;
+mod tree_pool;
 
 pub use diff::{diff_copy, diff_upper};
 pub use layers::{Container, EnsureBlob, Mode, Snapshots};

@@ -105,6 +105,15 @@ impl StatIndex {
             .insert(name.to_os_string(), stamp);
     }
 
+    /// Drops every path for which `gone` holds (a path's subtree must go
+    /// with it: `gone` is asked of directories and of entries).
+    pub(crate) fn forget(&mut self, gone: &dyn Fn(&Path) -> bool) {
+        self.dirs.retain(|dir, _| !gone(dir));
+        for (dir, names) in &mut self.dirs {
+            names.retain(|name, _| !gone(&dir.join(name)));
+        }
+    }
+
     /// Walks `root` (one stat per entry, every directory opened relative
     /// to the root without following symlinks), not crossing into other
     /// filesystems: mounts inside the tree are not content.

@@ -318,6 +318,81 @@ both!(overlay_and_copy_give_equal_layers, |who| {
     assert_eq!(digests[0], digests[1], "overlay and copy layers differ");
 });
 
+// The copy snapshotter keeps a container's tree for the next container
+// over the same layers, with the run's changes undone: a second run sees
+// exactly what the first saw (overlay's view is the reference), makes the
+// same layer, and the store holds one kept tree, not one per run.
+both!(
+    copy_snapshotter_reuses_its_tree_as_the_layers_show_it,
+    |who| {
+        let Some((_d, k)) = store(who, lower_files) else {
+            return;
+        };
+        const STATE: &str = "find / -xdev \\( -path /proc -o -path /dev -o -path /sys -o -path /etc \\) -prune \
+        -o -exec stat -c '%n %a %u:%g %s %Y %F' {} + | sort; cat /data/mod";
+        let view = |mode: &str| -> String {
+            let out = k
+                .cmd()
+                .args([
+                    "run",
+                    "--rm",
+                    "--snapshotter",
+                    mode,
+                    "base",
+                    "sh",
+                    "-c",
+                    STATE,
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{mode}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let want = view("overlay");
+        let mut digests = Vec::new();
+        for round in 0..2 {
+            let tag = format!("pooled-{round}");
+            let out = k
+                .cmd()
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args([
+                    "run",
+                    "--rm",
+                    "--snapshotter",
+                    "copy",
+                    "--commit",
+                    &tag,
+                    "base",
+                    "sh",
+                    "-c",
+                    SAME_CHANGES,
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            digests.push(last_layer_digest(&k, &tag));
+            assert_eq!(
+                view("copy"),
+                want,
+                "round {round}: the kept tree is not the image's"
+            );
+        }
+        assert_eq!(digests[0], digests[1], "a kept tree gave another layer");
+        let trees = fs::read_dir(k.root.join("snapshots/trees"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(trees, 1, "one tree per chain of layers is kept");
+    }
+);
+
 both!(workdir_proc_self_fd_reaches_nothing, |who| {
     let Some((d, k)) = store(who, |_| {}) else {
         return;
