@@ -125,12 +125,14 @@ pub(crate) fn restore(
     found: &crate::diff::Found,
 ) -> Result<bool> {
     let ctx = Ctx::new(layers, dest)?;
+    let moved: HashSet<&PathBuf> = found.moved_dirs.iter().collect();
+    let opaque: HashSet<&PathBuf> = found.opaque.iter().collect();
     let mut paths: Vec<PathBuf> = found
         .changed
         .iter()
         .chain(&found.deleted)
         .chain(&found.opaque)
-        .filter(|p| !found.moved_dirs.contains(p) || found.opaque.contains(p))
+        .filter(|p| !moved.contains(p) || opaque.contains(p))
         .cloned()
         .collect();
     // Kept directories: their mode and times come back; if the run set an
@@ -209,6 +211,49 @@ pub(crate) fn restore(
     }
     ctx.run(jobs, index)?;
     Ok(!ctx.linked_source.load(Ordering::Relaxed))
+}
+
+/// Turns `dest`, a copy of other layers, into a copy of `layers` (top
+/// first), where the two stacks differ only by the layer directories
+/// `differing` (the old stack's layers above the common base, and the new
+/// one's): every path those hold is put back from `layers`' merged view
+/// (files, symlinks, whiteouts, opaque and new directories copied again; a
+/// directory that only passes through gets its mode and times). Returns
+/// false as [`restore`] does (the tree is then no such copy).
+pub(crate) fn switch_layers(
+    layers: &[PathBuf],
+    differing: &[PathBuf],
+    dest: &Path,
+    index: &mut StatIndex,
+) -> Result<bool> {
+    let mut found = crate::diff::Found::default();
+    for layer in differing {
+        walk_layer(layer, Path::new(""), &mut found)?;
+    }
+    found.changed.sort();
+    found.changed.dedup();
+    found.moved_dirs.sort();
+    found.moved_dirs.dedup();
+    restore(layers, dest, index, &found)
+}
+
+/// Records the paths under `rel` of one layer directory: directories as
+/// moved (opaque ones as changed), everything else as changed.
+fn walk_layer(layer: &Path, rel: &Path, found: &mut crate::diff::Found) -> Result<()> {
+    let dir = layer.join(rel);
+    let rd = std::fs::read_dir(&dir).map_err(crate::io_err("read", &dir))?;
+    for e in rd {
+        let e = e.map_err(crate::io_err("read", &dir))?;
+        let path = rel.join(e.file_name());
+        let md = e.metadata().map_err(crate::io_err("stat", &e.path()))?;
+        if !md.is_dir() || kiln_image::layer::overlay::is_opaque(&e.path()) {
+            found.changed.push(path);
+        } else {
+            found.moved_dirs.push(path.clone());
+            walk_layer(layer, &path, found)?;
+        }
+    }
+    Ok(())
 }
 
 /// The xattrs (names and values, overlayfs' own left out) of a directory.
@@ -856,5 +901,93 @@ mod tests {
         fs::write(dest.join("h1"), "written through one name").unwrap();
         let found = crate::diff::walk_changes(&dest, &index).unwrap();
         assert!(!restore(&layers, &dest, &mut index, &found).unwrap());
+    }
+
+    /// A copy of the lower layers, with the upper ones put onto it, equals
+    /// a fresh copy of them all (whiteouts, opaque and new directories, a
+    /// file where a directory was, a directory whose mode a layer sets).
+    #[test]
+    fn a_copy_switched_to_other_layers_equals_a_fresh_copy_of_them() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: whiteouts are device nodes, which need root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper, top, dest, fresh) = (
+            t.path().join("l"),
+            t.path().join("u"),
+            t.path().join("t"),
+            t.path().join("c"),
+            t.path().join("f"),
+        );
+        for d in ["a/deep", "b/in", "e", "m"] {
+            fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        for f in ["a/f1", "a/gone", "a/deep/x", "b/in/x", "e/kept", "m/x"] {
+            fs::write(lower.join(f), f).unwrap();
+        }
+        for d in ["a", "b", "n/o", "m"] {
+            fs::create_dir_all(upper.join(d)).unwrap();
+        }
+        fs::set_permissions(upper.join("m"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::write(upper.join("a/f1"), "new").unwrap();
+        whiteout(&upper.join("a/gone"));
+        fs::write(upper.join("a/deep"), "a file now").unwrap();
+        rustix::fs::setxattr(
+            upper.join("b"),
+            "user.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::write(upper.join("b/y"), "mine").unwrap();
+        fs::write(upper.join("n/o/p"), "new dir").unwrap();
+        fs::create_dir_all(top.join("e")).unwrap();
+        fs::write(top.join("e/top"), "top").unwrap();
+        whiteout(&top.join("e/kept"));
+        for d in [&dest, &fresh] {
+            fs::create_dir(d).unwrap();
+        }
+        let all = [top.clone(), upper.clone(), lower.clone()];
+        copy_layers(&all, &fresh).unwrap();
+        let mut index = copy_layers(&all[2..], &dest).unwrap();
+        assert_ne!(describe(&dest), describe(&fresh));
+        assert!(
+            switch_layers(&all, &all[..2], &dest, &mut index).unwrap(),
+            "inexact"
+        );
+        assert_eq!(describe(&dest), describe(&fresh));
+        let walked = StatIndex::build(&dest).unwrap();
+        assert_eq!(walked.dirs, index.dirs, "the index is not the tree's");
+        // And back down: the upper layers taken off again.
+        let lower_only = fs::create_dir(t.path().join("lo"))
+            .map(|()| t.path().join("lo"))
+            .unwrap();
+        copy_layers(&all[2..], &lower_only).unwrap();
+        assert!(switch_layers(&all[2..], &all[..2], &dest, &mut index).unwrap());
+        assert_eq!(describe(&dest), describe(&lower_only));
+        // And sideways: one upper layer swapped for another.
+        let swapped = [top.clone(), lower.clone()];
+        let side = fs::create_dir(t.path().join("sd"))
+            .map(|()| t.path().join("sd"))
+            .unwrap();
+        copy_layers(&swapped, &side).unwrap();
+        copy_layers(&all[1..], &{
+            let d = t.path().join("mid");
+            fs::create_dir(&d).unwrap();
+            d
+        })
+        .unwrap();
+        let mut index = StatIndex::build(&t.path().join("mid")).unwrap();
+        assert!(
+            switch_layers(
+                &swapped,
+                &[top.clone(), upper.clone()],
+                &t.path().join("mid"),
+                &mut index
+            )
+            .unwrap()
+        );
+        assert_eq!(describe(&t.path().join("mid")), describe(&side));
     }
 }

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use kiln_image::layer::{Entry, ExtractError, ExtractOptions, OverlayFormat, extract};
 use kiln_image::{Descriptor, Digest, Store};
 
-use crate::copy::{copy_layers, restore};
+use crate::copy::{copy_layers, restore, switch_layers};
 use crate::diff::{Found, diff_upper, entries_of, walk_changes};
 use crate::remove::remove_tree;
 use crate::stat_index::StatIndex;
-use crate::tree_pool::{TreePool, chain_key};
+use crate::tree_pool::TreePool;
+
 use crate::{Error, Result, io_err};
 
 /// How a container's filesystem is made writable.
@@ -240,7 +241,8 @@ impl Snapshots {
 /// Where a copy container's tree goes back to when it is removed.
 struct Pooled {
     pool: TreePool,
-    key: String,
+    /// The diff IDs it shows, oldest first.
+    chain: Vec<String>,
     /// The layer directories it shows, top first (what `restore` copies
     /// from).
     layer_dirs: Vec<PathBuf>,
@@ -272,18 +274,63 @@ impl Snapshots {
                 Err(e) => return Err(e),
             }
         }
-        let diff_ids: Vec<&Digest> = layers.iter().map(|(_, d)| d).collect();
+        let chain: Vec<String> = layers.iter().map(|(_, d)| d.to_string()).collect();
         let pooled = Pooled {
             pool: self.trees(),
-            key: chain_key(&diff_ids),
+            chain,
             layer_dirs: dirs,
         };
-        if let Some(index) = pooled.pool.claim(&pooled.key, dir) {
+        if let Some(index) = self.claim_nearest(&pooled, dir)? {
             return Ok((index, Some(pooled)));
         }
         create_dir(&rootfs)?;
         let index = copy_layers(&pooled.layer_dirs, &rootfs)?;
         Ok((index, Some(pooled)))
+    }
+
+    /// Takes the kept tree nearest to `pooled`'s layers (the most layers
+    /// shared from the bottom, then the fewest to change) into `dir`, and
+    /// makes it show those layers; `None` when no tree shares the base or
+    /// one could not be switched (it is removed then).
+    fn claim_nearest(&self, pooled: &Pooled, dir: &Path) -> Result<Option<StatIndex>> {
+        let want = &pooled.chain;
+        let mut near: Vec<(usize, usize, crate::tree_pool::Kept)> = pooled
+            .pool
+            .kept()
+            .into_iter()
+            .filter_map(|k| {
+                let shared = k.chain.iter().zip(want).take_while(|(a, b)| a == b).count();
+                let differ = k.chain.len() + want.len() - 2 * shared;
+                (shared > 0).then_some((shared, differ, k))
+            })
+            .collect();
+        near.sort_by_key(|(shared, differ, _)| (std::cmp::Reverse(*shared), *differ));
+        for (shared, _, kept) in near {
+            // The old stack's layers above the shared base must still be
+            // unpacked: their paths are what changes.
+            let mut differing: Vec<PathBuf> = kept.chain[shared..]
+                .iter()
+                .map(|d| self.layers_dir().join(d.trim_start_matches("sha256:")))
+                .collect();
+            if !differing.iter().all(|d| d.is_dir()) {
+                continue;
+            }
+            let Some(mut index) = pooled.pool.claim(&kept.key, dir) else {
+                continue;
+            };
+            // `layer_dirs` is top first: the new stack's own layers are
+            // its first `want.len() - shared`.
+            differing.extend_from_slice(&pooled.layer_dirs[..want.len() - shared]);
+            let rootfs = dir.join("rootfs");
+            match switch_layers(&pooled.layer_dirs, &differing, &rootfs, &mut index) {
+                Ok(true) => return Ok(Some(index)),
+                _ => {
+                    remove_tree(dir)?;
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The fallback of [`Snapshots::fill_copy`]: every layer blob unpacked
@@ -401,5 +448,5 @@ fn recycle(dir: &Path, pooled: Pooled, mut index: StatIndex, found: Option<Found
     if !restore(&pooled.layer_dirs, &root, &mut index, &found)? {
         return remove_tree(dir);
     }
-    pooled.pool.put(dir, &pooled.key, &index)
+    pooled.pool.put(dir, &pooled.chain, &index)
 }

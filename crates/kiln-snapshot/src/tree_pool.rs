@@ -10,7 +10,14 @@
 //! ```text
 //! <snapshots>/trees/<chain>/rootfs/   the merged view of the chain's layers
 //! <snapshots>/trees/<chain>/index     its StatIndex, and the boot it is from
+//! <snapshots>/trees/<chain>/chain     the diff IDs it shows, oldest first
 //! ```
+//!
+//! A container over other layers takes the tree that shares the most
+//! layers with it from the bottom (its base, the steps before) and has the
+//! layers that differ put back (`copy::switch_layers`): a rebuild after a
+//! changed COPY, or the next RUN of a build, costs what those layers
+//! hold, not the image.
 //!
 //! A tree is taken by renaming it away, so two builds never share one; a
 //! tree is put back by renaming a complete directory into place, so a
@@ -39,17 +46,20 @@ pub(crate) const KEEP: usize = 4;
 const MAGIC: &[u8] = b"kiln-tree-index-1\n";
 
 /// The name of the tree that shows `diff_ids` (oldest first).
-pub(crate) fn chain_key(diff_ids: &[&Digest]) -> String {
-    let mut s = String::new();
-    for d in diff_ids {
-        s.push_str(&d.to_string());
-        s.push('\n');
-    }
-    Digest::sha256_of(s.as_bytes()).hex().to_string()
+pub(crate) fn chain_key(diff_ids: &[String]) -> String {
+    Digest::sha256_of(diff_ids.join("\n").as_bytes())
+        .hex()
+        .to_string()
 }
 
 pub(crate) struct TreePool {
     dir: PathBuf,
+}
+
+/// A kept tree and the diff IDs it shows.
+pub(crate) struct Kept {
+    pub(crate) key: String,
+    pub(crate) chain: Vec<String>,
 }
 
 impl TreePool {
@@ -69,6 +79,7 @@ impl TreePool {
             .and_then(|f| read_index(BufReader::new(f)).ok())
             .flatten();
         let _ = fs::remove_file(&index_path);
+        let _ = fs::remove_file(container.join("chain"));
         if index.is_none() || !container.join("rootfs").is_dir() {
             let _ = remove_tree(container);
             return None;
@@ -76,10 +87,29 @@ impl TreePool {
         index
     }
 
+    /// The kept trees and their chains.
+    pub(crate) fn kept(&self) -> Vec<Kept> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let chain = fs::read_to_string(e.path().join("chain")).ok()?;
+                Some(Kept {
+                    key: e.file_name().to_str()?.to_string(),
+                    chain: chain.lines().map(str::to_string).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// Keeps `container` (holding `rootfs/`, back to the merged view of
-    /// the layers `key` names, and described by `index`) as tree `key`.
-    pub(crate) fn put(&self, container: &Path, key: &str, index: &StatIndex) -> Result<()> {
+    /// the layers `chain` names, and described by `index`).
+    pub(crate) fn put(&self, container: &Path, chain: &[String], index: &StatIndex) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        let key = chain_key(chain);
+        let chain_path = container.join("chain");
+        fs::write(&chain_path, chain.join("\n")).map_err(io_err("write", &chain_path))?;
         let index_path = container.join("index");
         let f = fs::File::create(&index_path).map_err(io_err("create", &index_path))?;
         let mut w = BufWriter::new(f);
@@ -87,7 +117,7 @@ impl TreePool {
             .and_then(|()| w.flush())
             .map_err(io_err("write", &index_path))?;
         drop(w);
-        let to = self.dir.join(key);
+        let to = self.dir.join(&key);
         if fs::rename(container, &to).is_err() {
             // Another build put the same tree back first: one is enough.
             remove_tree(container)?;

@@ -330,7 +330,7 @@ both!(
         };
         const STATE: &str = "find / -xdev \\( -path /proc -o -path /dev -o -path /sys -o -path /etc \\) -prune \
         -o -exec stat -c '%n %a %u:%g %s %Y %F' {} + | sort; cat /data/mod";
-        let view = |mode: &str| -> String {
+        let view_of = |image: &str, mode: &str| -> String {
             let out = k
                 .cmd()
                 .args([
@@ -338,7 +338,7 @@ both!(
                     "--rm",
                     "--snapshotter",
                     mode,
-                    "base",
+                    image,
                     "sh",
                     "-c",
                     STATE,
@@ -352,6 +352,7 @@ both!(
             );
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
+        let view = |mode: &str| view_of("base", mode);
         let want = view("overlay");
         let mut digests = Vec::new();
         for round in 0..2 {
@@ -390,6 +391,11 @@ both!(
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(trees, 1, "one tree per chain of layers is kept");
+        // The kept tree of `base` switched up to the committed image's
+        // layers (its whiteouts, opaque directory and new files put on),
+        // and back down again.
+        assert_eq!(view_of("pooled-0", "copy"), view_of("pooled-0", "overlay"));
+        assert_eq!(view("copy"), want, "switched back down to the base");
     }
 );
 
