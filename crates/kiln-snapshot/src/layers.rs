@@ -94,6 +94,14 @@ impl Snapshots {
         Ok(out)
     }
 
+    /// The copy snapshotter's kept trees (all of which
+    /// [`Snapshots::prune`] removes).
+    pub fn kept_trees(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.dir.join("trees"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
     /// The layer directories [`Snapshots::prune`] would remove with `keep`
     /// (containers aside), removing nothing.
     pub fn unused_layers(&self, keep: &BTreeSet<Digest>) -> Result<Vec<PathBuf>> {
@@ -134,7 +142,8 @@ impl Snapshots {
                 removed += 1;
             }
         }
-        removed += self.trees().clear()?;
+        // Kept trees are scratch, not counted among the directories.
+        self.trees().clear()?;
         let containers = self.dir.join("containers");
         for e in fs::read_dir(&containers)
             .map_err(io_err("read", &containers))?

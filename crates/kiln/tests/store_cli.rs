@@ -397,6 +397,13 @@ both!(prune_dry_run_removes_nothing_and_df_agrees, |who| {
     let images = df_row(&k, "Images");
     assert_eq!(&images[..2], ["3", "3"], "{images:?}");
     assert!(images[3].starts_with("0B"), "{images:?}");
+    // A run on the copy snapshotter keeps its tree; df shows it, all of it
+    // reclaimable.
+    let run = k.output(&["run", "--rm", "--snapshotter", "copy", OTHER, "/bin/true"]);
+    common::assert_success(&run, "kiln run --snapshotter copy");
+    let trees = df_row(&k, "Kept Trees");
+    assert_eq!(&trees[..2], ["1", "0"], "{trees:?}");
+    assert!(!trees[3].starts_with("0B"), "{trees:?}");
 
     // OTHER's config and manifest lose their name; its layer is busybox's
     // too (same rootfs, same time), so it stays, and so does its
@@ -425,7 +432,7 @@ both!(prune_dry_run_removes_nothing_and_df_agrees, |who| {
     let done = k.ok(&["prune"]);
     assert!(done.contains("1 unpacked layers"), "{done}");
     assert_eq!(blob_count(&k.root), 0);
-    for kind in ["Images", "Build Cache", "Unpacked Layers"] {
+    for kind in ["Images", "Build Cache", "Unpacked Layers", "Kept Trees"] {
         let row = df_row(&k, kind);
         assert!(row.last().unwrap().starts_with('('), "{row:?}");
         assert!(row[row.len() - 2].starts_with("0B"), "{kind}: {row:?}");

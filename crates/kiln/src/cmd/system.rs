@@ -82,6 +82,17 @@ fn df(root: &Path) -> anyhow::Result<()> {
         size: all_dirs.iter().map(|d| dir_size(d)).sum(),
         reclaimable: unused.iter().map(|d| dir_size(d)).sum(),
     };
+    // The copy snapshotter's kept trees: scratch that saves a copy of the
+    // image on the next RUN; `prune` removes them all.
+    let trees = snaps.kept_trees();
+    let trees_size: u64 = trees.iter().map(|d| dir_size(d)).sum();
+    let trees = Row {
+        kind: "Kept Trees",
+        total: trees.len(),
+        active: 0,
+        size: trees_size,
+        reclaimable: trees_size,
+    };
     outln!(
         "{:<16}{:<10}{:<10}{:<10}RECLAIMABLE",
         "TYPE",
@@ -89,7 +100,7 @@ fn df(root: &Path) -> anyhow::Result<()> {
         "ACTIVE",
         "SIZE"
     );
-    for r in [images, cache, layers] {
+    for r in [images, cache, layers, trees] {
         let pct = (r.reclaimable * 100).checked_div(r.size).unwrap_or(0);
         outln!(
             "{:<16}{:<10}{:<10}{:<10}{} ({pct}%)",
