@@ -179,7 +179,7 @@ pub(crate) fn restore(
     for t in &tops {
         crate::remove::remove_beneath(&ctx.dest_fd, dest, t)?;
     }
-    index.forget(&|p| under_top(p));
+    index.forget(&tops);
     // One job per parent directory, limited to the names to put back.
     let mut by_parent: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
     for t in &tops {

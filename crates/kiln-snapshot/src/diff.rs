@@ -189,15 +189,27 @@ fn has_owner_record(host: &Path) -> bool {
 
 /// The stat walk of [`diff_copy`], spread over a few threads.
 pub(crate) fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
+    walk_dirs(root, before, vec![PathBuf::new()], true)
+}
+
+/// The walk of [`walk_changes`] over the directories `dirs` only: each one
+/// compared with the index, a new or replaced directory below one walked
+/// whole, others not entered (`all`: every directory entered).
+pub(crate) fn walk_dirs(
+    root: &Path,
+    before: &StatIndex,
+    dirs: Vec<PathBuf>,
+    all: bool,
+) -> Result<Found> {
     let unprivileged = !rustix::process::geteuid().is_root();
     let root_fd = open_root(root)?;
     let dev = dev_of(&stat_at(&root_fd, root, OsStr::new(""))?);
-    let start = Job {
-        rel: PathBuf::new(),
-        fresh: false,
-    };
+    let starts: Vec<Job> = dirs
+        .into_iter()
+        .map(|rel| Job { rel, fresh: false })
+        .collect();
     let parts = crate::pool::run(
-        vec![start],
+        starts,
         crate::pool::threads(),
         |job: Job, found: &mut Found, more| {
             let Some(dir) = open_dir_beneath(&root_fd, root, &job.rel)? else {
@@ -262,7 +274,7 @@ pub(crate) fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
                     }
                     Some(_) => false,
                 };
-                if descend {
+                if descend && (all || fresh) {
                     more.push(Job { rel: path(), fresh });
                 }
                 Ok(())
@@ -297,6 +309,92 @@ pub(crate) fn walk_changes(root: &Path, before: &StatIndex) -> Result<Found> {
         }
     }
     Ok(all)
+}
+
+impl Found {
+    fn absorb(&mut self, other: Found) {
+        self.changed.extend(other.changed);
+        self.opaque.extend(other.opaque);
+        self.deleted.extend(other.deleted);
+        self.moved_dirs.extend(other.moved_dirs);
+        for (key, p) in other.links {
+            match self.links.get_mut(&key) {
+                Some(first) if *first <= p => {}
+                Some(first) => *first = p,
+                None => {
+                    self.links.insert(key, p);
+                }
+            }
+        }
+    }
+}
+
+/// What [`walk_changes`] would find, from the directories a watch saw
+/// touched (`dirty`) only; `None` where that cannot give the same answer
+/// (a directory was replaced, or a file got a hard link it did not have).
+/// A file's other names live in directories nobody touched, yet writing
+/// through one name changes them all: so every name of an inode linked
+/// more than once, wherever a walked directory holds one of them, has its
+/// directory walked too.
+pub(crate) fn walk_watched(
+    root: &Path,
+    before: &StatIndex,
+    dirty: BTreeSet<PathBuf>,
+) -> Result<Option<Found>> {
+    // Inodes the index holds under more than one name, and those names.
+    let mut count: HashMap<u64, u32> = HashMap::new();
+    for names in before.dirs.values() {
+        for st in names.values().filter(|s| !s.is_dir()) {
+            *count.entry(st.ino).or_default() += 1;
+        }
+    }
+    let mut names_of: HashMap<u64, Vec<PathBuf>> = HashMap::new();
+    for (dir, names) in &before.dirs {
+        for (name, st) in names {
+            if !st.is_dir() && count.get(&st.ino).is_some_and(|&n| n > 1) {
+                names_of.entry(st.ino).or_default().push(dir.join(name));
+            }
+        }
+    }
+    let mut all = Found::default();
+    let mut done: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut todo: Vec<PathBuf> = dirty.into_iter().collect();
+    while !todo.is_empty() {
+        let batch: Vec<PathBuf> = std::mem::take(&mut todo)
+            .into_iter()
+            .filter(|d| done.insert(d.clone()))
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        let found = walk_dirs(root, before, batch.clone(), false)?;
+        if !found.opaque.is_empty() {
+            return Ok(None);
+        }
+        let mut linked: Vec<u64> = Vec::new();
+        for dir in &batch {
+            if let Some(names) = before.dirs.get(dir) {
+                linked.extend(names.values().map(|s| s.ino));
+            }
+        }
+        for ((_, _, ino), path) in &found.links {
+            if !names_of.contains_key(ino) && found.changed.contains(path) {
+                return Ok(None); // a new link to a file elsewhere
+            }
+            linked.push(*ino);
+        }
+        for ino in linked {
+            if let Some(paths) = names_of.get(&ino) {
+                todo.extend(
+                    paths
+                        .iter()
+                        .map(|p| p.parent().unwrap_or(Path::new("")).to_path_buf()),
+                );
+            }
+        }
+        all.absorb(found);
+    }
+    Ok(Some(all))
 }
 
 /// Removes mount-point stubs: new, empty entries at or above a mount

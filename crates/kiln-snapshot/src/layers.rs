@@ -8,10 +8,11 @@ use kiln_image::layer::{Entry, ExtractError, ExtractOptions, OverlayFormat, extr
 use kiln_image::{Descriptor, Digest, Store};
 
 use crate::copy::{copy_layers, restore, switch_layers};
-use crate::diff::{Found, diff_upper, entries_of, walk_changes};
+use crate::diff::{Found, diff_upper, entries_of, walk_changes, walk_watched};
 use crate::remove::remove_tree;
 use crate::stat_index::StatIndex;
 use crate::tree_pool::TreePool;
+use crate::watch::Watch;
 
 use crate::{Error, Result, io_err};
 
@@ -229,10 +230,12 @@ impl Snapshots {
                     index: None,
                     pooled: None,
                     found: std::sync::Mutex::new(None),
+                    watch: std::sync::Mutex::new(None),
                 }
             }
             Mode::Copy => {
                 let (index, pooled) = self.fill_copy(store, layers, &dir)?;
+                let watch = Watch::start(&dir.join("rootfs"), &index);
                 Container {
                     dir,
                     mode,
@@ -240,6 +243,7 @@ impl Snapshots {
                     index: Some(index),
                     pooled,
                     found: std::sync::Mutex::new(None),
+                    watch: std::sync::Mutex::new(watch),
                 }
             }
         };
@@ -381,6 +385,8 @@ pub struct Container {
     pooled: Option<Pooled>,
     /// What the diff's walk found (copy mode), for putting the tree back.
     found: std::sync::Mutex<Option<Found>>,
+    /// The directories the run touched (copy mode), until the diff.
+    watch: std::sync::Mutex<Option<Watch>>,
 }
 
 impl Container {
@@ -423,7 +429,8 @@ impl Container {
             Mode::Copy => {
                 let root = self.rootfs();
                 let index = self.index.as_ref().expect("copy containers have an index");
-                let found = walk_changes(&root, index)?;
+                let watch = self.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let found = changes(&root, index, watch)?;
                 let entries = entries_of(&root, index, mount_targets, &found)?;
                 *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
                 Ok(entries)
@@ -434,9 +441,10 @@ impl Container {
     /// Deletes the container's directories; a copied tree is put back as
     /// its layers show it and kept for the next container over them.
     pub fn remove(mut self) -> Result<()> {
+        let watch = self.watch.into_inner().unwrap_or_else(|p| p.into_inner());
         if let (Some(pooled), Some(index)) = (self.pooled.take(), self.index.take()) {
             let found = self.found.into_inner().unwrap_or_else(|p| p.into_inner());
-            match recycle(&self.dir, pooled, index, found) {
+            match recycle(&self.dir, pooled, index, found, watch) {
                 Ok(()) => return Ok(()),
                 Err(_) => return remove_tree(&self.dir),
             }
@@ -446,13 +454,31 @@ impl Container {
     }
 }
 
+/// What changed in a copied tree since `index`: from the directories the
+/// watch saw touched where it can tell, else by a walk of everything.
+fn changes(root: &Path, index: &StatIndex, watch: Option<Watch>) -> Result<Found> {
+    let dirty = watch.and_then(|w| w.dirty());
+    if let Some(dirty) = dirty
+        && let Some(found) = walk_watched(root, index, dirty)?
+    {
+        return Ok(found);
+    }
+    walk_changes(root, index)
+}
+
 /// Undoes a run's changes in a copied tree and keeps it (or removes it
 /// when the result would not equal a fresh copy).
-fn recycle(dir: &Path, pooled: Pooled, mut index: StatIndex, found: Option<Found>) -> Result<()> {
+fn recycle(
+    dir: &Path,
+    pooled: Pooled,
+    mut index: StatIndex,
+    found: Option<Found>,
+    watch: Option<Watch>,
+) -> Result<()> {
     let root = dir.join("rootfs");
     let found = match found {
         Some(f) => f,
-        None => walk_changes(&root, &index)?,
+        None => changes(&root, &index, watch)?,
     };
     if !restore(&pooled.layer_dirs, &root, &mut index, &found)? {
         return remove_tree(dir);

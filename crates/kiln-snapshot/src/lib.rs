@@ -23,6 +23,7 @@ mod remove;
 mod stage;
 mod stat_index;
 mod tree_pool;
+mod watch;
 
 pub use diff::{diff_copy, diff_upper};
 pub use layers::{Container, EnsureBlob, Mode, Snapshots};

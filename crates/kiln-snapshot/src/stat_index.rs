@@ -105,12 +105,23 @@ impl StatIndex {
             .insert(name.to_os_string(), stamp);
     }
 
-    /// Drops every path for which `gone` holds (a path's subtree must go
-    /// with it: `gone` is asked of directories and of entries).
-    pub(crate) fn forget(&mut self, gone: &dyn Fn(&Path) -> bool) {
-        self.dirs.retain(|dir, _| !gone(dir));
-        for (dir, names) in &mut self.dirs {
-            names.retain(|name, _| !gone(&dir.join(name)));
+    /// Drops each of `tops` (sorted, none under another) and everything
+    /// under it.
+    pub(crate) fn forget(&mut self, tops: &[PathBuf]) {
+        if tops.is_empty() {
+            return;
+        }
+        let under_top = |p: &Path| {
+            p.ancestors()
+                .any(|a| tops.binary_search_by(|t| t.as_path().cmp(a)).is_ok())
+        };
+        self.dirs.retain(|dir, _| !under_top(dir));
+        for t in tops {
+            if let (Some(parent), Some(name)) = (t.parent(), t.file_name())
+                && let Some(names) = self.dirs.get_mut(parent)
+            {
+                names.remove(name);
+            }
         }
     }
 
