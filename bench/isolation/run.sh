@@ -110,20 +110,28 @@ isolation_flag() { case "$1" in userns) echo rootless ;; *) echo "$1" ;; esac; }
 snapshotter_args() { [ "$1" = traced ] && echo "--snapshotter copy" || true; }
 
 # reset MODE BASE_ARCHIVE BASE_REF: an empty store holding that base,
-# unpacked by one `run true` (untimed, as a pull or load unpacks).
+# unpacked by one `run true` (untimed for the rows, as a pull or load
+# unpacks; on the copy snapshotter it also makes the tree that later RUNs
+# over that base start from). That first run is timed after `sync` and a
+# dropped page cache, into $W/first-MODE-ARCHIVE, for its own row.
 reset() {
   local mode="$1" archive="$2" ref="$3" st="$S/store-$1" iso; iso=$(isolation_flag "$1")
+  local first; first="$W/first-$mode-$(basename "$archive")"
   rm -rf "$st"
   if [ "$mode" = chroot ]; then
-    pod "kiln --root /share/store-chroot load -i /bases/$(basename "$archive") >/dev/null \
-      && kiln --root /share/store-chroot run --rm --isolation chroot $ref true" >&2
+    pod "kiln --root /share/store-chroot load -i /bases/$(basename "$archive") >/dev/null" >&2
+    bench_settle
+    pod "t0=\$(cut -d' ' -f1 /proc/uptime); kiln --root /share/store-chroot run --rm --isolation chroot $ref true; \
+      t1=\$(cut -d' ' -f1 /proc/uptime); echo \"\$t0 \$t1\" > /share/time" >&2
+    local t0 t1; read -r t0 t1 < "$S/time"; echo "$t1 - $t0" | bc -l | xargs printf '%.2f\n' > "$first"
     return
   fi
   mkdir -p "$st"
   case "$mode" in userns|traced) chown "$USER_:" "$st" ;; esac
   kiln_in "$mode" "$st" load -i "$archive" >/dev/null
+  bench_settle
   # shellcheck disable=SC2046
-  kiln_in "$mode" "$st" run --rm --isolation "$iso" $(snapshotter_args "$mode") "$ref" true >&2
+  time_cmd kiln_in "$mode" "$st" run --rm --isolation "$iso" $(snapshotter_args "$mode") "$ref" true > "$first"
 }
 
 # build MODE CONTEXT [ARGS...] -> seconds of one `kiln build`, or "fail"
@@ -211,10 +219,12 @@ else log "kiln info lists no usable traced mode yet: its column is n/a"; fi
 
 declare -A R
 for m in "${MODES[@]}"; do
-  for row in apt pip step100k; do R[$m,$row]=n/a; done
+  for row in apt pip step100k first first100k; do R[$m,$row]=n/a; done
   [ "${OK[$m]}" = 1 ] || continue
   for p in apt pip; do log "$p: $m"; R[$m,$p]=$(cold_runs "$m" "$p"); log "$p: $m: ${R[$m,$p]}"; done
+  R[$m,first]=$(cat "$W/first-$m-debian.docker.tar")
   log "step100k: $m"; R[$m,step100k]=$(step100k_runs "$m"); log "step100k: $m: ${R[$m,step100k]}"
+  R[$m,first100k]=$(cat "$W/first-$m-files100k.docker.tar")
   rm -rf "$S/store-$m"
 done
 log "walks"
@@ -223,12 +233,17 @@ rm -rf "$W/walk-rootfs" "$W/walk-stamp"
 
 echo "What each RUN isolation mode costs on the same builds: userns (kiln as an unprivileged user with a subuid range, the baseline), root, chroot without a mount namespace (kiln as root in a default podman/runc container, as in a Kubernetes pod, on the copy snapshotter) and traced (ptrace + seccomp, no privilege at all: kiln as the same unprivileged user, \`--isolation traced --snapshotter copy\`; n/a where \`kiln info\` does not list it); goals: chroot ≤ 1.2×, traced ≤ 1.5× userns, and a one-file step on a 100,000-file image far below kaniko's whole-filesystem walk."
 echo
-echo "Seconds, median of $N (the 100k row and its references: $STEP_N). apt and pip: bench/build's projects, cold (an empty store with the Debian base loaded and unpacked, then \`sync\` and a dropped page cache), each mode with its default RUN network (slirp4netns for userns and root, the pod's, here the host's, for chroot, the host's for traced). 100k: the whole \`kiln build --no-cache\` of \`RUN echo x > /f\` on a base of 100,000 small files, each after \`sync\` and a dropped page cache. kaniko is not installable here: the reference rows walk the same 100,000-file rootfs as its snapshotter does after every step (a stat of every file, as its time/redo modes; a read and SHA-256 of every file, as its default full mode), each after \`sync\` and a dropped page cache too."
+echo "Seconds, median of $N (the 100k row and its references: $STEP_N). apt and pip: bench/build's projects, cold (an empty store with the Debian base loaded and unpacked, then \`sync\` and a dropped page cache), each mode with its default RUN network (slirp4netns for userns and root, the pod's, here the host's, for chroot, the host's for traced). 100k: the whole \`kiln build --no-cache\` of \`RUN echo x > /f\` on a base of 100,000 small files, each after \`sync\` and a dropped page cache. In the copy-snapshotter modes (chroot, traced) a RUN starts from the tree kiln keeps for the base (made by the store's first run over it: the \"first\" rows, 1 run each, cold) and the diff compares the directories inotify saw touched. kaniko is not installable here: the reference rows walk the same 100,000-file rootfs as its snapshotter does after every step (a stat of every file, as its time/redo modes; a read and SHA-256 of every file, as its default full mode), each after \`sync\` and a dropped page cache too."
 echo
 echo "| build | userns | root | chroot (pod) | traced | root / userns | chroot / userns | traced / userns |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-for row in apt pip step100k; do
-  label=$row; [ "$row" = step100k ] && label="100k-file rootfs, one-file RUN step"
+for row in apt pip step100k first first100k; do
+  label=$row
+  case "$row" in
+    step100k) label="100k-file rootfs, one-file RUN step" ;;
+    first) label="first \`run --rm true\` on Debian after \`load\` (unpacks; copy modes make the kept tree)" ;;
+    first100k) label="first \`run --rm true\` on the 100k-file base after \`load\`" ;;
+  esac
   u=${R[userns,$row]}
   echo "| $label | $u | ${R[root,$row]} | ${R[chroot,$row]} | ${R[traced,$row]} | $(ratio "${R[root,$row]}" "$u") | $(ratio "${R[chroot,$row]}" "$u") | $(ratio "${R[traced,$row]}" "$u") |"
 done
