@@ -256,7 +256,8 @@ fn walk_layer(layer: &Path, rel: &Path, found: &mut crate::diff::Found) -> Resul
     Ok(())
 }
 
-/// The xattrs (names and values, overlayfs' own left out) of a directory.
+/// The xattrs (names and values, overlayfs' own left out) of `fd`,
+/// sorted by name.
 fn xattrs(fd: &OwnedFd, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     let names = list_xattrs(fd, shown)?;
@@ -605,21 +606,9 @@ fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> std::io::Result<()> {
 /// destination refuses (e.g. `trusted.*` in a user namespace) are skipped,
 /// as unpacking skips them.
 fn copy_xattrs(src: &OwnedFd, dst: &OwnedFd, shown: &Path) -> Result<()> {
-    let names = list_xattrs(src, shown)?;
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
-            continue;
-        }
-        let name = OsStr::from_bytes(name);
-        let len = match rustix::fs::fgetxattr_query(src, name) {
-            Ok(len) => len,
-            Err(Errno::NODATA) => continue,
-            Err(e) => return Err(errno("read xattr", shown.to_path_buf())(e)),
-        };
-        let mut value = vec![0u8; len];
-        let n = rustix::fs::fgetxattr(src, name, &mut value[..])
-            .map_err(errno("read xattr", shown.to_path_buf()))?;
-        match rustix::fs::fsetxattr(dst, name, &value[..n], rustix::fs::XattrFlags::empty()) {
+    for (name, value) in xattrs(src, shown)? {
+        let name = OsStr::from_bytes(&name);
+        match rustix::fs::fsetxattr(dst, name, &value, rustix::fs::XattrFlags::empty()) {
             Ok(()) | Err(Errno::PERM | Errno::NOTSUP) => {}
             Err(e) => return Err(errno("set xattr", shown.to_path_buf())(e)),
         }

@@ -294,19 +294,7 @@ pub(crate) fn walk_dirs(
     )?;
     let mut all = Found::default();
     for part in parts {
-        all.changed.extend(part.changed);
-        all.opaque.extend(part.opaque);
-        all.deleted.extend(part.deleted);
-        all.moved_dirs.extend(part.moved_dirs);
-        for (key, p) in part.links {
-            match all.links.get_mut(&key) {
-                Some(first) if *first <= p => {}
-                Some(first) => *first = p,
-                None => {
-                    all.links.insert(key, p);
-                }
-            }
-        }
+        all.absorb(part);
     }
     Ok(all)
 }

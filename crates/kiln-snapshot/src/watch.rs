@@ -9,12 +9,16 @@
 //! file, and needs no privilege.
 //!
 //! Whenever the events cannot say for sure, [`Watch::dirty`] says so and
-//! the caller walks everything: the queue overflowed (a big RUN: apt, pip),
-//! a directory was moved (its watches keep their old paths), or a watch
-//! could not be added (the user's inotify limits). A directory made during
-//! the run has no watch; it is new, so its parent's event has the diff walk
-//! it whole. What is not caught here, hard links, the caller handles
-//! (`diff::walk_watched`).
+//! the caller walks everything: the queue overflowed (a big RUN: apt, pip)
+//! or a watch could not be added (the user's inotify limits). A directory
+//! made during the run has no watch; it is new, so its parent's event has
+//! the diff walk it whole. A directory moved keeps its watches, which then
+//! name its old path: moved elsewhere, it is new where it went (walked
+//! whole) and gone where it was (its stale events name a path that is no
+//! more); moved back (chroot isolation moves `/dev` aside and back) it is
+//! where its watches say; replaced by another, the diff's walk sees a new
+//! inode and gives up. What is not caught here, hard links, the caller
+//! handles (`diff::walk_watched`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::mem::MaybeUninit;
@@ -77,14 +81,14 @@ impl Watch {
                 Err(_) => return None,
             };
             let flags = ev.events();
-            if flags.intersects(ReadFlags::QUEUE_OVERFLOW | ReadFlags::MOVE_SELF)
-                || (flags.contains(ReadFlags::ISDIR)
-                    && flags.intersects(ReadFlags::MOVED_FROM | ReadFlags::MOVED_TO))
-            {
+            if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
                 return None;
             }
-            if flags.intersects(ReadFlags::IGNORED | ReadFlags::DELETE_SELF) {
-                continue; // the parent's DELETE says it
+            // A directory's own deletion or move: its parent's event says
+            // it (and a directory moved keeps its watches, see above).
+            if flags.intersects(ReadFlags::IGNORED | ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF)
+            {
+                continue;
             }
             let dir = self.dirs.get(&ev.wd())?;
             dirty.insert(dir.clone());
@@ -167,14 +171,32 @@ mod tests {
         );
     }
 
-    /// A directory moved keeps its watch under the old path: the watch
-    /// says it cannot tell, and the caller walks everything.
+    /// Directories moved: one elsewhere (and written in after, through
+    /// its old watch), one out of the tree and back (as chroot isolation
+    /// does with `/dev`), one replaced by another: each gives what a walk
+    /// of everything gives, or no answer.
     #[test]
-    fn a_moved_directory_makes_the_watch_give_up() {
-        let (_t, root, index) = tree();
+    fn moved_directories_give_what_a_full_walk_gives() {
+        let (t, root, index) = tree();
         let w = Watch::start(&root, &index).expect("inotify");
         fs::rename(root.join("a/b"), root.join("d/b")).unwrap();
-        assert!(w.dirty().is_none());
+        fs::write(root.join("d/b/c/late"), "written after the move").unwrap();
+        fs::rename(root.join("x"), t.path().join("x-aside")).unwrap();
+        fs::rename(t.path().join("x-aside"), root.join("x")).unwrap();
+        let dirty = w.dirty().expect("the events tell");
+        let watched = walk_watched(&root, &index, dirty)
+            .unwrap()
+            .expect("no fallback");
+        let full = walk_changes(&root, &index).unwrap();
+        assert_eq!(sorted(&watched), sorted(&full));
+        assert!(full.changed.contains(&PathBuf::from("d/b/c/late")));
+
+        let (t, root, index) = tree();
+        let w = Watch::start(&root, &index).expect("inotify");
+        fs::rename(root.join("e"), t.path().join("e-old")).unwrap();
+        fs::rename(root.join("x/y"), root.join("e")).unwrap();
+        let dirty = w.dirty().expect("the events tell");
+        assert!(walk_watched(&root, &index, dirty).unwrap().is_none());
     }
 
     /// A new hard link to a file whose directory nothing else touched
