@@ -656,6 +656,17 @@ mod tests {
         .unwrap();
     }
 
+    /// Marks a layer directory opaque, as unpacking a `.wh..wh..opq` does.
+    fn opaque(p: &Path) {
+        rustix::fs::setxattr(
+            p,
+            "user.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+
     /// Two layer directories in overlay form: the copy shows what overlay
     /// would, its index covers every path, and the diff sees one change.
     #[test]
@@ -681,13 +692,7 @@ mod tests {
         }
         fs::write(upper.join("a/f1"), "new").unwrap();
         whiteout(&upper.join("a/f2"));
-        rustix::fs::setxattr(
-            upper.join("b"),
-            "user.overlay.opaque",
-            b"y",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
+        opaque(&upper.join("b"));
         fs::write(upper.join("b/y"), "mine").unwrap();
         fs::write(upper.join("d"), "a file now").unwrap();
         fs::create_dir(&dest).unwrap();
@@ -819,13 +824,7 @@ mod tests {
         fs::write(lower.join("k/same"), "same").unwrap();
         std::os::unix::fs::symlink("a/f1", lower.join("ln")).unwrap();
         fs::create_dir_all(upper.join("b")).unwrap();
-        rustix::fs::setxattr(
-            upper.join("b"),
-            "user.overlay.opaque",
-            b"y",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
+        opaque(&upper.join("b"));
         fs::write(upper.join("b/y"), "mine").unwrap();
         fs::create_dir_all(upper.join("a")).unwrap();
         whiteout(&upper.join("a/gone"));
@@ -922,13 +921,7 @@ mod tests {
         fs::write(upper.join("a/f1"), "new").unwrap();
         whiteout(&upper.join("a/gone"));
         fs::write(upper.join("a/deep"), "a file now").unwrap();
-        rustix::fs::setxattr(
-            upper.join("b"),
-            "user.overlay.opaque",
-            b"y",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
+        opaque(&upper.join("b"));
         fs::write(upper.join("b/y"), "mine").unwrap();
         fs::write(upper.join("n/o/p"), "new dir").unwrap();
         fs::create_dir_all(top.join("e")).unwrap();

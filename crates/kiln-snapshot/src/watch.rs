@@ -121,6 +121,18 @@ mod tests {
         [s(&f.changed), s(&f.deleted), s(&f.opaque), s(&f.moved_dirs)]
     }
 
+    /// What the watch lets the diff walk find, which must be what a walk
+    /// of everything finds; returns the latter.
+    fn same_as_full_walk(w: &Watch, root: &Path, index: &StatIndex) -> Found {
+        let dirty = w.dirty().expect("the events tell");
+        let watched = walk_watched(root, index, dirty)
+            .unwrap()
+            .expect("no fallback");
+        let full = walk_changes(root, index).unwrap();
+        assert_eq!(sorted(&watched), sorted(&full));
+        full
+    }
+
     fn tree() -> (tempfile::TempDir, PathBuf, StatIndex) {
         let t = tempfile::tempdir().unwrap();
         let (layer, root) = (t.path().join("l"), t.path().join("r"));
@@ -159,12 +171,7 @@ mod tests {
         fs::write(root.join("e/tmp"), "made and removed").unwrap();
         fs::remove_file(root.join("e/tmp")).unwrap();
         fs::write(root.join("d/h"), "through one name").unwrap();
-        let dirty = w.dirty().expect("the events tell");
-        let watched = walk_watched(&root, &index, dirty)
-            .unwrap()
-            .expect("no fallback");
-        let full = walk_changes(&root, &index).unwrap();
-        assert_eq!(sorted(&watched), sorted(&full));
+        let full = same_as_full_walk(&w, &root, &index);
         assert!(
             full.changed.contains(&PathBuf::from("x/h-too")),
             "the other name"
@@ -183,12 +190,7 @@ mod tests {
         fs::write(root.join("d/b/c/late"), "written after the move").unwrap();
         fs::rename(root.join("x"), t.path().join("x-aside")).unwrap();
         fs::rename(t.path().join("x-aside"), root.join("x")).unwrap();
-        let dirty = w.dirty().expect("the events tell");
-        let watched = walk_watched(&root, &index, dirty)
-            .unwrap()
-            .expect("no fallback");
-        let full = walk_changes(&root, &index).unwrap();
-        assert_eq!(sorted(&watched), sorted(&full));
+        let full = same_as_full_walk(&w, &root, &index);
         assert!(full.changed.contains(&PathBuf::from("d/b/c/late")));
 
         let (t, root, index) = tree();

@@ -265,6 +265,27 @@ const SAME_CHANGES: &str = "set -e; \
     rm -rf /opt/gone && mkdir /opt/gone && echo y > /opt/gone/y; \
     rm /opt/other";
 
+/// `kiln run --rm --commit TAG` of [`SAME_CHANGES`] on `base` with the
+/// snapshotter `mode`, at a fixed time.
+fn commit_same_changes(k: &KilnBuild, mode: &str, tag: &str) -> std::process::Output {
+    k.cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "run",
+            "--rm",
+            "--snapshotter",
+            mode,
+            "--commit",
+            tag,
+            "base",
+            "sh",
+            "-c",
+            SAME_CHANGES,
+        ])
+        .output()
+        .unwrap()
+}
+
 both!(overlay_and_copy_give_equal_layers, |who| {
     let Some((_d, k)) = store(who, lower_files) else {
         return;
@@ -272,23 +293,7 @@ both!(overlay_and_copy_give_equal_layers, |who| {
     let mut digests = Vec::new();
     for mode in ["overlay", "copy"] {
         let tag = format!("snap-{mode}");
-        let out = k
-            .cmd()
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args([
-                "run",
-                "--rm",
-                "--snapshotter",
-                mode,
-                "--commit",
-                &tag,
-                "base",
-                "sh",
-                "-c",
-                SAME_CHANGES,
-            ])
-            .output()
-            .unwrap();
+        let out = commit_same_changes(&k, mode, &tag);
         eprintln!("[{mode}] {}", String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{mode} run failed: {}", out.status);
         let entries = last_layer_entries(&k, &tag);
@@ -347,23 +352,7 @@ both!(
         let mut digests = Vec::new();
         for round in 0..2 {
             let tag = format!("pooled-{round}");
-            let out = k
-                .cmd()
-                .env("SOURCE_DATE_EPOCH", "1700000000")
-                .args([
-                    "run",
-                    "--rm",
-                    "--snapshotter",
-                    "copy",
-                    "--commit",
-                    &tag,
-                    "base",
-                    "sh",
-                    "-c",
-                    SAME_CHANGES,
-                ])
-                .output()
-                .unwrap();
+            let out = commit_same_changes(&k, "copy", &tag);
             assert!(
                 out.status.success(),
                 "round {round}: {}",
