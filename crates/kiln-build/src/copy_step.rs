@@ -103,13 +103,18 @@ pub(crate) fn copy_step(
         .as_ref()
         .map(|from| definition_key(op, from, onto))
         .transpose()?;
-    if let Some(d) = &definition
-        && !node.no_cache
-        && let Some(hit) = definition_hit(worker, d)
-    {
+    // A step known by its definition, unless --no-cache: counted as cached.
+    let hit_of = |d: &Option<kiln_image::Digest>| {
+        let hit = d
+            .as_ref()
+            .filter(|_| !node.no_cache)
+            .and_then(|d| definition_hit(worker, d))?;
         worker
             .cached
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(hit)
+    };
+    if let Some(hit) = hit_of(&definition) {
         step.cached();
         return Ok(hit);
     }
@@ -149,13 +154,7 @@ pub(crate) fn copy_step(
         }
         _ => None,
     };
-    if let Some(d) = &context_definition
-        && !node.no_cache
-        && let Some(hit) = definition_hit(worker, d)
-    {
-        worker
-            .cached
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(hit) = hit_of(&context_definition) {
         step.cached();
         return Ok(hit);
     }
