@@ -35,7 +35,6 @@ use std::process::Command;
 use common::build::*;
 use common::{assert_success, busybox_rootfs, is_root, tree_listing};
 
-const IMAGE: &str = "localhost/kiln-test-pod:busybox";
 const SECRET: &str = "pod-secret-7f3a9c1e5b2d8046";
 
 /// A RUN-heavy busybox build whose result does not depend on the isolation.
@@ -91,17 +90,25 @@ fn podman_ok() -> bool {
     true
 }
 
-/// Removes the test's podman image when the test ends, however it ends.
-struct ImageGuard;
+/// A test's own podman image, removed when the test ends, however it ends.
+/// Each test names its own: the tests run in parallel, and one test's
+/// removal must not pull the image from under another's `podman run`.
+struct PodImage {
+    name: String,
+}
 
-impl Drop for ImageGuard {
+impl Drop for PodImage {
     fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rmi", "-f", IMAGE]).output();
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &self.name])
+            .output();
     }
 }
 
-/// busybox + the shared libraries of the kiln binary, as a podman image.
-fn make_image(work: &Path) -> ImageGuard {
+/// busybox + the shared libraries of the kiln binary, as a podman image
+/// named for `test`.
+fn make_image(work: &Path, test: &str) -> PodImage {
+    let name = format!("localhost/kiln-test-pod:{test}-{}", std::process::id());
     let root = work.join("image-rootfs");
     busybox_rootfs(&root);
     let ldd = Command::new("ldd").arg(kiln_bin()).output().unwrap();
@@ -130,13 +137,13 @@ fn make_image(work: &Path) -> ImageGuard {
     let out = Command::new("podman")
         .args(["import", "-q"])
         .arg(&tar)
-        .arg(IMAGE)
+        .arg(&name)
         .output()
         .unwrap();
     assert_success(&out, "podman import");
     let _ = fs::remove_dir_all(&root);
     let _ = fs::remove_file(&tar);
-    ImageGuard
+    PodImage { name }
 }
 
 /// The capabilities `examples/kubernetes/job.yaml` gives kiln (podman's
@@ -158,12 +165,18 @@ const RESTRICTED: &[&str] = &[
 /// `podman run` as a default pod runs a container: runc, default seccomp
 /// and capabilities, no privileges; rlimits at or below ours. `extra`
 /// narrows the privileges further.
-fn podman_run(share: &Path, extra: &[&str], script: &str) -> std::process::Output {
-    podman_run_on(share, "none", extra, script)
+fn podman_run(
+    image: &PodImage,
+    share: &Path,
+    extra: &[&str],
+    script: &str,
+) -> std::process::Output {
+    podman_run_on(image, share, "none", extra, script)
 }
 
 /// [`podman_run`] on the podman network `network`.
 fn podman_run_on(
+    image: &PodImage,
     share: &Path,
     network: &str,
     extra: &[&str],
@@ -182,7 +195,7 @@ fn podman_run_on(
         .arg(format!("{}:/usr/local/bin/kiln:ro", kiln_bin().display()))
         .arg("-v")
         .arg(format!("{}:/share", share.display()))
-        .args([IMAGE, "sh", "-c", script])
+        .args([image.name.as_str(), "sh", "-c", script])
         .output()
         .expect("spawn podman")
 }
@@ -205,7 +218,7 @@ fn build_in_default_podman_container() {
         return;
     }
     let work = scratch("kiln-pod-");
-    let _image = make_image(work.path());
+    let image = make_image(work.path(), "default");
     let share = work.path().join("share");
     fs::create_dir_all(share.join("canary")).unwrap();
     fs::write(share.join("canary/c"), "canary\n").unwrap();
@@ -245,7 +258,7 @@ $K build --isolation rootless --no-cache -t r /share/rootless >/share/rootless.l
 exit 0
 "#;
     let started = std::time::Instant::now();
-    let out = podman_run(&share, &[], script);
+    let out = podman_run(&image, &share, &[], script);
     let took = started.elapsed();
     assert_success(&out, "podman run (the in-container script)");
     eprintln!("in the container: {took:?}");
@@ -400,7 +413,7 @@ $K build -t good --secret id=tok,src=/share/tok /share/good >>/share/least.log 2
 $K export good -o /share/least.tar >>/share/least.log 2>&1
 exit 0
 "#;
-    let out = podman_run(&share, JOB_PRIVILEGES, least);
+    let out = podman_run(&image, &share, JOB_PRIVILEGES, least);
     assert_success(&out, "podman run with the Job's privileges");
     let llog = read(&share.join("least.log"));
     assert_eq!(read(&share.join("least.rc")).trim(), "0", "{llog}");
@@ -408,7 +421,7 @@ exit 0
     extract_tar(&share.join("least.tar"), &least_tree);
     assert_eq!(tree_listing(&least_tree), h, "with the Job's privileges");
 
-    restricted_pod_builds_traced(work.path(), &share, &h, &host);
+    restricted_pod_builds_traced(&image, work.path(), &share, &h, &host);
 }
 
 /// Escapes tried from a RUN under traced isolation, at canary directories
@@ -482,6 +495,7 @@ fn restricted_seccomp_without_ptrace(work: &Path) -> PathBuf {
 /// traced isolation builds the same image as the host, owners included;
 /// escapes leave the canaries alone; the secret stays out.
 fn restricted_pod_builds_traced(
+    image: &PodImage,
     work: &Path,
     share: &Path,
     host_listing: &[String],
@@ -533,7 +547,7 @@ ls -A /tmp/canary >/share/r/canary-ls.txt; cat /tmp/canary/c >/share/r/canary-c.
 exit 0
 "#;
     let started = std::time::Instant::now();
-    let out = podman_run(share, &args, script);
+    let out = podman_run(image, share, &args, script);
     eprintln!("in the restricted container: {:?}", started.elapsed());
     assert_success(&out, "podman run as a restricted pod");
 
@@ -659,7 +673,7 @@ $K build -t r /share/rootless 2>&1; echo "rc=$?"
 $K build --isolation traced -t r /share/rootless 2>&1; echo "rc=$?"
 exit 0
 "#;
-    let out = podman_run(share, &args, script);
+    let out = podman_run(image, share, &args, script);
     assert_success(&out, "podman run as a restricted pod without ptrace");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -712,7 +726,7 @@ fn apt_in_restricted_pod() {
         return;
     }
     let work = scratch("kiln-pod-apt-");
-    let _image = make_image(work.path());
+    let image = make_image(work.path(), "apt");
     let share = work.path().join("share");
     fs::create_dir_all(share.join("r")).unwrap();
     fs::set_permissions(&share, fs::Permissions::from_mode(0o755)).unwrap();
@@ -747,7 +761,7 @@ $K save traced-apt -o /share/r/apt.tar >/share/r/save.log 2>&1
 exit 0
 "#;
     let started = std::time::Instant::now();
-    let out = podman_run_on(&share, "host", &args, script);
+    let out = podman_run_on(&image, &share, "host", &args, script);
     eprintln!("apt in the restricted container: {:?}", started.elapsed());
     assert_success(&out, "podman run (apt, restricted)");
     let log = read(&share.join("r/apt.log"));
