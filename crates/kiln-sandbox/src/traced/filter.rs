@@ -13,8 +13,10 @@
 //!   behind a pointer the filter cannot read), `io_uring_*` (its operations
 //!   take paths without a syscall), `openat2` (its `RESOLVE_*` flags would
 //!   act on the translated path) and the `*xattrat` family;
-//! - returns `SECCOMP_RET_TRACE` for the path-taking syscalls and the
-//!   uid/gid, chown and stat families, which the tracer rewrites;
+//! - returns `SECCOMP_RET_TRACE` for the path-taking syscalls, the
+//!   uid/gid, chown and stat families, which the tracer rewrites, and
+//!   `sched_{get,set}affinity`, which must not show where the tracer
+//!   places threads (`placement`);
 //! - allows the rest, unseen (the cost of tracing is paid only there).
 
 use libc::{c_long, sock_filter};
@@ -112,6 +114,8 @@ pub(crate) const TRACED: &[c_long] = &[
     libc::SYS_getresgid,
     libc::SYS_setfsuid,
     libc::SYS_setfsgid,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sched_setaffinity,
 ];
 
 /// Refused with `EPERM`.

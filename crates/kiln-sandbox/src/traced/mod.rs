@@ -35,6 +35,7 @@ mod ids;
 mod landlock;
 mod mem;
 pub(crate) mod paths;
+mod placement;
 pub(crate) mod tracer;
 
 use std::ffi::CString;
@@ -315,7 +316,8 @@ fn tracer_process(
     }
     // SAFETY: as above.
     unsafe { libc::ptrace(libc::PTRACE_CONT, w, 0, 0) };
-    let status = tracer::Tracer::new(root, owners, w, creds).run();
+    let place = placement::Placement::start(w);
+    let status = tracer::Tracer::new(root, owners, w, creds, place).run();
     spawn::restore_forwarding(saved);
     report.exited(status);
     Ok(())

@@ -30,6 +30,7 @@ use super::mem::{
     write_mem,
 };
 use super::paths::{Comps, Procs, Root, Target, is_magic, show};
+use super::placement::Placement;
 
 const AT_FDCWD: i32 = -100;
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -53,6 +54,8 @@ pub(super) enum Exit {
     /// The node at `host` did not exist before: if the syscall made it,
     /// it belongs to the creator's emulated fs IDs (a non-root USER).
     Created { host: Vec<u8>, owner: (u32, u32) },
+    /// `sched_getaffinity` wrote a mask at `buf`: show the run's whole set.
+    Affinity { buf: u64 },
 }
 
 /// What the seccomp stop ends with.
@@ -73,6 +76,7 @@ pub(crate) struct Tracer {
     started: HashSet<i32>,
     pending: HashMap<i32, Exit>,
     main: i32,
+    place: Placement,
 }
 
 pub(super) struct Set<'a>(pub(super) &'a HashSet<i32>);
@@ -88,7 +92,13 @@ impl Procs for Set<'_> {
 pub(super) type PathArg = (Option<usize>, usize, bool);
 
 impl Tracer {
-    pub(crate) fn new(root: Root, owners: Owners, main: i32, creds: Creds) -> Tracer {
+    pub(crate) fn new(
+        root: Root,
+        owners: Owners,
+        main: i32,
+        creds: Creds,
+        place: Placement,
+    ) -> Tracer {
         Tracer {
             root,
             owners,
@@ -97,6 +107,7 @@ impl Tracer {
             started: HashSet::from([main]),
             pending: HashMap::new(),
             main,
+            place,
         }
     }
 
@@ -105,10 +116,12 @@ impl Tracer {
     pub(crate) fn run(mut self) -> i32 {
         let mut main_status = None;
         loop {
+            self.place.sweep();
             let mut status = 0;
             // SAFETY: waitpid with a valid status pointer.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
             if pid < 0 {
+                // The placement tick (or a forwarded signal).
                 if last_errno() == libc::EINTR {
                     continue;
                 }
@@ -139,6 +152,7 @@ impl Tracer {
             let mut inject = 0;
             let mut resume = libc::PTRACE_CONT;
             if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_SECCOMP {
+                self.place.syscall(pid);
                 if self.on_seccomp(pid) {
                     resume = libc::PTRACE_SYSCALL;
                 }
@@ -155,6 +169,7 @@ impl Tracer {
                     self.creds.insert(child, c);
                 }
                 self.traced.insert(child);
+                self.place.born(pid, child);
             } else if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXEC {
                 let former = event_msg(pid) as i32;
                 if former != pid {
@@ -163,6 +178,7 @@ impl Tracer {
                     }
                     self.traced.remove(&former);
                     self.started.remove(&former);
+                    self.place.gone(former);
                 }
             } else if sig == libc::SIGSTOP && self.started.insert(pid) {
                 // The first stop of a new traced process.
@@ -180,6 +196,7 @@ impl Tracer {
         self.started.remove(&pid);
         self.creds.remove(&pid);
         self.pending.remove(&pid);
+        self.place.gone(pid);
     }
 
     /// A stop of a pid not seen yet (its fork event may come later).
@@ -248,6 +265,15 @@ impl Tracer {
             Exit::Created { host, owner } => {
                 if (regs.rax as i64) >= 0 {
                     let _ = self.owners.chown(&host, false, owner.0, owner.1);
+                }
+                return;
+            }
+            Exit::Affinity { buf } => {
+                if let Some(set) = self.place.whole_set()
+                    && (regs.rax as i64) > 0
+                {
+                    let n = (regs.rax as usize).min(set.len());
+                    let _ = write_mem(pid, buf, &set[..n]);
                 }
                 return;
             }
@@ -444,6 +470,23 @@ impl Tracer {
                     statx: false,
                     host,
                 }));
+            }
+            libc::SYS_sched_getaffinity | libc::SYS_sched_setaffinity => {
+                let target = match a(0) as i32 {
+                    0 => pid,
+                    t => t,
+                };
+                if !self.traced.contains(&target) {
+                    return Ok(Action::Continue);
+                }
+                if nr == libc::SYS_sched_setaffinity {
+                    self.place.own(target);
+                    return Ok(Action::Continue);
+                }
+                if !self.place.hides(target) {
+                    return Ok(Action::Continue);
+                }
+                return Ok(Action::AtExit(Exit::Affinity { buf: a(2) }));
             }
             libc::SYS_connect | libc::SYS_bind => return self.sockaddr(pid, r, s, 1, 2),
             libc::SYS_sendto if a(4) != 0 => return self.sockaddr(pid, r, s, 4, 5),
