@@ -81,11 +81,13 @@ impl Owners {
         }
     }
 
-    /// The owner `stat` shows for the node `host` (not followed), with its
-    /// real owner and identity.
+    /// The owner `stat` shows for the node at `host` (a magic link of
+    /// /proc followed when `through`, else not followed), with its real
+    /// owner and identity.
     pub(crate) fn shown(
         &self,
         host: Option<&[u8]>,
+        through: bool,
         dev: u64,
         ino: u64,
         real: (u32, u32),
@@ -94,7 +96,7 @@ impl Owners {
             return *o;
         }
         if let Some(h) = host
-            && let Some(o) = read_xattr(h)
+            && let Some(o) = read_xattr(h, through)
         {
             return o;
         }
@@ -126,6 +128,7 @@ impl Owners {
         .map_err(super::paths::errno)?;
         let now = self.shown(
             Some(host).filter(|_| !md.file_type().is_symlink()),
+            follow,
             md.dev(),
             md.ino(),
             (md.uid(), md.gid()),
@@ -175,10 +178,16 @@ impl Owners {
     }
 }
 
-/// The recorded owner of `host` (not followed), if any.
-pub(crate) fn read_xattr(host: &[u8]) -> Option<(u32, u32)> {
+/// The recorded owner of `host` (followed when `follow`), if any.
+pub(crate) fn read_xattr(host: &[u8], follow: bool) -> Option<(u32, u32)> {
     let mut buf = [0u8; 32];
-    let n = rustix::fs::lgetxattr(OsStr::from_bytes(host), OWNER_XATTR, &mut buf).ok()?;
+    let p = OsStr::from_bytes(host);
+    let n = if follow {
+        rustix::fs::getxattr(p, OWNER_XATTR, &mut buf)
+    } else {
+        rustix::fs::lgetxattr(p, OWNER_XATTR, &mut buf)
+    }
+    .ok()?;
     parse_owner(&buf[..n])
 }
 
@@ -204,9 +213,9 @@ mod tests {
         let real = (md.uid(), md.gid());
         let mut o = Owners::new(real);
         let h = f.as_os_str().as_bytes();
-        assert_eq!(o.shown(Some(h), md.dev(), md.ino(), real), (0, 0));
+        assert_eq!(o.shown(Some(h), false, md.dev(), md.ino(), real), (0, 0));
         o.chown(h, true, 1, u32::MAX).unwrap();
-        assert_eq!(o.shown(Some(h), md.dev(), md.ino(), real), (1, 0));
+        assert_eq!(o.shown(Some(h), false, md.dev(), md.ino(), real), (1, 0));
         assert_eq!(o.chown(b"/nonexistent/x", true, 1, 1), Err(Errno::NOENT));
         assert_eq!(parse_owner(b"12:34"), Some((12, 34)));
         assert_eq!(parse_owner(b"12"), None);

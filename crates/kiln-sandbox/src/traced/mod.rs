@@ -36,6 +36,7 @@ mod landlock;
 mod mem;
 pub(crate) mod paths;
 mod placement;
+mod stat;
 pub(crate) mod tracer;
 
 use std::ffi::CString;

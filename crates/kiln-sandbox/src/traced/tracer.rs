@@ -4,8 +4,8 @@
 //! tracee's memory below its stack pointer (beyond the 128-byte red zone),
 //! the register pointed at it; `getcwd`, `readlink` of magic links and the
 //! `get*id` family are answered here (the syscall skipped); `chown` is
-//! recorded, `stat` results rewritten at the syscall's exit
-//! ([`super::fakeroot`]); `execve` of a script or of a dynamically linked
+//! recorded, the stat family answered with the recorded owners
+//! ([`super::stat`], [`super::fakeroot`]); `execve` of a script or of a dynamically linked
 //! program runs its interpreter (resolved in the rootfs) explicitly, since
 //! the kernel would look it up on the host. New processes are traced from
 //! their first instruction (fork, vfork and clone events), signals are
@@ -44,13 +44,6 @@ pub(crate) fn say(msg: &str) {
 
 /// What to do at a syscall's exit.
 pub(super) enum Exit {
-    /// Rewrite the owner in a `struct stat` (or `struct statx`) at `buf`;
-    /// `host` is the node's host path (not followed) for its record.
-    Stat {
-        buf: u64,
-        statx: bool,
-        host: Option<Vec<u8>>,
-    },
     /// The node at `host` did not exist before: if the syscall made it,
     /// it belongs to the creator's emulated fs IDs (a non-root USER).
     Created { host: Vec<u8>, owner: (u32, u32) },
@@ -70,7 +63,7 @@ pub(super) enum Action {
 /// One traced run's state.
 pub(crate) struct Tracer {
     pub(super) root: Root,
-    owners: Owners,
+    pub(super) owners: Owners,
     pub(super) creds: HashMap<i32, Creds>,
     pub(super) traced: HashSet<i32>,
     started: HashSet<i32>,
@@ -260,13 +253,11 @@ impl Tracer {
             return;
         };
         let Ok(regs) = get_regs(pid) else { return };
-        let (buf, statx, host) = match exit {
-            Exit::Stat { buf, statx, host } => (buf, statx, host),
+        match exit {
             Exit::Created { host, owner } => {
                 if (regs.rax as i64) >= 0 {
                     let _ = self.owners.chown(&host, false, owner.0, owner.1);
                 }
-                return;
             }
             Exit::Affinity { buf } => {
                 if let Some(set) = self.place.whole_set()
@@ -275,30 +266,7 @@ impl Tracer {
                     let n = (regs.rax as usize).min(set.len());
                     let _ = write_mem(pid, buf, &set[..n]);
                 }
-                return;
             }
-        };
-        if regs.rax != 0 {
-            return;
-        }
-        let mut st = [0u8; 144];
-        let len = if statx { 144 } else { 40 };
-        if read_mem(pid, buf, &mut st[..len]) != len {
-            return;
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(st[o..o + 4].try_into().expect("4"));
-        let u64_at = |o: usize| u64::from_le_bytes(st[o..o + 8].try_into().expect("8"));
-        let (uid_off, dev, ino) = if statx {
-            (20, libc::makedev(u32_at(136), u32_at(140)), u64_at(32))
-        } else {
-            (28, u64_at(0), u64_at(8))
-        };
-        let real = (u32_at(uid_off), u32_at(uid_off + 4));
-        let shown = self.owners.shown(host.as_deref(), dev, ino, real);
-        if shown != real {
-            let mut b = shown.0.to_le_bytes().to_vec();
-            b.extend_from_slice(&shown.1.to_le_bytes());
-            let _ = write_mem(pid, buf + uid_off as u64, &b);
         }
     }
 
@@ -338,7 +306,7 @@ impl Tracer {
         Ok(Some((t, path)))
     }
 
-    fn host(&self, t: &Target) -> Vec<u8> {
+    pub(super) fn host(&self, t: &Target) -> Vec<u8> {
         match t {
             Target::Container(c) => self.root.host_of(c),
             Target::Host(h) => h.clone(),
@@ -369,11 +337,20 @@ impl Tracer {
             let f = flags as i32;
             f & libc::O_NOFOLLOW == 0 && !(f & libc::O_CREAT != 0 && f & libc::O_EXCL != 0)
         };
+        if matches!(
+            nr,
+            libc::SYS_stat
+                | libc::SYS_lstat
+                | libc::SYS_fstat
+                | libc::SYS_newfstatat
+                | libc::SYS_statx
+        ) {
+            return self.stat(pid, nr, r, s);
+        }
         let paths: Vec<PathArg> = match nr {
             libc::SYS_open => vec![(None, 0, open_follows(a(1)))],
             libc::SYS_openat => vec![(Some(0), 1, open_follows(a(2)))],
             libc::SYS_creat
-            | libc::SYS_stat
             | libc::SYS_access
             | libc::SYS_truncate
             | libc::SYS_chdir
@@ -385,8 +362,7 @@ impl Tracer {
             | libc::SYS_getxattr
             | libc::SYS_listxattr
             | libc::SYS_removexattr => vec![(None, 0, true)],
-            libc::SYS_lstat
-            | libc::SYS_mkdir
+            libc::SYS_mkdir
             | libc::SYS_rmdir
             | libc::SYS_unlink
             | libc::SYS_readlink
@@ -404,13 +380,12 @@ impl Tracer {
             libc::SYS_fchmodat | libc::SYS_faccessat | libc::SYS_futimesat => {
                 vec![(Some(0), 1, true)]
             }
-            libc::SYS_newfstatat | libc::SYS_faccessat2 | libc::SYS_fchmodat2 => {
+            libc::SYS_faccessat2 | libc::SYS_fchmodat2 => {
                 vec![(Some(0), 1, a(3) & AT_SYMLINK_NOFOLLOW == 0)]
             }
             libc::SYS_utimensat if a(1) != 0 => {
                 vec![(Some(0), 1, a(3) & AT_SYMLINK_NOFOLLOW == 0)]
             }
-            libc::SYS_statx => vec![(Some(0), 1, a(2) & AT_SYMLINK_NOFOLLOW == 0)],
             libc::SYS_renameat | libc::SYS_renameat2 => {
                 vec![(Some(0), 1, false), (Some(2), 3, false)]
             }
@@ -462,15 +437,6 @@ impl Tracer {
                 let host = format!("/proc/{pid}/fd/{}", a(0) as i32).into_bytes();
                 return Ok(self.chown_host(&host, true, a(1), a(2)));
             }
-            libc::SYS_fstat => {
-                let host = readlink_bytes(format!("/proc/{pid}/fd/{}", a(0) as i32).as_bytes())
-                    .filter(|h| h.starts_with(b"/"));
-                return Ok(Action::AtExit(Exit::Stat {
-                    buf: a(1),
-                    statx: false,
-                    host,
-                }));
-            }
             libc::SYS_sched_getaffinity | libc::SYS_sched_setaffinity => {
                 let target = match a(0) as i32 {
                     0 => pid,
@@ -502,12 +468,6 @@ impl Tracer {
         for p in paths {
             last = self.translate(pid, r, s, p)?;
         }
-        let stat_buf = match nr {
-            libc::SYS_stat | libc::SYS_lstat => Some((arg(r, 1), false)),
-            libc::SYS_newfstatat => Some((arg(r, 2), false)),
-            libc::SYS_statx => Some((arg(r, 4), true)),
-            _ => None,
-        };
         let creates = match nr {
             libc::SYS_open => a_flags(r, 1) & libc::O_CREAT != 0,
             libc::SYS_openat => a_flags(r, 2) & libc::O_CREAT != 0,
@@ -532,15 +492,6 @@ impl Tracer {
                     owner,
                 }));
             }
-        }
-        if let Some((buf, statx)) = stat_buf {
-            let host = match last {
-                Some(h) => Some(h),
-                // AT_EMPTY_PATH: the fd itself.
-                None => readlink_bytes(format!("/proc/{pid}/fd/{}", arg(r, 0) as i32).as_bytes())
-                    .filter(|h| h.starts_with(b"/")),
-            };
-            return Ok(Action::AtExit(Exit::Stat { buf, statx, host }));
         }
         Ok(Action::Continue)
     }
