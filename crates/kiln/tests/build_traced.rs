@@ -33,6 +33,12 @@ RUN mkdir -p /t/d && echo hello > /t/f && ln -s f /t/l && ln -s nowhere /t/dangl
       ls -ln /t | sed 1d | awk '{print $1, $2, $3, $4, $9}'; \
       nproc; \
     } > /view.txt 2>&1
+# A directory seen, then replaced by an absolute symlink (removed, or
+# renamed away): the tracer must not go on taking it for a directory.
+RUN mkdir -p /t/o/e /t/s/e /t/m/e && echo inner > /t/o/e/x \
+ && stat -c %F /t/s/e /t/m/e > /relinked.txt && rm -r /t/s && ln -s /t/o /t/s \
+ && mv /t/m /t/m2 && ln -s /t/o /t/m && cat /t/s/e/x /t/m/e/x >> /relinked.txt 2>&1; \
+ cat /relinked.txt >> /view.txt
 "#;
 
 /// coreutils' `stat` (statx) and perl's `stat` of a path and of a file

@@ -18,10 +18,20 @@
 //! `/dev/{null,zero,full,random,urandom,tty,ptmx}` and `/dev/pts/` are
 //! the host's.
 //!
+//! Host paths found not to be symlinks are remembered, so that a deep path
+//! (a Python import stats many) costs no `readlink` per component each
+//! time. Only a symlink appearing can make that memory wrong, and in the
+//! rootfs only a traced syscall can make one (`symlink*`, `rename*`,
+//! `link*`; io_uring and mounts are refused): the tracer forgets it all
+//! ([`Root::forget_plain`]) at the entry and at the exit of each, so the
+//! window is the same as without it.
+//!
 //! Not done here: the race of a traced process swapping a directory for a
 //! symlink between this resolution and the kernel's (PRoot has it too); see
 //! the module doc of `traced`.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -45,6 +55,9 @@ fn is_host_dev(comps: &[Vec<u8>]) -> bool {
 /// Symlinks followed in one resolution before `ELOOP`, as the kernel.
 const MAX_LINKS: u32 = 40;
 
+/// Host paths remembered as not symlinks before the memory starts over.
+const MAX_PLAIN: usize = 200_000;
+
 /// Container path components (no `.`, `..` or empty ones).
 pub(crate) type Comps = Vec<Vec<u8>>;
 
@@ -58,6 +71,8 @@ pub(crate) trait Procs {
 pub(crate) struct Root {
     /// Canonical host path of the rootfs, without a trailing slash.
     host: Vec<u8>,
+    /// Host paths that exist and are not symlinks (see the module doc).
+    plain: RefCell<HashSet<Vec<u8>>>,
 }
 
 /// What a resolved path leads to.
@@ -83,7 +98,15 @@ impl Root {
                 "the host's / cannot be a traced rootfs",
             ));
         }
-        Ok(Root { host })
+        Ok(Root {
+            host,
+            plain: RefCell::default(),
+        })
+    }
+
+    /// Forgets which paths are not symlinks: one may have appeared.
+    pub(crate) fn forget_plain(&self) {
+        self.plain.borrow_mut().clear();
     }
 
     #[cfg(test)]
@@ -179,8 +202,22 @@ impl Root {
                 break;
             }
             let host = self.host_of(&stack);
-            let Ok(target) = std::fs::read_link(OsStr::from_bytes(&host)) else {
+            if self.plain.borrow().contains(&host) {
                 continue;
+            }
+            let target = match std::fs::read_link(OsStr::from_bytes(&host)) {
+                Ok(t) => t,
+                Err(e) => {
+                    // EINVAL: it exists and is not a symlink.
+                    if e.raw_os_error() == Some(libc::EINVAL) {
+                        let mut plain = self.plain.borrow_mut();
+                        if plain.len() >= MAX_PLAIN {
+                            plain.clear();
+                        }
+                        plain.insert(host);
+                    }
+                    continue;
+                }
             };
             links += 1;
             if links > MAX_LINKS {
@@ -418,6 +455,22 @@ mod tests {
             format!("{r}/etc/passwd")
         );
         assert_eq!(host(&root, &[], "/", true).unwrap(), r);
+    }
+
+    #[test]
+    fn a_symlink_that_replaces_a_directory_is_followed_once_forgotten() {
+        let (_t, root) = fixture();
+        let dir = Path::new(OsStr::from_bytes(root.host())).join("swap");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(
+            host(&root, &[], "/swap/x", true).unwrap(),
+            host(&root, &[], "/swap", true).unwrap() + "/x"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+        std::os::unix::fs::symlink("/etc", &dir).unwrap();
+        root.forget_plain();
+        let etc = host(&root, &[], "/etc", true).unwrap();
+        assert_eq!(host(&root, &[], "/swap/x", true).unwrap(), etc + "/x");
     }
 
     #[test]

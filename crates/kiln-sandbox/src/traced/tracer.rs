@@ -49,6 +49,8 @@ pub(super) enum Exit {
     Created { host: Vec<u8>, owner: (u32, u32) },
     /// `sched_getaffinity` wrote a mask at `buf`: show the run's whole set.
     Affinity { buf: u64 },
+    /// A syscall that may have made a symlink (see `paths`) is done.
+    Relinked,
 }
 
 /// What the seccomp stop ends with.
@@ -254,7 +256,10 @@ impl Tracer {
         };
         let Ok(regs) = get_regs(pid) else { return };
         match exit {
+            Exit::Relinked => self.root.forget_plain(),
             Exit::Created { host, owner } => {
+                // It may have made a symlink, too.
+                self.root.forget_plain();
                 if (regs.rax as i64) >= 0 {
                     let _ = self.owners.chown(&host, false, owner.0, owner.1);
                 }
@@ -464,6 +469,19 @@ impl Tracer {
         {
             return Ok(a);
         }
+        let relinks = matches!(
+            nr,
+            libc::SYS_symlink
+                | libc::SYS_symlinkat
+                | libc::SYS_rename
+                | libc::SYS_renameat
+                | libc::SYS_renameat2
+                | libc::SYS_link
+                | libc::SYS_linkat
+        );
+        if relinks {
+            self.root.forget_plain();
+        }
         let mut last = None;
         for p in paths {
             last = self.translate(pid, r, s, p)?;
@@ -492,6 +510,9 @@ impl Tracer {
                     owner,
                 }));
             }
+        }
+        if relinks {
+            return Ok(Action::AtExit(Exit::Relinked));
         }
         Ok(Action::Continue)
     }
