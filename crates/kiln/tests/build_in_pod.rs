@@ -19,7 +19,8 @@
 //!   isolation, named by `kiln info` and on stderr, builds the same busybox
 //!   build (owners included), keeps the secret out, and the escapes of
 //!   `tests/data/traced_escape.c` and the shell leave the canaries alone;
-//!   `apt-get install` works there too (`apt_in_restricted_pod`).
+//!   `apt-get install` gives the host build's files in both pods
+//!   (`apt_in_pods`).
 //!
 //! The container image is busybox-static plus the C libraries the kiln
 //! binary links, imported with `podman import` (no registry, no network);
@@ -712,12 +713,12 @@ fn shape(listing: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// `apt-get install` in a restricted pod (traced isolation, the pod's
-/// network): the package is installed, and every path of the result has
-/// the kind, mode and owner the host build gives it (apt's `_apt` dirs
-/// included).
+/// `apt-get install` in a default pod (root, chroot isolation) and in a
+/// restricted one (traced isolation), each on the pod's network: the
+/// package is installed, and every path of each result has the kind, mode
+/// and owner the host build gives it (apt's `_apt` dirs included).
 #[test]
-fn apt_in_restricted_pod() {
+fn apt_in_pods() {
     if !podman_ok() {
         return;
     }
@@ -729,6 +730,7 @@ fn apt_in_restricted_pod() {
     let image = make_image(work.path(), "apt");
     let share = work.path().join("share");
     fs::create_dir_all(share.join("r")).unwrap();
+    fs::create_dir_all(share.join("d")).unwrap();
     fs::set_permissions(&share, fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(share.join("r"), Some(1000), Some(1000)).unwrap();
     context(&share, "apt", APT);
@@ -749,47 +751,58 @@ fn apt_in_restricted_pod() {
         .unwrap();
     assert_success(&out, "kiln save (the Debian base)");
     fs::set_permissions(share.join("debian.tar"), fs::Permissions::from_mode(0o644)).unwrap();
-    let profile = restricted_seccomp(work.path());
-    let mut args = RESTRICTED.to_vec();
-    let seccomp = format!("--security-opt=seccomp={}", profile.display());
-    args.push(&seccomp);
-    let script = r#"
-K="kiln --root /share/r/store"
-$K load -i /share/debian.tar >/share/r/load.log 2>&1 || { cat /share/r/load.log; exit 10; }
-$K build -t traced-apt /share/apt >/share/r/apt.log 2>&1; echo $? >/share/r/apt.rc
-$K save traced-apt -o /share/r/apt.tar >/share/r/save.log 2>&1
-exit 0
-"#;
-    let started = std::time::Instant::now();
-    let out = podman_run_on(&image, &share, "host", &args, script);
-    eprintln!("apt in the restricted container: {:?}", started.elapsed());
-    assert_success(&out, "podman run (apt, restricted)");
-    let log = read(&share.join("r/apt.log"));
-    assert_eq!(read(&share.join("r/apt.rc")).trim(), "0", "{log}");
-    assert!(log.contains("using traced isolation"), "{log}");
-    let out = host
-        .cmd()
-        .arg("load")
-        .arg("-i")
-        .arg(share.join("r/apt.tar"))
-        .output()
-        .unwrap();
-    assert_success(&out, "kiln load (the pod's apt image)");
-    let (ht, pt) = (work.path().join("host-apt"), work.path().join("pod-apt"));
+    let ht = work.path().join("host-apt");
     host.rootfs("apt", &ht);
-    host.rootfs("traced-apt", &pt);
-    assert_eq!(read(&pt.join("hello-ran")), "Hello, world!\n");
-    let (h, p) = (shape(&tree_listing(&ht)), shape(&tree_listing(&pt)));
-    let only = |a: &[String], b: &[String]| {
-        a.iter()
-            .filter(|l| !b.contains(l))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    assert!(
-        h == p,
-        "host and traced apt builds differ:\nonly on the host: {:#?}\nonly traced: {:#?}",
-        only(&h, &p),
-        only(&p, &h)
-    );
+    let h = shape(&tree_listing(&ht));
+
+    let profile = restricted_seccomp(work.path());
+    let mut restricted = RESTRICTED.to_vec();
+    let seccomp = format!("--security-opt=seccomp={}", profile.display());
+    restricted.push(&seccomp);
+    for (dir, args, says) in [
+        ("d", &[][..], "falling back to chroot isolation"),
+        ("r", &restricted[..], "using traced isolation"),
+    ] {
+        let script = format!(
+            r#"
+K="kiln --root /share/{dir}/store"
+$K load -i /share/debian.tar >/share/{dir}/load.log 2>&1 || {{ cat /share/{dir}/load.log; exit 10; }}
+$K build -t pod-apt /share/apt >/share/{dir}/apt.log 2>&1; echo $? >/share/{dir}/apt.rc
+$K save pod-apt -o /share/{dir}/apt.tar >/share/{dir}/save.log 2>&1
+exit 0
+"#
+        );
+        let started = std::time::Instant::now();
+        let out = podman_run_on(&image, &share, "host", args, &script);
+        eprintln!("apt in the pod ({says}): {:?}", started.elapsed());
+        assert_success(&out, &format!("podman run (apt, {says})"));
+        let log = read(&share.join(dir).join("apt.log"));
+        assert_eq!(read(&share.join(dir).join("apt.rc")).trim(), "0", "{log}");
+        assert!(log.contains(says), "{log}");
+        let host = KilnBuild::new(&work.path().join(format!("{dir}-store")), Who::Caller);
+        let out = host
+            .cmd()
+            .arg("load")
+            .arg("-i")
+            .arg(share.join(dir).join("apt.tar"))
+            .output()
+            .unwrap();
+        assert_success(&out, "kiln load (the pod's apt image)");
+        let pt = work.path().join(format!("pod-apt-{dir}"));
+        host.rootfs("pod-apt", &pt);
+        assert_eq!(read(&pt.join("hello-ran")), "Hello, world!\n");
+        let p = shape(&tree_listing(&pt));
+        let only = |a: &[String], b: &[String]| {
+            a.iter()
+                .filter(|l| !b.contains(l))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            h == p,
+            "host and pod ({says}) apt builds differ:\nonly on the host: {:#?}\nonly in the pod: {:#?}",
+            only(&h, &p),
+            only(&p, &h)
+        );
+    }
 }

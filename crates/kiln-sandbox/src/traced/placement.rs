@@ -3,9 +3,9 @@
 //! CPU (an interrupt to it, in a VM an exit to the hypervisor), on one CPU
 //! it is a plain context switch. Measured on this project's 2-CPU VM, a
 //! loop of `stat` calls ran 4× faster with the tracee on the tracer's CPU,
-//! and a `pip install` step 1.6× faster. Pinning every tracee there would
+//! and a `pip install` step 1.5× faster. Pinning every tracee there would
 //! serialize parallel work (`make -j`, a compiler per CPU), so the tracer
-//! keeps one CPU of the run's set for itself, and a thread runs on it only
+//! stays on one CPU of the run's set and a thread joins it there only
 //! while it stops often:
 //! - a thread whose traced syscalls come less than [`FAST`] apart is
 //!   pinned to the tracer's CPU (a new thread starts where its creator
