@@ -79,7 +79,7 @@ impl Root {
 
     fn openat2(&self, rel: &str, flags: OFlags, resolve: ResolveFlags) -> io::Result<OwnedFd> {
         let rel = if rel.is_empty() { "." } else { rel };
-        rustix::fs::openat2(
+        kiln_image::in_root::openat2(
             &self.fd,
             rel,
             flags | OFlags::CLOEXEC,

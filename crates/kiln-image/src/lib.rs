@@ -21,6 +21,7 @@ pub mod config;
 pub mod config_edit;
 pub mod contents;
 pub mod digest;
+pub mod in_root;
 pub mod index_edit;
 pub mod layer;
 pub mod layout;

@@ -41,7 +41,7 @@ fn in_root_flags() -> ResolveFlags {
 /// only ever inside `root`.
 pub(crate) fn open_in_root(root: BorrowedFd<'_>, path: &str) -> rustix::io::Result<OwnedFd> {
     let path = if path.is_empty() { "." } else { path };
-    rfs::openat2(
+    kiln_image::in_root::openat2(
         root,
         path,
         OFlags::PATH | OFlags::CLOEXEC,

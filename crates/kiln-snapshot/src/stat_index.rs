@@ -194,7 +194,7 @@ pub(crate) fn open_dir_beneath(
     } else {
         rel
     };
-    match rustix::fs::openat2(
+    match kiln_image::in_root::openat2(
         root_fd,
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,

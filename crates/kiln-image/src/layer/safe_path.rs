@@ -71,14 +71,13 @@ impl Root {
         if !follow_last {
             flags |= OFlags::NOFOLLOW;
         }
-        // EAGAIN: the kernel saw a concurrent rename and asks for a retry.
-        let mut tries = 0;
-        loop {
-            match rustix::fs::openat2(&self.fd, path, flags, Mode::empty(), RESOLVE) {
-                Err(Errno::AGAIN) if tries < 16 => tries += 1,
-                r => return Ok(r?),
-            }
-        }
+        Ok(crate::in_root::openat2(
+            &self.fd,
+            path,
+            flags,
+            Mode::empty(),
+            RESOLVE,
+        )?)
     }
 
     /// Opens the directory `rel`, creating missing components (mode 0755,
