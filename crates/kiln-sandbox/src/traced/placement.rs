@@ -119,7 +119,7 @@ impl Placement {
             return;
         }
         let mut t = self.thread(parent);
-        t.last_syscall = Instant::now() - QUIET;
+        t.last_syscall = quiet_since();
         self.threads.insert(child, t);
     }
 
@@ -183,7 +183,7 @@ impl Placement {
     /// A thread not seen yet was started by the command, pinned.
     fn thread(&self, tid: i32) -> Thread {
         self.threads.get(&tid).copied().unwrap_or(Thread {
-            last_syscall: Instant::now() - QUIET,
+            last_syscall: quiet_since(),
             pinned: true,
             own: false,
         })
@@ -194,6 +194,13 @@ impl Placement {
         // makes it fail.
         unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), set) == 0 }
     }
+}
+
+/// A time [`QUIET`] ago (now, right after boot): a thread not seen making
+/// a syscall is let go at the next sweep unless it makes one.
+fn quiet_since() -> Instant {
+    let now = Instant::now();
+    now.checked_sub(QUIET).unwrap_or(now)
 }
 
 /// A SIGALRM every [`TICK`], whose handler does nothing but interrupt the
@@ -254,8 +261,8 @@ mod tests {
         let mut now: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut now) };
         assert_eq!(cpu_count(&now), 1);
-        p.threads.get_mut(&me).unwrap().last_syscall = Instant::now() - QUIET;
-        p.last_sweep = Instant::now() - TICK;
+        p.threads.get_mut(&me).unwrap().last_syscall = quiet_since();
+        p.last_sweep = Instant::now().checked_sub(TICK).unwrap();
         p.sweep();
         assert!(!p.threads[&me].pinned);
         unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut now) };
